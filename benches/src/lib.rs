@@ -1,0 +1,1 @@
+//! Benchmarks of storepatch against its peers (see README.md); the code lives in `benches/`.

@@ -1,0 +1,127 @@
+//! Command-line definitions (clap). Help text here is the source of the man page.
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES_SCAN: &str = "\
+Exit status:
+  0  store references were found
+  1  no store references were found
+  2  an error occurred (usage, or a file that could not be read)";
+
+const EXIT_CODES_REWRITE: &str = "\
+Exit status:
+  0  success
+  1  checks failed (missing dependencies, problems found)
+  2  an error occurred (usage, or a file that could not be read or written)";
+
+/// Find, scrub and relink Nix store references in Python virtual environments and ELF files.
+#[derive(Debug, Parser)]
+#[command(name = "storepatch", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Number of worker threads (default: one per core). Output is identical for any value.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// Nix store directory [default: $NIX_STORE, else /nix/store].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) store_dir: Option<PathBuf>,
+    /// Emit JSON Lines on stdout instead of the human report.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+    /// Never show a progress bar (it is only shown when stderr is a terminal).
+    #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS")]
+    pub(crate) no_progress: bool,
+    /// More log output on stderr (-v debug, -vv trace).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+impl GlobalArgs {
+    pub(crate) fn threads(&self) -> Option<usize> {
+        self.threads.map(usize::from)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Find every store reference in a tree: paths, bare hash parts, symlink targets, names.
+    #[command(after_help = EXIT_CODES_SCAN)]
+    Scan(ScanArgs),
+    /// Rewrite every live store reference's hash part to 32 `e`s (same length), in place.
+    #[command(after_help = EXIT_CODES_REWRITE)]
+    Scrub(ScrubArgs),
+    /// Edit ELF files; accepts patchelf's command line (`storepatch elf --help`).
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Elf {
+        /// patchelf-style options and files.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<OsString>,
+    },
+}
+
+/// How references are discovered; shared by `scan` and `scrub`.
+#[derive(Debug, Args)]
+pub(crate) struct DiscoveryArgs {
+    /// File with one store path per line whose bare hash parts are searched for, as Nix does.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) candidates: Vec<PathBuf>,
+    /// Take candidate store paths from the environment (as inside a Nix build).
+    #[arg(long)]
+    pub(crate) candidates_from_env: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// Trees or files to scan.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) discovery: DiscoveryArgs,
+    /// List every file with its references instead of the per-store-path summary.
+    #[arg(long)]
+    pub(crate) files: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScrubArgs {
+    /// Directories to scrub in place.
+    #[arg(required = true, value_name = "DIR")]
+    pub(crate) paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) discovery: DiscoveryArgs,
+    /// Leave references to this store path alone (repeatable), e.g. `$out` in a normal derivation.
+    #[arg(long, value_name = "STORE_PATH")]
+    pub(crate) keep: Vec<PathBuf>,
+    /// Scrub only references to these store paths (repeatable), like `remove-references-to -t`.
+    #[arg(long, value_name = "STORE_PATH")]
+    pub(crate) only: Vec<PathBuf>,
+    /// Report what would change without writing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// `--color` choices.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub(crate) enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+pub(crate) fn parse(args: Vec<OsString>) -> Cli {
+    Cli::parse_from(args)
+}

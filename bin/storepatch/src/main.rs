@@ -1,0 +1,29 @@
+//! The `storepatch` command line.
+use std::process::ExitCode;
+
+mod cli;
+mod commands;
+mod exit;
+mod logger;
+mod output;
+
+fn main() -> ExitCode {
+    // Installed under the name `patchelf`, behave exactly like `storepatch elf`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name())
+        .map(std::ffi::OsStr::to_os_string);
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("patchelf")) {
+        return exit::report(commands::elf::run(args.split_off(1)));
+    }
+    let cli = cli::parse(args);
+    logger::init(cli.global.verbose);
+    if let Some(threads) = cli.global.threads() {
+        // Only fails when a pool already exists, which cannot happen this early.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+    exit::report(commands::run(cli))
+}

@@ -1,0 +1,1 @@
+//! Writing reports: human text and JSON Lines on stdout, progress on stderr.

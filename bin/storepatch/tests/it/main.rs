@@ -1,0 +1,1 @@
+//! Integration tests of the `storepatch` binary, one module per area.

@@ -1,0 +1,3 @@
+//! Test helpers for storepatch: temporary trees, gcc-built fixtures, the real Nix as a judge, and
+//! snapshot filters. Used by the integration tests and benches only.
+#![deny(missing_docs)]
