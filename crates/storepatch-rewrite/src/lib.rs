@@ -1,2 +1,432 @@
-//! Same-length byte rewrites of files, symlinks and names for storepatch, written atomically with modes and hard links kept.
+//! Same-length byte rewrites of files, symlinks and names for storepatch, written atomically with
+//! modes and hard links kept.
+//!
+//! Every change lands with one `rename(2)`: a file is written in full to a temporary file in the
+//! same directory, given the original's mode (and owner, when we may), then renamed over the
+//! original. Readers see the old or the new file, never a mix, and a failure leaves the original
+//! untouched. Because the original inode is replaced rather than written, other hard links to it
+//! (outside the tree, say in the Nix store) keep the old contents; [`link_into_place`] lets the
+//! caller re-link names inside the tree to the new file.
+//!
+//! ```
+//! use storepatch_rewrite::{Patch, rewrite_file};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("pyvenv.cfg");
+//! fs_err::write(&path, "home = /nix/store/abc/bin\n")?;
+//! let original = fs_err::read(&path)?;
+//! rewrite_file(&path, &original, &[Patch { offset: 18, bytes: b"eee" }])?;
+//! assert_eq!(fs_err::read_to_string(&path)?, "home = /nix/store/eee/bin\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Errors from rewriting, always naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation failed.
+    #[error("{action} `{}`", .path.display())]
+    Io {
+        /// What was being done, such as "cannot write".
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A patch does not fit the contents it is meant for.
+    #[error("patch at offset {offset} ({len} bytes) does not fit `{}` ({size} bytes) or overlaps another", .path.display())]
+    PatchOutOfBounds {
+        /// The file.
+        path: PathBuf,
+        /// The offset of the patch.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The size of the contents.
+        size: u64,
+    },
+    /// A rename would replace an entry that already exists.
+    #[error("cannot rename `{}`: `{}` already exists", .from.display(), .to.display())]
+    Exists {
+        /// The entry being renamed.
+        from: PathBuf,
+        /// The name that is taken.
+        to: PathBuf,
+    },
+    /// The path has no parent directory or no file name.
+    #[error("`{}` has no parent directory", .path.display())]
+    NoParent {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Replace `bytes.len()` bytes at `offset` with `bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patch<'bytes> {
+    /// Where the replaced bytes start.
+    pub offset: u64,
+    /// The new bytes (the same number of bytes are replaced).
+    pub bytes: &'bytes [u8],
+}
+
+/// Applies `patches` to `contents` in memory (used for names and symlink targets).
+pub fn apply(contents: &[u8], patches: &[Patch<'_>]) -> Option<Vec<u8>> {
+    let mut out = contents.to_vec();
+    for patch in patches {
+        let start = usize::try_from(patch.offset).ok()?;
+        out.get_mut(start..start.checked_add(patch.bytes.len())?)?
+            .copy_from_slice(patch.bytes);
+    }
+    Some(out)
+}
+
+fn parent_of(path: &Path) -> Result<&Path> {
+    match path.parent() {
+        Some(parent) if path.file_name().is_some() => Ok(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        }),
+        _ => Err(Error::NoParent {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// A name next to `path` that nothing else uses, for a temporary entry.
+fn temporary_sibling(path: &Path) -> Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let parent = parent_of(path)?;
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Ok(parent.join(format!(".storepatch-{}-{unique}.tmp", std::process::id())))
+}
+
+/// Writes `contents` with `patches` applied to a temporary file beside `path`, gives it the mode
+/// (and, where allowed, the owner) of `path`, and renames it over `path`.
+///
+/// `contents` is normally `path`'s own bytes, read or mapped earlier. Patches must be sorted,
+/// in bounds and not overlap; nothing is written otherwise.
+pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Result<()> {
+    let size = contents.len() as u64;
+    let mut position = 0u64;
+    for patch in patches {
+        let end = patch.offset.checked_add(patch.bytes.len() as u64);
+        if patch.offset < position || end.is_none_or(|end| end > size) {
+            return Err(Error::PatchOutOfBounds {
+                path: path.to_path_buf(),
+                offset: patch.offset,
+                len: patch.bytes.len(),
+                size,
+            });
+        }
+        position = end.unwrap_or(size);
+    }
+    let metadata = fs_err::symlink_metadata(path).map_err(|err| Error::Io {
+        action: "cannot examine",
+        path: path.to_path_buf(),
+        source: err.into(),
+    })?;
+    let parent = parent_of(path)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".storepatch-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .map_err(io_error("cannot create a temporary file in", parent))?;
+    let temp_path = temp.path().to_path_buf();
+    let write = |temp: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
+        let mut position = 0usize;
+        for patch in patches {
+            // In bounds: checked above.
+            let start = patch.offset as usize;
+            temp.write_all(&contents[position..start])?;
+            temp.write_all(patch.bytes)?;
+            position = start + patch.bytes.len();
+        }
+        temp.write_all(&contents[position..])?;
+        temp.flush()
+    };
+    write(&mut temp).map_err(io_error("cannot write", &temp_path))?;
+    copy_owner_and_mode(temp.as_file(), &metadata)
+        .map_err(io_error("cannot set the mode of", &temp_path))?;
+    temp.persist(path).map_err(|err| Error::Io {
+        action: "cannot replace",
+        path: path.to_path_buf(),
+        source: err.error,
+    })?;
+    Ok(())
+}
+
+fn copy_owner_and_mode(file: &std::fs::File, original: &std::fs::Metadata) -> std::io::Result<()> {
+    let current = file.metadata()?;
+    if (current.uid(), current.gid()) != (original.uid(), original.gid()) {
+        // Only root may give a file away; anyone else keeps owning the copy, as `cp` does.
+        if let Err(err) =
+            std::os::unix::fs::fchown(file, Some(original.uid()), Some(original.gid()))
+        {
+            log::debug!("keeping the owner of a rewritten file: {err}");
+        }
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(original.mode() & 0o7777))
+}
+
+/// Replaces the symlink at `path` with one pointing at `target`, atomically.
+pub fn retarget_symlink(path: &Path, target: &OsStr) -> Result<()> {
+    let temp = temporary_sibling(path)?;
+    std::os::unix::fs::symlink(target, &temp)
+        .map_err(io_error("cannot create the symlink", &temp))?;
+    fs_err::rename(&temp, path).map_err(|err| {
+        let _ = fs_err::remove_file(&temp);
+        Error::Io {
+            action: "cannot replace",
+            path: path.to_path_buf(),
+            source: err,
+        }
+    })
+}
+
+/// Renames the entry at `path` to `new_name` in the same directory, refusing to replace anything.
+pub fn rename_entry(path: &Path, new_name: &OsStr) -> Result<PathBuf> {
+    let destination = parent_of(path)?.join(new_name);
+    if fs_err::symlink_metadata(&destination).is_ok() {
+        return Err(Error::Exists {
+            from: path.to_path_buf(),
+            to: destination,
+        });
+    }
+    fs_err::rename(path, &destination).map_err(|source| Error::Io {
+        action: "cannot rename",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(destination)
+}
+
+/// Makes `path` another hard link to `source` (atomically replacing whatever `path` was).
+pub fn link_into_place(source: &Path, path: &Path) -> Result<()> {
+    let temp = temporary_sibling(path)?;
+    fs_err::hard_link(source, &temp).map_err(|err| Error::Io {
+        action: "cannot link",
+        path: path.to_path_buf(),
+        source: err,
+    })?;
+    fs_err::rename(&temp, path).map_err(|err| {
+        let _ = fs_err::remove_file(&temp);
+        Error::Io {
+            action: "cannot replace",
+            path: path.to_path_buf(),
+            source: err,
+        }
+    })
+}
+
+/// Directories made writable for the duration of a rewrite; [`WritableDirs::restore`] puts the
+/// original modes back (deepest first), and so does dropping it.
+#[derive(Debug, Default)]
+pub struct WritableDirs {
+    changed: Vec<(PathBuf, u32)>,
+}
+
+impl WritableDirs {
+    /// Gives the owner write (and search) permission on each of `dirs` that lacks it.
+    ///
+    /// Call this before writing in parallel, so that no two threads race on one directory's mode.
+    pub fn make_writable<'path>(dirs: impl IntoIterator<Item = &'path Path>) -> Result<Self> {
+        let mut guard = Self::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for dir in dirs {
+            if !seen.insert(dir.to_path_buf()) {
+                continue;
+            }
+            let metadata = fs_err::symlink_metadata(dir).map_err(|err| Error::Io {
+                action: "cannot examine",
+                path: dir.to_path_buf(),
+                source: err,
+            })?;
+            let mode = metadata.mode() & 0o7777;
+            if mode & 0o300 != 0o300 {
+                fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o300))
+                    .map_err(|err| Error::Io {
+                        action: "cannot make writable",
+                        path: dir.to_path_buf(),
+                        source: err,
+                    })?;
+                guard.changed.push((dir.to_path_buf(), mode));
+            }
+        }
+        Ok(guard)
+    }
+
+    /// Updates the remembered path of a directory that was renamed meanwhile.
+    pub fn renamed(&mut self, from: &Path, to: &Path) {
+        for (path, _) in &mut self.changed {
+            if let Ok(rest) = path.strip_prefix(from) {
+                *path = to.join(rest);
+            }
+        }
+    }
+
+    /// Restores the original modes; returns the first error, after trying every directory.
+    pub fn restore(mut self) -> Result<()> {
+        self.restore_all()
+    }
+
+    fn restore_all(&mut self) -> Result<()> {
+        let mut first_error = None;
+        // Deepest first, so that restoring a parent never blocks a child.
+        self.changed
+            .sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+        for (path, mode) in self.changed.drain(..) {
+            if let Err(err) = fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            {
+                first_error.get_or_insert(Error::Io {
+                    action: "cannot restore the mode of",
+                    path,
+                    source: err,
+                });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for WritableDirs {
+    fn drop(&mut self) {
+        if let Err(err) = self.restore_all() {
+            log::warn!("{err}");
+        }
+    }
+}
+
+/// Turns bytes into an `OsString` (names and symlink targets are bytes on Unix).
+pub fn os_string(bytes: Vec<u8>) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    OsString::from_vec(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn rewrite_keeps_mode_and_breaks_outside_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let other = dir.path().join("other-link");
+        fs_err::write(&path, b"0123456789").unwrap();
+        fs_err::hard_link(&path, &other).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let contents = fs_err::read(&path).unwrap();
+        rewrite_file(
+            &path,
+            &contents,
+            &[
+                Patch {
+                    offset: 2,
+                    bytes: b"ab",
+                },
+                Patch {
+                    offset: 8,
+                    bytes: b"cd",
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(fs_err::read(&path).unwrap(), b"01ab4567cd");
+        assert_eq!(fs_err::read(&other).unwrap(), b"0123456789");
+        assert_eq!(fs_err::metadata(&path).unwrap().mode() & 0o7777, 0o444);
+        let leftovers: Vec<_> = fs_err::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn bad_patches_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        fs_err::write(&path, b"0123").unwrap();
+        let contents = fs_err::read(&path).unwrap();
+        for patches in [
+            vec![Patch {
+                offset: 3,
+                bytes: b"xy",
+            }],
+            vec![
+                Patch {
+                    offset: 2,
+                    bytes: b"x",
+                },
+                Patch {
+                    offset: 1,
+                    bytes: b"y",
+                },
+            ],
+            vec![Patch {
+                offset: u64::MAX,
+                bytes: b"x",
+            }],
+        ] {
+            let err = rewrite_file(&path, &contents, &patches).unwrap_err();
+            assert!(matches!(err, Error::PatchOutOfBounds { .. }), "{err}");
+        }
+        assert_eq!(fs_err::read(&path).unwrap(), b"0123");
+        assert_eq!(fs_err::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinks_names_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/old/target", &link).unwrap();
+        retarget_symlink(&link, OsStr::new("/new/target")).unwrap();
+        assert_eq!(fs_err::read_link(&link).unwrap(), Path::new("/new/target"));
+
+        let renamed = rename_entry(&link, OsStr::new("renamed")).unwrap();
+        assert_eq!(renamed, dir.path().join("renamed"));
+        fs_err::write(dir.path().join("taken"), "").unwrap();
+        assert!(matches!(
+            rename_entry(&renamed, OsStr::new("taken")),
+            Err(Error::Exists { .. })
+        ));
+
+        let source = dir.path().join("source");
+        fs_err::write(&source, "new").unwrap();
+        link_into_place(&source, &dir.path().join("taken")).unwrap();
+        assert_eq!(
+            fs_err::read_to_string(dir.path().join("taken")).unwrap(),
+            "new"
+        );
+        assert_eq!(fs_err::metadata(&source).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn writable_dirs_restore_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        fs_err::create_dir(&locked).unwrap();
+        fs_err::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let guard = WritableDirs::make_writable([locked.as_path()]).unwrap();
+        assert_eq!(fs_err::metadata(&locked).unwrap().mode() & 0o777, 0o755);
+        guard.restore().unwrap();
+        assert_eq!(fs_err::metadata(&locked).unwrap().mode() & 0o777, 0o555);
+    }
+}

@@ -1,2 +1,462 @@
-//! Finds Nix store references in byte buffers: store path patterns and bare hash parts of candidates, across chunk edges.
+//! Finds Nix store references in byte buffers.
+//!
+//! Two kinds of discovery, because both matter (see DESIGN.md §2):
+//!
+//! - **Path form**: `<storedir>/<hash>-<name>` occurrences. The name is taken with Nix's name grammar,
+//!   so `…-source", "dir_info"` yields the name `source`, not the junk after it. Already-scrubbed
+//!   paths (a hash of 32 `e`s) are reported as [`Target::Scrubbed`], never as live references.
+//! - **Bare form**: the 32-byte hash part of a *candidate* store path anywhere, with no prefix and
+//!   no word boundaries: exactly what Nix's own reference scanner looks for.
+//!
+//! [`Scanner::scan`] works on a whole buffer; [`Scanner::stream`] works on a buffer fed in chunks
+//! and reports the same hits whatever the chunk size, so a reference split across a chunk edge is
+//! still found.
+//!
+//! ```
+//! use storepatch_core::{StoreDir, StorePath, HashPart};
+//! use storepatch_scan::{Form, Scanner, Target};
+//!
+//! let zlib = StorePath::new(HashPart::parse(b"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1")?, "zlib-1.3.1");
+//! let scanner = Scanner::builder(StoreDir::new("/nix/store")?).candidate(zlib).build();
+//! let text = b"rpath=/nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-zlib-1.3.1/lib \
+//!              bare=0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
+//! let hits = scanner.scan(text);
+//! assert_eq!(hits.len(), 2);
+//! assert_eq!(hits[0].form, Form::Path);
+//! assert_eq!(hits[1].form, Form::Bare);
+//! assert!(matches!(&hits[1].target, Target::Live(path) if path.name() == b"zlib-1.3.1"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use memchr::memmem;
+use storepatch_core::{HASH_LEN, HashPart, MAX_NAME_LEN, SCRUBBED_HASH, StoreDir, StorePath};
+
+/// How a reference was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Form {
+    /// `<storedir>/<hash>[-<name>]`.
+    Path,
+    /// The bare hash part of a candidate, without the store dir in front.
+    Bare,
+}
+
+/// What a reference points at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// A live store path (its hash part is valid and would be seen by Nix).
+    Live(StorePath),
+    /// A path scrubbed earlier: the hash part is 32 `e`s; the name is kept for reporting.
+    Scrubbed {
+        /// The name after `eeee…-` (may be empty).
+        name: Vec<u8>,
+    },
+}
+
+/// One reference found in a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    /// Offset of the first byte of the matched text (the store dir for [`Form::Path`]).
+    pub offset: u64,
+    /// Offset of the 32-byte hash part: the bytes a scrub rewrites.
+    pub hash_offset: u64,
+    /// Length of the matched text.
+    pub len: usize,
+    /// Path or bare form.
+    pub form: Form,
+    /// The store path referred to.
+    pub target: Target,
+}
+
+impl Hit {
+    /// The live store path, if this reference is not scrubbed.
+    pub fn live(&self) -> Option<&StorePath> {
+        match &self.target {
+            Target::Live(path) => Some(path),
+            Target::Scrubbed { .. } => None,
+        }
+    }
+}
+
+/// Builds a [`Scanner`].
+#[derive(Debug)]
+pub struct ScannerBuilder {
+    store_dir: StoreDir,
+    candidates: BTreeMap<HashPart, StorePath>,
+}
+
+impl ScannerBuilder {
+    /// Adds a candidate whose bare hash part is searched for.
+    #[must_use]
+    pub fn candidate(mut self, path: StorePath) -> Self {
+        self.candidates.entry(*path.hash()).or_insert(path);
+        self
+    }
+
+    /// Adds several candidates.
+    #[must_use]
+    pub fn candidates(mut self, paths: impl IntoIterator<Item = StorePath>) -> Self {
+        for path in paths {
+            self = self.candidate(path);
+        }
+        self
+    }
+
+    /// Builds the scanner.
+    pub fn build(self) -> Scanner {
+        let automaton = if self.candidates.is_empty() {
+            None
+        } else {
+            let hashes: Vec<&[u8; HASH_LEN]> =
+                self.candidates.keys().map(HashPart::as_bytes).collect();
+            // Overlapping search needs the standard match semantics. A DFA is fastest for a few
+            // thousand 32-byte patterns; the builder falls back if it would be too large.
+            let built = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&hashes)
+                .or_else(|_| {
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::Standard)
+                        .build(&hashes)
+                });
+            // Building only fails for pattern sets far larger than any real closure.
+            built.ok()
+        };
+        let prefix_finder = memmem::Finder::new(self.store_dir.prefix()).into_owned();
+        Scanner {
+            store_dir: self.store_dir,
+            prefix_finder,
+            candidates: self.candidates.into_values().collect(),
+            automaton,
+        }
+    }
+}
+
+/// Finds store references in buffers. Cheap to share between threads.
+#[derive(Debug)]
+pub struct Scanner {
+    store_dir: StoreDir,
+    prefix_finder: memmem::Finder<'static>,
+    /// Sorted by hash; the automaton's pattern ids index into this.
+    candidates: Vec<StorePath>,
+    automaton: Option<AhoCorasick>,
+}
+
+impl Scanner {
+    /// Starts building a scanner for `store_dir`.
+    pub fn builder(store_dir: StoreDir) -> ScannerBuilder {
+        ScannerBuilder {
+            store_dir,
+            candidates: BTreeMap::new(),
+        }
+    }
+
+    /// The store dir this scanner looks for.
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    /// The candidates whose bare hash parts are searched for, sorted by hash.
+    pub fn candidates(&self) -> &[StorePath] {
+        &self.candidates
+    }
+
+    /// How many bytes after the start of a match can belong to it: a chunked reader must keep at
+    /// least this many bytes of overlap.
+    pub fn max_match_len(&self) -> usize {
+        self.store_dir.prefix().len() + HASH_LEN + 1 + MAX_NAME_LEN
+    }
+
+    /// Every reference in `haystack`, sorted by hash offset. A bare hit at the same hash offset as
+    /// a path hit is folded into the path hit.
+    pub fn scan(&self, haystack: &[u8]) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        self.scan_into(haystack, 0, &mut hits);
+        hits
+    }
+
+    /// Scans `haystack`, whose first byte is at `base` in the whole input, appending to `hits`.
+    fn scan_into(&self, haystack: &[u8], base: u64, hits: &mut Vec<Hit>) {
+        let first = hits.len();
+        for start in self.prefix_finder.find_iter(haystack) {
+            if let Some(hit) = self.path_hit_at(haystack, start, base) {
+                hits.push(hit);
+            }
+        }
+        let path_hits_end = hits.len();
+        if let Some(automaton) = &self.automaton {
+            for found in automaton.find_overlapping_iter(haystack) {
+                let hash_offset = base + found.start() as u64;
+                let covered = hits[first..path_hits_end]
+                    .binary_search_by_key(&hash_offset, |hit| hit.hash_offset)
+                    .is_ok();
+                if !covered {
+                    hits.push(Hit {
+                        offset: hash_offset,
+                        hash_offset,
+                        len: HASH_LEN,
+                        form: Form::Bare,
+                        target: Target::Live(self.candidates[found.pattern().as_usize()].clone()),
+                    });
+                }
+            }
+        }
+        hits[first..].sort_by_key(|hit| hit.hash_offset);
+    }
+
+    /// The path-form hit whose store dir prefix starts at `start`, if the bytes after it form one.
+    fn path_hit_at(&self, haystack: &[u8], start: usize, base: u64) -> Option<Hit> {
+        let hash_start = start + self.store_dir.prefix().len();
+        let hash = haystack.get(hash_start..hash_start + HASH_LEN)?;
+        let scrubbed = hash == SCRUBBED_HASH;
+        let live = if scrubbed {
+            None
+        } else {
+            Some(HashPart::parse(hash).ok()?)
+        };
+        let after = hash_start + HASH_LEN;
+        let name = match haystack.get(after) {
+            // A longer token such as `<storedir>/<33 letters>` is not a store path.
+            Some(byte) if byte.is_ascii_alphanumeric() => return None,
+            Some(b'-') => {
+                let rest = &haystack[after + 1..];
+                let len = rest
+                    .iter()
+                    .take(MAX_NAME_LEN)
+                    .take_while(|&&byte| storepatch_core::is_name_byte(byte))
+                    .count();
+                &rest[..len]
+            }
+            _ => &[][..],
+        };
+        let len = after - start + if name.is_empty() { 0 } else { 1 + name.len() };
+        let target = match live {
+            Some(hash) => Target::Live(StorePath::new(hash, name)),
+            None => Target::Scrubbed {
+                name: name.to_vec(),
+            },
+        };
+        Some(Hit {
+            offset: base + start as u64,
+            hash_offset: base + hash_start as u64,
+            len,
+            form: Form::Path,
+            target,
+        })
+    }
+
+    /// Starts a chunked scan: feed it the input in pieces of any size.
+    pub fn stream(&self) -> StreamScanner<'_> {
+        StreamScanner {
+            scanner: self,
+            window: Vec::new(),
+            window_start: 0,
+            reported_until: 0,
+        }
+    }
+
+    /// Scans everything `reader` yields, `chunk_size` bytes at a time (raised to a useful minimum).
+    pub fn scan_reader(
+        &self,
+        mut reader: impl Read,
+        chunk_size: usize,
+    ) -> std::io::Result<Vec<Hit>> {
+        let mut stream = self.stream();
+        let mut hits = Vec::new();
+        let mut chunk = vec![0; chunk_size.max(1)];
+        loop {
+            let read = match reader.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            stream.feed(&chunk[..read], &mut hits);
+        }
+        stream.finish(&mut hits);
+        Ok(hits)
+    }
+}
+
+/// A scan over input fed in chunks; see [`Scanner::stream`].
+///
+/// It keeps a window of unreported bytes. A hit is reported once enough bytes after its hash are
+/// known to decide its full extent (the longest possible name), so results do not depend on where
+/// the chunk edges fall.
+#[derive(Debug)]
+pub struct StreamScanner<'scanner> {
+    scanner: &'scanner Scanner,
+    window: Vec<u8>,
+    /// Offset of `window[0]` in the whole input.
+    window_start: u64,
+    /// Every hit whose hash starts before this offset has been reported.
+    reported_until: u64,
+}
+
+impl StreamScanner<'_> {
+    /// Feeds the next chunk, appending the hits that are now certain to `hits`.
+    pub fn feed(&mut self, chunk: &[u8], hits: &mut Vec<Hit>) {
+        self.window.extend_from_slice(chunk);
+        let after_hash = HASH_LEN + 1 + MAX_NAME_LEN;
+        let Some(cut_index) = self.window.len().checked_sub(after_hash) else {
+            return;
+        };
+        // Small feeds are batched until there is a useful amount to scan.
+        if cut_index < self.scanner.max_match_len() * 4 {
+            return;
+        }
+        let cut = self.window_start + cut_index as u64;
+        self.scan_window(Some(cut), hits);
+        // Keep the bytes after the cut, plus the store dir before it so that a path whose hash
+        // starts right after the cut is still seen in path form.
+        let keep_from = cut_index.saturating_sub(self.scanner.store_dir.prefix().len());
+        self.window.drain(..keep_from);
+        self.window_start += keep_from as u64;
+        self.reported_until = cut;
+    }
+
+    /// Reports the hits left at the end of the input.
+    pub fn finish(mut self, hits: &mut Vec<Hit>) {
+        self.scan_window(None, hits);
+    }
+
+    fn scan_window(&self, cut: Option<u64>, hits: &mut Vec<Hit>) {
+        let mut found = Vec::new();
+        self.scanner
+            .scan_into(&self.window, self.window_start, &mut found);
+        hits.extend(found.into_iter().filter(|hit| {
+            hit.hash_offset >= self.reported_until && cut.is_none_or(|cut| hit.hash_offset < cut)
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH_A: &[u8; 32] = b"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
+    const HASH_B: &[u8; 32] = b"1111111111111111111111111111111z";
+
+    fn store_path(hash: &[u8; 32], name: &str) -> StorePath {
+        StorePath::new(HashPart::parse(hash).unwrap(), name)
+    }
+
+    fn scanner(candidates: &[StorePath]) -> Scanner {
+        Scanner::builder(StoreDir::default())
+            .candidates(candidates.iter().cloned())
+            .build()
+    }
+
+    fn text(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn path_form_takes_name_grammar_not_junk() {
+        let input = text(&[
+            b"\"url\": \"file:///nix/store/",
+            HASH_A,
+            b"-source\", \"dir_info\"",
+        ]);
+        let hits = scanner(&[]).scan(&input);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].target, Target::Live(store_path(HASH_A, "source")));
+        assert_eq!(hits[0].offset, 15);
+        assert_eq!(hits[0].hash_offset, 26);
+        assert_eq!(hits[0].len, "/nix/store/".len() + 32 + "-source".len());
+    }
+
+    #[test]
+    fn path_without_name_and_longer_tokens() {
+        let input = text(&[b"/nix/store/", HASH_A, b"/bin /nix/store/", HASH_A, b"x"]);
+        let hits = scanner(&[]).scan(&input);
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].target, Target::Live(store_path(HASH_A, "")));
+    }
+
+    #[test]
+    fn scrubbed_paths_are_reported_as_such() {
+        let input = text(&[b"/nix/store/", &SCRUBBED_HASH, b"-zlib-1.3/lib"]);
+        let hits = scanner(&[]).scan(&input);
+        assert_eq!(
+            hits,
+            vec![Hit {
+                offset: 0,
+                hash_offset: 11,
+                len: 11 + 32 + 9,
+                form: Form::Path,
+                target: Target::Scrubbed {
+                    name: b"zlib-1.3".to_vec()
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn bare_hashes_of_candidates_only() {
+        let candidates = [store_path(HASH_A, "zlib")];
+        let input = text(&[HASH_A, b" ", HASH_B, b" /nix/store/", HASH_A, b"-zlib"]);
+        let hits = scanner(&candidates).scan(&input);
+        let forms: Vec<_> = hits.iter().map(|hit| (hit.hash_offset, hit.form)).collect();
+        assert_eq!(forms, vec![(0, Form::Bare), (77, Form::Path)]);
+    }
+
+    #[test]
+    fn overlapping_candidates_are_all_found() {
+        // HASH_B's tail overlaps a second candidate that starts inside it.
+        let second = *b"11111111111111111111111111111z22";
+        let candidates = [store_path(HASH_B, "b"), store_path(&second, "c")];
+        let input = text(&[HASH_B, b"22"]);
+        let hits = scanner(&candidates).scan(&input);
+        assert_eq!(hits.len(), 2);
+    }
+
+    #[test]
+    fn custom_store_dir() {
+        let scanner = Scanner::builder(StoreDir::new("/tmp/s").unwrap()).build();
+        let input = text(&[b"/nix/store/", HASH_A, b"-a /tmp/s/", HASH_A, b"-b"]);
+        let hits = scanner.scan(&input);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].target, Target::Live(store_path(HASH_A, "b")));
+    }
+
+    #[test]
+    fn name_is_capped() {
+        let long = "n".repeat(300);
+        let input = text(&[b"/nix/store/", HASH_A, b"-", long.as_bytes()]);
+        let hits = scanner(&[]).scan(&input);
+        assert_eq!(hits[0].live().unwrap().name().len(), MAX_NAME_LEN);
+    }
+
+    /// Every way of feeding the input gives the same hits as one whole-buffer scan.
+    #[test]
+    fn stream_matches_whole_scan_for_every_chunk_size() {
+        let candidates = [store_path(HASH_A, "zlib"), store_path(HASH_B, "py")];
+        let scanner = scanner(&candidates);
+        let mut input = Vec::new();
+        for round in 0..40u8 {
+            input.extend(std::iter::repeat_n(b'.', usize::from(round) * 7));
+            input.extend_from_slice(b"/nix/store/");
+            input.extend_from_slice(if round % 2 == 0 { HASH_A } else { HASH_B });
+            input.extend_from_slice(b"-name-");
+            input.extend(std::iter::repeat_n(b'x', usize::from(round) * 5));
+            input.extend_from_slice(if round % 3 == 0 {
+                HASH_B
+            } else {
+                &SCRUBBED_HASH
+            });
+        }
+        let whole = scanner.scan(&input);
+        // 40 path-form references and 14 bare copies of HASH_B.
+        assert_eq!(whole.len(), 54);
+        for chunk_size in [1, 2, 3, 7, 31, 32, 33, 64, 255, 256, 1000, 4096] {
+            let streamed = scanner.scan_reader(&input[..], chunk_size).unwrap();
+            assert_eq!(streamed, whole, "chunk size {chunk_size}");
+        }
+    }
+}
