@@ -2,7 +2,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES_SCAN: &str = "\
 Exit status:
@@ -44,6 +44,9 @@ pub(crate) struct GlobalArgs {
     /// Never show a progress bar (it is only shown when stderr is a terminal).
     #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS")]
     pub(crate) no_progress: bool,
+    /// Read every file with read(2) instead of mapping large ones into memory.
+    #[arg(long, global = true)]
+    pub(crate) no_mmap: bool,
     /// More log output on stderr (-v debug, -vv trace).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -67,7 +70,11 @@ pub(crate) enum Command {
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Elf {
         /// patchelf-style options and files.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
         args: Vec<OsString>,
     },
 }
@@ -111,15 +118,6 @@ pub(crate) struct ScrubArgs {
     /// Report what would change without writing anything.
     #[arg(long)]
     pub(crate) dry_run: bool,
-}
-
-/// `--color` choices.
-#[derive(Debug, Clone, Copy, ValueEnum, Default)]
-pub(crate) enum ColorChoice {
-    #[default]
-    Auto,
-    Always,
-    Never,
 }
 
 pub(crate) fn parse(args: Vec<OsString>) -> Cli {

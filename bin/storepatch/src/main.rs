@@ -6,6 +6,8 @@ mod commands;
 mod exit;
 mod logger;
 mod output;
+mod progress;
+mod tree;
 
 fn main() -> ExitCode {
     // Installed under the name `patchelf`, behave exactly like `storepatch elf`.

@@ -321,7 +321,7 @@ impl StreamScanner<'_> {
     }
 
     /// Reports the hits left at the end of the input.
-    pub fn finish(mut self, hits: &mut Vec<Hit>) {
+    pub fn finish(self, hits: &mut Vec<Hit>) {
         self.scan_window(None, hits);
     }
 

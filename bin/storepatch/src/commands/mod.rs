@@ -1,7 +1,11 @@
 //! One module per subcommand; each returns the process exit code or an error.
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use storepatch_core::StoreDir;
+use storepatch_walk::ReadPolicy;
+
+use crate::cli::{Cli, Command, DiscoveryArgs, GlobalArgs};
+use crate::tree::{self, TreeOptions};
 
 pub(crate) mod elf;
 pub(crate) mod scan;
@@ -13,4 +17,34 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scrub(args) => scrub::run(&cli.global, &args),
         Command::Elf { args } => elf::run(args),
     }
+}
+
+/// The store dir from `--store-dir`, `$NIX_STORE` or the default.
+pub(crate) fn store_dir(global: &GlobalArgs) -> anyhow::Result<StoreDir> {
+    Ok(StoreDir::resolve(global.store_dir.as_deref())?)
+}
+
+/// Scan options shared by the commands that discover references.
+pub(crate) fn tree_options(
+    global: &GlobalArgs,
+    discovery: &DiscoveryArgs,
+    with_context: bool,
+) -> anyhow::Result<TreeOptions> {
+    let store_dir = store_dir(global)?;
+    let candidates = tree::load_candidates(
+        &store_dir,
+        &discovery.candidates,
+        discovery.candidates_from_env,
+    )?;
+    Ok(TreeOptions {
+        store_dir,
+        candidates,
+        read_policy: if global.no_mmap {
+            ReadPolicy::Read
+        } else {
+            ReadPolicy::default()
+        },
+        with_context,
+        show_progress: !(global.json || global.quiet || global.no_progress),
+    })
 }

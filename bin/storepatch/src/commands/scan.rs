@@ -1,8 +1,207 @@
-//! `storepatch scan`.
+//! `storepatch scan`: report every store reference in some trees.
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use crate::cli::{GlobalArgs, ScanArgs};
+use serde_json::json;
 
-pub(crate) fn run(_global: &GlobalArgs, _args: &ScanArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::cli::{GlobalArgs, ScanArgs};
+use crate::output::{self, Output, bytes_value, path_value};
+use crate::tree::{self, TreeScan};
+
+pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
+    let options = super::tree_options(global, &args.discovery, global.json)?;
+    let scan = tree::scan_roots(&args.paths, &options)?;
+    let mut out = Output::new();
+    if global.json {
+        write_json(&mut out, &scan, &options.store_dir)?;
+    } else if args.files {
+        write_files(&mut out, &scan, &options.store_dir)?;
+    } else {
+        write_summary(&mut out, &scan, &options.store_dir)?;
+    }
+    out.flush()?;
+    let totals = Totals::of(&scan);
+    if !global.json {
+        for error in &scan.errors {
+            output::entry_error(&error.path, &error.message);
+        }
+        output::message(
+            global.quiet,
+            &format!(
+                "{} live references to {} store paths in {} of {} files; {} scrubbed references",
+                totals.live,
+                totals.live_paths,
+                totals.files_with_live,
+                totals.files,
+                totals.scrubbed
+            ),
+        );
+    }
+    Ok(ExitCode::from(if !scan.errors.is_empty() {
+        crate::exit::ERROR
+    } else if totals.live > 0 {
+        0
+    } else {
+        1
+    }))
+}
+
+struct Totals {
+    files: usize,
+    files_with_live: usize,
+    live: usize,
+    live_paths: usize,
+    scrubbed: usize,
+}
+
+impl Totals {
+    fn of(scan: &TreeScan) -> Self {
+        let mut live_entries = std::collections::BTreeSet::new();
+        let mut live_paths = std::collections::BTreeSet::new();
+        let (mut live, mut scrubbed) = (0, 0);
+        for finding in &scan.findings {
+            for hit in &finding.hits {
+                if let Some(path) = hit.live() {
+                    live += 1;
+                    live_paths.insert(path.hash());
+                    live_entries.insert(finding.entry);
+                } else {
+                    scrubbed += 1;
+                }
+            }
+        }
+        Self {
+            files: scan.entries.len(),
+            files_with_live: live_entries.len(),
+            live,
+            live_paths: live_paths.len(),
+            scrubbed,
+        }
+    }
+}
+
+/// One row per store path: how many entries refer to it, and how often.
+fn write_summary(
+    out: &mut Output,
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+) -> std::io::Result<()> {
+    // Keyed by (scrubbed, rendered path) so live paths come first, each group sorted.
+    let mut rows: BTreeMap<(bool, Vec<u8>), (std::collections::BTreeSet<usize>, usize)> =
+        BTreeMap::new();
+    for finding in &scan.findings {
+        for hit in &finding.hits {
+            // Bare hits carry the candidate's full name; path hits may carry a shorter one, so
+            // group live references by hash and show the candidate's name.
+            let key = match hit.live() {
+                Some(path) => (false, store_dir.render(&candidate_for(scan, path))),
+                None => (true, tree::render_target(store_dir, hit)),
+            };
+            let row = rows.entry(key).or_default();
+            row.0.insert(finding.entry);
+            row.1 += 1;
+        }
+    }
+    let width = rows.keys().map(|(_, path)| path.len()).max().unwrap_or(0);
+    for ((scrubbed, path), (entries, count)) in &rows {
+        let mut line = path.clone();
+        line.resize(width, b' ');
+        line.extend_from_slice(
+            format!(
+                "  {:>6} files  {:>7} references{}",
+                entries.len(),
+                count,
+                if *scrubbed { "  (scrubbed)" } else { "" }
+            )
+            .as_bytes(),
+        );
+        out.line(&line)?;
+    }
+    Ok(())
+}
+
+/// The candidate with the same hash as `path` (the name a path hit carries may be cut short).
+fn candidate_for(scan: &TreeScan, path: &storepatch_core::StorePath) -> storepatch_core::StorePath {
+    scan.scanner
+        .candidates()
+        .binary_search_by(|candidate| candidate.hash().cmp(path.hash()))
+        .map_or_else(
+            |_| path.clone(),
+            |index| scan.scanner.candidates()[index].clone(),
+        )
+}
+
+/// One line per reference: `path:offset: kind store_path`.
+fn write_files(
+    out: &mut Output,
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+) -> std::io::Result<()> {
+    for finding in &scan.findings {
+        let path = &scan.entries[finding.entry].path;
+        for hit in &finding.hits {
+            let mut line = format!(
+                "{}:{}: {} ",
+                path.display(),
+                hit.offset,
+                finding.location.as_str()
+            )
+            .into_bytes();
+            line.extend_from_slice(&tree::render_target(store_dir, hit));
+            match (hit.live().is_none(), hit.form) {
+                (true, _) => line.extend_from_slice(b" (scrubbed)"),
+                (false, storepatch_scan::Form::Bare) => line.extend_from_slice(b" (bare hash)"),
+                (false, storepatch_scan::Form::Path) => {}
+            }
+            out.line(&line)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_json(
+    out: &mut Output,
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+) -> std::io::Result<()> {
+    for finding in &scan.findings {
+        let path = &scan.entries[finding.entry].path;
+        for (index, hit) in finding.hits.iter().enumerate() {
+            let live = hit.live();
+            out.json(&json!({
+                "type": "reference",
+                "path": path_value(path),
+                "kind": finding.location.as_str(),
+                "offset": hit.offset,
+                "form": match hit.form {
+                    storepatch_scan::Form::Path => "path",
+                    storepatch_scan::Form::Bare => "bare",
+                },
+                "store_path": bytes_value(&match live {
+                    Some(path) => store_dir.render(&candidate_for(scan, path)),
+                    None => tree::render_target(store_dir, hit),
+                }),
+                "hash": live.map(|path| path.hash().as_str().to_owned()),
+                "scrubbed": live.is_none(),
+                "context": finding.contexts.get(index).map(|context| bytes_value(context)),
+            }))?;
+        }
+    }
+    for error in &scan.errors {
+        out.json(&json!({
+            "type": "error",
+            "path": path_value(&error.path),
+            "message": error.message,
+        }))?;
+    }
+    let totals = Totals::of(scan);
+    out.json(&json!({
+        "type": "summary",
+        "entries": totals.files,
+        "entries_with_references": totals.files_with_live,
+        "references": totals.live,
+        "store_paths": totals.live_paths,
+        "scrubbed_references": totals.scrubbed,
+        "errors": scan.errors.len(),
+    }))
 }

@@ -1,1 +1,77 @@
-//! Writing reports: human text and JSON Lines on stdout, progress on stderr.
+//! Writing reports: human text and JSON Lines on stdout, messages on stderr.
+//!
+//! # JSON Lines schema
+//!
+//! With `--json`, every line on stdout is one JSON object with a `type` field:
+//!
+//! - `{"type":"reference", "path", "kind", "offset", "form", "store_path", "hash", "scrubbed",
+//!   "context"}`: one reference. `kind` is `content`, `symlink` or `name`; `offset` is the byte
+//!   offset of the match in the file, link target or name; `form` is `path`
+//!   (`<storedir>/<hash>-<name>`) or `bare` (the hash part alone); `hash` is `null` when
+//!   `scrubbed`; `context` (scan only) is a few bytes around the match.
+//! - `{"type":"rewrite", "path", "kind", "references", "store_paths", "new_path"}`: `scrub`
+//!   changed (or, with `--dry-run`, would change) one entry.
+//! - `{"type":"error", "path", "message"}`: a per-entry problem; the run went on.
+//! - `{"type":"summary", ...}`: last line, with totals.
+//!
+//! Byte strings (paths, store paths, contexts) are `{"text": "..."}` when they are UTF-8 and
+//! `{"bytes": "<base64>"}` otherwise, so nothing is lost.
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// A byte string as `{"text": …}` or `{"bytes": base64}`.
+pub(crate) fn bytes_value(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!({ "text": text }),
+        Err(_) => json!({ "bytes": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
+/// A path as `{"text": …}` or `{"bytes": base64}`.
+pub(crate) fn path_value(path: &Path) -> Value {
+    bytes_value(path.as_os_str().as_encoded_bytes())
+}
+
+/// Buffered stdout for data.
+pub(crate) struct Output {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+}
+
+impl Output {
+    pub(crate) fn new() -> Self {
+        Self {
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+        }
+    }
+
+    pub(crate) fn json(&mut self, value: &Value) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub(crate) fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A message for the user on stderr (not a log line), unless `--quiet`.
+#[expect(clippy::print_stderr, reason = "messages go to stderr by design")]
+pub(crate) fn message(quiet: bool, text: &str) {
+    if !quiet {
+        eprintln!("{text}");
+    }
+}
+
+/// A per-entry problem on stderr; shown even with `--quiet`.
+#[expect(clippy::print_stderr, reason = "errors go to stderr by design")]
+pub(crate) fn entry_error(path: &Path, message: &str) {
+    eprintln!("error: {}: {message}", path.display());
+}
