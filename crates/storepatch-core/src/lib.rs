@@ -341,7 +341,10 @@ mod tests {
 
     #[test]
     fn store_dir_normalises_and_validates() {
-        assert_eq!(StoreDir::new("/nix/store/").unwrap().as_bytes(), b"/nix/store");
+        assert_eq!(
+            StoreDir::new("/nix/store/").unwrap().as_bytes(),
+            b"/nix/store"
+        );
         assert_eq!(StoreDir::new("/").unwrap().prefix(), b"/");
         assert_eq!(
             StoreDir::new("nix/store"),
