@@ -5,3 +5,4 @@
 pub mod fixture_store;
 pub mod pipeline;
 pub mod venv;
+pub mod nix;
