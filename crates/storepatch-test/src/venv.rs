@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use rayon::prelude::*;
 
 use crate::fixture_store::{
-    self, HostPython, LIBRARIES, LibrarySpec, fake_store_path, run_checked, symlink,
+    self, HostPython, LIBRARIES, LibrarySpec, fake_store_path, run_checked, splitmix64, symlink,
 };
 
 /// Where a store reference sits in the fixture tree.
@@ -868,6 +869,309 @@ fn binary_blob(store_path: &str, seed: u64) -> Vec<u8> {
     blob
 }
 
+/// Parameters for [`generate_big`].
+#[derive(Debug, Clone)]
+pub struct BigTreeParams {
+    /// Number of bulk site-packages subtrees (`bulk00`, `bulk01`, ...).
+    pub copies: usize,
+    /// Approximate total size of the generated files, in bytes.
+    pub total_bytes: u64,
+    /// Number of generated files (across all copies), besides the small fixture's.
+    pub files: usize,
+    /// Fraction of generated files that get store references (0.0 to 1.0).
+    pub referencing_fraction: f64,
+    /// Seed for hashes and contents.
+    pub seed: u64,
+}
+
+impl Default for BigTreeParams {
+    /// 500 MB in 30 000 files over 8 copies, 10 % of them referencing the store.
+    fn default() -> Self {
+        Self {
+            copies: 8,
+            total_bytes: 500 * 1024 * 1024,
+            files: 30_000,
+            referencing_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+/// What [`generate_big`] made.
+#[derive(Debug, Clone)]
+pub struct BigTreeSummary {
+    /// The small fixture the big tree grew from; its `venv` is the big tree's root.
+    pub fixture: VenvFixture,
+    /// Generated files (not counting the small fixture's).
+    pub files: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Generated files holding at least one store reference (full path or bare hash).
+    pub referencing_files: usize,
+    /// Full `<storedir>/<hash>-<name>` references written into generated files.
+    pub references_written: usize,
+    /// Bare hash parts written into generated files.
+    pub bare_hashes_written: usize,
+    /// Every store path whose hash part occurs in the tree (generated files only reuse the
+    /// fixture's).
+    pub store_paths: BTreeSet<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkKind {
+    Source,
+    Bytecode,
+    Extension,
+    Data,
+}
+
+struct BulkFile {
+    path: PathBuf,
+    kind: BulkKind,
+    size: usize,
+    index: u64,
+    referencing: bool,
+}
+
+/// Generates a benchmark tree at `root`: a [`VenvFixture`] (packages in `store_dir`), plus
+/// `params.copies` bulk subtrees `lib/pythonX.Y/site-packages/bulkNN/pkgNNN/...` of
+/// deterministic files (Python sources, bytecode-like and data blobs, and copies of the compiled
+/// extension modules), a `referencing_fraction` of which hold store references. Files are
+/// written in parallel.
+pub fn generate_big(
+    root: &Path,
+    store_dir: &Path,
+    params: &BigTreeParams,
+) -> Result<BigTreeSummary> {
+    ensure!(params.copies > 0, "copies must be at least 1");
+    ensure!(
+        (0.0..=1.0).contains(&params.referencing_fraction),
+        "referencing_fraction must be between 0 and 1"
+    );
+    let fixture = VenvFixture::builder(root, store_dir)
+        .seed(params.seed)
+        .build()?;
+    let extension_bytes = fixture
+        .extensions
+        .iter()
+        .map(|extension| {
+            fs_err::read(&extension.path).map(|bytes| (bytes, extension.runpath_store_paths.len()))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let extension_suffix = fixture.python.ext_suffix.clone();
+
+    let targets: Vec<String> = fixture
+        .store_paths_with(ReferenceKind::Contents)
+        .iter()
+        .map(|path| text(path).map(str::to_owned))
+        .collect::<Result<_>>()?;
+    ensure!(!targets.is_empty(), "the fixture references no store paths");
+
+    // Plan every file up front (deterministic), then write them in parallel.
+    let mut state = params.seed ^ 0x0b16_f11e;
+    let mean_size = params.total_bytes / params.files.max(1) as u64;
+    let cache_tag = format!("cpython-{}", fixture.python.version.replace('.', ""));
+    let files_per_package = 40;
+    let mut plan = Vec::with_capacity(params.files);
+    for index in 0..params.files {
+        let copy = index % params.copies;
+        let within = index / params.copies;
+        let package = within / files_per_package;
+        let file = within % files_per_package;
+        let roll = splitmix64(&mut state);
+        let kind = match roll % 20 {
+            0 => BulkKind::Extension,
+            1..=9 => BulkKind::Source,
+            10..=15 => BulkKind::Bytecode,
+            _ => BulkKind::Data,
+        };
+        // Exponential sizes with the requested mean; extension modules keep their real size.
+        let size = exponential_size(&mut state, mean_size);
+        let referencing =
+            unit_interval(&mut state) < params.referencing_fraction || kind == BulkKind::Extension;
+        let name = match kind {
+            BulkKind::Source => format!("mod{file:02}.py"),
+            BulkKind::Bytecode => format!("__pycache__/mod{file:02}.{cache_tag}.pyc"),
+            BulkKind::Extension => format!("_ext{file:02}{extension_suffix}"),
+            BulkKind::Data => format!("data/blob{file:02}.dat"),
+        };
+        plan.push(BulkFile {
+            path: fixture
+                .site_packages
+                .join(format!("bulk{copy:02}/pkg{package:03}/{name}")),
+            kind,
+            size,
+            index: index as u64,
+            referencing,
+        });
+    }
+    let directories: BTreeSet<&Path> = plan.iter().filter_map(|file| file.path.parent()).collect();
+    for directory in directories {
+        fs_err::create_dir_all(directory)?;
+    }
+
+    let counts = plan
+        .par_iter()
+        .map(|file| write_bulk_file(file, params.seed, &targets, &extension_bytes))
+        .try_reduce(BulkCounts::default, |left, right| Ok(left.add(right)))?;
+
+    Ok(BigTreeSummary {
+        store_paths: fixture.store_paths(),
+        files: plan.len(),
+        bytes: counts.bytes,
+        referencing_files: counts.referencing_files,
+        references_written: counts.references,
+        bare_hashes_written: counts.bare_hashes,
+        fixture,
+    })
+}
+
+/// A uniform value in `[0, 1)` from 53 random bits.
+#[expect(clippy::cast_precision_loss, reason = "53-bit values convert exactly")]
+fn unit_interval(state: &mut u64) -> f64 {
+    (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// An exponentially distributed file size with the given mean, at least 16 bytes.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    reason = "file sizes are far below 2^52 and never negative"
+)]
+fn exponential_size(state: &mut u64, mean: u64) -> usize {
+    let uniform = unit_interval(state);
+    (-(1.0 - uniform).ln() * mean as f64).max(16.0) as usize
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BulkCounts {
+    bytes: u64,
+    referencing_files: usize,
+    references: usize,
+    bare_hashes: usize,
+}
+
+impl BulkCounts {
+    fn add(self, other: Self) -> Self {
+        Self {
+            bytes: self.bytes + other.bytes,
+            referencing_files: self.referencing_files + other.referencing_files,
+            references: self.references + other.references,
+            bare_hashes: self.bare_hashes + other.bare_hashes,
+        }
+    }
+}
+
+const WORDS: &[&str] = &[
+    "def",
+    "return",
+    "self",
+    "import",
+    "from",
+    "class",
+    "value",
+    "None",
+    "if",
+    "else",
+    "for",
+    "in",
+    "while",
+    "result",
+    "data",
+    "config",
+    "request",
+    "response",
+    "items",
+    "append",
+    "len",
+    "range",
+    "True",
+    "False",
+    "raise",
+    "ValueError",
+    "kwargs",
+    "args",
+    "yield",
+    "with",
+];
+
+fn write_bulk_file(
+    file: &BulkFile,
+    seed: u64,
+    targets: &[String],
+    extensions: &[(Vec<u8>, usize)],
+) -> Result<BulkCounts> {
+    let mut state = seed ^ file.index.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut counts = BulkCounts::default();
+    let mut contents = match file.kind {
+        BulkKind::Extension => {
+            let (bytes, references) = &extensions[file.index as usize % extensions.len()];
+            counts.references += references;
+            bytes.clone()
+        }
+        BulkKind::Source => {
+            let mut text = String::with_capacity(file.size + 64);
+            while text.len() < file.size {
+                let indent = (splitmix64(&mut state) % 3) as usize * 4;
+                text.extend(std::iter::repeat_n(' ', indent));
+                let words = 3 + splitmix64(&mut state) % 8;
+                for _ in 0..words {
+                    let word = WORDS[(splitmix64(&mut state) % WORDS.len() as u64) as usize];
+                    text.push_str(word);
+                    text.push(' ');
+                }
+                text.push('\n');
+            }
+            text.into_bytes()
+        }
+        BulkKind::Bytecode | BulkKind::Data => {
+            let mut bytes = Vec::with_capacity(file.size + 8);
+            while bytes.len() < file.size {
+                bytes.extend_from_slice(&splitmix64(&mut state).to_le_bytes());
+            }
+            bytes.truncate(file.size);
+            // No accidental newlines in binary data keeps grep's line splitting predictable.
+            for byte in &mut bytes {
+                if *byte == b'\n' {
+                    *byte = 0;
+                }
+            }
+            bytes
+        }
+    };
+    if file.referencing && file.kind != BulkKind::Extension {
+        let references = 1 + (splitmix64(&mut state) % 3) as usize;
+        // Each reference gets its own segment of the file, so none overwrites another.
+        let longest = targets.iter().map(String::len).max().unwrap_or(0) + 6;
+        if contents.len() < references * (longest + 2) {
+            contents.resize(references * (longest + 2), b' ');
+        }
+        let segment = contents.len() / references;
+        for number in 0..references {
+            let target = &targets[(splitmix64(&mut state) % targets.len() as u64) as usize];
+            let bare = splitmix64(&mut state).is_multiple_of(10);
+            let needle: Vec<u8> = if bare {
+                counts.bare_hashes += 1;
+                hash_part(Path::new(target)).as_bytes().to_vec()
+            } else {
+                counts.references += 1;
+                format!("{target}/lib\n").into_bytes()
+            };
+            let room = segment - needle.len() - 1;
+            let offset = number * segment + 1 + (splitmix64(&mut state) as usize % room);
+            // Separate from what precedes it, so no junk glues onto the path's start.
+            contents[offset - 1] = b' ';
+            contents[offset..offset + needle.len()].copy_from_slice(&needle);
+        }
+    }
+    if file.referencing {
+        counts.referencing_files = 1;
+    }
+    counts.bytes = contents.len() as u64;
+    fs_err::write(&file.path, &contents)?;
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -983,5 +1287,54 @@ mod tests {
             assert!(fixture.store_paths().contains(path), "{}", path.display());
         }
         assert!(fixture.import_extensions(None).unwrap().success);
+    }
+
+    #[test]
+    fn big_tree_has_the_requested_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = BigTreeParams {
+            copies: 3,
+            total_bytes: 2 * 1024 * 1024,
+            files: 300,
+            referencing_fraction: 0.2,
+            seed: 5,
+        };
+        let root = dir.path().join("venv");
+        let summary = generate_big(&root, &dir.path().join("store"), &params).unwrap();
+        assert_eq!(summary.files, 300);
+        let bytes = summary.bytes;
+        assert!((1_500_000..3_500_000).contains(&bytes), "{bytes}");
+        assert!(summary.referencing_files > 30, "{summary:?}");
+        for copy in ["bulk00", "bulk01", "bulk02"] {
+            assert!(summary.fixture.site_packages.join(copy).is_dir());
+        }
+        // The same parameters give the same tree.
+        let again = dir.path().join("again");
+        let second = generate_big(&again, &dir.path().join("store"), &params).unwrap();
+        assert_eq!(second.bytes, summary.bytes);
+        let bulk = |root: &Path| {
+            root.join("lib")
+                .join(summary.fixture.python.lib_dir_name())
+                .join("site-packages/bulk01")
+        };
+        let differences = crate::pipeline::compare_trees(&bulk(&root), &bulk(&again)).unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+        // The old pipeline sees exactly the fixture's store paths.
+        let found =
+            crate::pipeline::find_references_old(&root, &summary.fixture.store_dir).unwrap();
+        let hashes: BTreeSet<String> = found
+            .iter()
+            .map(|reference| {
+                let start = summary.fixture.store_dir.as_os_str().len() + 1;
+                String::from_utf8_lossy(&reference[start..start + 32]).into_owned()
+            })
+            .collect();
+        let expected: BTreeSet<String> = summary
+            .fixture
+            .store_paths_with(ReferenceKind::Contents)
+            .iter()
+            .map(|path| hash_part(path).to_owned())
+            .collect();
+        assert_eq!(hashes, expected);
     }
 }
