@@ -1337,4 +1337,29 @@ mod tests {
             .collect();
         assert_eq!(hashes, expected);
     }
+
+    #[test]
+    fn real_store_paths_from_nix_store_add_load() {
+        let Some(judge) =
+            crate::nix::NixJudge::new_or_skip("real_store_paths_from_nix_store_add_load").unwrap()
+        else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let supplied: Vec<(String, PathBuf)> =
+            fixture_store::stage_packages(&dir.path().join("staging"))
+                .unwrap()
+                .into_iter()
+                .map(|package| (package.name, judge.add(&package.path).unwrap()))
+                .collect();
+        let fixture = VenvFixture::builder(dir.path().join("venv"), judge.store_dir())
+            .store_paths(supplied.clone())
+            .build()
+            .unwrap();
+        for (_, path) in &supplied {
+            assert!(fixture.store_paths().contains(path), "{}", path.display());
+        }
+        let report = fixture.import_extensions(None).unwrap();
+        assert!(report.success, "{report:?}");
+    }
 }
