@@ -1,1 +1,2 @@
 //! Integration tests of the `storepatch` binary, one module per area.
+mod nix;

@@ -1,0 +1,88 @@
+# shellcheck shell=bash
+# storepatch scrub hook: make the outputs of a fixed-output derivation free of store references.
+#
+# A fixed-output derivation (for example a `uv sync` that downloads wheels) must not refer to any
+# store path, yet tools write the interpreter's path into shebangs, pyvenv.cfg and RECORD files.
+# This hook runs `storepatch scrub` on every output after everything else has run, which rewrites
+# the 32-character hash part of each store reference to `eeee...` in place (same length, so
+# binary offsets stay valid; `storepatch relink` can restore library paths later).
+#
+# Variables (all optional):
+#   dontScrubStoreRefs   non-empty: do nothing.
+#   scrubKeepRefs        store paths to leave alone (space separated, or a bash array with
+#                        __structuredAttrs); each becomes `--keep PATH`.
+#   scrubFlags           extra flags for `storepatch scrub`, e.g. "--threads 2" or
+#                        "--candidates-from-env" (space separated, or a bash array).
+#
+# When it runs: as a fixupOutputHook (once per output, with $prefix set, after stdenv's own
+# fixup hooks such as patchShebangs, since this hook is sourced later). Derivations that set
+# dontFixup get it in postInstallHooks instead, once for all outputs.
+#
+# @storepatch@ is replaced by makeSetupHook's substitutions with the storepatch executable.
+
+# Append the words of variable $2 (a string or, with structured attrs, an array) to array $1.
+_storepatchScrubWords() {
+    local -n _storepatchScrubWordsInto=$1
+    local _storepatchScrubWordsFrom=$2
+    if [[ "$(declare -p "$_storepatchScrubWordsFrom" 2>/dev/null)" == "declare -a"* ]]; then
+        local -n _storepatchScrubWordsArray=$_storepatchScrubWordsFrom
+        _storepatchScrubWordsInto+=("${_storepatchScrubWordsArray[@]}")
+    else
+        local -a _storepatchScrubWordsSplit=()
+        read -r -a _storepatchScrubWordsSplit <<<"${!_storepatchScrubWordsFrom-}"
+        _storepatchScrubWordsInto+=("${_storepatchScrubWordsSplit[@]}")
+    fi
+}
+
+# storepatchScrub DIR...: scrub the given directories now, honouring the variables above.
+storepatchScrub() {
+    if [[ -n "${dontScrubStoreRefs-}" ]]; then
+        echo "storepatch-scrub-hook: dontScrubStoreRefs is set, leaving $* alone"
+        return 0
+    fi
+    local -a flags=() keep=()
+    _storepatchScrubWords flags scrubFlags
+    _storepatchScrubWords keep scrubKeepRefs
+    local ref
+    for ref in "${keep[@]}"; do
+        flags+=(--keep "$ref")
+    done
+
+    local dir report status=0
+    for dir in "$@"; do
+        [[ -e "$dir" ]] || continue
+        # stdout carries JSON Lines (one "reference" object per scrubbed reference); stderr
+        # (warnings, errors) goes to the build log as it is.
+        report="${TMPDIR:-/tmp}/storepatch-scrub-report.jsonl"
+        @storepatch@ scrub --json "${flags[@]}" -- "$dir" >"$report" || status=$?
+        if ((status != 0)); then
+            echo "storepatch-scrub-hook: storepatch scrub $dir failed (exit $status)" >&2
+            return "$status"
+        fi
+        local references
+        references=$(grep -c -E '"type" *: *"reference"' "$report" || true)
+        echo "storepatch-scrub-hook: $dir: scrubbed $references store reference(s)${flags[*]:+ (flags: ${flags[*]})}"
+        rm -f "$report"
+    done
+}
+
+_storepatchScrubFixupOutput() {
+    storepatchScrub "$prefix"
+}
+
+_storepatchScrubAllOutputs() {
+    local output
+    local -a dirs=()
+    if declare -F getAllOutputNames >/dev/null; then
+        for output in $(getAllOutputNames); do dirs+=("${!output}"); done
+    else
+        for output in ${outputs:-out}; do dirs+=("${!output}"); done
+    fi
+    storepatchScrub "${dirs[@]}"
+}
+
+if [[ -n "${dontFixup-}" ]]; then
+    postInstallHooks+=(_storepatchScrubAllOutputs)
+else
+    fixupOutputHooks+=(_storepatchScrubFixupOutput)
+fi
