@@ -18,7 +18,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,18 +202,17 @@ impl VenvFixtureBuilder {
         if !path.exists() {
             // Build next to the final place, then rename, so a half-written package never
             // looks complete to a concurrent or later build.
-            let partial = self
-                .store_dir
-                .join(format!(".partial-{}-{name}", std::process::id()));
-            if partial.exists() {
-                fs_err::remove_dir_all(&partial)?;
-            }
-            write(&partial)?;
-            if let Err(error) = fs_err::rename(&partial, &path) {
-                if !path.exists() {
-                    return Err(error.into());
-                }
-                fs_err::remove_dir_all(&partial)?;
+            let partial = tempfile::Builder::new()
+                .prefix(".partial-")
+                .tempdir_in(&self.store_dir)
+                .with_context(|| format!("creating a temp dir in {}", self.store_dir.display()))?;
+            let staged = partial.path().join(name);
+            write(&staged)?;
+            // Losing a race to another build of the same package is fine: its copy is identical.
+            if let Err(error) = fs_err::rename(&staged, &path)
+                && !path.exists()
+            {
+                return Err(error.into());
             }
         }
         Ok(path)
@@ -860,8 +858,7 @@ fn binary_blob(store_path: &str, seed: u64) -> Vec<u8> {
             if byte == b'\n' { 0 } else { byte }
         })
         .collect();
-    let mut embedded = String::new();
-    let _ = write!(embedded, "{store_path}/lib/libbaz.so.0");
+    let embedded = format!("{store_path}/lib/libbaz.so.0");
     let start = 1500;
     blob[start - 1] = 0;
     blob[start..start + embedded.len()].copy_from_slice(embedded.as_bytes());
