@@ -42,7 +42,7 @@ pub(crate) struct GlobalArgs {
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
     /// Never show a progress bar (it is only shown when stderr is a terminal).
-    #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS")]
+    #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_progress: bool,
     /// Read every file with read(2) instead of mapping large ones into memory.
     #[arg(long, global = true)]

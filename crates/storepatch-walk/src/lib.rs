@@ -115,9 +115,9 @@ pub struct Walk {
 
 /// Walks `root` without following symlinks. Fails only if the root itself cannot be examined.
 pub fn walk(root: &Path) -> Result<Walk> {
-    fs_err::symlink_metadata(root).map_err(|source| Error::Walk {
+    root.symlink_metadata().map_err(|source| Error::Walk {
         path: root.to_path_buf(),
-        source: source.into(),
+        source,
     })?;
     let mut walk = Walk::default();
     for item in walkdir::WalkDir::new(root)
@@ -210,7 +210,11 @@ pub fn read(path: &Path, expected_len: u64, policy: ReadPolicy) -> Result<Conten
         path: path.to_path_buf(),
         source,
     };
-    let mut file = fs_err::File::open(path).map_err(read_error)?;
+    // Plain `OpenOptions` rather than fs-err: our own error already names the path.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(read_error)?;
     let found = file.metadata().map_err(read_error)?.len();
     if found != expected_len {
         return Err(Error::Changed {
@@ -221,7 +225,7 @@ pub fn read(path: &Path, expected_len: u64, policy: ReadPolicy) -> Result<Conten
     }
     if let ReadPolicy::MmapAbove(threshold) = policy
         && found >= threshold
-        && let Ok(mapping) = mmap::Mapping::new(file.file())
+        && let Ok(mapping) = mmap::Mapping::new(&file)
     {
         return Ok(Contents::Mapped(mapping));
     }

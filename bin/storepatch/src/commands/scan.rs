@@ -23,12 +23,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCo
     let totals = Totals::of(&scan);
     if !global.json {
         for error in &scan.errors {
-            output::entry_error(&error.path, &error.message);
+            output::entry_error(&error.message);
         }
         output::message(
             global.quiet,
             &format!(
-                "{} live references to {} store paths in {} of {} files; {} scrubbed references",
+                "{} live references to {} store paths in {} of {} entries; {} scrubbed references",
                 totals.live,
                 totals.live_paths,
                 totals.files_with_live,

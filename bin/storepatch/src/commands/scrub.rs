@@ -227,7 +227,9 @@ fn rewrite_group(scan: &TreeScan, group: &[&Change]) -> Vec<EntryError> {
 fn retarget(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
     let target = fs_err::read_link(path)?;
     let new_target = storepatch_rewrite::apply(target.as_os_str().as_bytes(), &patches(offsets))
-        .ok_or_else(|| anyhow::anyhow!("symlink target changed while it was scrubbed"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("symlink `{}` changed while it was scrubbed", path.display())
+        })?;
     storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
     Ok(())
 }
@@ -313,7 +315,7 @@ fn report(
             }
         }
         for error in errors {
-            output::entry_error(&error.path, &error.message);
+            output::entry_error(&error.message);
         }
     }
     out.flush()?;

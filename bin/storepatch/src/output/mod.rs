@@ -70,8 +70,8 @@ pub(crate) fn message(quiet: bool, text: &str) {
     }
 }
 
-/// A per-entry problem on stderr; shown even with `--quiet`.
+/// A per-entry problem on stderr; shown even with `--quiet`. Messages name their path.
 #[expect(clippy::print_stderr, reason = "errors go to stderr by design")]
-pub(crate) fn entry_error(path: &Path, message: &str) {
-    eprintln!("error: {}: {message}", path.display());
+pub(crate) fn entry_error(message: &str) {
+    eprintln!("error: {message}");
 }

@@ -1,2 +1,9 @@
 //! Integration tests of the `storepatch` binary, one module per area.
+
+/// Helpers shared by the modules below.
+mod common;
 mod nix;
+/// `storepatch scan`: discovery, output formats, exit codes, errors.
+mod scan;
+/// `storepatch scrub`: rewriting contents, symlinks and names safely.
+mod scrub;

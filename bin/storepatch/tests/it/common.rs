@@ -1,0 +1,134 @@
+//! Shared helpers: running the binary, small hand-made trees, snapshot filters.
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use storepatch_test::snapshot::Filters;
+
+/// Hash parts used by hand-made trees (valid nix-base32, fixed so snapshots are stable).
+pub(crate) const PYTHON_HASH: &str = "0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
+pub(crate) const ZLIB_HASH: &str = "1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz";
+pub(crate) const OUT_HASH: &str = "9zkcv1ijs7wy2n2w9vvfhbpp5gyzrfwa";
+
+/// The binary under test, with a clean environment for the things it reads.
+pub(crate) fn storepatch() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storepatch"));
+    command
+        .env_remove("NIX_STORE")
+        .env_remove("NIX_BINTOOLS")
+        .env("STOREPATCH_NO_PROGRESS", "1");
+    command
+}
+
+/// The binary under test, run as `nobody` so that file permissions apply even though the test
+/// suite runs as root. Returns `None` (with a message) where `setpriv` is missing.
+pub(crate) fn storepatch_as_nobody() -> Option<Command> {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: /usr/bin/setpriv (util-linux) is not installed");
+        return None;
+    }
+    let mut command = Command::new("/usr/bin/setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_storepatch"))
+        .env_remove("NIX_STORE")
+        .env("STOREPATCH_NO_PROGRESS", "1");
+    Some(command)
+}
+
+/// A temporary directory holding a tree to work on, at `<tmp>/tree`.
+pub(crate) struct TestTree {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
+}
+
+impl TestTree {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // World-searchable, so that `nobody` can reach what a test allows it to.
+        fs_err::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("tree");
+        fs_err::create_dir(&root).unwrap();
+        Self { dir, root }
+    }
+
+    pub(crate) fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    pub(crate) fn write(&self, relative: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(relative);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, contents).unwrap();
+        path
+    }
+
+    pub(crate) fn symlink(&self, relative: &str, target: impl AsRef<Path>) -> PathBuf {
+        let path = self.path(relative);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        path
+    }
+
+    pub(crate) fn chmod(&self, relative: &str, mode: u32) {
+        fs_err::set_permissions(self.path(relative), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+
+    /// Filters replacing this tree's temporary directory with `[TMP]`.
+    pub(crate) fn filters(&self) -> Filters {
+        Filters::new().path(self.dir.path(), "[TMP]")
+    }
+
+    /// A small venv-like tree with every kind of reference, using the fixed hashes above.
+    pub(crate) fn small_venv() -> Self {
+        let tree = Self::new();
+        let python = format!("/nix/store/{PYTHON_HASH}-python3-3.12.8");
+        let zlib = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
+        tree.write(
+            "pyvenv.cfg",
+            format!("home = {python}/bin\nversion = 3.12.8\n"),
+        );
+        tree.write(
+            "bin/tool",
+            format!("#!{python}/bin/python3.12\nimport tool\n"),
+        );
+        tree.symlink("bin/python", format!("{python}/bin/python3.12"));
+        tree.symlink("bin/python3", "python");
+        let mut binary = vec![0x7f, b'E', b'L', b'F', 0, 1, 2, 3];
+        binary.extend_from_slice(format!("{zlib}/lib\0").as_bytes());
+        binary.extend_from_slice(&[0xff; 16]);
+        tree.write("lib/python3.12/site-packages/ext/_speedups.so", binary);
+        tree.write(
+            "lib/python3.12/site-packages/ext-1.0.dist-info/direct_url.json",
+            format!("{{\"url\": \"file://{python}-source\", \"dir_info\": {{}}}}\n"),
+        );
+        tree.write("share/notes.txt", format!("built against {ZLIB_HASH}\n"));
+        tree.write(
+            format!("share/{PYTHON_HASH}-patch.txt").as_str(),
+            "a file named after a hash\n",
+        );
+        tree.write("share/clean.txt", "no references here\n");
+        tree
+    }
+}
+
+/// `path`'s (device, inode, modification time), to prove a file was not written.
+pub(crate) fn identity(path: &Path) -> (u64, u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = fs_err::symlink_metadata(path).unwrap();
+    (
+        metadata.dev(),
+        metadata.ino(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+    )
+}
+
+/// Parses JSON Lines output.
+pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect()
+}

@@ -1,0 +1,276 @@
+//! `storepatch scan`: discovery, output formats, exit codes, errors.
+use std::os::unix::ffi::OsStrExt;
+
+use storepatch_test::cmd_snapshot;
+
+use crate::common::{
+    OUT_HASH, PYTHON_HASH, TestTree, ZLIB_HASH, json_lines, storepatch, storepatch_as_nobody,
+};
+
+#[test]
+fn summary_per_store_path() {
+    let tree = TestTree::small_venv();
+    cmd_snapshot!(tree.filters(), storepatch().arg("scan").arg(&tree.root), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 files        5 references
+    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 files        2 references
+
+    ----- stderr -----
+    7 live references to 2 store paths in 7 of 17 entries; 0 scrubbed references
+    ");
+}
+
+#[test]
+fn files_lists_every_reference() {
+    let tree = TestTree::small_venv();
+    cmd_snapshot!(tree.filters(), storepatch().args(["scan", "--files"]).arg(&tree.root), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    [TMP]/tree/bin/python:0: symlink /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8
+    [TMP]/tree/bin/tool:2: content /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8
+    [TMP]/tree/lib/python3.12/site-packages/ext/_speedups.so:8: content /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1
+    [TMP]/tree/lib/python3.12/site-packages/ext-1.0.dist-info/direct_url.json:16: content /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8-source
+    [TMP]/tree/pyvenv.cfg:7: content /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8
+    [TMP]/tree/share/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-patch.txt:0: name /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (bare hash)
+    [TMP]/tree/share/notes.txt:14: content /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1 (bare hash)
+
+    ----- stderr -----
+    7 live references to 2 store paths in 7 of 17 entries; 0 scrubbed references
+    ");
+}
+
+#[test]
+fn json_lines_report() {
+    let tree = TestTree::new();
+    tree.write(
+        "pyvenv.cfg",
+        format!("home = /nix/store/{PYTHON_HASH}-python3-3.12.8/bin\n"),
+    );
+    tree.symlink(
+        "python",
+        format!("/nix/store/{PYTHON_HASH}-python3-3.12.8/bin/python3"),
+    );
+    cmd_snapshot!(tree.filters(), storepatch().args(["scan", "--json"]).arg(&tree.root), @r#"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    {"context":{"text":"/nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8/bin/python3"},"form":"path","hash":"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1","kind":"symlink","offset":0,"path":{"text":"[TMP]/tree/python"},"scrubbed":false,"store_path":{"text":"/nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8"},"type":"reference"}
+    {"context":{"text":"home = /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8/bin\n"},"form":"path","hash":"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1","kind":"content","offset":7,"path":{"text":"[TMP]/tree/pyvenv.cfg"},"scrubbed":false,"store_path":{"text":"/nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8"},"type":"reference"}
+    {"entries":3,"entries_with_references":2,"errors":0,"references":2,"scrubbed_references":0,"store_paths":1,"type":"summary"}
+
+    ----- stderr -----
+    "#);
+}
+
+#[test]
+fn no_references_exits_one() {
+    let tree = TestTree::new();
+    tree.write("a.txt", "nothing to see\n");
+    tree.write("b.txt", format!("/nix/store/{}-scrubbed\n", "e".repeat(32)));
+    cmd_snapshot!(tree.filters(), storepatch().arg("scan").arg(&tree.root), @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-scrubbed       1 files        1 references  (scrubbed)
+
+    ----- stderr -----
+    0 live references to 0 store paths in 0 of 3 entries; 1 scrubbed references
+    ");
+}
+
+#[test]
+fn candidates_file_finds_bare_hashes() {
+    let tree = TestTree::new();
+    tree.write("bare.txt", format!("{OUT_HASH} only as a bare hash\n"));
+    let candidates = tree.dir.path().join("candidates");
+    fs_err::write(
+        &candidates,
+        format!("# inputs\n/nix/store/{OUT_HASH}-authentik-2025.6\n\n/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n"),
+    )
+    .unwrap();
+    // Without candidates, a bare hash means nothing.
+    let without = storepatch().arg("scan").arg(&tree.root).output().unwrap();
+    assert_eq!(without.status.code(), Some(1));
+    cmd_snapshot!(tree.filters(), storepatch().args(["scan", "--files", "--candidates"]).arg(&candidates).arg(&tree.root), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    [TMP]/tree/bare.txt:0: content /nix/store/9zkcv1ijs7wy2n2w9vvfhbpp5gyzrfwa-authentik-2025.6 (bare hash)
+
+    ----- stderr -----
+    1 live references to 1 store paths in 1 of 2 entries; 0 scrubbed references
+    ");
+}
+
+#[test]
+fn bad_candidates_file_names_the_line() {
+    let tree = TestTree::new();
+    let candidates = tree.dir.path().join("candidates");
+    fs_err::write(&candidates, format!("/nix/store/{OUT_HASH}-ok\n/usr/lib\n")).unwrap();
+    cmd_snapshot!(tree.filters(), storepatch().args(["scan", "--candidates"]).arg(&candidates).arg(&tree.root), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: [TMP]/candidates:2: not a store path: `/usr/lib` is not inside the store directory `/nix/store`
+    ");
+}
+
+#[test]
+fn candidates_from_env() {
+    let tree = TestTree::new();
+    tree.write("bare.txt", format!("{OUT_HASH}\n"));
+    let output = storepatch()
+        .args(["scan", "--json", "--candidates-from-env"])
+        .arg(&tree.root)
+        .env("out", format!("/nix/store/{OUT_HASH}-authentik-2025.6"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines[0]["form"], "bare");
+    assert_eq!(
+        lines[0]["store_path"]["text"],
+        format!("/nix/store/{OUT_HASH}-authentik-2025.6")
+    );
+}
+
+#[test]
+fn store_dir_from_flag_and_environment() {
+    let tree = TestTree::new();
+    tree.write(
+        "a.txt",
+        format!("/gnu/store/{ZLIB_HASH}-zlib /nix/store/{PYTHON_HASH}-python\n"),
+    );
+    let count = |command: &mut std::process::Command| {
+        let output = command.arg(&tree.root).output().unwrap();
+        json_lines(&output.stdout)
+            .iter()
+            .filter(|line| line["type"] == "reference")
+            .map(|line| line["store_path"]["text"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        count(storepatch().args(["scan", "--json", "--store-dir", "/gnu/store/"])),
+        vec![format!("/gnu/store/{ZLIB_HASH}-zlib")]
+    );
+    assert_eq!(
+        count(
+            storepatch()
+                .args(["scan", "--json"])
+                .env("NIX_STORE", "/gnu/store")
+        ),
+        vec![format!("/gnu/store/{ZLIB_HASH}-zlib")]
+    );
+    assert_eq!(
+        count(storepatch().args(["scan", "--json"])),
+        vec![format!("/nix/store/{PYTHON_HASH}-python")]
+    );
+}
+
+#[test]
+fn relative_store_dir_is_a_usage_error() {
+    let tree = TestTree::new();
+    cmd_snapshot!(tree.filters(), storepatch().args(["scan", "--store-dir", "nix/store"]).arg(&tree.root), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: store directory `nix/store` is not an absolute path
+    ");
+}
+
+#[test]
+fn missing_root_is_an_error() {
+    let tree = TestTree::new();
+    cmd_snapshot!(tree.filters(), storepatch().arg("scan").arg(tree.path("missing")), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    ");
+}
+
+#[test]
+fn unreadable_file_is_reported_and_the_run_goes_on() {
+    let tree = TestTree::small_venv();
+    tree.write("secret.txt", format!("/nix/store/{OUT_HASH}-secret\n"));
+    tree.chmod("secret.txt", 0o000);
+    let Some(mut command) = storepatch_as_nobody() else {
+        return;
+    };
+    cmd_snapshot!(tree.filters(), command.arg("scan").arg(&tree.root), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 files        5 references
+    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 files        2 references
+
+    ----- stderr -----
+    error: cannot read `[TMP]/tree/secret.txt`: Permission denied (os error 13)
+    7 live references to 2 store paths in 7 of 18 entries; 0 scrubbed references
+    ");
+}
+
+#[test]
+fn names_that_are_not_utf8_are_kept_as_bytes() {
+    let tree = TestTree::new();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    fs_err::write(
+        tree.root.join(name),
+        format!("/nix/store/{ZLIB_HASH}-zlib\n"),
+    )
+    .unwrap();
+    let output = storepatch()
+        .args(["scan", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    let lines = json_lines(&output.stdout);
+    let encoded = lines[0]["path"]["bytes"]
+        .as_str()
+        .expect("path as base64 bytes");
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert!(decoded.ends_with(b"/tree/caf\xe9"), "{decoded:?}");
+}
+
+/// The same tree through every code path gives the same report: 1 or 4 threads, mmap or read.
+#[test]
+fn output_does_not_depend_on_threads_or_reading() {
+    let tree = TestTree::small_venv();
+    // Big enough to be mapped.
+    let mut big = vec![b'.'; 3 << 20];
+    let path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
+    for position in [0, 1 << 20, (3 << 20) - path.len()] {
+        big[position..position + path.len()].copy_from_slice(path.as_bytes());
+    }
+    tree.write("lib/big.bin", &big);
+    let run = |args: &[&str]| {
+        storepatch()
+            .arg("scan")
+            .args(args)
+            .arg(&tree.root)
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let reference = run(&["--json", "--threads", "1"]);
+    assert!(json_lines(&reference).len() > 10);
+    for args in [
+        &["--json", "--threads", "4"][..],
+        &["--json", "--no-mmap"],
+        &["--json", "--threads", "3", "--no-mmap"],
+    ] {
+        assert_eq!(run(args), reference, "{args:?}");
+    }
+}
