@@ -1,7 +1,339 @@
 //! `storepatch elf`: a patchelf-compatible command line over `storepatch-elf`.
-use std::ffi::OsString;
+//!
+//! The parser is hand-written because patchelf's command line is not clap-shaped: options and
+//! file names mix freely, option values may start with `-`, and a value `@FILE` means "the
+//! contents of FILE". Installed (or symlinked) as `patchelf`, the binary runs this directly.
+//!
+//! Exit codes follow patchelf, not the rest of storepatch: 0 on success, 1 on any error (usage or
+//! file), because scripts written for patchelf test exactly that.
+use std::ffi::{OsStr, OsString};
+use std::io::Write as _;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub(crate) fn run(_args: Vec<OsString>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("storepatch elf is not implemented yet")
+use anyhow::{Context as _, bail};
+use storepatch_elf::{ElfEdits, ElfInfo, Options, Outcome, RunPathEdit};
+
+/// The version line; says which patchelf command line this accepts.
+const VERSION: &str = concat!(
+    "storepatch-elf ",
+    env!("CARGO_PKG_VERSION"),
+    " (patchelf 0.18 compatible)"
+);
+
+const USAGE: &str = "\
+usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME...)
+  [--set-interpreter FILENAME]
+  [--page-size SIZE]
+  [--print-interpreter]
+  [--print-os-abi]                 Prints the EI_OSABI field of the ELF header
+  [--set-os-abi ABI]               Sets the EI_OSABI field of the ELF header to ABI
+  [--print-soname]                 Prints the DT_SONAME entry of .dynamic, if any
+  [--set-soname SONAME]            Sets the DT_SONAME entry to SONAME
+  [--set-rpath RPATH]
+  [--add-rpath RPATH]
+  [--remove-rpath]
+  [--shrink-rpath]
+  [--allowed-rpath-prefixes PREFIXES]  With --shrink-rpath, drop entries outside these prefixes
+  [--print-rpath]
+  [--force-rpath]
+  [--add-needed LIBRARY]
+  [--remove-needed LIBRARY]
+  [--replace-needed LIBRARY NEW_LIBRARY]
+  [--print-needed]
+  [--no-default-lib]
+  [--clear-symbol-version SYMBOL]
+  [--output FILE]
+  [--debug]
+  [--version]
+  FILENAME...
+
+An option value of the form @FILE is replaced by the contents of FILE.
+Exit status: 0 on success, 1 on any error (as patchelf).
+";
+
+/// Parsed command line.
+#[derive(Debug, Default)]
+struct Invocation {
+    edits: ElfEdits,
+    options: Options,
+    print_interpreter: bool,
+    print_os_abi: bool,
+    print_soname: bool,
+    print_rpath: bool,
+    print_needed: bool,
+    shrink_rpath: bool,
+    remove_rpath: bool,
+    set_rpath: Option<Vec<u8>>,
+    add_rpath: Option<Vec<u8>>,
+    allowed_prefixes: Vec<Vec<u8>>,
+    output: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    debug: bool,
+}
+
+enum Parsed {
+    Run(Box<Invocation>),
+    Help,
+    Version,
+}
+
+/// Reads an option value; `@FILE` means the bytes of FILE.
+fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<Vec<u8>> {
+    let Some(raw) = args.next() else {
+        bail!("missing argument to {option}");
+    };
+    let raw = raw.into_vec();
+    if let Some(file) = raw.strip_prefix(b"@") {
+        let path = Path::new(OsStr::from_bytes(file));
+        return fs_err::read(path).with_context(|| format!("reading the value of {option}"));
+    }
+    Ok(raw)
+}
+
+fn text_value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<String> {
+    let raw = value(args, option)?;
+    String::from_utf8(raw).with_context(|| format!("the value of {option} is not UTF-8"))
+}
+
+fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
+    let mut invocation = Invocation::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--set-interpreter" | "--interpreter") => {
+                invocation.edits.interpreter = Some(value(&mut args, "--set-interpreter")?);
+            }
+            Some("--page-size") => {
+                let size = text_value(&mut args, "--page-size")?;
+                let size: u64 = size
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|size: &u64| *size > 0)
+                    .with_context(|| format!("invalid argument to --page-size: {size}"))?;
+                invocation.options.page_size = Some(size);
+            }
+            Some("--print-interpreter") => invocation.print_interpreter = true,
+            Some("--print-os-abi") => invocation.print_os_abi = true,
+            Some("--set-os-abi") => {
+                let name = text_value(&mut args, "--set-os-abi")?;
+                let abi = storepatch_elf::os_abi_from_name(&name)
+                    .with_context(|| format!("unrecognized OS ABI `{name}`"))?;
+                invocation.edits.os_abi = Some(abi);
+            }
+            Some("--print-soname") => invocation.print_soname = true,
+            Some("--set-soname") => {
+                invocation.edits.soname = Some(value(&mut args, "--set-soname")?);
+            }
+            Some("--set-rpath") => invocation.set_rpath = Some(value(&mut args, "--set-rpath")?),
+            Some("--add-rpath") => invocation.add_rpath = Some(value(&mut args, "--add-rpath")?),
+            Some("--remove-rpath") => invocation.remove_rpath = true,
+            Some("--shrink-rpath") => invocation.shrink_rpath = true,
+            Some("--allowed-rpath-prefixes") => {
+                let prefixes = value(&mut args, "--allowed-rpath-prefixes")?;
+                invocation.allowed_prefixes.extend(
+                    prefixes
+                        .split(|&b| b == b':')
+                        .filter(|prefix| !prefix.is_empty())
+                        .map(<[u8]>::to_vec),
+                );
+            }
+            Some("--print-rpath") => invocation.print_rpath = true,
+            Some("--force-rpath") => invocation.edits.force_rpath = true,
+            Some("--add-needed") => {
+                let name = value(&mut args, "--add-needed")?;
+                invocation.edits.add_needed.push(name);
+            }
+            Some("--remove-needed") => {
+                let name = value(&mut args, "--remove-needed")?;
+                invocation.edits.remove_needed.push(name);
+            }
+            Some("--replace-needed") => {
+                let old = value(&mut args, "--replace-needed")?;
+                let new = value(&mut args, "--replace-needed")?;
+                invocation.edits.replace_needed.push((old, new));
+            }
+            Some("--print-needed") => invocation.print_needed = true,
+            Some("--no-default-lib") => invocation.edits.no_default_lib = true,
+            Some("--clear-symbol-version") => {
+                let name = value(&mut args, "--clear-symbol-version")?;
+                invocation.edits.clear_symbol_version.push(name);
+            }
+            Some("--output") => {
+                let Some(output) = args.next() else {
+                    bail!("missing argument to --output");
+                };
+                invocation.output = Some(PathBuf::from(output));
+            }
+            Some("--debug") => invocation.debug = true,
+            Some("--help" | "-h") => return Ok(Parsed::Help),
+            Some("--version") => return Ok(Parsed::Version),
+            Some("--") => invocation.files.extend(args.by_ref().map(PathBuf::from)),
+            Some(option) if option.starts_with("--") => bail!("unknown option `{option}`"),
+            _ => invocation.files.push(PathBuf::from(arg)),
+        }
+    }
+    // patchelf's precedence among run path operations.
+    invocation.edits.run_path = if invocation.shrink_rpath {
+        Some(RunPathEdit::Shrink {
+            allowed_prefixes: invocation.allowed_prefixes.clone(),
+        })
+    } else if invocation.remove_rpath {
+        Some(RunPathEdit::Remove)
+    } else {
+        invocation.set_rpath.clone().map(RunPathEdit::Set)
+    };
+    if invocation.edits.run_path.is_none()
+        && let Some(add) = &invocation.add_rpath
+    {
+        invocation.edits.add_run_path.push(add.clone());
+    }
+    if invocation.files.is_empty() {
+        bail!("missing filename\n\n{USAGE}");
+    }
+    if invocation.output.is_some() && invocation.files.len() > 1 {
+        bail!("--output takes exactly one input file");
+    }
+    Ok(Parsed::Run(Box::new(invocation)))
+}
+
+pub(crate) fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let invocation = match parse(args) {
+        Ok(Parsed::Help) => {
+            std::io::stdout().lock().write_all(USAGE.as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(Parsed::Version) => {
+            writeln!(std::io::stdout().lock(), "{VERSION}")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(Parsed::Run(invocation)) => invocation,
+        Err(err) => return Ok(fail(&err)),
+    };
+    if invocation.debug {
+        crate::logger::init(1);
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    let mut failed = false;
+    for file in &invocation.files {
+        if let Err(err) = run_one(&invocation, file) {
+            if is_broken_pipe(&err) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            fail(&err);
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "patchelf-style errors: exit 1, not storepatch's 2"
+)]
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
+}
+
+fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
+    let wants_print = invocation.print_interpreter
+        || invocation.print_os_abi
+        || invocation.print_soname
+        || invocation.print_rpath
+        || invocation.print_needed;
+    if wants_print {
+        let bytes = fs_err::read(file)?;
+        let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        print_info(invocation, file, &info)?;
+    }
+    let output = invocation.output.as_deref().unwrap_or(file);
+    if invocation.edits == ElfEdits::default() {
+        if output != file {
+            let bytes = fs_err::read(file)?;
+            fs_err::write(output, bytes)?;
+        }
+        return Ok(());
+    }
+    let outcome =
+        storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)
+            .with_context(|| format!("patching {}", file.display()))?;
+    match outcome {
+        Outcome::Unchanged => log::debug!("{}: nothing to change", file.display()),
+        Outcome::InPlace { bytes_written } => {
+            log::debug!("{}: {bytes_written} bytes changed in place", file.display());
+        }
+        Outcome::Relayout { old_size, new_size } => log::debug!(
+            "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
+            file.display()
+        ),
+    }
+    Ok(())
+}
+
+fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {
+    let statically_linked = || {
+        anyhow::anyhow!(
+            "{}: no dynamic section; the file is most likely statically linked",
+            file.display()
+        )
+    };
+    let mut out = std::io::stdout().lock();
+    if invocation.print_interpreter {
+        let interpreter = info.interpreter.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no PT_INTERP; the file is most likely statically linked",
+                file.display()
+            )
+        })?;
+        out.write_all(interpreter)?;
+        out.write_all(b"\n")?;
+    }
+    if invocation.print_os_abi {
+        match storepatch_elf::os_abi_name(info.os_abi) {
+            Some(name) => writeln!(out, "{name}")?,
+            None => writeln!(out, "0x{:02x}", info.os_abi)?,
+        }
+    }
+    if invocation.print_soname {
+        if !info.has_dynamic {
+            return Err(statically_linked());
+        }
+        if let Some(soname) = &info.soname {
+            out.write_all(soname)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    if invocation.print_rpath {
+        if !info.has_dynamic {
+            return Err(statically_linked());
+        }
+        out.write_all(info.run_path().unwrap_or_default())?;
+        out.write_all(b"\n")?;
+    }
+    if invocation.print_needed {
+        if !info.has_dynamic {
+            return Err(statically_linked());
+        }
+        for needed in &info.needed {
+            out.write_all(needed)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }

@@ -1,0 +1,128 @@
+//! Writing a [`Patch`] to a file: changed bytes only for in-place patches, a checked temporary
+//! file renamed over the original for relayouts.
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::plan::{Patch, plan};
+use crate::{ElfEdits, ElfInfo, Options};
+
+/// What [`apply_to_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing needed doing; the file was not opened for writing.
+    Unchanged,
+    /// Bytes were overwritten in place.
+    InPlace {
+        /// How many bytes were written.
+        bytes_written: u64,
+    },
+    /// The file was rewritten with a new segment.
+    Relayout {
+        /// Size before.
+        old_size: u64,
+        /// Size after.
+        new_size: u64,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Applies `edits` to the ELF file at `path`.
+///
+/// On error the file is untouched. The file is read whole; an in-place patch then writes only its
+/// changed byte ranges, a relayout is written to a temporary file next to `path`, re-parsed, and
+/// renamed over it with the original permissions.
+pub fn apply_to_file(path: &Path, edits: &ElfEdits, options: &Options) -> Result<Outcome> {
+    apply_to_file_as(path, path, edits, options)
+}
+
+/// Like [`apply_to_file`], but writes the result to `output` (which may equal `input`).
+pub fn apply_to_file_as(
+    input: &Path,
+    output: &Path,
+    edits: &ElfEdits,
+    options: &Options,
+) -> Result<Outcome> {
+    let bytes = fs_err::read(input).map_err(|source| Error::Io {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    let patch = plan(&bytes, edits, options).map_err(|err| err.with_path(input))?;
+    let same_file = input == output;
+    match patch {
+        Patch::Unchanged if same_file => Ok(Outcome::Unchanged),
+        Patch::Unchanged => {
+            write_new(input, output, &bytes)?;
+            Ok(Outcome::Unchanged)
+        }
+        Patch::InPlace(writes) if same_file => {
+            let file = fs_err::OpenOptions::new()
+                .write(true)
+                .open(output)
+                .map_err(io(output))?;
+            let mut written = 0;
+            for write in &writes {
+                file.file()
+                    .write_all_at(&write.bytes, write.offset)
+                    .map_err(io(output))?;
+                written += write.bytes.len() as u64;
+            }
+            file.sync_data().map_err(io(output))?;
+            Ok(Outcome::InPlace {
+                bytes_written: written,
+            })
+        }
+        Patch::InPlace(writes) => {
+            let mut copy = bytes.clone();
+            let mut written = 0;
+            for write in &writes {
+                let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
+                if let Some(slot) = copy.get_mut(start..start.saturating_add(write.bytes.len())) {
+                    slot.copy_from_slice(&write.bytes);
+                    written += write.bytes.len() as u64;
+                }
+            }
+            write_new(input, output, &copy)?;
+            Ok(Outcome::InPlace {
+                bytes_written: written,
+            })
+        }
+        Patch::Relayout(new_bytes) => {
+            ElfInfo::parse(&new_bytes).map_err(|err| err.with_path(input))?;
+            write_new(input, output, &new_bytes)?;
+            Ok(Outcome::Relayout {
+                old_size: bytes.len() as u64,
+                new_size: new_bytes.len() as u64,
+            })
+        }
+    }
+}
+
+/// Writes `contents` to a temporary file next to `output`, then renames it over `output`, with
+/// the permissions of `input`.
+fn write_new(input: &Path, output: &Path, contents: &[u8]) -> Result<()> {
+    let permissions = fs_err::metadata(input).map_err(io(input))?.permissions();
+    let directory = output
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".storepatch-elf")
+        .tempfile_in(directory)
+        .map_err(io(directory))?;
+    temp.write_all(contents).map_err(io(temp.path()))?;
+    temp.as_file().sync_data().map_err(io(temp.path()))?;
+    fs_err::set_permissions(temp.path(), permissions).map_err(io(output))?;
+    temp.persist(output).map_err(|err| Error::Io {
+        path: output.to_path_buf(),
+        source: err.error,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,1189 @@
+//! Planning: turns the parsed file plus an [`ElfEdits`] into the bytes to write.
+//!
+//! All edits are applied to a model of the dynamic section first; only then is the layout decided,
+//! once: strings are reused in place where that is provably safe, otherwise appended to a copy of
+//! `.dynstr` that moves (with a grown `.dynamic`, a longer interpreter and, if needed, the program
+//! header table) into one new `PT_LOAD` at the end of the file.
+use std::ops::Range;
+use std::path::Path;
+
+use goblin::elf::program_header::{
+    PF_R, PF_W, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
+};
+use goblin::elf::section_header::{SHT_NOBITS, SHT_STRTAB};
+
+use crate::error::{Error, Result};
+use crate::read::{
+    Codec, DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ,
+    DT_STRTAB, DynEntry, Parsed, Segment, file_range, is_string_tag,
+};
+use crate::{ElfEdits, ElfInfo, Options, RunPathEdit};
+
+/// One contiguous write into the original file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// File offset of the first byte.
+    pub offset: u64,
+    /// The bytes to write there.
+    pub bytes: Vec<u8>,
+}
+
+/// What applying a set of edits to a file takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patch {
+    /// The file already says what the edits ask for.
+    Unchanged,
+    /// Overwrite these byte ranges; the file keeps its size and layout.
+    InPlace(Vec<Write>),
+    /// The file must be rewritten with these complete new contents.
+    Relayout(Vec<u8>),
+}
+
+/// A dynamic entry during planning.
+#[derive(Debug, Clone)]
+enum Value {
+    Number(u64),
+    Text {
+        bytes: Vec<u8>,
+        /// String-table offset of the original string, if the entry comes from the file.
+        origin: Option<u64>,
+        changed: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    tag: u64,
+    value: Value,
+    /// Index of the original entry this one came from.
+    original: Option<usize>,
+}
+
+impl Entry {
+    fn text(&self) -> Option<&[u8]> {
+        match &self.value {
+            Value::Text { bytes, .. } => Some(bytes),
+            Value::Number(_) => None,
+        }
+    }
+
+    fn set_text(&mut self, new: &[u8]) {
+        if let Value::Text { bytes, changed, .. } = &mut self.value
+            && bytes.as_slice() != new
+        {
+            *bytes = new.to_vec();
+            *changed = true;
+        }
+    }
+
+    fn new_text(tag: u64, bytes: &[u8]) -> Self {
+        Self {
+            tag,
+            value: Value::Text {
+                bytes: bytes.to_vec(),
+                origin: None,
+                changed: true,
+            },
+            original: None,
+        }
+    }
+}
+
+/// Default page size of the machine's ABI: the largest page size its kernels may use.
+pub(crate) fn abi_page_size(machine: u16) -> u64 {
+    use goblin::elf::header::{EM_AARCH64, EM_MIPS, EM_PPC, EM_PPC64, EM_SPARCV9};
+    const EM_LOONGARCH: u16 = 258;
+    match machine {
+        EM_AARCH64 | EM_PPC64 | EM_PPC | EM_MIPS | EM_LOONGARCH => 0x10000,
+        EM_SPARCV9 => 0x2000,
+        _ => 0x1000,
+    }
+}
+
+fn align_up(value: u64, align: u64) -> Option<u64> {
+    value.checked_next_multiple_of(align)
+}
+
+/// Appends writes for the bytes of `new` at `offset` that differ from `original`.
+fn push_diff(writes: &mut Vec<Write>, original: &[u8], offset: u64, new: &[u8]) {
+    let mut run: Option<(u64, Vec<u8>)> = None;
+    for (index, &byte) in new.iter().enumerate() {
+        let at = offset + index as u64;
+        let old = usize::try_from(at)
+            .ok()
+            .and_then(|at| original.get(at))
+            .copied();
+        if old == Some(byte) {
+            if let Some((start, bytes)) = run.take() {
+                writes.push(Write {
+                    offset: start,
+                    bytes,
+                });
+            }
+        } else {
+            match &mut run {
+                Some((_, bytes)) => bytes.push(byte),
+                None => run = Some((at, vec![byte])),
+            }
+        }
+    }
+    if let Some((start, bytes)) = run {
+        writes.push(Write {
+            offset: start,
+            bytes,
+        });
+    }
+}
+
+fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
+}
+
+struct Planner<'a> {
+    bytes: &'a [u8],
+    parsed: Parsed,
+    codec: Codec,
+    writes: Vec<Write>,
+    /// `vn_file` fields to rewrite: (field offset, final string offset).
+    verneed_targets: Vec<(u64, u64)>,
+}
+
+/// Computes what applying `edits` to the ELF file `bytes` takes.
+pub fn plan(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<Patch> {
+    let parsed = Parsed::parse(bytes)?;
+    let codec = parsed.codec;
+    let mut planner = Planner {
+        bytes,
+        parsed,
+        codec,
+        writes: Vec::new(),
+        verneed_targets: Vec::new(),
+    };
+    planner.run(edits, options)
+}
+
+impl Planner<'_> {
+    fn run(&mut self, edits: &ElfEdits, options: &Options) -> Result<Patch> {
+        let page_size = match options.page_size {
+            Some(size) if size.is_power_of_two() && size >= 0x1000 => size,
+            Some(size) => {
+                return Err(Error::InvalidOption {
+                    what: "page size",
+                    value: size.to_string(),
+                });
+            }
+            None => abi_page_size(self.parsed.machine),
+        };
+        if let Some(abi) = edits.os_abi {
+            push_diff(&mut self.writes, self.bytes, 7, &[abi]);
+        }
+        let mut entries = self.model_entries()?;
+        let needs_dynamic = edits.soname.is_some()
+            || edits.run_path.is_some()
+            || !edits.add_run_path.is_empty()
+            || !edits.remove_needed.is_empty()
+            || !edits.replace_needed.is_empty()
+            || !edits.add_needed.is_empty()
+            || edits.no_default_lib
+            || !edits.clear_symbol_version.is_empty();
+        if needs_dynamic && self.parsed.dynamic.is_none() {
+            return Err(Error::Missing {
+                operation: "edit the dynamic section",
+                missing: "dynamic section",
+            });
+        }
+        self.edit_entries(&mut entries, edits);
+        self.clear_symbol_versions(edits)?;
+        let redirected_verneed = self.redirected_verneed(edits);
+        let extra = self.lay_out_strings(&mut entries, &redirected_verneed)?;
+
+        // Interpreter.
+        let mut new_interp: Option<Vec<u8>> = None;
+        if let Some(wanted) = &edits.interpreter {
+            let Some((capacity, current)) = &self.parsed.interp else {
+                return Err(Error::Missing {
+                    operation: "set the interpreter",
+                    missing: "PT_INTERP",
+                });
+            };
+            if current != wanted {
+                let mut padded = wanted.clone();
+                padded.push(0);
+                let segment = self.segment(PT_INTERP).copied();
+                if padded.len() <= *capacity
+                    && let Some(segment) = segment
+                {
+                    padded.resize(*capacity, 0);
+                    push_diff(&mut self.writes, self.bytes, segment.offset, &padded);
+                } else {
+                    new_interp = Some(padded);
+                }
+            }
+        }
+
+        let grow_dynstr = !extra.is_empty();
+        let capacity = self.parsed.dynamic.as_ref().map_or(0, |d| d.capacity);
+        let grow_dynamic = entries.len() as u64 + 1 > capacity;
+        if !(grow_dynstr || grow_dynamic || new_interp.is_some()) {
+            self.write_dynamic_in_place(&entries);
+            self.write_verneed();
+            if self.writes.is_empty() {
+                return Ok(Patch::Unchanged);
+            }
+            return Ok(Patch::InPlace(std::mem::take(&mut self.writes)));
+        }
+        self.write_verneed();
+        let new_bytes = self.relayout(
+            &entries,
+            &extra,
+            new_interp.as_ref(),
+            grow_dynamic,
+            page_size,
+        )?;
+        Self::verify(&new_bytes, &entries, edits)?;
+        Ok(Patch::Relayout(new_bytes))
+    }
+
+    fn segment(&self, p_type: u32) -> Option<&Segment> {
+        self.parsed.segments.iter().find(|s| s.p_type == p_type)
+    }
+
+    fn model_entries(&self) -> Result<Vec<Entry>> {
+        let Some(dynamic) = &self.parsed.dynamic else {
+            return Ok(Vec::new());
+        };
+        let mut entries = Vec::with_capacity(dynamic.entries.len());
+        for (index, entry) in dynamic.entries.iter().enumerate() {
+            let value = if is_string_tag(entry.tag) {
+                let table = self
+                    .parsed
+                    .dynstr
+                    .as_ref()
+                    .ok_or_else(|| Error::malformed("dynamic string table", dynamic.offset))?;
+                let text = table
+                    .get(entry.value)
+                    .ok_or_else(|| Error::malformed("dynamic string offset", entry.value))?;
+                Value::Text {
+                    bytes: text.to_vec(),
+                    origin: Some(entry.value),
+                    changed: false,
+                }
+            } else {
+                Value::Number(entry.value)
+            };
+            entries.push(Entry {
+                tag: entry.tag,
+                value,
+                original: Some(index),
+            });
+        }
+        Ok(entries)
+    }
+
+    fn edit_entries(&self, entries: &mut Vec<Entry>, edits: &ElfEdits) {
+        if let Some(soname) = &edits.soname {
+            match entries.iter_mut().find(|e| e.tag == DT_SONAME) {
+                Some(entry) => entry.set_text(soname),
+                None => entries.insert(0, Entry::new_text(DT_SONAME, soname)),
+            }
+        }
+        // Run path.
+        let current = entries
+            .iter()
+            .find(|e| e.tag == DT_RUNPATH)
+            .or_else(|| entries.iter().find(|e| e.tag == DT_RPATH))
+            .and_then(Entry::text)
+            .map(<[u8]>::to_vec);
+        let mut wanted: Option<Vec<u8>> = match &edits.run_path {
+            None => None,
+            Some(RunPathEdit::Remove) => {
+                entries.retain(|e| e.tag != DT_RPATH && e.tag != DT_RUNPATH);
+                None
+            }
+            Some(RunPathEdit::Set(value)) => Some(value.clone()),
+            Some(RunPathEdit::Shrink { allowed_prefixes }) => current
+                .as_ref()
+                .map(|current| self.shrink(current, entries, allowed_prefixes)),
+        };
+        if !edits.add_run_path.is_empty() {
+            let mut value = wanted
+                .clone()
+                .or_else(|| current.clone())
+                .unwrap_or_default();
+            for add in &edits.add_run_path {
+                let present = value.split(|&b| b == b':').any(|dir| dir == add.as_slice());
+                if !present {
+                    if !value.is_empty() {
+                        value.push(b':');
+                    }
+                    value.extend_from_slice(add);
+                }
+            }
+            wanted = Some(value);
+        }
+        if let Some(wanted) = wanted
+            && current.as_deref() != Some(wanted.as_slice())
+        {
+            let (keep, drop) = if edits.force_rpath {
+                (DT_RPATH, DT_RUNPATH)
+            } else {
+                (DT_RUNPATH, DT_RPATH)
+            };
+            if let Some(entry) = entries.iter_mut().find(|e| e.tag == keep) {
+                entry.set_text(&wanted);
+                entries.retain(|e| e.tag != drop);
+            } else if let Some(entry) = entries.iter_mut().find(|e| e.tag == drop) {
+                entry.tag = keep;
+                entry.set_text(&wanted);
+            } else {
+                entries.insert(0, Entry::new_text(keep, &wanted));
+            }
+        }
+        // Needed.
+        if !edits.remove_needed.is_empty() {
+            entries.retain(|e| {
+                e.tag != DT_NEEDED
+                    || !edits
+                        .remove_needed
+                        .iter()
+                        .any(|name| e.text() == Some(name.as_slice()))
+            });
+        }
+        for (old, new) in &edits.replace_needed {
+            for entry in entries
+                .iter_mut()
+                .filter(|e| e.tag == DT_NEEDED && e.text() == Some(old.as_slice()))
+            {
+                entry.set_text(new);
+            }
+        }
+        let mut added = 0;
+        for name in &edits.add_needed {
+            let present = entries
+                .iter()
+                .any(|e| e.tag == DT_NEEDED && e.text() == Some(name.as_slice()));
+            if !present {
+                entries.insert(added, Entry::new_text(DT_NEEDED, name));
+                added += 1;
+            }
+        }
+        if edits.no_default_lib {
+            match entries.iter_mut().find(|e| e.tag == DT_FLAGS_1) {
+                Some(Entry {
+                    value: Value::Number(flags),
+                    ..
+                }) => *flags |= DF_1_NODEFLIB,
+                _ => entries.insert(
+                    0,
+                    Entry {
+                        tag: DT_FLAGS_1,
+                        value: Value::Number(DF_1_NODEFLIB),
+                        original: None,
+                    },
+                ),
+            }
+        }
+    }
+
+    /// patchelf's `--shrink-rpath`: keep relative entries, drop entries outside the allowed
+    /// prefixes, keep absolute directories that hold a not-yet-found NEEDED for this machine.
+    fn shrink(&self, current: &[u8], entries: &[Entry], allowed_prefixes: &[Vec<u8>]) -> Vec<u8> {
+        let needed: Vec<&[u8]> = entries
+            .iter()
+            .filter(|e| e.tag == DT_NEEDED)
+            .filter_map(Entry::text)
+            .collect();
+        let mut found = vec![false; needed.len()];
+        let mut kept: Vec<&[u8]> = Vec::new();
+        for dir in current.split(|&b| b == b':').filter(|dir| !dir.is_empty()) {
+            if dir.first() != Some(&b'/') {
+                kept.push(dir);
+                continue;
+            }
+            if !allowed_prefixes.is_empty()
+                && !allowed_prefixes
+                    .iter()
+                    .any(|prefix| dir.starts_with(prefix))
+            {
+                log::debug!(
+                    "dropping {} from the run path: prefix not allowed",
+                    String::from_utf8_lossy(dir)
+                );
+                continue;
+            }
+            let mut useful = false;
+            for (index, name) in needed.iter().enumerate() {
+                if found[index] {
+                    continue;
+                }
+                let mut candidate = dir.to_vec();
+                candidate.push(b'/');
+                candidate.extend_from_slice(name);
+                if self.library_matches(&candidate) {
+                    found[index] = true;
+                    useful = true;
+                }
+            }
+            if useful {
+                kept.push(dir);
+            } else {
+                log::debug!(
+                    "dropping {} from the run path: no NEEDED there",
+                    String::from_utf8_lossy(dir)
+                );
+            }
+        }
+        kept.join(&b':')
+    }
+
+    fn library_matches(&self, candidate: &[u8]) -> bool {
+        use std::io::Read;
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(candidate));
+        let Ok(file) = fs_err::File::open(path) else {
+            return false;
+        };
+        let mut head = Vec::with_capacity(20);
+        if file.take(20).read_to_end(&mut head).is_err() || head.len() < 20 {
+            return false;
+        }
+        if head.get(..4) != Some(b"\x7fELF".as_slice()) {
+            return false;
+        }
+        let codec = Codec {
+            is64: head[4] == 2,
+            little: head[5] != 2,
+        };
+        codec.u16(&head, 18) == Some(self.parsed.machine)
+    }
+
+    fn clear_symbol_versions(&mut self, edits: &ElfEdits) -> Result<()> {
+        if edits.clear_symbol_version.is_empty() {
+            return Ok(());
+        }
+        let (Some((symtab, count)), Some(versym), Some(table)) = (
+            self.parsed.dynsym,
+            self.parsed.versym,
+            self.parsed.dynstr.as_ref(),
+        ) else {
+            return Err(Error::Missing {
+                operation: "clear a symbol version",
+                missing: "symbol version table",
+            });
+        };
+        let entry_size = if self.codec.is64 { 24 } else { 16 };
+        let mut writes = Vec::new();
+        for index in 0..count {
+            let Some(name) = self.codec.u32(self.bytes, symtab + index * entry_size) else {
+                continue;
+            };
+            let Some(name) = table.get(u64::from(name)) else {
+                continue;
+            };
+            if edits
+                .clear_symbol_version
+                .iter()
+                .any(|wanted| wanted.as_slice() == name)
+            {
+                let at = versym + index * 2;
+                if self.codec.u16(self.bytes, at).is_none() {
+                    return Err(Error::malformed("symbol version entry", at));
+                }
+                writes.push((at, self.codec.encode_u16(1)));
+            }
+        }
+        for (at, bytes) in writes {
+            push_diff(&mut self.writes, self.bytes, at, &bytes);
+        }
+        Ok(())
+    }
+
+    /// `vn_file` fields to point at a new name: (field offset, new name).
+    fn redirected_verneed(&self, edits: &ElfEdits) -> Vec<(u64, Vec<u8>)> {
+        let Some(table) = &self.parsed.dynstr else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for &(field, string) in &self.parsed.verneed_files {
+            let Some(name) = table.get(string) else {
+                continue;
+            };
+            if let Some((_, new)) = edits
+                .replace_needed
+                .iter()
+                .find(|(old, new)| old.as_slice() == name && new.as_slice() != name)
+            {
+                out.push((field, new.clone()));
+            }
+        }
+        out
+    }
+
+    /// Decides where every changed string lives; returns the bytes to append to `.dynstr`.
+    /// Changed entries get `origin` set to their final offset.
+    fn lay_out_strings(
+        &mut self,
+        entries: &mut [Entry],
+        redirected: &[(u64, Vec<u8>)],
+    ) -> Result<Vec<u8>> {
+        let any_changed = entries
+            .iter()
+            .any(|e| matches!(e.value, Value::Text { changed: true, .. }))
+            || !redirected.is_empty();
+        let Some(table) = self.parsed.dynstr.clone() else {
+            if any_changed {
+                return Err(Error::Missing {
+                    operation: "add a string",
+                    missing: "dynamic string table",
+                });
+            }
+            return Ok(Vec::new());
+        };
+        let span = |offset: u64| -> Range<u64> {
+            let len = table.get(offset).map_or(0, <[u8]>::len) as u64;
+            offset..offset + len + 1
+        };
+        // Every reference the original file makes into the table, with its owner.
+        let dynamic = self.parsed.dynamic.clone();
+        let original_dyn: Vec<(usize, u64)> = dynamic
+            .as_ref()
+            .map(|d| {
+                d.entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| is_string_tag(e.tag))
+                    .map(|(index, e)| (index, e.value))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let complete = self.parsed.other_string_refs.is_some();
+        let mut blockers_fixed: Vec<Range<u64>> = self
+            .parsed
+            .other_string_refs
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(span)
+            .collect();
+        blockers_fixed.extend(
+            self.parsed
+                .verneed_files
+                .iter()
+                .filter(|(field, _)| !redirected.iter().any(|(f, _)| f == field))
+                .map(|&(_, string)| span(string)),
+        );
+        let blocked = |own: Option<usize>, range: &Range<u64>| -> bool {
+            blockers_fixed.iter().any(|b| overlaps(b, range))
+                || original_dyn
+                    .iter()
+                    .any(|&(index, offset)| Some(index) != own && overlaps(&span(offset), range))
+        };
+        let mut work = table.bytes.clone();
+        let mut modified: Vec<Range<u64>> = Vec::new();
+        let mut reused: Vec<usize> = Vec::new();
+        // 1. In place, where the new string fits and nothing else reads the old one.
+        for entry in entries.iter_mut() {
+            let Value::Text {
+                bytes,
+                origin: Some(origin),
+                changed: true,
+            } = &mut entry.value
+            else {
+                continue;
+            };
+            let range = span(*origin);
+            let fits = (bytes.len() as u64) < range.end - range.start;
+            if complete && fits && !blocked(entry.original, &range) {
+                let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+                if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
+                {
+                    slot.fill(0);
+                    slot[..bytes.len()].copy_from_slice(bytes);
+                    modified.push(range);
+                    if let Some(index) = entry.original {
+                        reused.push(index);
+                    }
+                    entry.value = Value::Text {
+                        bytes: std::mem::take(bytes),
+                        origin: Some(*origin),
+                        changed: false,
+                    };
+                }
+            }
+        }
+        // 2. Zero strings that nothing references any more, so no old store path survives.
+        if complete {
+            for &(index, offset) in &original_dyn {
+                let still_used = entries.iter().any(|e| {
+                    e.original == Some(index)
+                        && matches!(e.value, Value::Text { changed: false, .. })
+                });
+                if still_used || reused.contains(&index) {
+                    continue;
+                }
+                let range = span(offset);
+                if blocked(Some(index), &range) || range.end - range.start <= 1 {
+                    continue;
+                }
+                let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+                if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
+                {
+                    slot.fill(0);
+                    modified.push(range);
+                }
+            }
+        }
+        // 3. Everything else: an existing identical string, else appended.
+        let mut extra: Vec<u8> = Vec::new();
+        let base = work.len() as u64;
+        let place = |text: &[u8], work: &[u8], extra: &mut Vec<u8>| -> u64 {
+            let mut needle = text.to_vec();
+            needle.push(0);
+            let mut from = 0;
+            while let Some(found) = work
+                .get(from..)
+                .and_then(|rest| find_subslice(rest, &needle))
+            {
+                let at = (from + found) as u64;
+                let range = at..at + needle.len() as u64;
+                if !modified.iter().any(|m| overlaps(m, &range)) {
+                    return at;
+                }
+                from += found + 1;
+            }
+            if let Some(found) = find_subslice(extra, &needle) {
+                return base + found as u64;
+            }
+            let at = base + extra.len() as u64;
+            extra.extend_from_slice(&needle);
+            at
+        };
+        for entry in entries.iter_mut() {
+            if let Value::Text {
+                bytes,
+                origin,
+                changed: changed @ true,
+            } = &mut entry.value
+            {
+                *origin = Some(place(bytes, &work, &mut extra));
+                *changed = false;
+            }
+        }
+        let mut verneed_writes = Vec::new();
+        for (field, name) in redirected {
+            let at = place(name, &work, &mut extra);
+            verneed_writes.push((*field, at));
+        }
+        self.verneed_targets = verneed_writes;
+        push_diff(&mut self.writes, self.bytes, table.offset, &work);
+        if extra.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut full = work;
+        full.extend_from_slice(&extra);
+        Ok(full)
+    }
+}
+
+/// Serialised program header.
+fn encode_segment(codec: Codec, segment: &Segment) -> Vec<u8> {
+    let mut out = Vec::with_capacity(56);
+    if codec.is64 {
+        out.extend(codec.encode_u32(segment.p_type));
+        out.extend(codec.encode_u32(segment.flags));
+        for value in [
+            segment.offset,
+            segment.vaddr,
+            segment.paddr,
+            segment.filesz,
+            segment.memsz,
+            segment.align,
+        ] {
+            out.extend(codec.encode_word(value));
+        }
+    } else {
+        out.extend(codec.encode_u32(segment.p_type));
+        for value in [
+            segment.offset,
+            segment.vaddr,
+            segment.paddr,
+            segment.filesz,
+            segment.memsz,
+        ] {
+            out.extend(codec.encode_word(value));
+        }
+        out.extend(codec.encode_u32(segment.flags));
+        out.extend(codec.encode_word(segment.align));
+    }
+    out
+}
+
+impl Planner<'_> {
+    /// Final dynamic entries as numbers; `strtab` overrides `DT_STRTAB`/`DT_STRSZ` after growth.
+    fn final_entries(entries: &[Entry], strtab: Option<(u64, u64)>) -> Vec<DynEntry> {
+        entries
+            .iter()
+            .map(|entry| {
+                let value = match (&entry.value, entry.tag, strtab) {
+                    (_, DT_STRTAB, Some((address, _))) => address,
+                    (_, DT_STRSZ, Some((_, size))) => size,
+                    (Value::Number(value), _, _) => *value,
+                    (Value::Text { origin, .. }, _, _) => origin.unwrap_or(0),
+                };
+                DynEntry {
+                    tag: entry.tag,
+                    value,
+                }
+            })
+            .collect()
+    }
+
+    fn encode_dynamic(&self, entries: &[DynEntry], slots: u64) -> Vec<u8> {
+        let codec = self.codec;
+        let mut out = Vec::new();
+        for entry in entries {
+            out.extend(codec.encode_word(entry.tag));
+            out.extend(codec.encode_word(entry.value));
+        }
+        let total = usize::try_from(slots * codec.dyn_size()).unwrap_or(out.len());
+        out.resize(total.max(out.len()), 0);
+        out
+    }
+
+    fn write_dynamic_in_place(&mut self, entries: &[Entry]) {
+        let Some(dynamic) = &self.parsed.dynamic else {
+            return;
+        };
+        let values = Self::final_entries(entries, None);
+        let encoded = self.encode_dynamic(&values, dynamic.capacity);
+        let offset = dynamic.offset;
+        push_diff(&mut self.writes, self.bytes, offset, &encoded);
+    }
+
+    fn write_verneed(&mut self) {
+        for (field, value) in std::mem::take(&mut self.verneed_targets) {
+            let encoded = self.codec.encode_u32(value as u32);
+            push_diff(&mut self.writes, self.bytes, field, &encoded);
+        }
+    }
+
+    /// Writes one section header's address, offset and size.
+    fn write_section(&mut self, index: usize, address: u64, offset: u64, size: u64) {
+        let codec = self.codec;
+        let (entry_size, addr_at, off_at, size_at) = if codec.is64 {
+            (64, 16, 24, 32)
+        } else {
+            (40, 12, 16, 20)
+        };
+        let base = self.parsed.shoff + index as u64 * entry_size;
+        for (at, value) in [(addr_at, address), (off_at, offset), (size_at, size)] {
+            let encoded = codec.encode_word(value);
+            push_diff(&mut self.writes, self.bytes, base + at, &encoded);
+        }
+    }
+
+    /// Plans room for one more program header at the end of the table, in the `PT_LOAD` that maps
+    /// it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
+    /// which only program headers and their own section headers point at) move to the new
+    /// segment; `None` when the table has to move instead.
+    fn phdr_room(&self) -> Option<Vec<Range<u64>>> {
+        const PT_GNU_PROPERTY: u32 = 0x6474_e553;
+        let codec = self.codec;
+        let count = self.parsed.segments.len() as u64;
+        let table_end = self.parsed.phoff + count * codec.phdr_size();
+        let window = table_end..table_end + codec.phdr_size();
+        let in_load = self.parsed.segments.iter().any(|s| {
+            s.p_type == PT_LOAD
+                && s.offset <= self.parsed.phoff
+                && window.end <= s.offset.saturating_add(s.filesz)
+        });
+        if !in_load {
+            return None;
+        }
+        let movable = |p_type: u32| matches!(p_type, PT_INTERP | PT_NOTE | PT_GNU_PROPERTY);
+        let span = |s: &Segment| s.offset..s.offset.saturating_add(s.filesz);
+        // Blobs: unions of movable segments, starting from those that reach into the window.
+        let mut blobs: Vec<Range<u64>> = Vec::new();
+        for segment in &self.parsed.segments {
+            if movable(segment.p_type)
+                && segment.filesz > 0
+                && span(segment).end > window.start
+                && span(segment).start < window.end
+            {
+                blobs.push(span(segment));
+            }
+        }
+        loop {
+            let mut grown = false;
+            for segment in self
+                .parsed
+                .segments
+                .iter()
+                .filter(|s| movable(s.p_type) && s.filesz > 0)
+            {
+                let range = span(segment);
+                for blob in &mut blobs {
+                    if overlaps(blob, &range) && (range.start < blob.start || range.end > blob.end)
+                    {
+                        blob.start = blob.start.min(range.start);
+                        blob.end = blob.end.max(range.end);
+                        grown = true;
+                    }
+                }
+            }
+            blobs.sort_by_key(|blob| blob.start);
+            blobs.dedup_by(|next, previous| {
+                if overlaps(previous, next) {
+                    previous.end = previous.end.max(next.end);
+                    true
+                } else {
+                    false
+                }
+            });
+            if !grown {
+                break;
+            }
+        }
+        // The window must be covered by blobs and alignment padding.
+        let mut cursor = window.start;
+        for blob in &blobs {
+            if cursor >= window.end {
+                break;
+            }
+            if blob.start < cursor || blob.start - cursor >= 8 {
+                return None;
+            }
+            cursor = blob.end;
+        }
+        if cursor < window.end {
+            return None;
+        }
+        let covered = |range: &Range<u64>| {
+            blobs
+                .iter()
+                .any(|b| b.start <= range.start && range.end <= b.end)
+        };
+        // Nothing else may live in the window or in a blob.
+        for segment in &self.parsed.segments {
+            let range = span(segment);
+            if segment.p_type == PT_LOAD || segment.p_type == PT_PHDR || segment.filesz == 0 {
+                continue;
+            }
+            let touches = overlaps(&range, &window) || blobs.iter().any(|b| overlaps(b, &range));
+            if touches && !(movable(segment.p_type) && covered(&range)) {
+                return None;
+            }
+        }
+        for section in &self.parsed.sections {
+            if section.sh_type == SHT_NOBITS || section.size == 0 || section.index == 0 {
+                continue;
+            }
+            let range = section.offset..section.offset.saturating_add(section.size);
+            let touches = overlaps(&range, &window) || blobs.iter().any(|b| overlaps(b, &range));
+            let kind_ok = section.sh_type == goblin::elf::section_header::SHT_NOTE
+                || section.name == b".interp";
+            if touches && !(kind_ok && covered(&range)) {
+                return None;
+            }
+        }
+        Some(blobs)
+    }
+
+    fn relayout(
+        &mut self,
+        entries: &[Entry],
+        grown_strings: &[u8],
+        new_interp: Option<&Vec<u8>>,
+        grow_dynamic: bool,
+        page_size: u64,
+    ) -> Result<Vec<u8>> {
+        let codec = self.codec;
+        let file_len = self.bytes.len() as u64;
+        let loads: Vec<Segment> = self
+            .parsed
+            .segments
+            .iter()
+            .filter(|s| s.p_type == PT_LOAD)
+            .copied()
+            .collect();
+        let Some(first_load) = loads.first().copied() else {
+            return Err(Error::Missing {
+                operation: "add a segment",
+                missing: "PT_LOAD segment",
+            });
+        };
+        // New program header list: drop one PT_NULL if any, insert our LOAD after the last LOAD.
+        let mut segments = self.parsed.segments.clone();
+        if let Some(null) = segments.iter().position(|s| s.p_type == PT_NULL) {
+            segments.remove(null);
+        }
+        let last_load = segments
+            .iter()
+            .rposition(|s| s.p_type == PT_LOAD)
+            .map_or(0, |index| index + 1);
+        let new_count = segments.len() as u64 + 1;
+        let old_count = self.parsed.segments.len() as u64;
+        let room = if new_count > old_count {
+            self.phdr_room()
+        } else {
+            Some(Vec::new())
+        };
+        let move_phdrs = room.is_none();
+        let blobs = room.unwrap_or_default();
+        // The interpreter blob is not copied when the interpreter changes anyway.
+        let interp_range = self
+            .segment(PT_INTERP)
+            .map(|s| s.offset..s.offset.saturating_add(s.filesz));
+        let blobs: Vec<Range<u64>> = blobs
+            .into_iter()
+            .filter(|blob| new_interp.is_none() || Some(blob) != interp_range.as_ref())
+            .collect();
+        let dynamic_slots = entries.len() as u64 + 1 + 4;
+
+        // Contents of the new segment, relative to its start.
+        let mut cursor: u64 = 0;
+        let phdr_at = move_phdrs.then(|| {
+            let at = cursor;
+            cursor += new_count * codec.phdr_size();
+            at
+        });
+        let dynamic_at = grow_dynamic.then(|| {
+            cursor = cursor.next_multiple_of(codec.word_size());
+            let at = cursor;
+            cursor += dynamic_slots * codec.dyn_size();
+            at
+        });
+        let mut blob_at = Vec::with_capacity(blobs.len());
+        for blob in &blobs {
+            cursor = cursor.next_multiple_of(8);
+            blob_at.push(cursor);
+            cursor += blob.end - blob.start;
+        }
+        let interp_at = new_interp.as_ref().map(|interp| {
+            let at = cursor;
+            cursor += interp.len() as u64;
+            at
+        });
+        let strings_at = (!grown_strings.is_empty()).then(|| {
+            let at = cursor;
+            cursor += grown_strings.len() as u64;
+            at
+        });
+        let size = cursor;
+
+        // Where it goes: past every byte of the file and every mapped page.
+        let overflow = || Error::malformed("segment addresses overflow", 0);
+        let top = loads
+            .iter()
+            .map(|s| s.vaddr.checked_add(s.memsz))
+            .try_fold(0u64, |acc, end| end.map(|end| acc.max(end)))
+            .ok_or_else(overflow)?;
+        let top = align_up(top, page_size).ok_or_else(overflow)?;
+        let start = align_up(file_len, 16).ok_or_else(overflow)?;
+        let delta = first_load.vaddr.wrapping_sub(first_load.offset);
+        // When the program headers move, keep (vaddr - offset) equal to the first LOAD's, so the
+        // kernel's AT_PHDR (first LOAD's bias + e_phoff on kernels before 5.18) stays right.
+        let (offset, vaddr) = if move_phdrs
+            && delta.is_multiple_of(page_size)
+            && first_load.vaddr >= first_load.offset
+        {
+            let candidate = start.checked_add(delta).ok_or_else(overflow)?;
+            if candidate - candidate % page_size >= top {
+                (start, candidate)
+            } else {
+                let offset = (top - delta)
+                    .checked_add(start % page_size)
+                    .ok_or_else(overflow)?;
+                (offset, offset + delta)
+            }
+        } else {
+            (
+                start,
+                top.checked_add(start % page_size).ok_or_else(overflow)?,
+            )
+        };
+        let flags = if grow_dynamic { PF_R | PF_W } else { PF_R };
+        let new_load = Segment {
+            p_type: PT_LOAD,
+            flags,
+            offset,
+            vaddr,
+            paddr: vaddr,
+            filesz: size,
+            memsz: size,
+            align: page_size,
+        };
+        segments.insert(last_load, new_load);
+
+        let mut blob = vec![0u8; usize::try_from(size).map_err(|_| overflow())?];
+        let mut put = |at: u64, data: &[u8]| {
+            let at = at as usize;
+            blob[at..at + data.len()].copy_from_slice(data);
+        };
+
+        // Interpreter and note segments moved out of the way of the program header table.
+        for (blob, &at) in blobs.iter().zip(&blob_at) {
+            let range = file_range(self.bytes, blob.start, blob.end - blob.start)
+                .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
+            put(at, &self.bytes[range]);
+            let inside = |start: u64, size: u64| blob.start <= start && start + size <= blob.end;
+            for segment in segments
+                .iter_mut()
+                .filter(|s| s.p_type != PT_LOAD && s.filesz > 0 && inside(s.offset, s.filesz))
+            {
+                let shift = segment.offset - blob.start;
+                segment.offset = offset + at + shift;
+                segment.vaddr = vaddr + at + shift;
+                segment.paddr = vaddr + at + shift;
+            }
+            let moved: Vec<(usize, u64, u64)> = self
+                .parsed
+                .sections
+                .iter()
+                .filter(|s| s.index != 0 && s.size > 0 && inside(s.offset, s.size))
+                .map(|s| (s.index, s.offset - blob.start, s.size))
+                .collect();
+            for (index, shift, size) in moved {
+                self.write_section(index, vaddr + at + shift, offset + at + shift, size);
+            }
+        }
+        // Interpreter.
+        if let (Some(at), Some(interp)) = (interp_at, new_interp) {
+            put(at, interp);
+            if let Some(old) = self.segment(PT_INTERP).copied() {
+                // Clear the old string so no old store path survives.
+                let zeros = vec![0u8; usize::try_from(old.filesz).unwrap_or(0)];
+                push_diff(&mut self.writes, self.bytes, old.offset, &zeros);
+                if let Some(section) = self.parsed.section_at(old.offset, None).map(|s| s.index) {
+                    self.write_section(section, vaddr + at, offset + at, interp.len() as u64);
+                }
+            }
+            for segment in segments.iter_mut().filter(|s| s.p_type == PT_INTERP) {
+                segment.offset = offset + at;
+                segment.vaddr = vaddr + at;
+                segment.paddr = vaddr + at;
+                segment.filesz = interp.len() as u64;
+                segment.memsz = interp.len() as u64;
+                segment.align = 1;
+            }
+        }
+        // String table.
+        let strtab = strings_at.map(|at| (vaddr + at, grown_strings.len() as u64));
+        if let Some(at) = strings_at {
+            put(at, grown_strings);
+            let old_offset = self.parsed.dynstr.as_ref().map_or(0, |t| t.offset);
+            if let Some(section) = self
+                .parsed
+                .section_at(old_offset, Some(SHT_STRTAB))
+                .map(|s| s.index)
+            {
+                self.write_section(section, vaddr + at, offset + at, grown_strings.len() as u64);
+            }
+        }
+        // Dynamic section.
+        let values = Self::final_entries(entries, strtab);
+        if let Some(at) = dynamic_at {
+            let encoded = self.encode_dynamic(&values, dynamic_slots);
+            put(at, &encoded);
+            let bytes = encoded.len() as u64;
+            for segment in segments.iter_mut().filter(|s| s.p_type == PT_DYNAMIC) {
+                segment.offset = offset + at;
+                segment.vaddr = vaddr + at;
+                segment.paddr = vaddr + at;
+                segment.filesz = bytes;
+                segment.memsz = bytes;
+            }
+            if let Some(section) = self.parsed.dynamic_section().map(|s| s.index) {
+                self.write_section(section, vaddr + at, offset + at, bytes);
+            }
+        } else if let Some(dynamic) = &self.parsed.dynamic {
+            let encoded = self.encode_dynamic(&values, dynamic.capacity);
+            let at = dynamic.offset;
+            push_diff(&mut self.writes, self.bytes, at, &encoded);
+        }
+        // Program headers.
+        let table_bytes = new_count * codec.phdr_size();
+        if let Some(at) = phdr_at {
+            for segment in segments.iter_mut().filter(|s| s.p_type == PT_PHDR) {
+                segment.offset = offset + at;
+                segment.vaddr = vaddr + at;
+                segment.paddr = vaddr + at;
+                segment.filesz = table_bytes;
+                segment.memsz = table_bytes;
+            }
+        } else {
+            for segment in segments.iter_mut().filter(|s| s.p_type == PT_PHDR) {
+                segment.filesz = table_bytes;
+                segment.memsz = table_bytes;
+            }
+        }
+        let table: Vec<u8> = segments
+            .iter()
+            .flat_map(|segment| encode_segment(codec, segment))
+            .collect();
+        let table_offset = if let Some(at) = phdr_at {
+            put(at, &table);
+            offset + at
+        } else {
+            push_diff(&mut self.writes, self.bytes, self.parsed.phoff, &table);
+            self.parsed.phoff
+        };
+        let (phoff_at, phnum_at) = if codec.is64 { (32, 56) } else { (28, 44) };
+        let encoded = codec.encode_word(table_offset);
+        push_diff(&mut self.writes, self.bytes, phoff_at, &encoded);
+        let phnum =
+            u16::try_from(new_count).map_err(|_| Error::malformed("program header count", 0))?;
+        let encoded = codec.encode_u16(phnum);
+        push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
+
+        // Assemble: original bytes, in-file writes, padding, the new segment.
+        let mut out = self.bytes.to_vec();
+        for write in &self.writes {
+            let at = usize::try_from(write.offset).map_err(|_| overflow())?;
+            let slot = out
+                .get_mut(at..at + write.bytes.len())
+                .ok_or_else(|| Error::malformed("write outside the file", write.offset))?;
+            slot.copy_from_slice(&write.bytes);
+        }
+        out.resize(usize::try_from(offset).map_err(|_| overflow())?, 0);
+        out.extend_from_slice(&blob);
+        Ok(out)
+    }
+
+    /// Re-parses a relayout and checks it says what the edits asked for.
+    fn verify(new_bytes: &[u8], entries: &[Entry], edits: &ElfEdits) -> Result<()> {
+        let info = ElfInfo::parse(new_bytes).map_err(|_| Error::Verification {
+            what: "the result does not parse",
+        })?;
+        let texts = |tag: u64| -> Vec<Vec<u8>> {
+            entries
+                .iter()
+                .filter(|e| e.tag == tag)
+                .filter_map(|e| e.text().map(<[u8]>::to_vec))
+                .collect()
+        };
+        if info.needed != texts(DT_NEEDED) {
+            return Err(Error::Verification { what: "DT_NEEDED" });
+        }
+        if info.soname != texts(DT_SONAME).into_iter().next() {
+            return Err(Error::Verification { what: "DT_SONAME" });
+        }
+        if info.runpath != texts(DT_RUNPATH).into_iter().next()
+            || info.rpath != texts(DT_RPATH).into_iter().next()
+        {
+            return Err(Error::Verification { what: "run path" });
+        }
+        if let Some(interp) = &edits.interpreter
+            && info.interpreter.as_ref() != Some(interp)
+        {
+            return Err(Error::Verification {
+                what: "interpreter",
+            });
+        }
+        Ok(())
+    }
+}
