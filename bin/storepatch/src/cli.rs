@@ -32,7 +32,7 @@ pub(crate) struct GlobalArgs {
     /// Number of worker threads (default: one per core). Output is identical for any value.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
-    /// Nix store directory [default: $NIX_STORE, else /nix/store].
+    /// Nix store directory [default: `$NIX_STORE`, else `/nix/store`].
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) store_dir: Option<PathBuf>,
     /// Emit JSON Lines on stdout instead of the human report.

@@ -144,7 +144,7 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
     let metadata = fs_err::symlink_metadata(path).map_err(|err| Error::Io {
         action: "cannot examine",
         path: path.to_path_buf(),
-        source: err.into(),
+        source: err,
     })?;
     let parent = parent_of(path)?;
     let mut temp = tempfile::Builder::new()

@@ -128,7 +128,7 @@ pub fn walk(root: &Path) -> Result<Walk> {
         match item {
             Ok(entry) => match entry.metadata() {
                 Ok(metadata) => walk.entries.push(Entry {
-                    kind: kind_of(&metadata.file_type()),
+                    kind: kind_of(metadata.file_type()),
                     len: metadata.len(),
                     mode: metadata.mode(),
                     dev: metadata.dev(),
@@ -145,7 +145,7 @@ pub fn walk(root: &Path) -> Result<Walk> {
     Ok(walk)
 }
 
-fn kind_of(file_type: &std::fs::FileType) -> EntryKind {
+fn kind_of(file_type: std::fs::FileType) -> EntryKind {
     if file_type.is_symlink() {
         EntryKind::Symlink
     } else if file_type.is_dir() {

@@ -37,13 +37,13 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCo
             ),
         );
     }
-    Ok(ExitCode::from(if !scan.errors.is_empty() {
-        crate::exit::ERROR
-    } else if totals.live > 0 {
-        0
-    } else {
-        1
-    }))
+    // grep's convention: 0 found, 1 none, 2 trouble (even if something was found).
+    let code = match (scan.errors.is_empty(), totals.live > 0) {
+        (false, _) => crate::exit::ERROR,
+        (true, true) => 0,
+        (true, false) => 1,
+    };
+    Ok(ExitCode::from(code))
 }
 
 struct Totals {
