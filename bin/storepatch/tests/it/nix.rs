@@ -368,6 +368,94 @@ fn every_nix_file_parses() -> Result<()> {
     Ok(())
 }
 
+/// The few nixpkgs functions `package.nix` uses, as stubs that keep their arguments, so its
+/// evaluation (attribute names, the finalAttrs fixed point, the hook wiring) is checked without
+/// a nixpkgs checkout.
+const STUB_NIXPKGS: &str = r#"
+  let
+    lib = {
+      importTOML = file: builtins.fromTOML (builtins.readFile file);
+      fileset = {
+        toSource = { root, fileset }: { inherit root fileset; };
+        unions = builtins.map toString;
+        maybeMissing = file: file;
+      };
+      getExe = package: "${package.outPath}/bin/${package.meta.mainProgram}";
+      licenses = { mit = "MIT"; asl20 = "Apache-2.0"; };
+      platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
+    };
+    rustPlatform.buildRustPackage = function:
+      let
+        attrs = function (attrs // { finalPackage = package; });
+        package = attrs // { outPath = "/nix/store/00000000000000000000000000000000-storepatch"; };
+      in package;
+    makeSetupHook = arguments: script: arguments // { script = toString script; };
+  in
+    import PACKAGE { inherit lib rustPlatform makeSetupHook; }
+"#;
+
+#[test]
+fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::package_nix_evaluates_against_stub_nixpkgs");
+    let package_file = repo_root().join("nix/package.nix").canonicalize()?;
+    let expression = format!(
+        "let package = {}; in {{
+           inherit (package) pname version doCheck cargoBuildFlags cargoTestFlags postInstall meta;
+           lockFile = toString package.cargoLock.lockFile;
+           sources = package.src.fileset;
+           scrubHook = package.passthru.scrubHook;
+           relinkHook = package.passthru.relinkHook;
+         }}",
+        STUB_NIXPKGS.replace("PACKAGE", path_str(&package_file)?)
+    );
+    let output = run_ok(nix.command("nix-instantiate").args([
+        "--eval",
+        "--strict",
+        "--json",
+        "--expr",
+        &expression,
+    ]))?;
+    let package: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let root = repo_root().canonicalize()?;
+    let exe = "/nix/store/00000000000000000000000000000000-storepatch/bin/storepatch";
+    assert_eq!(package["pname"], "storepatch");
+    assert_eq!(package["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(package["doCheck"], true);
+    assert_eq!(package["meta"]["mainProgram"], "storepatch");
+    assert_eq!(
+        package["lockFile"],
+        path_str(&root.join("Cargo.lock"))?,
+        "cargoLock.lockFile must be the workspace's Cargo.lock"
+    );
+    assert!(
+        package["postInstall"]
+            .as_str()
+            .is_some_and(|script| script.contains("ln -s storepatch \"$out/bin/patchelf\"")),
+        "{}",
+        package["postInstall"]
+    );
+    for source in package["sources"].as_array().context("sources")? {
+        let source = Path::new(source.as_str().context("source path")?);
+        assert!(
+            source.exists() || source.ends_with("testdata"),
+            "{} is not in the repository",
+            source.display()
+        );
+    }
+    for (hook, name) in [
+        ("scrubHook", "storepatch-scrub-hook"),
+        ("relinkHook", "storepatch-relink-hook"),
+    ] {
+        assert_eq!(package[hook]["name"], name);
+        assert_eq!(package[hook]["substitutions"]["storepatch"], exe);
+        assert_eq!(
+            package[hook]["script"],
+            path_str(&root.join(format!("nix/hooks/{name}.sh")))?
+        );
+    }
+    Ok(())
+}
+
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs_err::read_dir(dir)? {
@@ -723,7 +811,10 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
     let calls = dir.path().join("calls");
     write(
         &stub,
-        format!("#!/bin/bash\n{{ echo '--- call'; printf '%s\\n' \"$@\"; }} >> {calls:?}\n"),
+        format!(
+            "#!/bin/bash\n{{ echo '--- call'; printf '%s\\n' \"$@\"; }} >> '{}'\n",
+            path_str(&calls)?
+        ),
     )?;
     make_executable(&stub)?;
     write_hook_harness(dir.path(), &stub)?;
