@@ -108,7 +108,7 @@ fn write_summary(
         line.resize(width, b' ');
         line.extend_from_slice(
             format!(
-                "  {:>6} files  {:>7} references{}",
+                "  {:>6} entries  {:>7} references{}",
                 entries.len(),
                 count,
                 if *scrubbed { "  (scrubbed)" } else { "" }

@@ -14,8 +14,8 @@ fn summary_per_store_path() {
     success: true
     exit_code: 0
     ----- stdout -----
-    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 files        5 references
-    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 files        2 references
+    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 entries        5 references
+    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 entries        2 references
 
     ----- stderr -----
     7 live references to 2 store paths in 7 of 17 entries; 0 scrubbed references
@@ -74,7 +74,7 @@ fn no_references_exits_one() {
     success: false
     exit_code: 1
     ----- stdout -----
-    /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-scrubbed       1 files        1 references  (scrubbed)
+    /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-scrubbed       1 entries        1 references  (scrubbed)
 
     ----- stderr -----
     0 live references to 0 store paths in 0 of 3 entries; 1 scrubbed references
@@ -210,8 +210,8 @@ fn unreadable_file_is_reported_and_the_run_goes_on() {
     success: false
     exit_code: 2
     ----- stdout -----
-    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 files        5 references
-    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 files        2 references
+    /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8       5 entries        5 references
+    /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1           2 entries        2 references
 
     ----- stderr -----
     error: cannot read `[TMP]/tree/secret.txt`: Permission denied (os error 13)
