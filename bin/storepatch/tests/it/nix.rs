@@ -702,20 +702,49 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
         hashes[0].2, hashes[1].2,
         "NAR hashes differ between --threads 1 and 2: {hashes:?}"
     );
+
+    // The same as a real fixed-output derivation: the hash of the --threads 1 result is what
+    // a --threads 2 run must produce, or Nix reports a hash mismatch.
+    let fixed_output = nix.build(&scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        &format!(
+            r#"scrubFlags = "--threads 2 --candidates ${{candidates}}";
+               outputHashMode = "recursive";
+               outputHashAlgo = "sha256";
+               outputHash = "{hash}";
+               allowedReferences = [ ];"#,
+            hash = hashes[0].2,
+        ),
+    )?)?;
+    assert_eq!(nix.nar_hash(&fixed_output)?, hashes[0].2);
+    assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
     Ok(())
 }
 
-#[test]
-#[ignore = "needs storepatch relink"]
-fn relink_hook_makes_binaries_run() -> Result<()> {
-    let nix = nix_judge_or_skip!("nix::relink_hook_makes_binaries_run");
-    let dir = tempfile::tempdir()?;
-    let marker = unique_marker();
-    let harness = store_harness(&nix, dir.path())?;
+/// Store paths for the relink hook tests.
+struct RelinkFixture {
+    /// `storepatch`, the hooks and `stdenv-lite.sh`.
+    harness: PathBuf,
+    /// A library package (`lib/libgreet.so.1`), given to the build as a build input.
+    greet: PathBuf,
+    /// A stand-in for bintools: just `nix-support/dynamic-linker`.
+    bintools: PathBuf,
+    /// The payload: `bin/hello` and an extension module, both needing `libgreet.so.1`.
+    tree: PathBuf,
+}
 
-    // A library package, as a build input would provide it.
-    let greet_root = dir.path().join("staging/greet");
-    let greet_source = dir.path().join("greet.c");
+/// Build the relink fixture. The payload is linked against libgreet with no RUNPATH at all
+/// (as a vendor tarball ships it) or, with `scrubbed_runpath`, with a RUNPATH into libgreet that
+/// `storepatch scrub` has then turned into `<store>/eeee...-greet/lib` (as the FOD of
+/// python-deps.nix leaves it).
+fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<RelinkFixture> {
+    let marker = unique_marker();
+    let harness = store_harness(nix, dir)?;
+
+    let greet_root = dir.join("staging/greet");
+    let greet_source = dir.join("greet.c");
     write(
         &greet_source,
         format!(
@@ -737,8 +766,7 @@ fn relink_hook_makes_binaries_run() -> Result<()> {
     )?;
     let greet = nix.add(&greet_root)?;
 
-    // Bintools: only the dynamic linker file the hook reads.
-    let bintools_root = dir.path().join("staging/bintools");
+    let bintools_root = dir.join("staging/bintools");
     write(
         &bintools_root.join("nix-support/dynamic-linker"),
         "/lib64/ld-linux-x86-64.so.2\n",
@@ -746,57 +774,143 @@ fn relink_hook_makes_binaries_run() -> Result<()> {
     write(&bintools_root.join("marker"), &marker)?;
     let bintools = nix.add(&bintools_root)?;
 
-    // The prebuilt payload: an executable and an extension module linked against libgreet with
-    // no RUNPATH, as a wheel or a vendor tarball ships them.
-    let tree = dir.path().join("tree");
-    let main_source = dir.path().join("main.c");
+    let tree = dir.join("tree");
+    let main_source = dir.join("main.c");
     write(
         &main_source,
         "void greet(void);\nint main(void) { greet(); return 0; }\n",
     )?;
     let greet_lib = greet.join("lib");
+    let mut link_flags = vec![format!("-L{}", path_str(&greet_lib)?), "-lgreet".to_owned()];
+    if scrubbed_runpath {
+        link_flags.push(format!("-Wl,-rpath,{}", path_str(&greet_lib)?));
+    }
+    let link_flags: Vec<&str> = link_flags.iter().map(String::as_str).collect();
     fs_err::create_dir_all(tree.join("bin"))?;
     fs_err::create_dir_all(tree.join("lib/python3.12/site-packages"))?;
+    let hello = tree.join("bin/hello");
+    let extension = tree.join("lib/python3.12/site-packages/_greet.so");
     gcc(&[
-        "-o",
-        path_str(&tree.join("bin/hello"))?,
-        path_str(&main_source)?,
-        &format!("-L{}", path_str(&greet_lib)?),
-        "-lgreet",
-    ])?;
+        &["-o", path_str(&hello)?, path_str(&main_source)?],
+        &link_flags[..],
+    ]
+    .concat())?;
     gcc(&[
-        "-shared",
-        "-fPIC",
-        "-o",
-        path_str(&tree.join("lib/python3.12/site-packages/_greet.so"))?,
-        path_str(&main_source)?,
-        &format!("-L{}", path_str(&greet_lib)?),
-        "-lgreet",
-    ])?;
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            path_str(&extension)?,
+            path_str(&main_source)?,
+        ],
+        &link_flags[..],
+    ]
+    .concat())?;
     write(&tree.join("marker"), &marker)?;
+    if scrubbed_runpath {
+        run_ok(
+            storepatch()
+                .arg("scrub")
+                .arg("--store-dir")
+                .arg(nix.store_dir())
+                .arg(&tree),
+        )?;
+    }
     let tree = nix.add(&tree)?;
+    Ok(RelinkFixture {
+        harness,
+        greet,
+        bintools,
+        tree,
+    })
+}
 
-    let build = nix.build_logged(&hook_derivation(
-        &harness,
+/// A derivation running the relink hook on the fixture, with `extra` attributes. Its install
+/// check runs `bin/hello` and asks the dynamic loader to resolve the extension module.
+fn relink_derivation(fixture: &RelinkFixture, extra_check: &str, extra: &str) -> Result<String> {
+    hook_derivation(
+        &fixture.harness,
         "storepatch-relink-hook.sh",
-        &tree,
+        &fixture.tree,
         &format!(
             r#"buildInputs = [ (builtins.storePath {greet}) ];
                NIX_BINTOOLS = builtins.storePath {bintools};
-               autoPatchelfIgnoreMissingDeps = [ "libnotthere.so.9" ];
                installCheckPhase = ''
-                 LD_BIND_NOW=1 "$out/bin/hello" | grep -q "hello from libgreet"
-               '';"#,
-            greet = nix_string(path_str(&greet)?),
-            bintools = nix_string(path_str(&bintools)?),
+                 LD_BIND_NOW=1 "$out/bin/hello" | grep "hello from libgreet"
+                 resolved=$(/lib64/ld-linux-x86-64.so.2 --list \
+                   "$out/lib/python3.12/site-packages/_greet.so")
+                 echo "$resolved"
+                 ! echo "$resolved" | grep -q "not found"
+                 {extra_check}
+               '';
+               {extra}"#,
+            greet = nix_string(path_str(&fixture.greet)?),
+            bintools = nix_string(path_str(&fixture.bintools)?),
         ),
+    )
+}
+
+#[test]
+fn relink_fixture_needs_relinking() -> Result<()> {
+    // The fixture is meaningful: without the hook, the loader cannot find libgreet.
+    let nix = nix_judge_or_skip!("nix::relink_fixture_needs_relinking");
+    let dir = tempfile::tempdir()?;
+    for scrubbed_runpath in [false, true] {
+        let fixture = relink_fixture(&nix, dir.path(), scrubbed_runpath)?;
+        let err = nix
+            .build(&relink_derivation(
+                &fixture,
+                "",
+                "dontAutoPatchelf = true;",
+            )?)
+            .expect_err("hello must not run without relinking");
+        assert!(
+            err.stderr
+                .contains("libgreet.so.1: cannot open shared object file"),
+            "{err}"
+        );
+        fs_err::remove_dir_all(dir.path().join("staging"))?;
+        fs_err::remove_dir_all(dir.path().join("storepatch-harness"))?;
+        fs_err::remove_dir_all(dir.path().join("tree"))?;
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs storepatch relink"]
+fn relink_hook_makes_binaries_run() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::relink_hook_makes_binaries_run");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), false)?;
+    let build = nix.build_logged(&relink_derivation(
+        &fixture,
+        "",
+        r#"autoPatchelfIgnoreMissingDeps = [ "libnotthere.so.9" ];"#,
     )?)?;
     assert!(
         build.stderr.contains("autoPatchelf: storepatch relink"),
         "{}",
         build.stderr
     );
-    assert_eq!(nix.references(&build.out)?, vec![greet]);
+    assert_eq!(nix.references(&build.out)?, vec![fixture.greet]);
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs storepatch relink"]
+fn relink_hook_restores_scrubbed_runpath_in_place() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::relink_hook_restores_scrubbed_runpath_in_place");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), true)?;
+    let out = nix.build(&relink_derivation(
+        &fixture,
+        // The restore fast path edits the RUNPATH string in place: no relayout, same size.
+        r#"for file in bin/hello lib/python3.12/site-packages/_greet.so; do
+             test "$(stat -c %s "$tree/$file")" = "$(stat -c %s "$out/$file")"
+           done"#,
+        "",
+    )?)?;
+    assert_eq!(nix.references(&out)?, vec![fixture.greet]);
     Ok(())
 }
 
