@@ -51,19 +51,39 @@ storepatchScrub() {
     local dir report status=0
     for dir in "$@"; do
         [[ -e "$dir" ]] || continue
-        # stdout carries JSON Lines (one "reference" object per scrubbed reference); stderr
-        # (warnings, errors) goes to the build log as it is.
+        # stdout carries JSON Lines, the last of them a "summary" object with the counts;
+        # stderr (warnings, errors) goes to the build log as it is.
         report="${TMPDIR:-/tmp}/storepatch-scrub-report.jsonl"
         @storepatch@ scrub --json "${flags[@]}" -- "$dir" >"$report" || status=$?
         if ((status != 0)); then
             echo "storepatch-scrub-hook: storepatch scrub $dir failed (exit $status)" >&2
             return "$status"
         fi
-        local references
-        references=$(grep -c -E '"type" *: *"reference"' "$report" || true)
-        echo "storepatch-scrub-hook: $dir: scrubbed $references store reference(s)${flags[*]:+ (flags: ${flags[*]})}"
+        echo "storepatch-scrub-hook: $dir: $(_storepatchScrubSummary "$report")${flags[*]:+ (flags: ${flags[*]})}"
         rm -f "$report"
     done
+}
+
+# The value of number field $1 in the JSON object $2, or "?".
+_storepatchScrubCount() {
+    local count
+    count=$(sed -n -E "s/.*\"$1\" *: *([0-9]+).*/\1/p" <<<"$2")
+    echo "${count:-?}"
+}
+
+# The counts of the "summary" line of a `storepatch scrub --json` report, as one phrase.
+_storepatchScrubSummary() {
+    local summary
+    summary=$(grep -E '"type" *: *"summary"' "$1" | tail -n 1 || true)
+    if [[ -z "$summary" ]]; then
+        echo "scrubbed (no summary in the report)"
+        return 0
+    fi
+    echo "scrubbed $(_storepatchScrubCount references "$summary") reference(s) to" \
+        "$(_storepatchScrubCount store_paths "$summary") store path(s):" \
+        "$(_storepatchScrubCount files "$summary") file(s)," \
+        "$(_storepatchScrubCount symlinks "$summary") symlink(s)," \
+        "$(_storepatchScrubCount names "$summary") name(s) changed"
 }
 
 _storepatchScrubFixupOutput() {

@@ -647,6 +647,12 @@ fn scrub_hook_makes_the_output_reference_free() -> Result<()> {
         "one summary line expected:\n{}",
         build.stderr
     );
+    // All five referenced fixtures, none of them kept.
+    assert!(
+        summaries[0].contains(" reference(s) to 5 store path(s): "),
+        "{}",
+        summaries[0]
+    );
     Ok(())
 }
 
@@ -926,8 +932,10 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
     write(
         &stub,
         format!(
-            "#!/bin/bash\n{{ echo '--- call'; printf '%s\\n' \"$@\"; }} >> '{}'\n",
-            path_str(&calls)?
+            "#!/bin/bash\n{{ echo '--- call'; printf '%s\\n' \"$@\"; }} >> '{}'\n\
+             if [ \"$1\" = scrub ]; then echo '{}'; fi\n",
+            path_str(&calls)?,
+            r#"{"type":"summary","files":3,"names":0,"references":7,"store_paths":2,"symlinks":1}"#
         ),
     )?;
     make_executable(&stub)?;
@@ -971,9 +979,9 @@ fn scrub_hook_arguments() -> Result<()> {
     assert_eq!(
         recorded,
         "--- call\nscrub\n--json\n--threads\n2\n--candidates-from-env\n--keep\n/nix/store/a\n\
-         --keep\n/nix/store/b\n--\n$out\n--- log\nstorepatch-scrub-hook: $out: scrubbed 0 store \
-         reference(s) (flags: --threads 2 --candidates-from-env --keep /nix/store/a --keep \
-         /nix/store/b)\n"
+         --keep\n/nix/store/b\n--\n$out\n--- log\nstorepatch-scrub-hook: $out: scrubbed 7 \
+         reference(s) to 2 store path(s): 3 file(s), 1 symlink(s), 0 name(s) changed (flags: \
+         --threads 2 --candidates-from-env --keep /nix/store/a --keep /nix/store/b)\n"
     );
 
     let skipped = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontScrubStoreRefs", "1")])?;
