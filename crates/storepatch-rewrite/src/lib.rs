@@ -154,16 +154,17 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
         .map_err(io_error("cannot create a temporary file in", parent))?;
     let temp_path = temp.path().to_path_buf();
     let write = |temp: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
+        let mut writer = SparseWriter::new(temp.as_file_mut());
         let mut position = 0usize;
         for patch in patches {
             // In bounds: checked above.
             let start = patch.offset as usize;
-            temp.write_all(&contents[position..start])?;
-            temp.write_all(patch.bytes)?;
+            writer.write(&contents[position..start])?;
+            writer.write(patch.bytes)?;
             position = start + patch.bytes.len();
         }
-        temp.write_all(&contents[position..])?;
-        temp.flush()
+        writer.write(&contents[position..])?;
+        writer.finish()
     };
     write(&mut temp).map_err(io_error("cannot write", &temp_path))?;
     copy_owner_and_mode(temp.as_file(), &metadata)
@@ -174,6 +175,71 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
         source: err.error,
     })?;
     Ok(())
+}
+
+/// Writes a file sequentially, leaving holes where whole blocks are zero, so that a sparse file
+/// stays sparse after a rewrite (a 5 GB sparse file must not become 5 GB on disk).
+struct SparseWriter<'file> {
+    file: &'file mut std::fs::File,
+    length: u64,
+    /// Bytes not yet written, fewer than one block.
+    pending: Vec<u8>,
+}
+
+impl<'file> SparseWriter<'file> {
+    const BLOCK: usize = 64 * 1024;
+    /// [`Self::BLOCK`] as a seek distance.
+    const BLOCK_SEEK: i64 = 64 * 1024;
+
+    fn new(file: &'file mut std::fs::File) -> Self {
+        Self {
+            file,
+            length: 0,
+            pending: Vec::with_capacity(Self::BLOCK),
+        }
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let take = bytes.len().min(Self::BLOCK - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == Self::BLOCK {
+                let block = std::mem::take(&mut self.pending);
+                self.block(&block)?;
+                self.pending = block;
+                self.pending.clear();
+            }
+        }
+        let mut blocks = bytes.chunks_exact(Self::BLOCK);
+        for block in &mut blocks {
+            self.block(block)?;
+        }
+        self.pending.extend_from_slice(blocks.remainder());
+        Ok(())
+    }
+
+    /// Writes one whole block (exactly [`Self::BLOCK`] bytes).
+    fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        use std::io::Seek as _;
+        debug_assert_eq!(block.len(), Self::BLOCK);
+        if block.iter().all(|&byte| byte == 0) {
+            self.file
+                .seek(std::io::SeekFrom::Current(Self::BLOCK_SEEK))?;
+        } else {
+            self.file.write_all(block)?;
+        }
+        self.length += block.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.pending)?;
+        self.length += self.pending.len() as u64;
+        // A trailing hole is only a seek so far: the length makes it part of the file.
+        self.file.set_len(self.length)?;
+        self.file.flush()
+    }
 }
 
 fn copy_owner_and_mode(file: &std::fs::File, original: &std::fs::Metadata) -> std::io::Result<()> {
@@ -357,6 +423,46 @@ mod tests {
         assert_eq!(fs_err::metadata(&path).unwrap().mode() & 0o7777, 0o444);
         let leftovers: Vec<_> = fs_err::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 2, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn sparse_files_stay_sparse_and_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let size = 8 << 20;
+        let mut contents = vec![0u8; size];
+        contents[5 << 20..(5 << 20) + 4].copy_from_slice(b"data");
+        contents[size - 1] = 0;
+        fs_err::write(&path, &contents).unwrap();
+        rewrite_file(
+            &path,
+            &contents,
+            &[Patch {
+                offset: 5 << 20,
+                bytes: b"DATA",
+            }],
+        )
+        .unwrap();
+        let written = fs_err::read(&path).unwrap();
+        assert_eq!(written.len(), size);
+        contents[5 << 20..(5 << 20) + 4].copy_from_slice(b"DATA");
+        assert_eq!(written, contents);
+        let allocated = fs_err::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
+        // Odd sizes and writes that straddle blocks come out exact too.
+        let odd: Vec<u8> = (0..200_001u32).map(|i| u8::from(i % 70_000 < 3)).collect();
+        rewrite_file(
+            &path,
+            &odd,
+            &[Patch {
+                offset: 65_535,
+                bytes: b"xy",
+            }],
+        )
+        .unwrap();
+        let mut expected = odd.clone();
+        expected[65_535..65_537].copy_from_slice(b"xy");
+        assert_eq!(fs_err::read(&path).unwrap(), expected);
     }
 
     #[test]

@@ -459,4 +459,67 @@ mod tests {
             assert_eq!(streamed, whole, "chunk size {chunk_size}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces a haystack is made of: noise, store dir prefixes, hashes, names, separators.
+        fn piece() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                Just(b"/nix/store/".to_vec()),
+                Just(HASH_A.to_vec()),
+                Just(HASH_B.to_vec()),
+                Just(SCRUBBED_HASH.to_vec()),
+                Just(b"-zlib-1.3.1".to_vec()),
+                Just(b"/lib\0".to_vec()),
+                "[a-z0-9.+_=-]{0,30}".prop_map(String::into_bytes),
+            ]
+        }
+
+        fn haystack() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(piece(), 0..60).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            /// Streaming in chunks of any size finds exactly what one whole scan finds.
+            #[test]
+            fn chunking_never_changes_hits(input in haystack(), chunk_size in 1usize..700) {
+                let scanner = scanner(&[store_path(HASH_A, "zlib")]);
+                let whole = scanner.scan(&input);
+                let streamed = scanner.scan_reader(&input[..], chunk_size).unwrap();
+                prop_assert_eq!(streamed, whole);
+            }
+
+            /// Every hit is in bounds and its hash bytes are what it claims.
+            #[test]
+            fn hits_point_at_their_hash(input in haystack()) {
+                let scanner = scanner(&[store_path(HASH_B, "b")]);
+                for hit in scanner.scan(&input) {
+                    let start = usize::try_from(hit.hash_offset).unwrap();
+                    let hash = &input[start..start + HASH_LEN];
+                    match &hit.target {
+                        Target::Live(path) => prop_assert_eq!(hash, path.hash().as_bytes()),
+                        Target::Scrubbed { .. } => prop_assert_eq!(hash, &SCRUBBED_HASH[..]),
+                    }
+                    prop_assert!(usize::try_from(hit.offset).unwrap() + hit.len <= input.len());
+                }
+            }
+
+            /// Writing `e`s over every live hash leaves nothing live, and a second pass finds
+            /// nothing more to do: scrubbing is idempotent.
+            #[test]
+            fn scrubbing_is_idempotent(input in haystack()) {
+                let scanner = scanner(&[store_path(HASH_A, "a"), store_path(HASH_B, "b")]);
+                let mut scrubbed = input.clone();
+                for hit in scanner.scan(&input).iter().filter(|hit| hit.live().is_some()) {
+                    let start = usize::try_from(hit.hash_offset).unwrap();
+                    scrubbed[start..start + HASH_LEN].copy_from_slice(&SCRUBBED_HASH);
+                }
+                prop_assert_eq!(scrubbed.len(), input.len());
+                prop_assert!(scanner.scan(&scrubbed).iter().all(|hit| hit.live().is_none()));
+            }
+        }
+    }
 }
