@@ -12,7 +12,11 @@
 #   scrubKeepRefs        store paths to leave alone (space separated, or a bash array with
 #                        __structuredAttrs); each becomes `--keep PATH`.
 #   scrubFlags           extra flags for `storepatch scrub`, e.g. "--threads 2" or
-#                        "--candidates-from-env" (space separated, or a bash array).
+#                        "--candidates FILE" (space separated, or a bash array).
+#
+# Besides full `/nix/store/<hash>-<name>` paths, `storepatch scrub` is given
+# `--candidates-from-env`: the bare hash part of every store path in the build's environment (the
+# inputs, $out) is searched for too, as Nix's own reference scanner does.
 #
 # When it runs: as a fixupOutputHook (once per output, with $prefix set, after stdenv's own
 # fixup hooks such as patchShebangs, since this hook is sourced later). Derivations that set
@@ -40,7 +44,9 @@ storepatchScrub() {
         echo "storepatch-scrub-hook: dontScrubStoreRefs is set, leaving $* alone"
         return 0
     fi
-    local -a flags=() keep=()
+    # Like Nix, look for the bare hash part of every store path the build was given (they are all
+    # in its environment), not only for full paths.
+    local -a flags=(--candidates-from-env) keep=()
     _storepatchScrubWords flags scrubFlags
     _storepatchScrubWords keep scrubKeepRefs
     local ref

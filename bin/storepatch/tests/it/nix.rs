@@ -584,7 +584,9 @@ fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Resu
 }
 
 /// The scrub hook, for a fixed-output-style derivation: the output must refer to none of the
-/// inputs. `scrubFlags` passes the candidates (for the name and bare-hash references) through.
+/// inputs (`deps`). The name and bare-hash references are found because the hook passes
+/// `--candidates-from-env`; `candidates` (the list as a store file) is there for tests that
+/// pass `--candidates` through `scrubFlags` instead.
 fn scrub_hook_derivation(
     nix: &NixJudge,
     harness: &Path,
@@ -618,7 +620,7 @@ fn scrub_hook_makes_the_output_reference_free() -> Result<()> {
             &nix,
             &harness,
             &reference_tree,
-            r#"dontScrubStoreRefs = true; scrubFlags = "--candidates ${candidates}";
+            r#"dontScrubStoreRefs = true;
                allowedReferences = [ ];"#,
         )?)
         .expect_err("dontScrubStoreRefs must leave the references in place");
@@ -633,7 +635,7 @@ fn scrub_hook_makes_the_output_reference_free() -> Result<()> {
         &nix,
         &harness,
         &reference_tree,
-        r#"scrubFlags = "--candidates ${candidates}"; allowedReferences = [ ];"#,
+        "allowedReferences = [ ];",
     )?)?;
     assert_eq!(nix.references(&build.out)?, Vec::<PathBuf>::new());
     let summaries: Vec<&str> = build
@@ -697,7 +699,7 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
             &harness,
             &reference_tree,
             &format!(
-                r#"scrubFlags = "--threads {threads} --candidates ${{candidates}}";
+                r#"scrubFlags = "--threads {threads}";
                    allowedReferences = [ ];"#
             ),
         )?)?;
@@ -716,7 +718,7 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
         &harness,
         &reference_tree,
         &format!(
-            r#"scrubFlags = "--threads 2 --candidates ${{candidates}}";
+            r#"scrubFlags = "--threads 2";
                outputHashMode = "recursive";
                outputHashAlgo = "sha256";
                outputHash = "{hash}";
@@ -972,16 +974,17 @@ fn scrub_hook_arguments() -> Result<()> {
     let recorded = run_hook_with_stub(
         "storepatch-scrub-hook.sh",
         &[
-            ("scrubFlags", "--threads 2  --candidates-from-env"),
+            ("scrubFlags", "--threads 2  --candidates list.txt"),
             ("scrubKeepRefs", "/nix/store/a /nix/store/b"),
         ],
     )?;
     assert_eq!(
         recorded,
-        "--- call\nscrub\n--json\n--threads\n2\n--candidates-from-env\n--keep\n/nix/store/a\n\
+        "--- call\nscrub\n--json\n--candidates-from-env\n--threads\n2\n--candidates\nlist.txt\n--keep\n/nix/store/a\n\
          --keep\n/nix/store/b\n--\n$out\n--- log\nstorepatch-scrub-hook: $out: scrubbed 7 \
          reference(s) to 2 store path(s): 3 file(s), 1 symlink(s), 0 name(s) changed (flags: \
-         --threads 2 --candidates-from-env --keep /nix/store/a --keep /nix/store/b)\n"
+         --candidates-from-env --threads 2 --candidates list.txt --keep /nix/store/a --keep \
+         /nix/store/b)\n"
     );
 
     let skipped = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontScrubStoreRefs", "1")])?;
@@ -993,7 +996,7 @@ fn scrub_hook_arguments() -> Result<()> {
     // With dontFixup, it runs once after the install phase instead.
     let no_fixup = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontFixup", "1")])?;
     assert!(
-        no_fixup.starts_with("--- call\nscrub\n--json\n--\n$out\n"),
+        no_fixup.starts_with("--- call\nscrub\n--json\n--candidates-from-env\n--\n$out\n"),
         "{no_fixup}"
     );
     Ok(())
