@@ -5,9 +5,12 @@
 //! - `scan` must report exactly the store paths Nix's own scanner records.
 //! - After `scrub`, a derivation with `allowedReferences = [ ]` must build; before, it must not.
 //! - The setup hooks in `nix/hooks/` run for real inside `nix-build`, under a tiny stand-in for
-//!   stdenv's hook machinery (`STDENV_LITE` below), and their argument handling is checked
-//!   against a stub `storepatch` on the host.
-//! - Every `.nix` file under `nix/` parses.
+//!   stdenv's hook machinery (`STDENV_LITE` below): the scrub hook makes an output pass
+//!   `allowedReferences = [ ]` and a real fixed-output derivation reproduce its hash with another
+//!   thread count; the relink hook makes prebuilt binaries run. Their argument handling is
+//!   checked against a stub `storepatch` on the host.
+//! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
+//!   nixpkgs functions it uses.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
