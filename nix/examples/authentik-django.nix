@@ -96,7 +96,7 @@ stdenv.mkDerivation {
 
   # Packages whose lib/ is added to every RUNPATH: for libraries that are only dlopen()ed and so
   # never appear as NEEDED (e.g. libgssapi from krb5, loaded by libpq's GSSAPI support).
-  runtimeDependencies = [ krb5 ];
+  runtimeDependencies = [ (lib.getLib krb5) ];
 
   # Directories appended to every RUNPATH as they are (nothing is checked there).
   appendRunpaths = [ "/run/opengl-driver/lib" ];
