@@ -623,8 +623,7 @@ fn scrub_hook_makes_the_output_reference_free() -> Result<()> {
             &nix,
             &harness,
             &reference_tree,
-            r#"dontScrubStoreRefs = true;
-               allowedReferences = [ ];"#,
+            "dontScrubStoreRefs = true; allowedReferences = [ ];",
         )?)
         .expect_err("dontScrubStoreRefs must leave the references in place");
     assert!(unscrubbed.is_reference_violation(), "{unscrubbed}");
