@@ -248,6 +248,15 @@ impl Planner<'_> {
         Ok(Patch::Relayout(new_bytes))
     }
 
+    /// Maps a file offset to a virtual address through the `PT_LOAD` segments.
+    fn vaddr_of(&self, offset: u64) -> Option<u64> {
+        self.parsed
+            .segments
+            .iter()
+            .find(|s| s.p_type == PT_LOAD && offset >= s.offset && offset - s.offset < s.filesz)
+            .map(|s| s.vaddr + (offset - s.offset))
+    }
+
     fn segment(&self, p_type: u32) -> Option<&Segment> {
         self.parsed.segments.iter().find(|s| s.p_type == p_type)
     }
@@ -285,7 +294,9 @@ impl Planner<'_> {
     }
 
     fn edit_entries(&self, entries: &mut Vec<Entry>, edits: &ElfEdits) {
-        if let Some(soname) = &edits.soname {
+        if let Some(soname) = &edits.soname
+            && self.parsed.e_type == goblin::elf::header::ET_DYN
+        {
             match entries.iter_mut().find(|e| e.tag == DT_SONAME) {
                 Some(entry) => entry.set_text(soname),
                 None => entries.insert(0, Entry::new_text(DT_SONAME, soname)),
@@ -325,8 +336,15 @@ impl Planner<'_> {
             }
             wanted = Some(value);
         }
+        let has = |tag: u64| entries.iter().any(|e| e.tag == tag);
+        let tags_right = if edits.force_rpath {
+            has(DT_RPATH) && !has(DT_RUNPATH)
+        } else {
+            has(DT_RUNPATH)
+        };
+        let shrinking = matches!(edits.run_path, Some(RunPathEdit::Shrink { .. }));
         if let Some(wanted) = wanted
-            && current.as_deref() != Some(wanted.as_slice())
+            && (current.as_deref() != Some(wanted.as_slice()) || (!tags_right && !shrinking))
         {
             let (keep, drop) = if edits.force_rpath {
                 (DT_RPATH, DT_RUNPATH)
@@ -689,6 +707,16 @@ impl Planner<'_> {
     }
 }
 
+/// Dynamic tags holding the address of a table that may move to the new segment.
+const MOVABLE_POINTER_TAGS: &[u64] = &[
+    crate::read::DT_HASH,
+    crate::read::DT_GNU_HASH,
+    crate::read::DT_SYMTAB,
+    crate::read::DT_VERSYM,
+    crate::read::DT_VERNEED,
+    crate::read::DT_VERDEF,
+];
+
 /// Serialised program header.
 fn encode_segment(codec: Codec, segment: &Segment) -> Vec<u8> {
     let mut out = Vec::with_capacity(56);
@@ -786,6 +814,27 @@ impl Planner<'_> {
         }
     }
 
+    /// Sections that only dynamic pointer tags (and section headers) refer to by address, so they
+    /// can move when the tag moves with them: `.hash`, `.gnu.hash`, `.dynsym` and the version
+    /// tables. Needs section headers to know their extent.
+    fn pointer_sections(&self) -> Vec<usize> {
+        let mut found = Vec::new();
+        for &tag in MOVABLE_POINTER_TAGS {
+            let Some(address) = self.parsed.dyn_value(tag) else {
+                continue;
+            };
+            if let Some(section) = self.parsed.sections.iter().find(|s| {
+                s.addr == address
+                    && s.size > 0
+                    && s.flags & u64::from(goblin::elf::section_header::SHF_WRITE) == 0
+                    && s.sh_type != SHT_NOBITS
+            }) {
+                found.push(section.index);
+            }
+        }
+        found
+    }
+
     /// Plans room for one more program header at the end of the table, in the `PT_LOAD` that maps
     /// it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
     /// which only program headers and their own section headers point at) move to the new
@@ -806,15 +855,27 @@ impl Planner<'_> {
         }
         let movable = |p_type: u32| matches!(p_type, PT_INTERP | PT_NOTE | PT_GNU_PROPERTY);
         let span = |s: &Segment| s.offset..s.offset.saturating_add(s.filesz);
-        // Blobs: unions of movable segments, starting from those that reach into the window.
+        let pointed = self.pointer_sections();
+        let movable_section = |section: &crate::read::Section| {
+            section.sh_type == goblin::elf::section_header::SHT_NOTE
+                || section.name == b".interp"
+                || pointed.contains(&section.index)
+        };
+        let section_span = |s: &crate::read::Section| s.offset..s.offset.saturating_add(s.size);
+        // Blobs: unions of movable segments and sections, starting from those in the window.
         let mut blobs: Vec<Range<u64>> = Vec::new();
         for segment in &self.parsed.segments {
-            if movable(segment.p_type)
-                && segment.filesz > 0
-                && span(segment).end > window.start
-                && span(segment).start < window.end
-            {
+            if movable(segment.p_type) && segment.filesz > 0 && overlaps(&span(segment), &window) {
                 blobs.push(span(segment));
+            }
+        }
+        for section in &self.parsed.sections {
+            if section.size > 0
+                && section.sh_type != SHT_NOBITS
+                && movable_section(section)
+                && overlaps(&section_span(section), &window)
+            {
+                blobs.push(section_span(section));
             }
         }
         loop {
@@ -884,9 +945,7 @@ impl Planner<'_> {
             }
             let range = section.offset..section.offset.saturating_add(section.size);
             let touches = overlaps(&range, &window) || blobs.iter().any(|b| overlaps(b, &range));
-            let kind_ok = section.sh_type == goblin::elf::section_header::SHT_NOTE
-                || section.name == b".interp";
-            if touches && !(kind_ok && covered(&range)) {
+            if touches && !(movable_section(section) && covered(&range)) {
                 return None;
             }
         }
@@ -916,16 +975,31 @@ impl Planner<'_> {
                 missing: "PT_LOAD segment",
             });
         };
-        // New program header list: drop one PT_NULL if any, insert our LOAD after the last LOAD.
+        // A last PT_LOAD that ends the file (the one an earlier relayout added) simply grows: no
+        // new program header, so repeated edits do not pile up segments.
         let mut segments = self.parsed.segments.clone();
-        if let Some(null) = segments.iter().position(|s| s.p_type == PT_NULL) {
+        let extend_index = segments
+            .iter()
+            .rposition(|s| s.p_type == PT_LOAD)
+            .filter(|&index| {
+                let last = &segments[index];
+                last.offset.checked_add(last.filesz) == Some(file_len)
+                    && last.filesz == last.memsz
+                    && loads
+                        .iter()
+                        .all(|s| s.vaddr.saturating_add(s.memsz) <= last.vaddr + last.memsz)
+            });
+        // Otherwise: drop one PT_NULL if any, insert a new LOAD after the last LOAD.
+        if extend_index.is_none()
+            && let Some(null) = segments.iter().position(|s| s.p_type == PT_NULL)
+        {
             segments.remove(null);
         }
         let last_load = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .map_or(0, |index| index + 1);
-        let new_count = segments.len() as u64 + 1;
+        let new_count = segments.len() as u64 + u64::from(extend_index.is_none());
         let old_count = self.parsed.segments.len() as u64;
         let room = if new_count > old_count {
             self.phdr_room()
@@ -987,7 +1061,11 @@ impl Planner<'_> {
         let delta = first_load.vaddr.wrapping_sub(first_load.offset);
         // When the program headers move, keep (vaddr - offset) equal to the first LOAD's, so the
         // kernel's AT_PHDR (first LOAD's bias + e_phoff on kernels before 5.18) stays right.
-        let (offset, vaddr) = if move_phdrs
+        let (offset, vaddr) = if let Some(index) = extend_index {
+            let last = segments[index];
+            let offset = align_up(file_len, 8).ok_or_else(overflow)?;
+            (offset, last.vaddr + (offset - last.offset))
+        } else if move_phdrs
             && delta.is_multiple_of(page_size)
             && first_load.vaddr >= first_load.offset
         {
@@ -1017,7 +1095,14 @@ impl Planner<'_> {
             memsz: size,
             align: page_size,
         };
-        segments.insert(last_load, new_load);
+        if let Some(index) = extend_index {
+            let last = &mut segments[index];
+            last.filesz = offset + size - last.offset;
+            last.memsz = last.filesz;
+            last.flags |= flags;
+        } else {
+            segments.insert(last_load, new_load);
+        }
 
         let mut blob = vec![0u8; usize::try_from(size).map_err(|_| overflow())?];
         let mut put = |at: u64, data: &[u8]| {
@@ -1025,11 +1110,23 @@ impl Planner<'_> {
             blob[at..at + data.len()].copy_from_slice(data);
         };
 
-        // Interpreter and note segments moved out of the way of the program header table.
+        // Interpreter, notes and hash/symbol/version tables moved out of the way of the program
+        // header table; copied with the edits made so far (symbol versions, vn_file).
+        let mut patched = self.bytes.to_vec();
+        for write in &self.writes {
+            let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
+            if let Some(slot) = patched.get_mut(start..start.saturating_add(write.bytes.len())) {
+                slot.copy_from_slice(&write.bytes);
+            }
+        }
+        let mut address_moves: Vec<(Range<u64>, u64)> = Vec::new();
         for (blob, &at) in blobs.iter().zip(&blob_at) {
-            let range = file_range(self.bytes, blob.start, blob.end - blob.start)
+            let range = file_range(&patched, blob.start, blob.end - blob.start)
                 .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
-            put(at, &self.bytes[range]);
+            put(at, &patched[range]);
+            if let Some(old_vaddr) = self.vaddr_of(blob.start) {
+                address_moves.push((old_vaddr..old_vaddr + (blob.end - blob.start), vaddr + at));
+            }
             let inside = |start: u64, size: u64| blob.start <= start && start + size <= blob.end;
             for segment in segments
                 .iter_mut()
@@ -1085,7 +1182,18 @@ impl Planner<'_> {
             }
         }
         // Dynamic section.
-        let values = Self::final_entries(entries, strtab);
+        let mut values = Self::final_entries(entries, strtab);
+        for entry in values
+            .iter_mut()
+            .filter(|e| MOVABLE_POINTER_TAGS.contains(&e.tag))
+        {
+            if let Some((old, new)) = address_moves
+                .iter()
+                .find(|(old, _)| old.contains(&entry.value))
+            {
+                entry.value = new + (entry.value - old.start);
+            }
+        }
         if let Some(at) = dynamic_at {
             let encoded = self.encode_dynamic(&values, dynamic_slots);
             put(at, &encoded);

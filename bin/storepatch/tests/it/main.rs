@@ -2,6 +2,7 @@
 
 /// Helpers shared by the modules below.
 mod common;
+mod elf;
 mod nix;
 /// `storepatch scan`: discovery, output formats, exit codes, errors.
 mod scan;

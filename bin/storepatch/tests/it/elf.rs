@@ -1,0 +1,979 @@
+//! `storepatch elf` / `patchelf`: every edit is proven by running the patched program (with
+//! `LD_BIND_NOW=1`), by `readelf -a` printing no warnings, by `strip` still working, and against
+//! the real patchelf where it is on `PATH`.
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// A library and a program using it, built with gcc into a temporary directory.
+struct Fixture {
+    dir: TempDir,
+}
+
+const LIBRARY_SOURCE: &str = "int answer(void) { return 42; }\n";
+const PROGRAM_SOURCE: &str = "#include <stdio.h>\nextern int answer(void);\n\
+    int main(void) { printf(\"answer=%d\\n\", answer()); return 0; }\n";
+const EXPECTED: &str = "answer=42\n";
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    output
+}
+
+fn checked(command: &mut Command) -> Output {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join("answer.c"), LIBRARY_SOURCE).unwrap();
+        fs_err::write(dir.path().join("main.c"), PROGRAM_SOURCE).unwrap();
+        // `patchelf` is a symlink to the binary under test: argv[0] dispatch.
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_storepatch"),
+            dir.path().join("patchelf"),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Builds `lib<name>.so` (soname = file name) with extra gcc flags.
+    fn library(&self, name: &str, flags: &[&str]) -> PathBuf {
+        let file = format!("lib{name}.so");
+        let out = self.path(&file);
+        checked(
+            Command::new("gcc")
+                .current_dir(self.dir.path())
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&out)
+                .arg("answer.c")
+                .arg(format!("-Wl,-soname,{file}"))
+                .args(flags),
+        );
+        out
+    }
+
+    /// Builds a program linked against `libanswer.so` with extra gcc flags.
+    fn program(&self, name: &str, flags: &[&str]) -> PathBuf {
+        if !self.path("libanswer.so").exists() {
+            self.library("answer", &[]);
+        }
+        let out = self.path(name);
+        checked(
+            Command::new("gcc")
+                .current_dir(self.dir.path())
+                .arg("-o")
+                .arg(&out)
+                .arg("main.c")
+                .args(["-L.", "-lanswer"])
+                .args(flags),
+        );
+        out
+    }
+
+    /// Runs `patchelf` (the symlink to storepatch) with arguments.
+    fn patchelf(&self) -> Command {
+        let mut command = Command::new(self.path("patchelf"));
+        command.current_dir(self.dir.path());
+        command
+    }
+
+    fn copy(&self, from: &Path, name: &str) -> PathBuf {
+        let to = self.path(name);
+        fs_err::copy(from, &to).unwrap();
+        to
+    }
+}
+
+/// Runs a program with `LD_BIND_NOW=1` and no `LD_LIBRARY_PATH`; returns stdout.
+fn run_program(program: &Path) -> String {
+    let output = checked(
+        Command::new(program)
+            .env("LD_BIND_NOW", "1")
+            .env_remove("LD_LIBRARY_PATH"),
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `readelf -a -W` must succeed without a single warning.
+fn assert_readelf_clean(file: &Path) {
+    let output = checked(Command::new("readelf").args(["-a", "-W"]).arg(file));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.trim().is_empty(),
+        "readelf warns about {}:\n{stderr}",
+        file.display()
+    );
+}
+
+/// `strip` must work quietly, and the stripped program must still run.
+fn assert_strip_works(file: &Path, expected: Option<&str>) {
+    let stripped = file.with_extension("stripped");
+    fs_err::copy(file, &stripped).unwrap();
+    let output = checked(Command::new("strip").arg(&stripped));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.trim().is_empty(), "strip warns:\n{stderr}");
+    if let Some(expected) = expected {
+        assert_eq!(run_program(&stripped), expected);
+    }
+    assert_readelf_clean(&stripped);
+}
+
+/// All the proofs for a patched program.
+fn assert_healthy_program(file: &Path) {
+    assert_eq!(run_program(file), EXPECTED);
+    assert_readelf_clean(file);
+    assert_strip_works(file, Some(EXPECTED));
+}
+
+fn print(fixture: &Fixture, option: &str, file: &Path) -> String {
+    let output = checked(fixture.patchelf().arg(option).arg(file));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Dynamic entries as `readelf -d` renders them, without addresses: `(TAG) value` lines.
+fn dynamic_entries(file: &Path) -> Vec<String> {
+    let output = checked(Command::new("readelf").args(["-d", "-W"]).arg(file));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let rest = line.strip_prefix("0x")?;
+            let (_, rest) = rest.split_once(' ')?;
+            let rest = rest.trim();
+            let interesting = ["(NEEDED)", "(SONAME)", "(RPATH)", "(RUNPATH)", "(FLAGS_1)"];
+            interesting
+                .iter()
+                .any(|tag| rest.starts_with(tag))
+                .then(|| rest.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+/// The program variants the ELF editor must handle.
+fn program_variants(fixture: &Fixture) -> Vec<(&'static str, PathBuf)> {
+    let rpath = format!("-Wl,-rpath,{}", fixture.dir.path().display());
+    vec![
+        ("pie", fixture.program("pie", &["-pie", "-fPIE", &rpath])),
+        ("no-pie", fixture.program("nopie", &["-no-pie", &rpath])),
+        (
+            "noseparate-code",
+            fixture.program("nosep", &["-Wl,-z,noseparate-code", &rpath]),
+        ),
+        (
+            "relro-now",
+            fixture.program("relro", &["-Wl,-z,relro,-z,now", &rpath]),
+        ),
+        (
+            "rpath-dtag",
+            fixture.program("oldtags", &["-Wl,--disable-new-dtags", &rpath]),
+        ),
+    ]
+}
+
+/// Zeroes `e_shoff`, `e_shnum` and `e_shstrndx` of a 64-bit little-endian ELF file, like
+/// binaries whose section headers were stripped by sstrip.
+fn strip_section_headers(file: &Path) {
+    let mut bytes = fs_err::read(file).unwrap();
+    assert_eq!(&bytes[..6], b"\x7fELF\x02\x01");
+    bytes[0x28..0x30].fill(0); // e_shoff
+    bytes[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
+    fs_err::write(file, bytes).unwrap();
+}
+
+#[test]
+fn version_says_patchelf_compatible() {
+    let fixture = Fixture::new();
+    let output = checked(fixture.patchelf().arg("--version"));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.18 compatible"),
+        "{stdout}"
+    );
+    let output = checked(
+        Command::new(env!("CARGO_BIN_EXE_storepatch"))
+            .args(["elf", "--version"])
+            .current_dir(fixture.dir.path()),
+    );
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), stdout);
+}
+
+#[test]
+fn prints_what_the_loader_reads() {
+    let fixture = Fixture::new();
+    let program = fixture.program("main", &["-Wl,-rpath,/opt/one:/opt/two"]);
+    assert_eq!(
+        print(&fixture, "--print-interpreter", &program),
+        "/lib64/ld-linux-x86-64.so.2\n"
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        "/opt/one:/opt/two\n"
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libanswer.so\nlibc.so.6\n"
+    );
+    assert_eq!(print(&fixture, "--print-os-abi", &program), "System V\n");
+    let library = fixture.path("libanswer.so");
+    assert_eq!(
+        print(&fixture, "--print-soname", &library),
+        "libanswer.so\n"
+    );
+    assert_eq!(print(&fixture, "--print-rpath", &library), "\n");
+}
+
+#[test]
+fn set_rpath_that_fits_is_written_in_place() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let long = format!("{dir}/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{long}")]);
+    let before = fs_err::read(&program).unwrap();
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&program),
+    );
+    let after = fs_err::read(&program).unwrap();
+    assert_eq!(before.len(), after.len(), "an in-place edit keeps the size");
+    assert!(
+        !contains(&after, long.as_bytes()),
+        "the old run path survives"
+    );
+    let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(changed <= long.len() + 16, "{changed} bytes changed");
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{dir}\n")
+    );
+    assert_healthy_program(&program);
+}
+
+#[test]
+fn set_rpath_that_grows_relayouts_every_variant() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    // Long enough to never fit in place.
+    let grown = format!("/nonexistent/{}:{dir}", "y".repeat(300));
+    for (variant, program) in program_variants(&fixture) {
+        let size = fs_err::metadata(&program).unwrap().len();
+        checked(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&grown)
+                .arg(&program),
+        );
+        assert!(
+            fs_err::metadata(&program).unwrap().len() > size,
+            "{variant}"
+        );
+        assert_eq!(
+            print(&fixture, "--print-rpath", &program),
+            format!("{grown}\n"),
+            "{variant}"
+        );
+        assert_healthy_program(&program);
+        // Setting the same value again changes nothing.
+        let before = fs_err::read(&program).unwrap();
+        checked(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&grown)
+                .arg(&program),
+        );
+        assert_eq!(before, fs_err::read(&program).unwrap(), "{variant}");
+    }
+}
+
+#[test]
+fn stripped_section_headers_still_work() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program(
+        "main",
+        &[&format!("-Wl,-rpath,{dir}:/nonexistent/zzzzzzzz")],
+    );
+    strip_section_headers(&program);
+    assert_eq!(run_program(&program), EXPECTED);
+    // In place (shorter), then grown.
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{dir}\n")
+    );
+    assert_eq!(run_program(&program), EXPECTED);
+    let grown = format!("/nonexistent/{}:{dir}", "q".repeat(200));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&grown)
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{grown}\n")
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libanswer.so\nlibc.so.6\n"
+    );
+    assert_eq!(run_program(&program), EXPECTED);
+}
+
+#[test]
+fn long_interpreter_and_many_edits_in_one_pass() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[]);
+    let interpreter = format!("/lib64{}/ld-linux-x86-64.so.2", "/../lib64".repeat(30));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-interpreter")
+            .arg(&interpreter)
+            .arg("--set-rpath")
+            .arg(format!("{dir}:/nonexistent/{}", "r".repeat(100)))
+            .arg("--add-needed")
+            .arg("libm.so.6")
+            .arg("--no-default-lib")
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-interpreter", &program),
+        format!("{interpreter}\n")
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libm.so.6\nlibanswer.so\nlibc.so.6\n"
+    );
+    assert!(
+        dynamic_entries(&program)
+            .iter()
+            .any(|line| line.starts_with("(FLAGS_1)") && line.contains("NODEFLIB")),
+        "{:?}",
+        dynamic_entries(&program)
+    );
+    // NODEFLIB: libc and libm must come from the run path now.
+    let libc_dir = Path::new("/lib/x86_64-linux-gnu");
+    checked(
+        fixture
+            .patchelf()
+            .arg("--add-rpath")
+            .arg(libc_dir)
+            .arg(&program),
+    );
+    assert_healthy_program(&program);
+}
+
+#[test]
+fn repeated_updates_keep_working_and_grow_boundedly() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[]);
+    let mut sizes = Vec::new();
+    for round in 0..12 {
+        let value = format!("/nonexistent/{}:{dir}", "w".repeat(20 * round + 1));
+        checked(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&value)
+                .arg(&program),
+        );
+        assert_eq!(
+            print(&fixture, "--print-rpath", &program),
+            format!("{value}\n")
+        );
+        assert_eq!(run_program(&program), EXPECTED, "round {round}");
+        sizes.push(fs_err::metadata(&program).unwrap().len());
+    }
+    assert_readelf_clean(&program);
+    assert_strip_works(&program, Some(EXPECTED));
+    // Twelve rounds must not have cost more than a few pages.
+    assert!(sizes[11] - sizes[0] < 64 * 1024, "{sizes:?}");
+}
+
+#[test]
+fn needed_edits_and_version_needs() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    // A second copy of the library under another name, and libc under another name.
+    fixture.library("other", &[]);
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    std::os::unix::fs::symlink(libc, fixture.path("libcopy.so.6")).unwrap();
+    checked(
+        fixture
+            .patchelf()
+            .args(["--replace-needed", "libanswer.so", "libother.so"])
+            .args(["--replace-needed", "libc.so.6", "libcopy.so.6"])
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libother.so\nlibcopy.so.6\n"
+    );
+    // .gnu.version_r names the new file, or the loader would reject the versions.
+    let versions = checked(Command::new("readelf").arg("-V").arg(&program));
+    let versions = String::from_utf8_lossy(&versions.stdout);
+    assert!(versions.contains("File: libcopy.so.6"), "{versions}");
+    assert!(!versions.contains("File: libc.so.6"), "{versions}");
+    assert_healthy_program(&program);
+
+    // Remove and add back.
+    checked(
+        fixture
+            .patchelf()
+            .args([
+                "--remove-needed",
+                "libother.so",
+                "--add-needed",
+                "libanswer.so",
+            ])
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libanswer.so\nlibcopy.so.6\n"
+    );
+    assert_healthy_program(&program);
+}
+
+#[test]
+fn soname_of_a_library_and_programs_still_load_it() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    let library = fixture.path("libanswer.so");
+    let soname = format!("libanswer-{}.so", "s".repeat(80));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-soname")
+            .arg(&soname)
+            .arg(&library),
+    );
+    assert_eq!(
+        print(&fixture, "--print-soname", &library),
+        format!("{soname}\n")
+    );
+    assert_readelf_clean(&library);
+    assert_strip_works(&library, None);
+    assert_eq!(run_program(&program), EXPECTED);
+    // And the library still links.
+    let relinked = fixture.path("relinked");
+    checked(
+        Command::new("gcc")
+            .current_dir(fixture.dir.path())
+            .arg("-o")
+            .arg(&relinked)
+            .args(["main.c", "-L.", "-lanswer"])
+            .arg(format!("-Wl,-rpath,{dir}")),
+    );
+    fs_err::copy(&library, fixture.path(&soname)).unwrap();
+    assert_eq!(run_program(&relinked), EXPECTED);
+}
+
+#[test]
+fn tail_shared_strings_are_not_clobbered() {
+    let fixture = Fixture::new();
+    // GNU ld stores "libanswer.so" as the tail of this run path entry.
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program(
+        "main",
+        &[&format!("-Wl,-rpath,{dir}:/nonexistent/libanswer.so")],
+    );
+    let bytes = fs_err::read(&program).unwrap();
+    assert!(
+        !contains(&bytes, b"\0libanswer.so\0"),
+        "the linker did not merge the string tails; the test would prove nothing"
+    );
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-needed", &program),
+        "libanswer.so\nlibc.so.6\n"
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{dir}\n")
+    );
+    assert_healthy_program(&program);
+}
+
+#[test]
+fn big_dynamic_string_table() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    // Thousands of exported symbols make .dynstr large.
+    let mut source = String::from(LIBRARY_SOURCE);
+    for index in 0..3000 {
+        source.push_str(&format!(
+            "int exported_symbol_with_a_long_name_{index}(void) {{ return {index}; }}\n"
+        ));
+    }
+    fs_err::write(fixture.path("answer.c"), source).unwrap();
+    let program = fixture.program("main", &[]);
+    let library = fixture.path("libanswer.so");
+    let grown = format!("/nonexistent/{}:{dir}", "b".repeat(150));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&grown)
+            .arg(&library),
+    );
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&grown)
+            .arg(&program),
+    );
+    assert_readelf_clean(&library);
+    assert_strip_works(&library, None);
+    assert_healthy_program(&program);
+    let symbols = checked(
+        Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(&library),
+    );
+    let symbols = String::from_utf8_lossy(&symbols.stdout);
+    assert!(symbols.contains("exported_symbol_with_a_long_name_2999"));
+}
+
+#[test]
+fn static_binary_errors_and_stays_untouched() {
+    let fixture = Fixture::new();
+    let program = fixture.path("static");
+    let output = run(Command::new("gcc")
+        .current_dir(fixture.dir.path())
+        .args(["-static", "-o"])
+        .arg(&program)
+        .arg("answer.c")
+        .arg("-x")
+        .arg("c")
+        .arg("-")
+        .stdin(std::process::Stdio::null()));
+    // Linking a static binary needs libc.a; build a trivial one without it if that fails.
+    if !output.status.success() {
+        fs_err::write(fixture.path("s.c"), "int main(void) { return 0; }\n").unwrap();
+        let output = run(Command::new("gcc")
+            .current_dir(fixture.dir.path())
+            .args(["-static", "-o"])
+            .arg(&program)
+            .arg("s.c"));
+        if !output.status.success() {
+            eprintln!("SKIPPING static_binary_errors_and_stays_untouched: cannot link statically");
+            return;
+        }
+    }
+    let before = fs_err::read(&program).unwrap();
+    for args in [
+        vec!["--print-rpath"],
+        vec!["--print-interpreter"],
+        vec!["--set-rpath", "/x"],
+        vec!["--set-interpreter", "/x"],
+    ] {
+        let output = run(fixture.patchelf().args(&args).arg(&program));
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("static"), "{args:?}: {stderr}");
+        assert_eq!(before, fs_err::read(&program).unwrap());
+    }
+}
+
+#[test]
+fn malformed_input_is_an_error_naming_the_file() {
+    let fixture = Fixture::new();
+    let program = fixture.program("main", &[]);
+    let bytes = fs_err::read(&program).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("text", b"#!/bin/sh\necho hi\n".to_vec()),
+        ("truncated", bytes[..100].to_vec()),
+        ("half", bytes[..bytes.len() / 2].to_vec()),
+    ];
+    for (name, contents) in cases {
+        let file = fixture.path(name);
+        fs_err::write(&file, &contents).unwrap();
+        let output = run(fixture.patchelf().args(["--set-rpath", "/x"]).arg(&file));
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert_eq!(contents, fs_err::read(&file).unwrap(), "{name}");
+    }
+    let output = run(fixture
+        .patchelf()
+        .arg("--print-rpath")
+        .arg(fixture.path("missing")));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing"));
+    let output = run(fixture.patchelf().arg("--bogus-option").arg(&program));
+    assert_eq!(output.status.code(), Some(1));
+    let output = run(&mut fixture.patchelf());
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn output_option_and_at_file_values_and_mode() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[]);
+    fs_err::set_permissions(&program, std::fs::Permissions::from_mode(0o751)).unwrap();
+    let value_file = fixture.path("rpath.txt");
+    let value = format!("/nonexistent/{}:{dir}", "f".repeat(64));
+    fs_err::write(&value_file, &value).unwrap();
+    let output = fixture.path("out");
+    let before = fs_err::read(&program).unwrap();
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(format!("@{}", value_file.display()))
+            .arg("--output")
+            .arg(&output)
+            .arg(&program),
+    );
+    assert_eq!(before, fs_err::read(&program).unwrap(), "input untouched");
+    assert_eq!(
+        print(&fixture, "--print-rpath", &output),
+        format!("{value}\n")
+    );
+    assert_eq!(
+        fs_err::metadata(&output).unwrap().permissions().mode() & 0o7777,
+        0o751
+    );
+    assert_healthy_program(&output);
+    // The mode survives an in-place relayout too.
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&value)
+            .arg(&program),
+    );
+    assert_eq!(
+        fs_err::metadata(&program).unwrap().permissions().mode() & 0o7777,
+        0o751
+    );
+}
+
+#[test]
+fn shrink_rpath_matches_patchelf() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let rpath = format!("$ORIGIN/x:/usr/lib/x86_64-linux-gnu:/nonexistent:{dir}");
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{rpath}")]);
+    for extra in [vec![], vec!["--allowed-rpath-prefixes", dir.as_str()]] {
+        let ours = fixture.copy(&program, "ours");
+        checked(
+            fixture
+                .patchelf()
+                .arg("--shrink-rpath")
+                .args(&extra)
+                .arg(&ours),
+        );
+        let Some(theirs) = real_patchelf(
+            &fixture,
+            &program,
+            &[&["--shrink-rpath"], &extra[..]].concat(),
+        ) else {
+            return;
+        };
+        assert_eq!(
+            print(&fixture, "--print-rpath", &ours),
+            print(&fixture, "--print-rpath", &theirs),
+            "{extra:?}"
+        );
+        assert_eq!(run_program(&ours), EXPECTED);
+    }
+}
+
+/// Runs the real patchelf on a copy of `file`; `None` (loudly) when it is not installed.
+fn real_patchelf(fixture: &Fixture, file: &Path, args: &[&str]) -> Option<PathBuf> {
+    let copy = fixture.copy(file, "theirs");
+    match Command::new("patchelf").args(args).arg(&copy).output() {
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "patchelf {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Some(copy)
+        }
+        Err(err) => {
+            eprintln!("SKIPPING differential check: the real patchelf is not on PATH ({err})");
+            None
+        }
+    }
+}
+
+#[test]
+fn differential_against_real_patchelf() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    fixture.library("other", &[]);
+    let long = format!("/nonexistent/{}:{dir}", "d".repeat(120));
+    let interpreter = format!("/lib64{}/ld-linux-x86-64.so.2", "/../lib64".repeat(12));
+    let edits: Vec<Vec<String>> = vec![
+        vec!["--set-rpath".into(), dir.clone()],
+        vec!["--set-rpath".into(), long.clone()],
+        vec!["--set-rpath".into(), long.clone(), "--force-rpath".into()],
+        vec!["--add-rpath".into(), "/nonexistent/extra".into()],
+        vec!["--remove-rpath".into()],
+        vec!["--set-interpreter".into(), interpreter.clone()],
+        vec!["--add-needed".into(), "libm.so.6".into()],
+        vec!["--remove-needed".into(), "libm.so.6".into()],
+        vec![
+            "--replace-needed".into(),
+            "libanswer.so".into(),
+            "libother.so".into(),
+        ],
+        vec!["--no-default-lib".into()],
+        vec!["--set-soname".into(), "libprogram.so".into()],
+        vec!["--set-os-abi".into(), "linux".into()],
+    ];
+    for (variant, program) in program_variants(&fixture) {
+        for edit in &edits {
+            let args: Vec<&str> = edit.iter().map(String::as_str).collect();
+            let ours = fixture.copy(&program, "ours");
+            checked(fixture.patchelf().args(&args).arg(&ours));
+            let Some(theirs) = real_patchelf(&fixture, &program, &args) else {
+                return;
+            };
+            assert_eq!(
+                dynamic_entries(&ours),
+                dynamic_entries(&theirs),
+                "{variant} {args:?}"
+            );
+            for option in [
+                "--print-interpreter",
+                "--print-rpath",
+                "--print-needed",
+                "--print-soname",
+                "--print-os-abi",
+            ] {
+                let theirs_printed = checked(Command::new("patchelf").arg(option).arg(&theirs));
+                assert_eq!(
+                    print(&fixture, option, &ours),
+                    String::from_utf8_lossy(&theirs_printed.stdout),
+                    "{variant} {args:?} {option}"
+                );
+            }
+            assert_readelf_clean(&ours);
+            let runs = |file: &Path| {
+                Command::new(file)
+                    .env("LD_BIND_NOW", "1")
+                    .output()
+                    .map(|output| (output.status.success(), output.stdout))
+                    .ok()
+            };
+            let (our_run, their_run) = (runs(&ours), runs(&theirs));
+            assert_eq!(
+                our_run.as_ref().map(|(ok, _)| *ok),
+                their_run.as_ref().map(|(ok, _)| *ok),
+                "{variant} {args:?}: runs differently"
+            );
+            if let (Some((true, ours)), Some((true, theirs))) = (our_run, their_run) {
+                assert_eq!(ours, theirs, "{variant} {args:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn symlink_named_patchelf_dispatches_on_argv0() {
+    let fixture = Fixture::new();
+    let output = checked(fixture.patchelf().arg("--help"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--set-rpath"));
+    // Under its own name the binary needs the `elf` subcommand.
+    let output = run(Command::new(env!("CARGO_BIN_EXE_storepatch")).arg("--print-rpath"));
+    assert!(!output.status.success());
+}
+
+/// Downloads (once, cached under the target dir) a manylinux wheel and unpacks it.
+fn wheel(package: &str) -> Option<PathBuf> {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("elf-wheels")
+        .join(package);
+    let unpacked = cache.join("unpacked");
+    if unpacked.join(".done").exists() {
+        return Some(unpacked);
+    }
+    fs_err::create_dir_all(&cache).unwrap();
+    let download = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .arg("-d")
+        .arg(&cache)
+        .arg(package)
+        .output();
+    let ok = matches!(&download, Ok(output) if output.status.success());
+    if !ok {
+        eprintln!(
+            "SKIPPING wheel test: `pip download {package}` failed (no network?): {:?}",
+            download.map(|output| String::from_utf8_lossy(&output.stderr).into_owned())
+        );
+        return None;
+    }
+    let wheel = fs_err::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension() == Some(OsStr::new("whl")))?;
+    let _ = fs_err::remove_dir_all(&unpacked);
+    checked(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&unpacked),
+    );
+    fs_err::write(unpacked.join(".done"), "").unwrap();
+    Some(unpacked)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs_err::create_dir_all(to).unwrap();
+    for entry in fs_err::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs_err::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn find_file(dir: &Path, predicate: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    for entry in fs_err::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, predicate) {
+                return Some(found);
+            }
+        } else if predicate(&path) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn real_wheel_extension_still_imports_after_run_path_edits() {
+    // Pillow's extension finds its bundled libraries (pillow.libs) only through its run path.
+    let Some(unpacked) = wheel("pillow") else {
+        return;
+    };
+    let fixture = Fixture::new();
+    let site = fixture.path("site");
+    copy_tree(&unpacked, &site);
+    let module = find_file(&site.join("PIL"), &|path| {
+        path.file_name()
+            .and_then(OsStr::to_str)
+            .is_some_and(|name| name.starts_with("_imaging.") && name.ends_with(".so"))
+    })
+    .expect("PIL/_imaging*.so in the wheel");
+    let libs = site.join("pillow.libs");
+    assert!(
+        libs.is_dir(),
+        "the wheel bundles its libraries in pillow.libs"
+    );
+    let import = || {
+        run(Command::new("python3")
+            .arg("-c")
+            .arg("import sys; sys.path.insert(0, sys.argv[1]); import PIL._imaging; print('ok')")
+            .arg(&site)
+            .env("LD_BIND_NOW", "1"))
+    };
+    assert!(import().status.success(), "the unmodified wheel imports");
+
+    // Break the run path: the import must fail, proving the run path matters.
+    checked(
+        fixture
+            .patchelf()
+            .args(["--set-rpath", "/nonexistent"])
+            .arg(&module),
+    );
+    assert!(
+        !import().status.success(),
+        "import without the run path must fail"
+    );
+
+    // Grow it to an absolute path (relayout): imports again.
+    let absolute = format!("/nonexistent/{}:{}", "p".repeat(200), libs.display());
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&absolute)
+            .arg(&module),
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &module),
+        format!("{absolute}\n")
+    );
+    let output = import();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_readelf_clean(&module);
+
+    // Back to $ORIGIN-relative, in place.
+    checked(
+        fixture
+            .patchelf()
+            .args(["--set-rpath", "$ORIGIN/../pillow.libs"])
+            .arg(&module),
+    );
+    assert!(import().status.success());
+}
