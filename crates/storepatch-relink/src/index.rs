@@ -1,0 +1,241 @@
+//! The library index: every shared library in the trees being patched and the search paths,
+//! keyed by file name (what the dynamic loader looks for in a run path directory) and by soname
+//! (for hints when only the soname matches).
+//!
+//! Order decides which library wins: the sources in the order they were added, and inside a
+//! source the walk order (names sorted byte-wise, parents before children), never the order the
+//! file system returns. Files are parsed in parallel; the result does not depend on the thread
+//! count.
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use storepatch_elf::ElfInfo;
+use storepatch_walk::{EntryKind, ReadPolicy};
+
+use crate::error::{Error, Result};
+use crate::runpath::normalize;
+use crate::target::Target;
+
+/// One shared library in the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Library {
+    /// The file (or symlink to it), as found.
+    pub path: PathBuf,
+    /// The directory that holds it: what goes into a run path.
+    pub dir: PathBuf,
+    /// Its file name, the key a `DT_NEEDED` entry is matched against.
+    pub name: Vec<u8>,
+    /// Its `DT_SONAME`.
+    pub soname: Option<Vec<u8>>,
+    /// Class, machine and OS ABI.
+    pub target: Target,
+}
+
+/// Shared libraries by file name and soname, in priority order.
+#[derive(Debug, Default)]
+pub struct LibraryIndex {
+    libraries: Vec<Library>,
+    by_name: HashMap<Vec<u8>, Vec<usize>>,
+    by_soname: HashMap<Vec<u8>, Vec<usize>>,
+    by_dir_and_name: HashMap<(Vec<u8>, Vec<u8>), usize>,
+}
+
+impl LibraryIndex {
+    /// Starts an empty index.
+    pub fn builder() -> LibraryIndexBuilder {
+        LibraryIndexBuilder::default()
+    }
+
+    /// Every library, in priority order.
+    pub fn libraries(&self) -> &[Library] {
+        &self.libraries
+    }
+
+    /// The first library named `name` that a file of target `wanted` can load.
+    pub fn find(&self, name: &[u8], wanted: &Target) -> Option<&Library> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .map(|&index| &self.libraries[index])
+            .find(|library| wanted.accepts(&library.target))
+    }
+
+    /// Libraries whose soname is `soname` (whatever their file name), in priority order.
+    pub fn with_soname(&self, soname: &[u8]) -> impl Iterator<Item = &Library> {
+        self.by_soname
+            .get(soname)
+            .into_iter()
+            .flatten()
+            .map(|&index| &self.libraries[index])
+    }
+
+    /// The library named `name` in directory `dir` (compared after lexical normalisation).
+    pub fn in_directory(&self, dir: &Path, name: &[u8]) -> Option<&Library> {
+        let key = (normalize(dir.as_os_str().as_bytes()), name.to_vec());
+        self.by_dir_and_name
+            .get(&key)
+            .map(|&index| &self.libraries[index])
+    }
+
+    fn push(&mut self, library: Library) {
+        let index = self.libraries.len();
+        self.by_name
+            .entry(library.name.clone())
+            .or_default()
+            .push(index);
+        if let Some(soname) = &library.soname {
+            self.by_soname
+                .entry(soname.clone())
+                .or_default()
+                .push(index);
+        }
+        self.by_dir_and_name
+            .entry((
+                normalize(library.dir.as_os_str().as_bytes()),
+                library.name.clone(),
+            ))
+            .or_insert(index);
+        self.libraries.push(library);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Directory(PathBuf),
+    Tree { root: PathBuf, recursive: bool },
+}
+
+/// Collects library sources, then parses them all (see [`LibraryIndex::builder`]).
+#[derive(Debug, Clone, Default)]
+pub struct LibraryIndexBuilder {
+    sources: Vec<Source>,
+}
+
+impl LibraryIndexBuilder {
+    /// Adds the libraries directly in `dir` (not in its subdirectories), like `--library-path`.
+    #[must_use]
+    pub fn directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sources.push(Source::Directory(dir.into()));
+        self
+    }
+
+    /// Adds the libraries anywhere below `root` (or only directly in it when `recursive` is
+    /// false), like the trees being patched and `--library-tree`. `root` may also be one file.
+    #[must_use]
+    pub fn tree(mut self, root: impl Into<PathBuf>, recursive: bool) -> Self {
+        self.sources.push(Source::Tree {
+            root: root.into(),
+            recursive,
+        });
+        self
+    }
+
+    /// Lists and parses every source. Files that are not ELF (linker scripts such as `libc.so`)
+    /// are left out silently; sources and files that cannot be read are returned as errors next
+    /// to the index, which holds everything else.
+    pub fn build(self) -> (LibraryIndex, Vec<Error>) {
+        let mut errors = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        for source in &self.sources {
+            match list(source) {
+                Ok(found) => candidates.extend(found),
+                Err(err) => errors.push(err),
+            }
+        }
+        let parsed: Vec<Result<Option<Library>>> =
+            candidates.par_iter().map(|path| library(path)).collect();
+        let mut index = LibraryIndex::default();
+        for result in parsed {
+            match result {
+                Ok(Some(library)) => index.push(library),
+                Ok(None) => {}
+                Err(err) => errors.push(err),
+            }
+        }
+        log::debug!("indexed {} libraries", index.libraries.len());
+        (index, errors)
+    }
+}
+
+/// Whether a file name looks like a shared library (`*.so*`, autoPatchelfHook's pattern).
+pub(crate) fn looks_like_library(name: &OsStr) -> bool {
+    memfind(name.as_bytes(), b".so")
+}
+
+fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn list(source: &Source) -> Result<Vec<PathBuf>> {
+    match source {
+        Source::Directory(dir) => {
+            let mut names: Vec<PathBuf> = fs_err::read_dir(dir)
+                .map_err(|err| Error::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::new(err.kind(), strip_path(&err)),
+                })?
+                .filter_map(std::result::Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.file_name().is_some_and(looks_like_library))
+                .collect();
+            names.sort_by(|left, right| {
+                left.as_os_str()
+                    .as_bytes()
+                    .cmp(right.as_os_str().as_bytes())
+            });
+            Ok(names)
+        }
+        Source::Tree { root, recursive } => {
+            let walk = storepatch_walk::walk(root)?;
+            Ok(walk
+                .entries
+                .into_iter()
+                .filter(|entry| *recursive || entry.depth <= 1)
+                .filter(|entry| matches!(entry.kind, EntryKind::File | EntryKind::Symlink))
+                .map(|entry| entry.path)
+                .filter(|path| path.file_name().is_some_and(looks_like_library))
+                .collect())
+        }
+    }
+}
+
+/// fs-err puts the path in the message; `Error::Io` adds it again, so keep only the cause.
+fn strip_path(err: &std::io::Error) -> String {
+    err.get_ref()
+        .and_then(|inner| inner.source())
+        .map_or_else(|| err.to_string(), ToString::to_string)
+}
+
+/// Parses one candidate; `None` when it is not a (readable, regular) ELF file.
+fn library(path: &Path) -> Result<Option<Library>> {
+    // Symlinks count when they lead to a regular file; dangling ones are left out.
+    let Ok(metadata) = fs_err::metadata(path) else {
+        return Ok(None);
+    };
+    if !metadata.is_file() {
+        return Ok(None);
+    }
+    let contents = storepatch_walk::read(path, metadata.len(), ReadPolicy::default())?;
+    let info = match ElfInfo::parse(&contents) {
+        Ok(info) => info,
+        Err(err) => {
+            log::debug!("not indexing {}: {err}", path.display());
+            return Ok(None);
+        }
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(None);
+    };
+    Ok(Some(Library {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        name: name.as_bytes().to_vec(),
+        soname: info.soname.clone(),
+        target: Target::of(&info),
+    }))
+}
