@@ -54,6 +54,8 @@ mod error;
 mod file;
 mod plan;
 mod read;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Result};
 pub use file::{Outcome, apply_to_file, apply_to_file_as};

@@ -707,6 +707,9 @@ impl Planner<'_> {
     }
 }
 
+/// Largest gap of zeros a relayout may insert before the new segment.
+const MAX_PADDING: u64 = 64 << 20;
+
 /// Dynamic tags holding the address of a table that may move to the new segment.
 const MOVABLE_POINTER_TAGS: &[u64] = &[
     crate::read::DT_HASH,
@@ -909,6 +912,9 @@ impl Planner<'_> {
                 break;
             }
         }
+        if blobs.iter().any(|blob| blob.end > self.bytes.len() as u64) {
+            return None;
+        }
         // The window must be covered by blobs and alignment padding.
         let mut cursor = window.start;
         for blob in &blobs {
@@ -985,6 +991,7 @@ impl Planner<'_> {
                 let last = &segments[index];
                 last.offset.checked_add(last.filesz) == Some(file_len)
                     && last.filesz == last.memsz
+                    && last.flags & goblin::elf::program_header::PF_X == 0
                     && loads
                         .iter()
                         .all(|s| s.vaddr.saturating_add(s.memsz) <= last.vaddr + last.memsz)
@@ -1084,6 +1091,11 @@ impl Planner<'_> {
                 top.checked_add(start % page_size).ok_or_else(overflow)?,
             )
         };
+        // Padding between the old end of the file and the new segment stays small; anything else
+        // means the segment table lies about addresses.
+        if offset - file_len > MAX_PADDING {
+            return Err(Error::malformed("segment addresses", offset));
+        }
         let flags = if grow_dynamic { PF_R | PF_W } else { PF_R };
         let new_load = Segment {
             p_type: PT_LOAD,
