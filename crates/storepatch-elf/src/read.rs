@@ -576,7 +576,7 @@ impl Parsed {
         ranges.extend(
             self.sections
                 .iter()
-                .filter(|s| s.sh_type == SHT_NOTE)
+                .filter(|s| s.sh_type == SHT_NOTE || s.name == b".note.dlopen")
                 .map(|s| (s.offset, s.size, 4)),
         );
         ranges.sort_unstable();

@@ -444,3 +444,42 @@ fn real_binary_round_trip() {
     assert_eq!(patched.interpreter, info.interpreter);
     assert_eq!(patched.run_path(), Some(&[b'/'; 500][..]));
 }
+
+#[test]
+fn new_segment_uses_the_abi_page_size() {
+    // aarch64, and an executable LOAD at the end so that a new segment is needed.
+    let mut bytes = synthetic(true, true);
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let load_flags = 64 + 56 + 4;
+    bytes[load_flags..load_flags + 4].copy_from_slice(&5u32.to_le_bytes());
+    for (options, align) in [
+        (Options::default(), 0x10000),
+        (
+            Options {
+                page_size: Some(0x4000),
+            },
+            0x4000,
+        ),
+    ] {
+        let patch = plan(&bytes, &set_runpath(&[b'q'; 200]), &options).unwrap();
+        let new = apply(&bytes, patch);
+        let parsed = crate::read::Parsed::parse(&new).unwrap();
+        let loads: Vec<_> = parsed
+            .segments
+            .iter()
+            .filter(|s| s.p_type == goblin::elf::program_header::PT_LOAD)
+            .collect();
+        assert_eq!(loads.len(), 2);
+        assert_eq!(loads[1].align, align);
+        assert_eq!((loads[1].vaddr - loads[1].offset) % align, 0);
+        assert!(loads[1].vaddr >= (loads[0].vaddr + loads[0].memsz).next_multiple_of(align));
+        assert_eq!(
+            ElfInfo::parse(&new).unwrap().runpath.as_deref(),
+            Some(&[b'q'; 200][..])
+        );
+    }
+    let bad = Options {
+        page_size: Some(1000),
+    };
+    assert!(plan(&bytes, &set_runpath(&[b'q'; 200]), &bad).is_err());
+}

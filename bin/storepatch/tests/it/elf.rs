@@ -1,7 +1,12 @@
 //! `storepatch elf` / `patchelf`: every edit is proven by running the patched program (with
 //! `LD_BIND_NOW=1`), by `readelf -a` printing no warnings, by `strip` still working, and against
 //! the real patchelf where it is on `PATH`.
+#![expect(
+    clippy::print_stderr,
+    reason = "a skipped check says so loudly instead of passing silently"
+)]
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,10 +24,9 @@ const PROGRAM_SOURCE: &str = "#include <stdio.h>\nextern int answer(void);\n\
 const EXPECTED: &str = "answer=42\n";
 
 fn run(command: &mut Command) -> Output {
-    let output = command
+    command
         .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
-    output
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
 }
 
 fn checked(command: &mut Command) -> Output {
@@ -548,9 +552,11 @@ fn big_dynamic_string_table() {
     // Thousands of exported symbols make .dynstr large.
     let mut source = String::from(LIBRARY_SOURCE);
     for index in 0..3000 {
-        source.push_str(&format!(
-            "int exported_symbol_with_a_long_name_{index}(void) {{ return {index}; }}\n"
-        ));
+        writeln!(
+            source,
+            "int exported_symbol_with_a_long_name_{index}(void) {{ return {index}; }}"
+        )
+        .unwrap();
     }
     fs_err::write(fixture.path("answer.c"), source).unwrap();
     let program = fixture.program("main", &[]);
@@ -918,7 +924,10 @@ fn real_wheel_extension_still_imports_after_run_path_edits() {
     let module = find_file(&site.join("PIL"), &|path| {
         path.file_name()
             .and_then(OsStr::to_str)
-            .is_some_and(|name| name.starts_with("_imaging.") && name.ends_with(".so"))
+            .is_some_and(|name| {
+                name.starts_with("_imaging.")
+                    && Path::new(name).extension() == Some(OsStr::new("so"))
+            })
     })
     .expect("PIL/_imaging*.so in the wheel");
     let libs = site.join("pillow.libs");
@@ -976,4 +985,75 @@ fn real_wheel_extension_still_imports_after_run_path_edits() {
             .arg(&module),
     );
     assert!(import().status.success());
+}
+
+#[test]
+fn dlopen_note_survives_a_relayout() {
+    let fixture = Fixture::new();
+    let source = r#"
+#define DESC "[{\"feature\":\"zstd\",\"soname\":[\"libzstd.so.1\",\"libzstd.so\"]}]"
+struct note { unsigned namesz, descsz, type; char name[4]; char desc[(sizeof(DESC) + 3) & ~3]; };
+__attribute__((section(".note.dlopen"), used, aligned(4)))
+static const struct note dlopen_note = { 4, sizeof(DESC), 0x407c0c0a, "FDO", DESC };
+int answer(void) { return 42; }
+"#;
+    fs_err::write(fixture.path("answer.c"), source).unwrap();
+    let library = fixture.library("answer", &[]);
+    let expected = vec![b"libzstd.so.1".to_vec(), b"libzstd.so".to_vec()];
+    let info = storepatch_elf::ElfInfo::parse(&fs_err::read(&library).unwrap()).unwrap();
+    assert_eq!(info.dlopen, expected);
+    let grown = format!("/nonexistent/{}", "n".repeat(300));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&grown)
+            .arg(&library),
+    );
+    let info = storepatch_elf::ElfInfo::parse(&fs_err::read(&library).unwrap()).unwrap();
+    assert_eq!(info.dlopen, expected);
+    // `readelf -a` exits 1 on the (to it) unknown FDO note type even for the unpatched file, so
+    // check the parts it does know, and that it never warns.
+    let output = checked(
+        Command::new("readelf")
+            .args(["-h", "-l", "-S", "-d", "-s", "-V", "-W"])
+            .arg(&library),
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).trim().is_empty());
+    let notes = run(Command::new("readelf").args(["-n", "-W"]).arg(&library));
+    assert!(String::from_utf8_lossy(&notes.stdout).contains("FDO"));
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    assert_eq!(run_program(&program), EXPECTED);
+}
+
+#[test]
+fn page_size_option_aligns_the_new_segment() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[]);
+    let grown = format!("/nonexistent/{}:{dir}", "g".repeat(200));
+    checked(
+        fixture
+            .patchelf()
+            .args(["--page-size", "65536", "--set-rpath"])
+            .arg(&grown)
+            .arg(&program),
+    );
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&program));
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    let last_load = headers
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD"))
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(last_load.ends_with("0x10000"), "{last_load}");
+    assert_healthy_program(&program);
+    let output = run(fixture
+        .patchelf()
+        .args(["--page-size", "1000", "--set-rpath"])
+        .arg(&grown)
+        .arg(&program));
+    assert_eq!(output.status.code(), Some(1));
 }
