@@ -254,7 +254,7 @@ impl Planner<'_> {
             .segments
             .iter()
             .find(|s| s.p_type == PT_LOAD && offset >= s.offset && offset - s.offset < s.filesz)
-            .map(|s| s.vaddr + (offset - s.offset))
+            .and_then(|s| s.vaddr.checked_add(offset - s.offset))
     }
 
     fn segment(&self, p_type: u32) -> Option<&Segment> {
@@ -1071,7 +1071,12 @@ impl Planner<'_> {
         let (offset, vaddr) = if let Some(index) = extend_index {
             let last = segments[index];
             let offset = align_up(file_len, 8).ok_or_else(overflow)?;
-            (offset, last.vaddr + (offset - last.offset))
+            (
+                offset,
+                last.vaddr
+                    .checked_add(offset - last.offset)
+                    .ok_or_else(overflow)?,
+            )
         } else if move_phdrs
             && delta.is_multiple_of(page_size)
             && first_load.vaddr >= first_load.offset
@@ -1083,7 +1088,7 @@ impl Planner<'_> {
                 let offset = (top - delta)
                     .checked_add(start % page_size)
                     .ok_or_else(overflow)?;
-                (offset, offset + delta)
+                (offset, offset.checked_add(delta).ok_or_else(overflow)?)
             }
         } else {
             (
@@ -1095,6 +1100,9 @@ impl Planner<'_> {
         // means the segment table lies about addresses.
         if offset - file_len > MAX_PADDING {
             return Err(Error::malformed("segment addresses", offset));
+        }
+        if vaddr.checked_add(size).is_none() || offset.checked_add(size).is_none() {
+            return Err(overflow());
         }
         let flags = if grow_dynamic { PF_R | PF_W } else { PF_R };
         let new_load = Segment {
@@ -1136,8 +1144,10 @@ impl Planner<'_> {
             let range = file_range(&patched, blob.start, blob.end - blob.start)
                 .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
             put(at, &patched[range]);
-            if let Some(old_vaddr) = self.vaddr_of(blob.start) {
-                address_moves.push((old_vaddr..old_vaddr + (blob.end - blob.start), vaddr + at));
+            if let Some(old_vaddr) = self.vaddr_of(blob.start)
+                && let Some(old_end) = old_vaddr.checked_add(blob.end - blob.start)
+            {
+                address_moves.push((old_vaddr..old_end, vaddr + at));
             }
             let inside = |start: u64, size: u64| blob.start <= start && start + size <= blob.end;
             for segment in segments
