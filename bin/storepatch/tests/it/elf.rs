@@ -1044,8 +1044,7 @@ fn page_size_option_aligns_the_new_segment() {
     let headers = String::from_utf8_lossy(&headers.stdout);
     let last_load = headers
         .lines()
-        .filter(|line| line.trim_start().starts_with("LOAD"))
-        .last()
+        .rfind(|line| line.trim_start().starts_with("LOAD"))
         .unwrap()
         .to_owned();
     assert!(last_load.ends_with("0x10000"), "{last_load}");
@@ -1056,4 +1055,90 @@ fn page_size_option_aligns_the_new_segment() {
         .arg(&grown)
         .arg(&program));
     assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn in_place_edit_of_a_big_file_writes_only_the_changed_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let old = format!("{dir}:/nonexistent/{}", "o".repeat(40));
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{old}")]);
+    // Trailing bytes the loader never maps make the file big (sparse, so the test stays fast).
+    let file = fs_err::OpenOptions::new()
+        .write(true)
+        .open(&program)
+        .unwrap();
+    file.set_len(256 << 20).unwrap();
+    drop(file);
+    let before = fs_err::metadata(&program).unwrap();
+    let output = checked(
+        fixture
+            .patchelf()
+            .args(["--debug", "--set-rpath"])
+            .arg(&dir)
+            .arg(&program),
+    );
+    let after = fs_err::metadata(&program).unwrap();
+    assert_eq!(before.ino(), after.ino(), "same inode: not rewritten");
+    assert_eq!(before.len(), after.len());
+    assert!(after.blocks() <= before.blocks() + 8, "no hole was filled");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let written: u64 = log
+        .split_whitespace()
+        .zip(log.split_whitespace().skip(1))
+        .find(|(_, next)| *next == "bytes")
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {log}"));
+    assert!(written <= old.len() as u64 + 1, "{written} bytes written");
+    assert_eq!(run_program(&program), EXPECTED);
+}
+
+#[test]
+fn many_new_entries_move_the_dynamic_section() {
+    let fixture = Fixture::new();
+    let libraries = [
+        "libm.so.6",
+        "libdl.so.2",
+        "libpthread.so.0",
+        "librt.so.1",
+        "libutil.so.1",
+        "libresolv.so.2",
+        "libanl.so.1",
+    ];
+    for (variant, program) in program_variants(&fixture) {
+        let before = dynamic_entries(&program).len();
+        let dynamic_segment = dynamic_segment_of(&program);
+        let mut command = fixture.patchelf();
+        for library in libraries {
+            command.args(["--add-needed", library]);
+        }
+        command.args(["--set-soname", "libsoname-of-a-program.so", "--add-rpath"]);
+        command.arg(format!("/nonexistent/{}", "m".repeat(50)));
+        checked(command.arg(&program));
+        let needed = print(&fixture, "--print-needed", &program);
+        let expected: String = libraries
+            .iter()
+            .chain(&["libanswer.so", "libc.so.6"])
+            .map(|name| format!("{name}\n"))
+            .collect();
+        assert_eq!(needed, expected, "{variant}");
+        assert!(dynamic_entries(&program).len() >= before + libraries.len());
+        assert_ne!(
+            dynamic_segment,
+            dynamic_segment_of(&program),
+            "{variant}: .dynamic moved"
+        );
+        assert_healthy_program(&program);
+    }
+}
+
+/// The `DYNAMIC` line of `readelf -l`.
+fn dynamic_segment_of(file: &Path) -> String {
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .find(|line| line.trim_start().starts_with("DYNAMIC"))
+        .unwrap_or_default()
+        .to_owned()
 }
