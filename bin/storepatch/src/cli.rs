@@ -66,6 +66,13 @@ pub(crate) enum Command {
     /// Rewrite every live store reference's hash part to 32 `e`s (same length), in place.
     #[command(after_help = EXIT_CODES_REWRITE)]
     Scrub(ScrubArgs),
+    /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
+    #[command(after_help = EXIT_CODES_REWRITE)]
+    Relink(RelinkArgs),
+    /// Check a tree: store references, libraries the loader would not find, missing
+    /// interpreters and shebangs, dangling symlinks.
+    #[command(after_help = EXIT_CODES_REWRITE)]
+    Audit(AuditArgs),
     /// Edit ELF files; accepts patchelf's command line (`storepatch elf --help`).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Elf {
@@ -118,6 +125,50 @@ pub(crate) struct ScrubArgs {
     /// Report what would change without writing anything.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RelinkArgs {
+    /// Trees or files to relink; their own libraries are searched first.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Search this directory for libraries, not recursively (repeatable, in order).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) library_path: Vec<PathBuf>,
+    /// Search this tree for libraries, recursively (repeatable; after every --library-path).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) library_tree: Vec<PathBuf>,
+    /// Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) interpreter: Option<PathBuf>,
+    /// Add `DIR/lib` to the run path of every ELF file (repeatable), like `runtimeDependencies`.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) runtime_dependency: Vec<PathBuf>,
+    /// Add DIR at the end of the run path of every ELF file (repeatable), like `appendRunpaths`.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) append_rpath: Vec<PathBuf>,
+    /// Do not fail when a missing soname matches this pattern (repeatable; `*`, `?`, `[...]`).
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) ignore_missing: Vec<String>,
+    /// Look libc's own libraries up like any other instead of leaving them to the dynamic linker.
+    #[arg(long)]
+    pub(crate) keep_libc: bool,
+    /// Only relink files directly in the given directories.
+    #[arg(long)]
+    pub(crate) no_recurse: bool,
+    /// Report what would change without writing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Trees or files to check.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Also look for libraries in this directory, before the default ones (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) library_path: Vec<PathBuf>,
 }
 
 pub(crate) fn parse(args: Vec<OsString>) -> Cli {

@@ -7,7 +7,9 @@ use storepatch_walk::ReadPolicy;
 use crate::cli::{Cli, Command, DiscoveryArgs, GlobalArgs};
 use crate::tree::{self, TreeOptions};
 
+pub(crate) mod audit;
 pub(crate) mod elf;
+pub(crate) mod relink;
 pub(crate) mod scan;
 pub(crate) mod scrub;
 
@@ -15,6 +17,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan::run(&cli.global, &args),
         Command::Scrub(args) => scrub::run(&cli.global, &args),
+        Command::Relink(args) => relink::run(&cli.global, &args),
+        Command::Audit(args) => audit::run(&cli.global, &args),
         Command::Elf { args } => elf::run(args),
     }
 }

@@ -4,6 +4,8 @@
 mod common;
 mod elf;
 mod nix;
+/// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.
+mod relink;
 /// `storepatch scan`: discovery, output formats, exit codes, errors.
 mod scan;
 /// `storepatch scrub`: rewriting contents, symlinks and names safely.

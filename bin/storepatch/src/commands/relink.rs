@@ -1,0 +1,460 @@
+//! `storepatch relink`: autoPatchelfHook in one process.
+//!
+//! Order of work: read the interpreter (to learn the target machine), index the libraries of the
+//! trees being patched and then of the search paths, plan every regular file in parallel, write
+//! the files whose headers change (one ELF engine pass each), and report in walk order, so the
+//! output never depends on the thread count. Missing dependencies are all listed before the run
+//! fails; per-file errors are reported and the run goes on.
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use storepatch_elf::{ElfInfo, Outcome};
+use storepatch_relink::{
+    Dependency, DependencyKind, LibcNames, LibraryIndex, Pattern, Plan, Relink, Relinker,
+    Resolution, RestoreMap, Settings, Skip, Target,
+};
+use storepatch_walk::{EntryKind, ReadPolicy};
+
+use crate::cli::{GlobalArgs, RelinkArgs};
+use crate::output::{self, Output, bytes_value, path_value};
+
+/// What happened to one file.
+enum FileResult {
+    Skipped(Skip),
+    Relinked {
+        relink: Box<Relink>,
+        outcome: Option<Outcome>,
+    },
+    Failed(String),
+}
+
+pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<ExitCode> {
+    for root in &args.paths {
+        fs_err::symlink_metadata(root)?;
+    }
+    let store_dir = super::store_dir(global)?;
+    let bintools = std::env::var_os("NIX_BINTOOLS").map(PathBuf::from);
+    let interpreter = match (&args.interpreter, &bintools) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(bintools)) => {
+            let file = bintools.join("nix-support/dynamic-linker");
+            let text = fs_err::read(&file)
+                .with_context(|| "reading the dynamic linker from $NIX_BINTOOLS".to_owned())?;
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+                text.trim_ascii(),
+            )))
+        }
+        (None, None) => None,
+    };
+    let target = match &interpreter {
+        Some(path) => {
+            let bytes = fs_err::read(path).context("reading the interpreter")?;
+            let info = ElfInfo::parse(&bytes)
+                .with_context(|| format!("interpreter {} is not usable", path.display()))?;
+            Target::of(&info)
+        }
+        None => Target::host(),
+    };
+    let mut libc = LibcNames::glibc();
+    if let Some(bintools) = &bintools
+        && let Ok(text) = fs_err::read(bintools.join("nix-support/orig-libc"))
+    {
+        let libc_dir = Path::new(std::ffi::OsStr::from_bytes(text.trim_ascii())).join("lib");
+        libc = libc.with_directory(&libc_dir);
+    }
+    let patterns: Vec<Pattern> = args.ignore_missing.iter().map(Pattern::new).collect();
+
+    let recursive = !args.no_recurse;
+    let mut builder = LibraryIndex::builder();
+    for root in &args.paths {
+        builder = builder.tree(root, recursive);
+    }
+    for dir in &args.library_path {
+        builder = builder.directory(dir);
+    }
+    for dir in &args.library_tree {
+        builder = builder.tree(dir, true);
+    }
+    let (index, index_errors) = builder.build();
+    for err in &index_errors {
+        output::message(global.quiet, &format!("warning: library search: {err}"));
+    }
+
+    let runtime_dependencies: Vec<PathBuf> = args
+        .runtime_dependency
+        .iter()
+        .map(|dir| dir.join("lib"))
+        .collect();
+    let supplied: Vec<&Path> = args
+        .library_path
+        .iter()
+        .chain(&args.library_tree)
+        .chain(&args.runtime_dependency)
+        .chain(&args.append_rpath)
+        .map(PathBuf::as_path)
+        .collect();
+    let settings = Settings {
+        target,
+        interpreter: interpreter.map(|path| path.as_os_str().as_bytes().to_vec()),
+        runtime_dependencies: runtime_dependencies
+            .iter()
+            .map(|dir| dir.as_os_str().as_bytes().to_vec())
+            .collect(),
+        append_run_paths: args
+            .append_rpath
+            .iter()
+            .map(|dir| dir.as_os_str().as_bytes().to_vec())
+            .collect(),
+        keep_libc: args.keep_libc,
+        libc,
+        restore: RestoreMap::new(store_dir, supplied),
+    };
+    let relinker = Relinker::new(index, settings);
+
+    // The files to relink: regular files only (symlinks point at files that are relinked under
+    // their own name, or are outside the tree and must not be written).
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    let mut errors: Vec<(PathBuf, String)> = Vec::new();
+    for root in &args.paths {
+        let walk = storepatch_walk::walk(root)?;
+        errors.extend(
+            walk.errors
+                .iter()
+                .map(|err| (err.path().to_path_buf(), crate::tree::error_chain(err))),
+        );
+        files.extend(
+            walk.entries
+                .into_iter()
+                .filter(|entry| entry.kind == EntryKind::File && (recursive || entry.depth <= 1))
+                .map(|entry| (entry.path, entry.len)),
+        );
+    }
+    let read_policy = if global.no_mmap {
+        ReadPolicy::Read
+    } else {
+        ReadPolicy::default()
+    };
+    let results: Vec<FileResult> = files
+        .par_iter()
+        .map(|(path, len)| relink_file(&relinker, path, *len, read_policy, args.dry_run))
+        .collect();
+
+    let report = Report::new(&files, &results, &patterns, &errors);
+    report.print(global, args)?;
+    Ok(ExitCode::from(if report.errors > 0 {
+        crate::exit::ERROR
+    } else {
+        u8::from(report.missing > report.ignored)
+    }))
+}
+
+fn relink_file(
+    relinker: &Relinker,
+    path: &Path,
+    len: u64,
+    read_policy: ReadPolicy,
+    dry_run: bool,
+) -> FileResult {
+    let contents = match storepatch_walk::read(path, len, read_policy) {
+        Ok(contents) => contents,
+        Err(err) => return FileResult::Failed(crate::tree::error_chain(&err)),
+    };
+    let plan = match relinker.plan(path, &contents) {
+        Ok(plan) => plan,
+        Err(err) => return FileResult::Failed(crate::tree::error_chain(&err)),
+    };
+    match plan {
+        Plan::Skip(skip) => FileResult::Skipped(skip),
+        Plan::Relink(relink) => {
+            if dry_run || !relink.changes_file() {
+                return FileResult::Relinked {
+                    relink,
+                    outcome: None,
+                };
+            }
+            match storepatch_relink::apply(path, &contents, &relink.edits) {
+                Ok(outcome) => FileResult::Relinked {
+                    relink,
+                    outcome: Some(outcome),
+                },
+                Err(err) => FileResult::Failed(crate::tree::error_chain(&err)),
+            }
+        }
+    }
+}
+
+/// Totals and the lines to print, in walk order.
+struct Report<'run> {
+    files: &'run [(PathBuf, u64)],
+    results: &'run [FileResult],
+    patterns: &'run [Pattern],
+    walk_errors: &'run [(PathBuf, String)],
+    patched: usize,
+    restored_in_place: usize,
+    unchanged: usize,
+    skipped: usize,
+    missing: usize,
+    ignored: usize,
+    errors: usize,
+}
+
+impl<'run> Report<'run> {
+    fn new(
+        files: &'run [(PathBuf, u64)],
+        results: &'run [FileResult],
+        patterns: &'run [Pattern],
+        walk_errors: &'run [(PathBuf, String)],
+    ) -> Self {
+        let mut report = Self {
+            files,
+            results,
+            patterns,
+            walk_errors,
+            patched: 0,
+            restored_in_place: 0,
+            unchanged: 0,
+            skipped: 0,
+            missing: 0,
+            ignored: 0,
+            errors: walk_errors.len(),
+        };
+        for result in results {
+            match result {
+                FileResult::Skipped(Skip::NotElf) => {}
+                FileResult::Skipped(_) => report.skipped += 1,
+                FileResult::Relinked { relink, .. } => {
+                    if relink.changes_file() {
+                        report.patched += 1;
+                        if relink.is_restore_only() {
+                            report.restored_in_place += 1;
+                        }
+                    } else {
+                        report.unchanged += 1;
+                    }
+                    for dependency in relink.missing() {
+                        report.missing += 1;
+                        if report.ignored_by(dependency).is_some() {
+                            report.ignored += 1;
+                        }
+                    }
+                }
+                FileResult::Failed(_) => report.errors += 1,
+            }
+        }
+        report
+    }
+
+    fn ignored_by(&self, dependency: &Dependency) -> Option<&'run Pattern> {
+        let name = dependency
+            .name
+            .rsplit(|&byte| byte == b'/')
+            .next()
+            .unwrap_or(&dependency.name);
+        self.patterns.iter().find(|pattern| pattern.matches(name))
+    }
+
+    fn print(&self, global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<()> {
+        let mut out = Output::new();
+        for (path, message) in self.walk_errors {
+            if global.json {
+                out.json(&json!({"type": "error", "path": path_value(path), "message": message}))?;
+            } else {
+                output::entry_error(&format!("{}: {message}", path.display()));
+            }
+        }
+        for ((path, _), result) in self.files.iter().zip(self.results) {
+            match result {
+                FileResult::Skipped(skip) => {
+                    // Non-ELF files are the bulk of a venv; only mention the ones named like
+                    // libraries.
+                    let named_like_library = path
+                        .file_name()
+                        .is_some_and(|name| name.as_bytes().windows(3).any(|w| w == b".so"));
+                    if *skip == Skip::NotElf && !named_like_library {
+                        continue;
+                    }
+                    if global.json {
+                        out.json(&json!({
+                            "type": "skip",
+                            "path": path_value(path),
+                            "reason": skip.to_string(),
+                        }))?;
+                    } else {
+                        output::message(
+                            global.quiet,
+                            &format!("note: skipping {}: {skip}", path.display()),
+                        );
+                    }
+                }
+                FileResult::Failed(message) => {
+                    if global.json {
+                        out.json(
+                            &json!({"type": "error", "path": path_value(path), "message": message}),
+                        )?;
+                    } else {
+                        output::entry_error(message);
+                    }
+                }
+                FileResult::Relinked { relink, outcome } => {
+                    self.print_relink(&mut out, global, args, path, relink, *outcome)?;
+                }
+            }
+        }
+        if global.json {
+            out.json(&json!({
+                "type": "summary",
+                "dry_run": args.dry_run,
+                "patched": self.patched,
+                "restored_in_place": self.restored_in_place,
+                "unchanged": self.unchanged,
+                "skipped": self.skipped,
+                "missing": self.missing,
+                "ignored": self.ignored,
+                "errors": self.errors,
+            }))?;
+        }
+        out.flush()?;
+        if !global.json {
+            output::message(
+                global.quiet,
+                &format!(
+                    "{} {} files ({} restored in place), {} unchanged, {} skipped, {} missing dependencies ({} ignored), {} errors",
+                    if args.dry_run {
+                        "would patch"
+                    } else {
+                        "patched"
+                    },
+                    self.patched,
+                    self.restored_in_place,
+                    self.unchanged,
+                    self.skipped,
+                    self.missing,
+                    self.ignored,
+                    self.errors,
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn print_relink(
+        &self,
+        out: &mut Output,
+        global: &GlobalArgs,
+        args: &RelinkArgs,
+        path: &Path,
+        relink: &Relink,
+        outcome: Option<Outcome>,
+    ) -> anyhow::Result<()> {
+        let action = match (relink.changes_file(), args.dry_run) {
+            (false, _) => "unchanged",
+            (true, true) => "would_patch",
+            (true, false) => "patched",
+        };
+        if global.json {
+            out.json(&json!({
+                "type": "relink",
+                "path": path_value(path),
+                "action": action,
+                "write": match outcome {
+                    Some(Outcome::InPlace { .. }) => "in_place",
+                    Some(Outcome::Relayout { .. }) => "relayout",
+                    Some(Outcome::Unchanged) | None => "none",
+                },
+                "restored_entries": relink.restored_entries,
+                "run_path_old": relink.old_run_path.as_deref().map(bytes_value),
+                "run_path_new": relink.new_run_path.as_deref().map(bytes_value),
+                "interpreter_old": relink.old_interpreter.as_deref().map(bytes_value),
+                "interpreter_new": relink.new_interpreter.as_deref().map(bytes_value),
+                "dependencies": relink.dependencies.iter().map(dependency_value).collect::<Vec<_>>(),
+            }))?;
+        } else if relink.changes_file() && !global.quiet {
+            let mut line = format!(
+                "{} {}:",
+                if args.dry_run {
+                    "would patch"
+                } else {
+                    "patched"
+                },
+                path.display()
+            )
+            .into_bytes();
+            if relink.new_run_path != relink.old_run_path {
+                line.extend_from_slice(b" run path ");
+                line.extend_from_slice(relink.old_run_path.as_deref().unwrap_or(b"(none)"));
+                line.extend_from_slice(b" -> ");
+                line.extend_from_slice(relink.new_run_path.as_deref().unwrap_or(b"(none)"));
+            }
+            if let Some(interpreter) = &relink.edits.interpreter {
+                line.extend_from_slice(b" interpreter -> ");
+                line.extend_from_slice(interpreter);
+            }
+            if relink.is_restore_only() {
+                line.extend_from_slice(b" (restored in place)");
+            }
+            out.line(&line)?;
+        }
+        for dependency in relink.missing() {
+            let ignored = self.ignored_by(dependency);
+            if global.json {
+                out.json(&json!({
+                    "type": "missing",
+                    "path": path_value(path),
+                    "name": bytes_value(&dependency.name),
+                    "kind": kind_name(&dependency.kind),
+                    "ignored": ignored.is_some(),
+                }))?;
+                continue;
+            }
+            let name = String::from_utf8_lossy(&dependency.name);
+            let hint = match &dependency.resolution {
+                Resolution::Missing {
+                    same_soname: Some(library),
+                } => format!(
+                    " ({} has this soname, but no file of that name is next to it)",
+                    library.display()
+                ),
+                _ => String::new(),
+            };
+            match ignored {
+                Some(pattern) => output::message(
+                    global.quiet,
+                    &format!(
+                        "warning: {}: {name} not found (ignored by `{}`){hint}",
+                        path.display(),
+                        String::from_utf8_lossy(pattern.as_bytes())
+                    ),
+                ),
+                None => output::entry_error(&format!("{}: {name} not found{hint}", path.display())),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(kind: &DependencyKind) -> &'static str {
+    match kind {
+        DependencyKind::Needed => "needed",
+        DependencyKind::Dlopen => "dlopen",
+    }
+}
+
+fn dependency_value(dependency: &Dependency) -> Value {
+    let (resolution, dir): (&str, Option<Value>) = match &dependency.resolution {
+        Resolution::Absolute => ("absolute", None),
+        Resolution::Libc => ("libc", None),
+        Resolution::Origin { entry } => ("origin", Some(bytes_value(entry))),
+        Resolution::Library { dir, .. } => ("library", Some(path_value(dir))),
+        Resolution::Missing { .. } => ("missing", None),
+    };
+    json!({
+        "name": bytes_value(&dependency.name),
+        "kind": kind_name(&dependency.kind),
+        "resolution": resolution,
+        "dir": dir,
+    })
+}
