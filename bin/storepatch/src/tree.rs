@@ -93,7 +93,10 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     let mut scanner = Scanner::builder(options.store_dir.clone())
         .candidates(options.candidates.iter().cloned())
         .build();
-    let mut pass = scan_entries(&entries, &scanner, options);
+    // Small files' bytes are kept from the first pass for the second (within a budget), so the
+    // second pass over a tree of many small files costs no system calls.
+    let cache = ContentCache::new(&entries);
+    let mut pass = scan_entries(&entries, &scanner, options, Some(&cache));
     let known: BTreeSet<HashPart> = scanner
         .candidates()
         .iter()
@@ -116,8 +119,9 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
             .candidates(options.candidates.iter().cloned())
             .candidates(found.into_values())
             .build();
-        pass = scan_entries(&entries, &scanner, options);
+        pass = scan_entries(&entries, &scanner, options, Some(&cache));
     }
+    drop(cache);
     let (findings, pass_errors) = pass;
     errors.extend(pass_errors);
     errors.sort_by(|left, right| left.path.cmp(&right.path));
@@ -130,17 +134,60 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     })
 }
 
+/// Bytes of small files, kept between the two passes of [`scan_roots`].
+struct ContentCache {
+    slots: Vec<std::sync::OnceLock<Vec<u8>>>,
+    budget: std::sync::atomic::AtomicUsize,
+}
+
+impl ContentCache {
+    /// Files up to this size are kept.
+    const MAX_FILE: u64 = 64 * 1024;
+    /// At most this many bytes are kept in all.
+    const BUDGET: usize = 256 << 20;
+
+    fn new(entries: &[Entry]) -> Self {
+        Self {
+            slots: entries.iter().map(|_| std::sync::OnceLock::new()).collect(),
+            budget: std::sync::atomic::AtomicUsize::new(Self::BUDGET),
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&[u8]> {
+        self.slots.get(index)?.get().map(Vec::as_slice)
+    }
+
+    /// Keeps `bytes` for entry `index` if it is small and the budget allows.
+    fn offer(&self, index: usize, bytes: &[u8]) {
+        use std::sync::atomic::Ordering;
+        if bytes.len() as u64 > Self::MAX_FILE {
+            return;
+        }
+        let reserved = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes.len())
+            });
+        if reserved.is_ok()
+            && let Some(slot) = self.slots.get(index)
+        {
+            let _ = slot.set(bytes.to_vec());
+        }
+    }
+}
+
 fn scan_entries(
     entries: &[Entry],
     scanner: &Scanner,
     options: &TreeOptions,
+    cache: Option<&ContentCache>,
 ) -> (Vec<Finding>, Vec<EntryError>) {
     let progress = Progress::new(entries.len() as u64, "scanning", options.show_progress);
     let per_entry: Vec<(Vec<Finding>, Option<EntryError>)> = entries
         .par_iter()
         .enumerate()
         .map(|(index, entry)| {
-            let result = scan_entry(index, entry, scanner, options);
+            let result = scan_entry(index, entry, scanner, options, cache);
             progress.inc();
             match result {
                 Ok(findings) => (findings, None),
@@ -169,6 +216,7 @@ fn scan_entry(
     entry: &Entry,
     scanner: &Scanner,
     options: &TreeOptions,
+    cache: Option<&ContentCache>,
 ) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
     let mut record = |location, bytes: &[u8], hits: Vec<Hit>| {
@@ -195,8 +243,15 @@ fn scan_entry(
     }
     match entry.kind {
         EntryKind::File => {
-            let contents = storepatch_walk::read(&entry.path, entry.len, options.read_policy)?;
-            record(Location::Content, &contents, scanner.scan(&contents));
+            if let Some(bytes) = cache.and_then(|cache| cache.get(index)) {
+                record(Location::Content, bytes, scanner.scan(bytes));
+            } else {
+                let contents = storepatch_walk::read(&entry.path, entry.len, options.read_policy)?;
+                record(Location::Content, &contents, scanner.scan(&contents));
+                if let Some(cache) = cache {
+                    cache.offer(index, &contents);
+                }
+            }
         }
         EntryKind::Symlink => {
             let target = fs_err::read_link(&entry.path)?;

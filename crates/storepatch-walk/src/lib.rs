@@ -53,7 +53,7 @@ pub enum Error {
         path: PathBuf,
         /// Size when the walk saw it.
         expected: u64,
-        /// Size when it was read.
+        /// Size when it was read (for a file that grew, one more than expected).
         found: u64,
     },
 }
@@ -215,29 +215,47 @@ pub fn read(path: &Path, expected_len: u64, policy: ReadPolicy) -> Result<Conten
         .read(true)
         .open(path)
         .map_err(read_error)?;
-    let found = file.metadata().map_err(read_error)?.len();
-    if found != expected_len {
-        return Err(Error::Changed {
-            path: path.to_path_buf(),
-            expected: expected_len,
-            found,
-        });
-    }
     if let ReadPolicy::MmapAbove(threshold) = policy
-        && found >= threshold
-        && let Ok(mapping) = mmap::Mapping::new(&file)
+        && expected_len >= threshold
     {
-        return Ok(Contents::Mapped(mapping));
+        let found = file.metadata().map_err(read_error)?.len();
+        if found != expected_len {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+                expected: expected_len,
+                found,
+            });
+        }
+        if let Ok(mapping) = mmap::Mapping::new(&file) {
+            return Ok(Contents::Mapped(mapping));
+        }
     }
-    let capacity = usize::try_from(found).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(capacity);
-    file.read_to_end(&mut bytes).map_err(read_error)?;
-    if bytes.len() as u64 != expected_len {
-        return Err(Error::Changed {
-            path: path.to_path_buf(),
-            expected: expected_len,
-            found: bytes.len() as u64,
-        });
+    // Read exactly the size the walk saw, then make sure nothing follows: two read(2) calls for a
+    // small file, and no fstat or lseek (which `read_to_end` would add).
+    let changed = |found: u64| Error::Changed {
+        path: path.to_path_buf(),
+        expected: expected_len,
+        found,
+    };
+    let capacity = usize::try_from(expected_len).map_err(|_| changed(expected_len))?;
+    let mut bytes = vec![0; capacity];
+    let mut filled = 0;
+    while filled < capacity {
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => return Err(changed(filled as u64)),
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(read_error(err)),
+        }
+    }
+    let mut probe = [0u8; 1];
+    loop {
+        match file.read(&mut probe) {
+            Ok(0) => break,
+            Ok(_) => return Err(changed(expected_len + 1)),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(read_error(err)),
+        }
     }
     Ok(Contents::Owned(bytes))
 }
@@ -300,7 +318,20 @@ mod tests {
         assert_eq!(&*mapped, &*owned);
         assert_eq!(&*owned, &bytes[..]);
         let changed = read(&path, 5, ReadPolicy::Read).unwrap_err();
-        assert!(matches!(changed, Error::Changed { found: 100_000, .. }));
+        assert!(
+            matches!(changed, Error::Changed { found: 6, .. }),
+            "{changed:?}"
+        );
+        let changed = read(&path, 200_000, ReadPolicy::Read).unwrap_err();
+        assert!(
+            matches!(changed, Error::Changed { found: 100_000, .. }),
+            "{changed:?}"
+        );
+        let changed = read(&path, 200_000, ReadPolicy::MmapAbove(0)).unwrap_err();
+        assert!(
+            matches!(changed, Error::Changed { found: 100_000, .. }),
+            "{changed:?}"
+        );
         let empty = dir.path().join("empty");
         fs_err::write(&empty, "").unwrap();
         assert!(

@@ -3,6 +3,8 @@
 /// Helpers shared by the modules below.
 mod common;
 mod elf;
+/// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
+mod faults;
 mod nix;
 /// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.
 mod relink;

@@ -1,0 +1,317 @@
+//! Faults and hostile trees: full disks, loops, huge sparse files, odd names, big trees, files that
+//! change during a run, directories that cannot be read. Nothing may be lost in any of them.
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use storepatch_test::cmd_snapshot;
+
+use crate::common::{
+    PYTHON_HASH, TestTree, ZLIB_HASH, json_lines, storepatch, storepatch_as_nobody,
+};
+
+fn scrubbed() -> String {
+    "e".repeat(32)
+}
+
+/// Temporary files scrub may have left behind.
+fn leftovers(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(walkdir::DirEntry::into_path)
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.as_bytes().starts_with(b".storepatch-"))
+        })
+        .collect()
+}
+
+/// A small tmpfs, unmounted on drop. `None` (with a message) where mounting is not allowed.
+struct SmallFilesystem {
+    mount_point: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn new(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = dir.path().join("fs");
+        fs_err::create_dir(&mount_point).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount_point)
+            .status();
+        if status.is_ok_and(|status| status.success()) {
+            Some(Self {
+                mount_point,
+                _dir: dir,
+            })
+        } else {
+            eprintln!("skipping: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
+            None
+        }
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
+
+/// The temporary copy cannot be written: the original stays intact, nothing is left behind, and
+/// the error names the file.
+#[test]
+fn disk_full_on_the_temporary_file_keeps_the_original() {
+    let Some(filesystem) = SmallFilesystem::new("512k") else {
+        return;
+    };
+    let root = filesystem.mount_point.join("tree");
+    fs_err::create_dir(&root).unwrap();
+    let mut contents = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n").into_bytes();
+    contents.resize(300 * 1024, b'x');
+    let victim = root.join("big.txt");
+    fs_err::write(&victim, &contents).unwrap();
+    // Fill the rest of the filesystem.
+    let filler = filesystem.mount_point.join("filler");
+    let mut file = fs_err::File::create(&filler).unwrap();
+    let block = vec![1u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    let output = storepatch().arg("scrub").arg(&root).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("big.txt") || stderr.contains(&root.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(fs_err::read(&victim).unwrap(), contents);
+    assert_eq!(leftovers(&root), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn symlink_loops_are_not_followed() {
+    let tree = TestTree::new();
+    tree.symlink("a", "b");
+    tree.symlink("b", "a");
+    tree.symlink("dir/self", ".");
+    tree.symlink("dir/up", "..");
+    tree.symlink(
+        "dir/store",
+        format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib"),
+    );
+    cmd_snapshot!(tree.filters(), storepatch().args(["scrub", "--threads", "2"]).arg(&tree.root), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    scrubbed [TMP]/tree/dir/store: 1 reference to /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1 (symlink)
+
+    ----- stderr -----
+    scrubbed 1 references to 1 store paths: 0 files, 1 symlinks, 0 names (7 entries scanned, 0 references kept, 0 errors)
+    ");
+    assert_eq!(
+        fs_err::read_link(tree.path("dir/store")).unwrap(),
+        Path::new(&format!("/nix/store/{}-zlib-1.3.1/lib", scrubbed()))
+    );
+    assert_eq!(
+        fs_err::read_link(tree.path("dir/self")).unwrap(),
+        Path::new(".")
+    );
+}
+
+/// A 5 GB sparse file with a reference near its end is found at the right offset, scrubbed, and
+/// still sparse afterwards.
+#[test]
+fn huge_sparse_file() {
+    let tree = TestTree::new();
+    let path = tree.path("huge.img");
+    let size: u64 = 5 << 30;
+    let offset: u64 = (4 << 30) + 12345;
+    {
+        let file = fs_err::File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        use std::os::unix::fs::FileExt;
+        file.file()
+            .write_all_at(format!("/nix/store/{ZLIB_HASH}-zlib").as_bytes(), offset)
+            .unwrap();
+    }
+    let output = storepatch()
+        .args(["scan", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines[0]["offset"], offset);
+    assert!(
+        storepatch()
+            .arg("scrub")
+            .arg(&tree.root)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let metadata = fs_err::metadata(&path).unwrap();
+    assert_eq!(metadata.len(), size);
+    assert!(
+        metadata.blocks() * 512 < 16 << 20,
+        "{} bytes allocated",
+        metadata.blocks() * 512
+    );
+    let mut found = vec![0u8; 11 + 32];
+    use std::os::unix::fs::FileExt;
+    fs_err::File::open(&path)
+        .unwrap()
+        .file()
+        .read_exact_at(&mut found, offset)
+        .unwrap();
+    assert_eq!(found, format!("/nix/store/{}", scrubbed()).into_bytes());
+}
+
+#[test]
+fn names_that_are_not_utf8_are_renamed() {
+    let tree = TestTree::new();
+    let mut name = ZLIB_HASH.as_bytes().to_vec();
+    name.extend_from_slice(b"-caf\xe9");
+    fs_err::write(
+        tree.root.join(std::ffi::OsStr::from_bytes(&name)),
+        format!("/nix/store/{ZLIB_HASH}-zlib\n"),
+    )
+    .unwrap();
+    let output = storepatch()
+        .args(["scrub", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let mut expected = scrubbed().into_bytes();
+    expected.extend_from_slice(b"-caf\xe9");
+    let path = tree.root.join(std::ffi::OsStr::from_bytes(&expected));
+    assert!(fs_err::read_to_string(&path).unwrap().contains(&scrubbed()));
+    let rewrites = json_lines(&output.stdout);
+    assert!(
+        rewrites
+            .iter()
+            .any(|line| line["kind"] == "name" && line["new_path"]["bytes"].is_string())
+    );
+}
+
+/// 100k files, one in ten with a reference: everything is found and scrubbed, in one run.
+#[test]
+fn hundred_thousand_files() {
+    let tree = TestTree::new();
+    for directory in 0..100 {
+        let dir = tree.path(&format!("d{directory:03}"));
+        fs_err::create_dir(&dir).unwrap();
+        for file in 0..1000 {
+            let contents = if file % 10 == 0 {
+                format!("/nix/store/{PYTHON_HASH}-python3/bin {directory} {file}\n")
+            } else {
+                format!("plain {directory} {file}\n")
+            };
+            fs_err::write(dir.join(format!("f{file:04}")), contents).unwrap();
+        }
+    }
+    let output = storepatch()
+        .args(["scrub", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let summary = json_lines(&output.stdout).pop().unwrap();
+    assert_eq!(summary["files"], 10_000);
+    assert_eq!(summary["entries"], 100_000 + 100 + 1);
+    let again = storepatch().arg("scan").arg(&tree.root).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+}
+
+/// Files deleted and truncated while a scrub runs: the run ends, every file that is left is either
+/// untouched or fully scrubbed, nothing temporary is left, and problems are reported by path.
+#[test]
+fn files_changing_during_the_run() {
+    let tree = TestTree::new();
+    let reference = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n");
+    let mut paths = Vec::new();
+    for index in 0..20_000 {
+        paths.push(tree.write(&format!("d{}/f{index:05}", index % 50), reference.repeat(3)));
+    }
+    let mut child = storepatch()
+        .arg("scrub")
+        .arg(&tree.root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Meanwhile: delete every 7th file, truncate every 11th.
+    for (index, path) in paths.iter().enumerate().rev() {
+        if index % 7 == 0 {
+            let _ = fs_err::remove_file(path);
+        } else if index % 11 == 0 {
+            let _ = fs_err::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|file| file.set_len(5));
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 2)), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in stderr.lines().filter(|line| line.starts_with("error:")) {
+        assert!(
+            line.contains(&tree.root.display().to_string()),
+            "error without a path: {line}"
+        );
+    }
+    let scrubbed_contents = reference.replace(ZLIB_HASH, &scrubbed()).repeat(3);
+    let truncated = &reference.as_bytes()[..5];
+    for path in &paths {
+        if let Ok(contents) = fs_err::read(path) {
+            assert!(
+                contents == reference.repeat(3).as_bytes()
+                    || contents == scrubbed_contents.as_bytes()
+                    || contents == truncated,
+                "{}: {:?}",
+                path.display(),
+                String::from_utf8_lossy(&contents)
+            );
+        }
+    }
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn unreadable_directory_is_reported_and_the_rest_is_scrubbed() {
+    let tree = TestTree::new();
+    tree.write("closed/inner", format!("/nix/store/{ZLIB_HASH}-zlib\n"));
+    tree.write("open/file", format!("/nix/store/{ZLIB_HASH}-zlib\n"));
+    tree.chmod("closed", 0o000);
+    let Some(mut command) = storepatch_as_nobody() else {
+        return;
+    };
+    for path in [tree.root.clone(), tree.path("open"), tree.path("open/file")] {
+        std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    cmd_snapshot!(tree.filters(), command.arg("scrub").arg(&tree.root), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+    scrubbed [TMP]/tree/open/file: 1 reference to /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib (content)
+
+    ----- stderr -----
+    error: cannot read `[TMP]/tree/closed`: Permission denied (os error 13)
+    scrubbed 1 references to 1 store paths: 1 files, 0 symlinks, 0 names (4 entries scanned, 0 references kept, 1 errors)
+    ");
+    assert!(
+        fs_err::read_to_string(tree.path("open/file"))
+            .unwrap()
+            .contains(&scrubbed())
+    );
+    tree.chmod("closed", 0o755);
+    assert!(
+        fs_err::read_to_string(tree.path("closed/inner"))
+            .unwrap()
+            .contains(ZLIB_HASH)
+    );
+}
