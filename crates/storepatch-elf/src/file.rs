@@ -37,8 +37,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Applies `edits` to the ELF file at `path`.
 ///
 /// On error the file is untouched. The file is read whole; an in-place patch then writes only its
-/// changed byte ranges, a relayout is written to a temporary file next to `path`, re-parsed, and
-/// renamed over it with the original permissions.
+/// changed byte ranges (a read-only file is made writable for that and restored), a relayout is
+/// written to a temporary file next to `path`, re-parsed, and renamed over it with the original
+/// permissions. A file with several hard links is never modified through the shared inode: it
+/// is copied and renamed, so the other names keep their contents.
 pub fn apply_to_file(path: &Path, edits: &ElfEdits, options: &Options) -> Result<Outcome> {
     apply_to_file_as(path, path, edits, options)
 }
@@ -62,19 +64,24 @@ pub fn apply_to_file_as(
             write_new(input, output, &bytes)?;
             Ok(Outcome::Unchanged)
         }
+        Patch::InPlace(writes) if same_file && !is_shared_inode(input)? => {
+            let written = write_in_place(output, &writes)?;
+            Ok(Outcome::InPlace {
+                bytes_written: written,
+            })
+        }
         Patch::InPlace(writes) if same_file => {
-            let file = fs_err::OpenOptions::new()
-                .write(true)
-                .open(output)
-                .map_err(io(output))?;
+            // A hard-linked file is copied and renamed, so the other names keep the old bytes.
+            let mut copy = bytes.clone();
             let mut written = 0;
             for write in &writes {
-                file.file()
-                    .write_all_at(&write.bytes, write.offset)
-                    .map_err(io(output))?;
-                written += write.bytes.len() as u64;
+                let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
+                if let Some(slot) = copy.get_mut(start..start.saturating_add(write.bytes.len())) {
+                    slot.copy_from_slice(&write.bytes);
+                    written += write.bytes.len() as u64;
+                }
             }
-            file.sync_data().map_err(io(output))?;
+            write_new(input, output, &copy)?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
             })
@@ -103,6 +110,41 @@ pub fn apply_to_file_as(
             })
         }
     }
+}
+
+fn is_shared_inode(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs_err::metadata(path).map_err(io(path))?.nlink() > 1)
+}
+
+/// Overwrites byte ranges of `path`; a read-only file is made writable for the duration.
+fn write_in_place(path: &Path, writes: &[crate::plan::Write]) -> Result<u64> {
+    use std::os::unix::fs::PermissionsExt;
+    let permissions = fs_err::metadata(path).map_err(io(path))?.permissions();
+    let read_only = permissions.mode() & 0o200 == 0;
+    if read_only {
+        let writable = std::fs::Permissions::from_mode(permissions.mode() | 0o200);
+        fs_err::set_permissions(path, writable).map_err(io(path))?;
+    }
+    let result = (|| {
+        let file = fs_err::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        let mut written = 0;
+        for write in writes {
+            file.file()
+                .write_all_at(&write.bytes, write.offset)
+                .map_err(io(path))?;
+            written += write.bytes.len() as u64;
+        }
+        file.sync_data().map_err(io(path))?;
+        Ok(written)
+    })();
+    if read_only {
+        fs_err::set_permissions(path, permissions).map_err(io(path))?;
+    }
+    result
 }
 
 /// Writes `contents` to a temporary file next to `output`, then renames it over `output`, with

@@ -1117,11 +1117,8 @@ fn many_new_entries_move_the_dynamic_section() {
         command.arg(format!("/nonexistent/{}", "m".repeat(50)));
         checked(command.arg(&program));
         let needed = print(&fixture, "--print-needed", &program);
-        let expected: String = libraries
-            .iter()
-            .chain(&["libanswer.so", "libc.so.6"])
-            .map(|name| format!("{name}\n"))
-            .collect();
+        let mut expected = libraries.join("\n");
+        expected.push_str("\nlibanswer.so\nlibc.so.6\n");
         assert_eq!(needed, expected, "{variant}");
         assert!(dynamic_entries(&program).len() >= before + libraries.len());
         assert_ne!(
@@ -1141,4 +1138,54 @@ fn dynamic_segment_of(file: &Path) -> String {
         .find(|line| line.trim_start().starts_with("DYNAMIC"))
         .unwrap_or_default()
         .to_owned()
+}
+
+#[test]
+fn hard_links_are_broken_and_read_only_files_restored() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}:/nonexistent/long")]);
+    let link = fixture.path("link");
+    fs_err::hard_link(&program, &link).unwrap();
+    let original = fs_err::read(&link).unwrap();
+    fs_err::set_permissions(&program, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Fits in place, but the inode is shared.
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&program),
+    );
+    assert_eq!(
+        original,
+        fs_err::read(&link).unwrap(),
+        "the other name is untouched"
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{dir}\n")
+    );
+    assert_eq!(
+        fs_err::metadata(&program).unwrap().permissions().mode() & 0o7777,
+        0o555
+    );
+    // Now alone and read-only: patched in place, mode restored.
+    fs_err::remove_file(&link).unwrap();
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(format!("{dir}:/x"))
+            .arg(&program),
+    );
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{dir}:/x\n")
+    );
+    assert_eq!(
+        fs_err::metadata(&program).unwrap().permissions().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(run_program(&program), EXPECTED);
 }
