@@ -1,5 +1,7 @@
 //! Integration tests of the `storepatch` binary, one module per area.
 
+/// `storepatch audit`: health checks of relinked, scrubbed and broken trees.
+mod audit;
 /// Helpers shared by the modules below.
 mod common;
 mod elf;

@@ -11,14 +11,14 @@ use storepatch_test::venv::VenvFixture;
 use crate::common::{identity, storepatch};
 
 /// A venv fixture in a temporary store, scrubbed.
-struct Scrubbed {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    fixture: VenvFixture,
+pub(crate) struct Scrubbed {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: PathBuf,
+    pub(crate) fixture: VenvFixture,
 }
 
 impl Scrubbed {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
@@ -43,7 +43,7 @@ impl Scrubbed {
     }
 
     /// `storepatch relink --store-dir <store> --library-path <lib>...` for `dirs`.
-    fn relink(&self, dirs: &[PathBuf]) -> Command {
+    pub(crate) fn relink(&self, dirs: &[PathBuf]) -> Command {
         let mut command = storepatch();
         command.args(["relink", "--store-dir"]).arg(&self.store);
         for dir in dirs {
@@ -52,7 +52,7 @@ impl Scrubbed {
         command
     }
 
-    fn filters(&self) -> Filters {
+    pub(crate) fn filters(&self) -> Filters {
         Filters::new().path(self.dir.path(), "[TMP]")
     }
 
@@ -161,4 +161,107 @@ fn scrubbed_run_paths_are_restored_in_place_and_extensions_load() {
     patched 0 files (0 restored in place), 2 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
     ");
     assert_eq!(scrubbed.extension_identities(), before);
+}
+
+#[test]
+fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let only_foo = vec![fixture.libraries[0].lib_dir.clone()];
+    let before = scrubbed.extension_identities();
+    cmd_snapshot!(scrubbed.filters(), scrubbed.relink(&only_foo).arg("--dry-run").arg(&fixture.venv), @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    would patch [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+
+    ----- stderr -----
+    error: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbar.so.2 not found
+    error: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbaz.so.0 not found
+    would patch 1 files (1 restored in place), 1 unchanged, 0 skipped, 2 missing dependencies (0 ignored), 0 errors
+    ");
+    assert_eq!(scrubbed.extension_identities(), before);
+
+    cmd_snapshot!(scrubbed.filters(), scrubbed.relink(&only_foo).args(["--ignore-missing", "libba?.so.*"]).arg(&fixture.venv), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+
+    ----- stderr -----
+    warning: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbar.so.2 not found (ignored by `libba?.so.*`)
+    warning: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbaz.so.0 not found (ignored by `libba?.so.*`)
+    patched 1 files (1 restored in place), 1 unchanged, 0 skipped, 2 missing dependencies (2 ignored), 0 errors
+    ");
+    cmd_snapshot!(scrubbed.filters(), scrubbed.relink(&only_foo).args(["--json", "--ignore-missing", "libbar.so.2"]).arg(&fixture.venv), @r#"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    {"action":"unchanged","dependencies":[{"dir":null,"kind":"needed","name":{"text":"libbar.so.2"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libbaz.so.0"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"run_path_old":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"type":"relink","write":"none"}
+    {"ignored":true,"kind":"needed","name":{"text":"libbar.so.2"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
+    {"ignored":false,"kind":"needed","name":{"text":"libbaz.so.0"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
+    {"action":"unchanged","dependencies":[{"dir":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"kind":"needed","name":{"text":"libfoo.so.1"},"resolution":"library"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"run_path_old":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"type":"relink","write":"none"}
+    {"dry_run":false,"errors":0,"ignored":1,"missing":2,"patched":0,"restored_in_place":0,"skipped":0,"type":"summary","unchanged":2}
+
+    ----- stderr -----
+    "#);
+}
+
+#[test]
+fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let elsewhere = scrubbed.dir.path().join("elsewhere");
+    let mut dirs = Vec::new();
+    for library in &fixture.libraries {
+        let dir = elsewhere.join(library.spec.package).join("lib");
+        storepatch_test::pipeline::copy_tree(&library.lib_dir, &dir).unwrap();
+        dirs.push(dir);
+    }
+    let runtime = scrubbed.dir.path().join("runtime");
+    cmd_snapshot!(
+        scrubbed.filters(),
+        scrubbed
+            .relink(&dirs)
+            .arg("--runtime-dependency")
+            .arg(&runtime)
+            .args(["--append-rpath", "/opt/extra/lib"])
+            .arg(&fixture.venv),
+        @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:[TMP]/runtime/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:[TMP]/runtime/lib:/opt/extra/lib
+
+    ----- stderr -----
+    patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
+    "
+    );
+    let mapped = mapped_libraries(
+        &fixture.python.executable,
+        &fixture.site_packages,
+        &fixture.module_names(),
+    );
+    for (library, dir) in fixture.libraries.iter().zip(&dirs) {
+        assert!(
+            mapped
+                .iter()
+                .any(|path| path == &dir.join(library.spec.file_name)),
+            "{} not loaded from {}: {mapped:?}",
+            library.spec.file_name,
+            dir.display()
+        );
+    }
+    let before = scrubbed.extension_identities();
+    let output = scrubbed
+        .relink(&dirs)
+        .arg("--runtime-dependency")
+        .arg(&runtime)
+        .args(["--append-rpath", "/opt/extra/lib"])
+        .arg(&fixture.venv)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(scrubbed.extension_identities(), before, "idempotent");
 }
