@@ -68,6 +68,11 @@ pub(crate) struct TreeScan {
 
 const CONTEXT_BYTES: usize = 24;
 
+/// With `--no-mmap`, files larger than this are streamed through the scanner.
+const STREAM_ABOVE: u64 = 64 << 20;
+/// Chunk size for streamed files.
+const STREAM_CHUNK: usize = 1 << 20;
+
 /// How to scan.
 #[derive(Debug)]
 pub(crate) struct TreeOptions {
@@ -242,6 +247,13 @@ fn scan_entry(
         record(Location::Name, name, scanner.scan(name));
     }
     match entry.kind {
+        // Without mmap, big files are streamed in chunks rather than read whole into memory. The
+        // scanner reports the same hits whatever the chunking; only the context is not kept.
+        EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
+            let file = fs_err::File::open(&entry.path)?;
+            let hits = scanner.scan_reader(file, STREAM_CHUNK)?;
+            record(Location::Content, &[], hits);
+        }
         EntryKind::File => {
             if let Some(bytes) = cache.and_then(|cache| cache.get(index)) {
                 record(Location::Content, bytes, scanner.scan(bytes));
