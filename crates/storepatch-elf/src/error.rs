@@ -45,20 +45,20 @@ pub enum Error {
         what: &'static str,
     },
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error; its message names the path.
+        cause: std::io::Error,
     },
-    /// Parsing an ELF file at a path failed.
-    #[error("{}: {source}", path.display())]
+    /// Parsing or editing the ELF file at a path failed.
+    #[error("{}: {cause}", path.display())]
     File {
         /// The file.
         path: PathBuf,
         /// What was wrong with it.
-        source: Box<Error>,
+        cause: Box<Error>,
     },
 }
 
@@ -76,7 +76,7 @@ impl Error {
             Self::Io { .. } | Self::File { .. } => self,
             other => Self::File {
                 path: path.to_path_buf(),
-                source: Box::new(other),
+                cause: Box::new(other),
             },
         }
     }

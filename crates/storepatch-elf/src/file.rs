@@ -28,9 +28,21 @@ pub enum Outcome {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
+    move |error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause: naming(path, error),
+    }
+}
+
+/// fs-err's messages name the path already; others get it prepended, so the message of
+/// [`Error::Io`] names the path exactly once.
+fn naming(path: &Path, error: std::io::Error) -> std::io::Error {
+    let message = error.to_string();
+    let shown = path.display().to_string();
+    if message.contains(&shown) {
+        error
+    } else {
+        std::io::Error::new(error.kind(), format!("{shown}: {message}"))
     }
 }
 
@@ -52,10 +64,7 @@ pub fn apply_to_file_as(
     edits: &ElfEdits,
     options: &Options,
 ) -> Result<Outcome> {
-    let bytes = fs_err::read(input).map_err(|source| Error::Io {
-        path: input.to_path_buf(),
-        source,
-    })?;
+    let bytes = fs_err::read(input).map_err(io(input))?;
     let patch = plan(&bytes, edits, options).map_err(|err| err.with_path(input))?;
     let same_file = input == output;
     match patch {
@@ -162,9 +171,6 @@ fn write_new(input: &Path, output: &Path, contents: &[u8]) -> Result<()> {
     temp.write_all(contents).map_err(io(temp.path()))?;
     temp.as_file().sync_data().map_err(io(temp.path()))?;
     fs_err::set_permissions(temp.path(), permissions).map_err(io(output))?;
-    temp.persist(output).map_err(|err| Error::Io {
-        path: output.to_path_buf(),
-        source: err.error,
-    })?;
+    temp.persist(output).map_err(|err| io(output)(err.error))?;
     Ok(())
 }

@@ -258,6 +258,11 @@ pub struct Options {
     pub page_size: Option<u64>,
 }
 
+/// Whether `bytes` start with the ELF magic; a cheap filter before [`ElfInfo::parse`].
+pub fn is_elf(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x7fELF")
+}
+
 /// Parses the parts of an ELF file the dynamic loader uses; see [`ElfInfo::parse`].
 pub fn parse(bytes: &[u8]) -> Result<ElfInfo> {
     ElfInfo::parse(bytes)

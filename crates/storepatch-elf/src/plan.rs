@@ -1149,7 +1149,9 @@ impl Planner<'_> {
             {
                 address_moves.push((old_vaddr..old_end, vaddr + at));
             }
-            let inside = |start: u64, size: u64| blob.start <= start && start + size <= blob.end;
+            let inside = |start: u64, size: u64| {
+                blob.start <= start && start.checked_add(size).is_some_and(|end| end <= blob.end)
+            };
             for segment in segments
                 .iter_mut()
                 .filter(|s| s.p_type != PT_LOAD && s.filesz > 0 && inside(s.offset, s.filesz))

@@ -269,9 +269,9 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // The error names the file already.
     let outcome =
-        storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)
-            .with_context(|| format!("patching {}", file.display()))?;
+        storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
     match outcome {
         Outcome::Unchanged => log::debug!("{}: nothing to change", file.display()),
         Outcome::InPlace { bytes_written } => {
