@@ -10,6 +10,12 @@ Exit status:
   1  no store references were found
   2  an error occurred (usage, or a file that could not be read)";
 
+const EXIT_CODES_ALL: &str = "\
+Exit status:
+  scan:                   0 references found, 1 none found, 2 error
+  scrub, relink, audit:   0 success, 1 findings (missing dependencies, problems), 2 error
+  elf:                    as patchelf: 0 success, non-zero on error";
+
 const EXIT_CODES_REWRITE: &str = "\
 Exit status:
   0  success
@@ -18,7 +24,7 @@ Exit status:
 
 /// Find, scrub and relink Nix store references in Python virtual environments and ELF files.
 #[derive(Debug, Parser)]
-#[command(name = "storepatch", version, max_term_width = 100)]
+#[command(name = "storepatch", version, max_term_width = 100, after_help = EXIT_CODES_ALL)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
@@ -83,6 +89,16 @@ pub(crate) enum Command {
             value_name = "ARGS"
         )]
         args: Vec<OsString>,
+    },
+    /// Print the man page or shell completions (for packagers).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        #[arg(value_enum)]
+        what: Generated,
+        /// With `man`: write `storepatch.1` and one page per subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -169,6 +185,19 @@ pub(crate) struct AuditArgs {
     /// Also look for libraries in this directory, before the default ones (repeatable).
     #[arg(long, value_name = "DIR")]
     pub(crate) library_path: Vec<PathBuf>,
+}
+
+/// What `storepatch generate` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Generated {
+    /// The man page (roff).
+    Man,
+    /// Completions for bash.
+    CompleteBash,
+    /// Completions for zsh.
+    CompleteZsh,
+    /// Completions for fish.
+    CompleteFish,
 }
 
 pub(crate) fn parse(args: Vec<OsString>) -> Cli {

@@ -9,6 +9,7 @@ use crate::tree::{self, TreeOptions};
 
 pub(crate) mod audit;
 pub(crate) mod elf;
+pub(crate) mod generate;
 pub(crate) mod relink;
 pub(crate) mod scan;
 pub(crate) mod scrub;
@@ -20,6 +21,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Relink(args) => relink::run(&cli.global, &args),
         Command::Audit(args) => audit::run(&cli.global, &args),
         Command::Elf { args } => elf::run(args),
+        Command::Generate { what, out_dir } => generate::run(what, out_dir.as_deref()),
     }
 }
 

@@ -7,6 +7,8 @@ mod common;
 mod elf;
 /// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
 mod faults;
+/// The committed man pages and completions are current.
+mod generated;
 mod nix;
 /// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.
 mod relink;

@@ -1,0 +1,301 @@
+#compdef storepatch
+
+autoload -U is-at-least
+
+_storepatch() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_storepatch_commands" \
+"*::: :->storepatch" \
+&& ret=0
+    case $state in
+    (storepatch)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:storepatch-command-$line[1]:"
+        case $line[1] in
+            (scan)
+_arguments "${_arguments_options[@]}" : \
+'*--candidates=[File with one store path per line whose bare hash parts are searched for, as Nix does]:FILE:_files' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--candidates-from-env[Take candidate store paths from the environment (as inside a Nix build)]' \
+'--files[List every file with its references instead of the per-store-path summary]' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Trees or files to scan:_files' \
+&& ret=0
+;;
+(scrub)
+_arguments "${_arguments_options[@]}" : \
+'*--candidates=[File with one store path per line whose bare hash parts are searched for, as Nix does]:FILE:_files' \
+'*--keep=[Leave references to this store path alone (repeatable), e.g. \`\$out\` in a normal derivation]:STORE_PATH:_files' \
+'*--only=[Scrub only references to these store paths (repeatable), like \`remove-references-to -t\`]:STORE_PATH:_files' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--candidates-from-env[Take candidate store paths from the environment (as inside a Nix build)]' \
+'--dry-run[Report what would change without writing anything]' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Directories to scrub in place:_files' \
+&& ret=0
+;;
+(relink)
+_arguments "${_arguments_options[@]}" : \
+'*--library-path=[Search this directory for libraries, not recursively (repeatable, in order)]:DIR:_files' \
+'*--library-tree=[Search this tree for libraries, recursively (repeatable; after every --library-path)]:DIR:_files' \
+'--interpreter=[Dynamic linker for executables \[default\: \`\$NIX_BINTOOLS/nix-support/dynamic-linker\`\]]:FILE:_files' \
+'*--runtime-dependency=[Add \`DIR/lib\` to the run path of every ELF file (repeatable), like \`runtimeDependencies\`]:DIR:_files' \
+'*--append-rpath=[Add DIR at the end of the run path of every ELF file (repeatable), like \`appendRunpaths\`]:DIR:_files' \
+'*--ignore-missing=[Do not fail when a missing soname matches this pattern (repeatable; \`*\`, \`?\`, \`\[...\]\`)]:PATTERN:_default' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--keep-libc[Look libc'\''s own libraries up like any other instead of leaving them to the dynamic linker]' \
+'--no-recurse[Only relink files directly in the given directories]' \
+'--dry-run[Report what would change without writing anything]' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Trees or files to relink; their own libraries are searched first:_files' \
+&& ret=0
+;;
+(audit)
+_arguments "${_arguments_options[@]}" : \
+'*--library-path=[Also look for libraries in this directory, before the default ones (repeatable)]:DIR:_files' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Trees or files to check:_files' \
+&& ret=0
+;;
+(elf)
+_arguments "${_arguments_options[@]}" : \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'*::args -- patchelf-style options and files:_default' \
+&& ret=0
+;;
+(generate)
+_arguments "${_arguments_options[@]}" : \
+'--out-dir=[With \`man\`\: write \`storepatch.1\` and one page per subcommand into this directory]:DIR:_files' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors]' \
+'--quiet[Print nothing but errors]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':what -- What to print:((man\:"The man page (roff)"
+complete-bash\:"Completions for bash"
+complete-zsh\:"Completions for zsh"
+complete-fish\:"Completions for fish"))' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_storepatch__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:storepatch-help-command-$line[1]:"
+        case $line[1] in
+            (scan)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(scrub)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(relink)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(audit)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(elf)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(generate)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_storepatch_commands] )) ||
+_storepatch_commands() {
+    local commands; commands=(
+'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
+'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
+'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
+'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
+'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \
+'generate:Print the man page or shell completions (for packagers)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'storepatch commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__audit_commands] )) ||
+_storepatch__subcmd__audit_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch audit commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__elf_commands] )) ||
+_storepatch__subcmd__elf_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch elf commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__generate_commands] )) ||
+_storepatch__subcmd__generate_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch generate commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help_commands] )) ||
+_storepatch__subcmd__help_commands() {
+    local commands; commands=(
+'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
+'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
+'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
+'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
+'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \
+'generate:Print the man page or shell completions (for packagers)' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'storepatch help commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__audit_commands] )) ||
+_storepatch__subcmd__help__subcmd__audit_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help audit commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__elf_commands] )) ||
+_storepatch__subcmd__help__subcmd__elf_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help elf commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__generate_commands] )) ||
+_storepatch__subcmd__help__subcmd__generate_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help generate commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__help_commands] )) ||
+_storepatch__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help help commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__relink_commands] )) ||
+_storepatch__subcmd__help__subcmd__relink_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help relink commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__scan_commands] )) ||
+_storepatch__subcmd__help__subcmd__scan_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help scan commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__help__subcmd__scrub_commands] )) ||
+_storepatch__subcmd__help__subcmd__scrub_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help scrub commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__relink_commands] )) ||
+_storepatch__subcmd__relink_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch relink commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__scan_commands] )) ||
+_storepatch__subcmd__scan_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch scan commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__scrub_commands] )) ||
+_storepatch__subcmd__scrub_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch scrub commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_storepatch" ]; then
+    _storepatch "$@"
+else
+    compdef _storepatch storepatch
+fi
