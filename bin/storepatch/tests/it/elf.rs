@@ -1189,3 +1189,69 @@ fn hard_links_are_broken_and_read_only_files_restored() {
     );
     assert_eq!(run_program(&program), EXPECTED);
 }
+
+#[test]
+fn big_real_extension_module_after_interpreter_free_edits() {
+    // pydantic-core: one big Rust extension module; set, grow and remove its run path and add a
+    // NEEDED, then import it.
+    let Some(unpacked) = wheel("pydantic-core") else {
+        return;
+    };
+    let fixture = Fixture::new();
+    let site = fixture.path("site");
+    copy_tree(&unpacked, &site);
+    let module = find_file(&site.join("pydantic_core"), &|path| {
+        path.file_name()
+            .and_then(OsStr::to_str)
+            .is_some_and(|name| {
+                name.starts_with("_pydantic_core.")
+                    && Path::new(name).extension() == Some(OsStr::new("so"))
+            })
+    })
+    .expect("pydantic_core/_pydantic_core*.so in the wheel");
+    let import = || {
+        run(Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, importlib.util as u\n\
+                 spec = u.spec_from_file_location('pydantic_core._pydantic_core', sys.argv[1])\n\
+                 module = u.module_from_spec(spec)\n\
+                 spec.loader.exec_module(module)\n\
+                 print(module.__version__)",
+            )
+            .arg(&module)
+            .env("LD_BIND_NOW", "1"))
+    };
+    let original = import();
+    if !original.status.success() {
+        eprintln!(
+            "SKIPPING pydantic-core import test: the unmodified wheel does not load here: {}",
+            String::from_utf8_lossy(&original.stderr)
+        );
+        return;
+    }
+    let long = format!("/nonexistent/{}", "z".repeat(400));
+    for args in [
+        vec!["--set-rpath", "/x"],
+        vec!["--set-rpath", long.as_str()],
+        vec![
+            "--add-needed",
+            "libm.so.6",
+            "--set-rpath",
+            "/lib/x86_64-linux-gnu",
+        ],
+        vec!["--remove-rpath"],
+    ] {
+        checked(fixture.patchelf().args(&args).arg(&module));
+        let output = import();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.stdout, original.stdout);
+        assert_readelf_clean(&module);
+    }
+    assert_eq!(print(&fixture, "--print-rpath", &module), "\n");
+    assert!(print(&fixture, "--print-needed", &module).starts_with("libm.so.6\n"));
+}
