@@ -146,7 +146,7 @@ def main():
             stddev = "" if command["stddev"] is None else seconds(command["stddev"])
             runs = len(command["times"]) or "derived"
             rows.append(
-                f"| {command['group']} | `{name}` | {seconds(command['median'])} | {spread} "
+                f"| {command['group']} | `{name.replace('|', '¦')}` | {seconds(command['median'])} | {spread} "
                 f"| {stddev} | {runs} |"
             )
         return rows
