@@ -1255,3 +1255,55 @@ fn big_real_extension_module_after_interpreter_free_edits() {
     assert_eq!(print(&fixture, "--print-rpath", &module), "\n");
     assert!(print(&fixture, "--print-needed", &module).starts_with("libm.so.6\n"));
 }
+
+#[test]
+fn library_without_section_headers_moves_its_program_headers() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    let library = fixture.path("libanswer.so");
+    strip_section_headers(&library);
+    let phoff = |file: &Path| {
+        let bytes = fs_err::read(file).unwrap();
+        u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap())
+    };
+    assert_eq!(phoff(&library), 64);
+    // Without section headers nothing after the table is known to be movable, so the table
+    // itself moves into the new segment (PT_PHDR, if any, follows).
+    let grown = format!("/nonexistent/{}:{dir}", "h".repeat(200));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&grown)
+            .arg(&library),
+    );
+    assert_ne!(phoff(&library), 64);
+    assert_eq!(
+        print(&fixture, "--print-rpath", &library),
+        format!("{grown}\n")
+    );
+    assert_eq!(
+        print(&fixture, "--print-soname", &library),
+        "libanswer.so\n"
+    );
+    let output = checked(
+        Command::new("readelf")
+            .args(["-l", "-d", "-W"])
+            .arg(&library),
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).trim().is_empty());
+    assert_eq!(run_program(&program), EXPECTED);
+    // And again: the segment grows, the table stays.
+    let before = phoff(&library);
+    let longer = format!("{grown}:/nonexistent/{}", "i".repeat(100));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&longer)
+            .arg(&library),
+    );
+    assert_eq!(phoff(&library), before);
+    assert_eq!(run_program(&program), EXPECTED);
+}
