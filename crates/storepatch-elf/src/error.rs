@@ -30,6 +30,12 @@ pub enum Error {
         /// The structure the file lacks, such as "`PT_INTERP`".
         missing: &'static str,
     },
+    /// The edit would need a layout change this file cannot take safely.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What cannot be done.
+        what: &'static str,
+    },
     /// An option value is invalid, such as a page size that is not a power of two.
     #[error("invalid {what}: {value}")]
     InvalidOption {

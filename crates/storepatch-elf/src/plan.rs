@@ -236,6 +236,11 @@ impl Planner<'_> {
             }
             return Ok(Patch::InPlace(std::mem::take(&mut self.writes)));
         }
+        if grow_dynamic && entries.iter().any(|e| e.tag == DT_MIPS_RLD_MAP_REL) {
+            return Err(Error::Unsupported {
+                what: "moving .dynamic of a MIPS file with DT_MIPS_RLD_MAP_REL",
+            });
+        }
         self.write_verneed();
         let new_bytes = self.relayout(
             &entries,
@@ -706,6 +711,10 @@ impl Planner<'_> {
         Ok(full)
     }
 }
+
+/// MIPS addresses the run-time linker map relative to this dynamic entry itself, so a file with
+/// it cannot have its `.dynamic` moved.
+const DT_MIPS_RLD_MAP_REL: u64 = 0x7000_0035;
 
 /// Largest gap of zeros a relayout may insert before the new segment.
 const MAX_PADDING: u64 = 64 << 20;
