@@ -8,7 +8,7 @@ use storepatch_test::cmd_snapshot;
 use storepatch_test::snapshot::Filters;
 use storepatch_test::venv::VenvFixture;
 
-use crate::common::{identity, storepatch};
+use crate::common::{identity, json_lines, storepatch};
 
 /// A venv fixture in a temporary store, scrubbed.
 pub(crate) struct Scrubbed {
@@ -72,11 +72,30 @@ pub(crate) fn mapped_libraries(
     site_packages: &Path,
     modules: &[String],
 ) -> Vec<PathBuf> {
+    // Every module is loaded with dlopen(RTLD_NOW) first, before any Python import can load a
+    // system copy of a library (`zlib` pulls in the host's libz.so.1): that proves each
+    // module's own libraries resolve, even when its package refuses a direct import
+    // (psycopg_binary does). Imports that then fail for reasons other than loading are fine.
     const SCRIPT: &str = r"
-import importlib, sys
+import ctypes, importlib, importlib.util, os, sys
 sys.path.insert(0, sys.argv[1])
+failed = []
 for name in sys.argv[2:]:
-    importlib.import_module(name)
+    base = os.path.join(sys.argv[1], *name.split('.'))
+    candidates = [p for p in os.listdir(os.path.dirname(base)) if p.startswith(os.path.basename(base) + '.') and p.endswith('.so')]
+    try:
+        ctypes.CDLL(os.path.join(os.path.dirname(base), candidates[0]), mode=os.RTLD_NOW)
+    except OSError as error:
+        failed.append('%s: %s' % (name, error))
+for name in sys.argv[2:]:
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        text = str(error)
+        if 'shared object' in text or 'undefined symbol' in text:
+            failed.append('%s: %s' % (name, text))
+if failed:
+    sys.exit('\\n'.join(failed))
 seen = set()
 with open('/proc/self/maps') as maps:
     for line in maps:
@@ -264,4 +283,326 @@ fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
         .unwrap();
     assert!(output.status.success());
     assert_eq!(scrubbed.extension_identities(), before, "idempotent");
+}
+
+/// The wheels of the realistic tree: real manylinux builds from PyPI, with bundled libraries in
+/// `*.libs` directories (auditwheel's `$ORIGIN` run paths) and dependencies on the system's
+/// `libz.so.1` and `libstdc++.so.6`.
+const WHEELS: &[&str] = &[
+    "numpy==2.2.6",
+    "psycopg-binary==3.2.9",
+    "cryptography==45.0.5",
+    "pydantic-core==2.33.2",
+    "lxml==6.0.0",
+];
+
+/// `site-packages` of a venv with [`WHEELS`] installed, built once (with network access to PyPI)
+/// and cached under `target/wheel-cache/<key>`; tests copy it.
+pub(crate) fn wheel_site_packages() -> PathBuf {
+    let python = &storepatch_test::fixture_store::host_python()
+        .unwrap()
+        .executable;
+    let key: String = {
+        let mut text = format!("{}:{}", python.display(), WHEELS.join(","));
+        text = text.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let digest = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{digest:016x}")
+    };
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wheel-cache")
+        .join(key);
+    let site_packages = cache.join("site-packages");
+    if site_packages.is_dir() {
+        return site_packages;
+    }
+    fs_err::create_dir_all(&cache).unwrap();
+    let staging = tempfile::tempdir_in(&cache).unwrap();
+    let venv = staging.path().join("venv");
+    let run = |command: &mut Command| {
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{command:?}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(Command::new(python).args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--only-binary=:all:",
+        ])
+        .args(WHEELS));
+    let installed = fs_err::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    // Concurrent tests may race to fill the cache; every copy is equivalent.
+    if fs_err::rename(&installed, &site_packages).is_err() {
+        assert!(site_packages.is_dir());
+    }
+    site_packages
+}
+
+/// Extension modules (dotted names) below `site_packages`, sorted.
+fn extension_modules(site_packages: &Path, suffix: &str) -> Vec<String> {
+    let mut modules: Vec<String> = walkdir::WalkDir::new(site_packages)
+        .into_iter()
+        .map(|entry| entry.unwrap().into_path())
+        .filter_map(|path| {
+            let relative = path.strip_prefix(site_packages).ok()?.to_str()?.to_owned();
+            let stem = relative
+                .strip_suffix(suffix)
+                .or_else(|| relative.strip_suffix(".abi3.so"))?;
+            (!stem.contains(".libs/")).then(|| stem.replace('/', "."))
+        })
+        .collect();
+    modules.sort();
+    modules
+}
+
+/// The realistic tree: the venv fixture plus [`WHEELS`], scrubbed, and store packages with the
+/// system libraries the wheels need (`zlib`, `gcc-lib`).
+pub(crate) struct Realistic {
+    pub(crate) scrubbed: Scrubbed,
+    pub(crate) library_dirs: Vec<PathBuf>,
+    pub(crate) modules: Vec<String>,
+}
+
+impl Realistic {
+    /// In a temporary store dir.
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
+            .build()
+            .unwrap();
+        let mut extra = Vec::new();
+        for (name, _) in system_packages() {
+            let path = storepatch_test::fixture_store::fake_store_path(&store, 0, name);
+            write_system_package(name, &path);
+            extra.push(path.join("lib"));
+        }
+        Self::finish(dir, store, fixture, extra)
+    }
+
+    /// With every package added to the real store with `nix-store --add`.
+    pub(crate) fn in_nix_store(nix: &storepatch_test::nix::NixJudge) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("staging");
+        let mut store_paths = Vec::new();
+        for package in storepatch_test::fixture_store::stage_packages(&staging).unwrap() {
+            store_paths.push((package.name, nix.add(&package.path).unwrap()));
+        }
+        let mut extra = Vec::new();
+        for (name, _) in system_packages() {
+            let path = staging.join(name);
+            write_system_package(name, &path);
+            extra.push(nix.add(&path).unwrap().join("lib"));
+        }
+        let fixture = VenvFixture::builder(dir.path().join("venv"), nix.store_dir())
+            .store_paths(store_paths)
+            .build()
+            .unwrap();
+        Self::finish(dir, nix.store_dir().to_path_buf(), fixture, extra)
+    }
+
+    fn finish(
+        dir: tempfile::TempDir,
+        store: PathBuf,
+        fixture: VenvFixture,
+        extra: Vec<PathBuf>,
+    ) -> Self {
+        let wheels = wheel_site_packages();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(wheels.join("."))
+            .arg(&fixture.site_packages)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let modules = extension_modules(&fixture.site_packages, &fixture.python.ext_suffix);
+        let output = storepatch()
+            .args(["scrub", "--store-dir"])
+            .arg(&store)
+            .arg(&fixture.venv)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut library_dirs = fixture.library_dirs();
+        library_dirs.extend(extra);
+        Self {
+            scrubbed: Scrubbed {
+                dir,
+                store,
+                fixture,
+            },
+            library_dirs,
+            modules,
+        }
+    }
+
+    /// Relinks, imports every extension module with an empty `LD_LIBRARY_PATH`, checks where
+    /// the libraries came from, audits, and relinks again to show nothing changes.
+    pub(crate) fn relink_and_check(&self) {
+        let scrubbed = &self.scrubbed;
+        let fixture = &scrubbed.fixture;
+        let output = scrubbed
+            .relink(&self.library_dirs)
+            .arg("--json")
+            .arg(&fixture.venv)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary = json_lines(&output.stdout).pop().unwrap();
+        assert_eq!(summary["missing"], 0, "{summary}");
+        assert_eq!(summary["errors"], 0, "{summary}");
+
+        let mapped = mapped_libraries(
+            &fixture.python.executable,
+            &fixture.site_packages,
+            &self.modules,
+        );
+        for module in &self.modules {
+            let file = module.replace('.', "/");
+            assert!(
+                mapped.iter().any(|path| path
+                    .strip_prefix(&fixture.site_packages)
+                    .is_ok_and(|relative| relative.to_string_lossy().starts_with(&file))),
+                "{module} not loaded"
+            );
+        }
+        // Every library from a supplied directory was loaded from there, never elsewhere.
+        for dir in &self.library_dirs {
+            for entry in fs_err::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name();
+                let loaded: Vec<&PathBuf> = mapped
+                    .iter()
+                    .filter(|path| path.file_name() == Some(name.as_os_str()))
+                    .collect();
+                assert!(
+                    loaded
+                        .iter()
+                        .all(|path| path.parent() == Some(dir.as_path())),
+                    "{} loaded from elsewhere: {loaded:?}",
+                    name.to_string_lossy()
+                );
+            }
+        }
+        for library in [
+            "libfoo.so.1.0",
+            "libbar.so.2.3",
+            "libbaz.so.0.9",
+            "libz.so.1",
+            "libstdc++.so.6",
+        ] {
+            let loaded = mapped
+                .iter()
+                .find(|path| path.file_name() == Some(OsStr::new(library)))
+                .unwrap_or_else(|| panic!("{library} not loaded: {mapped:?}"));
+            assert!(
+                self.library_dirs
+                    .iter()
+                    .any(|dir| loaded.parent() == Some(dir.as_path())),
+                "{library} loaded from {}",
+                loaded.display()
+            );
+        }
+
+        let output = storepatch()
+            .args(["audit", "--store-dir"])
+            .arg(&scrubbed.store)
+            .arg(&fixture.site_packages)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        let output = scrubbed
+            .relink(&self.library_dirs)
+            .arg("--json")
+            .arg(&fixture.venv)
+            .output()
+            .unwrap();
+        let summary = json_lines(&output.stdout).pop().unwrap();
+        assert_eq!(summary["patched"], 0, "not idempotent: {summary}");
+    }
+}
+
+/// Store packages made of the host's own copies of system libraries the wheels need.
+fn system_packages() -> [(&'static str, &'static [&'static str]); 2] {
+    [
+        ("zlib-1.3.1", &["libz.so.1"]),
+        ("gcc-13.3.0-lib", &["libstdc++.so.6"]),
+    ]
+}
+
+fn write_system_package(name: &str, path: &Path) {
+    if path.exists() {
+        return;
+    }
+    let (_, libraries) = system_packages()
+        .into_iter()
+        .find(|(package, _)| *package == name)
+        .unwrap();
+    let partial = path.with_extension("partial");
+    fs_err::create_dir_all(partial.join("lib")).unwrap();
+    for library in libraries {
+        let source = [
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/lib64",
+        ]
+        .iter()
+        .map(|dir| Path::new(dir).join(library))
+        .find(|candidate| candidate.exists())
+        .unwrap_or_else(|| panic!("{library} not found on this machine"));
+        fs_err::copy(&source, partial.join("lib").join(library)).unwrap();
+    }
+    if fs_err::rename(&partial, path).is_err() {
+        assert!(path.exists());
+    }
+}
+
+#[test]
+fn realistic_tree_of_wheels_and_extensions_loads_after_relink() {
+    Realistic::new().relink_and_check();
+}
+
+#[test]
+fn realistic_tree_in_the_real_nix_store() -> anyhow::Result<()> {
+    let Some(nix) = storepatch_test::nix::NixJudge::new_or_skip(
+        "relink::realistic_tree_in_the_real_nix_store",
+    )?
+    else {
+        return Ok(());
+    };
+    Realistic::in_nix_store(&nix).relink_and_check();
+    Ok(())
 }
