@@ -14,31 +14,27 @@ use crate::error::{Error, Result};
 /// writable for the edit and gets its mode back afterwards.
 pub fn apply(path: &Path, bytes: &[u8], edits: &ElfEdits) -> Result<Outcome> {
     let options = Options::default();
-    let patch = storepatch_elf::plan(bytes, edits, &options).map_err(|source| Error::Elf {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let patch =
+        storepatch_elf::plan(bytes, edits, &options).map_err(|error| Error::engine(path, error))?;
     if patch == Patch::Unchanged {
         return Ok(Outcome::Unchanged);
     }
-    let metadata = fs_err::symlink_metadata(path).map_err(Error::io(path))?;
+    let metadata = fs_err::symlink_metadata(path).map_err(Error::Fs)?;
     let mode = metadata.permissions().mode();
     let read_only = mode & 0o200 == 0;
     if read_only {
         fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o200))
-            .map_err(Error::io(path))?;
+            .map_err(Error::Fs)?;
     }
     let result = if metadata.nlink() > 1 {
         apply_to_new_inode(path, edits, &options)
     } else {
-        storepatch_elf::apply_to_file(path, edits, &options).map_err(|source| Error::Elf {
-            path: path.to_path_buf(),
-            source,
-        })
+        storepatch_elf::apply_to_file(path, edits, &options)
+            .map_err(|error| Error::engine(path, error))
     };
     if read_only {
-        let restored = fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(Error::io(path));
+        let restored =
+            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::Fs);
         if result.is_ok() {
             restored?;
         }
@@ -56,16 +52,11 @@ fn apply_to_new_inode(path: &Path, edits: &ElfEdits, options: &Options) -> Resul
         .tempfile_in(dir)
         .map_err(Error::io(dir))?
         .into_temp_path();
-    let outcome =
-        storepatch_elf::apply_to_file_as(path, &temp, edits, options).map_err(|source| {
-            Error::Elf {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+    let outcome = storepatch_elf::apply_to_file_as(path, &temp, edits, options)
+        .map_err(|error| Error::engine(path, error))?;
     temp.persist(path).map_err(|err| Error::Io {
         path: path.to_path_buf(),
-        source: err.error,
+        error: err.error,
     })?;
     Ok(outcome)
 }

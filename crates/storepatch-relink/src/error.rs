@@ -6,23 +6,29 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Reading, examining or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    ///
+    /// The message includes the cause, so `error` is not exposed as `source()` (chains of
+    /// causes printed one after the other would repeat it).
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    /// A file system operation failed; the message (from `fs-err`) names the path.
+    #[error("{0}")]
+    Fs(std::io::Error),
     /// Walking a tree failed.
     #[error(transparent)]
     Walk(#[from] storepatch_walk::Error),
     /// A file starts like an ELF file but cannot be parsed (truncated or malformed).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Elf {
         /// The file.
         path: PathBuf,
         /// What the ELF engine found wrong.
-        source: storepatch_elf::Error,
+        error: storepatch_elf::Error,
     },
     /// The interpreter given for dynamic executables is not an ELF file that can be used.
     #[error("interpreter {}: {reason}", path.display())]
@@ -39,9 +45,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| Self::Io {
+        move |error| Self::Io {
             path: path.to_path_buf(),
-            source,
+            error,
+        }
+    }
+
+    /// An error of the ELF engine about `path`, without repeating the path it already names.
+    pub(crate) fn engine(path: &std::path::Path, error: storepatch_elf::Error) -> Self {
+        match error {
+            storepatch_elf::Error::Io { cause, .. } => Self::Fs(cause),
+            storepatch_elf::Error::File { cause, .. } => Self::Elf {
+                path: path.to_path_buf(),
+                error: *cause,
+            },
+            error => Self::Elf {
+                path: path.to_path_buf(),
+                error,
+            },
         }
     }
 
@@ -50,6 +71,7 @@ impl Error {
         match self {
             Self::Io { path, .. } | Self::Elf { path, .. } | Self::Interpreter { path, .. } => path,
             Self::Walk(err) => err.path(),
+            Self::Fs(_) => std::path::Path::new(""),
         }
     }
 }

@@ -175,10 +175,7 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
     match source {
         Source::Directory(dir) => {
             let mut names: Vec<PathBuf> = fs_err::read_dir(dir)
-                .map_err(|err| Error::Io {
-                    path: dir.clone(),
-                    source: std::io::Error::new(err.kind(), strip_path(&err)),
-                })?
+                .map_err(Error::Fs)?
                 .filter_map(std::result::Result::ok)
                 .map(|entry| entry.path())
                 .filter(|path| path.file_name().is_some_and(looks_like_library))
@@ -202,13 +199,6 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
                 .collect())
         }
     }
-}
-
-/// fs-err puts the path in the message; `Error::Io` adds it again, so keep only the cause.
-fn strip_path(err: &std::io::Error) -> String {
-    err.get_ref()
-        .and_then(|inner| inner.source())
-        .map_or_else(|| err.to_string(), ToString::to_string)
 }
 
 /// Parses one candidate; `None` when it is not a (readable, regular) ELF file.

@@ -260,9 +260,9 @@ impl Relinker {
         if !bytes.starts_with(b"\x7fELF") {
             return Ok(Plan::Skip(Skip::NotElf));
         }
-        let info = ElfInfo::parse(bytes).map_err(|source| Error::Elf {
+        let info = ElfInfo::parse(bytes).map_err(|error| Error::Elf {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let found = Target::of(&info);
         let target = self.settings.target;

@@ -1,6 +1,8 @@
 //! `storepatch relink`: scrubbed trees relinked against library paths, missing dependencies,
 //! files that must be skipped or reported, and parity with autoPatchelfHook.
 use std::ffi::OsStr;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -285,7 +287,7 @@ fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
     assert_eq!(scrubbed.extension_identities(), before, "idempotent");
 }
 
-/// The wheels of the realistic tree: real manylinux builds from PyPI, with bundled libraries in
+/// The wheels of the realistic tree: real manylinux builds from `PyPI`, with bundled libraries in
 /// `*.libs` directories (auditwheel's `$ORIGIN` run paths) and dependencies on the system's
 /// `libz.so.1` and `libstdc++.so.6`.
 const WHEELS: &[&str] = &[
@@ -296,7 +298,7 @@ const WHEELS: &[&str] = &[
     "lxml==6.0.0",
 ];
 
-/// `site-packages` of a venv with [`WHEELS`] installed, built once (with network access to PyPI)
+/// `site-packages` of a venv with [`WHEELS`] installed, built once (with network access to `PyPI`)
 /// and cached under `target/wheel-cache/<key>`; tests copy it.
 pub(crate) fn wheel_site_packages() -> PathBuf {
     let python = &storepatch_test::fixture_store::host_python()
@@ -605,4 +607,172 @@ fn realistic_tree_in_the_real_nix_store() -> anyhow::Result<()> {
     };
     Realistic::in_nix_store(&nix).relink_and_check();
     Ok(())
+}
+
+/// Runs a command that must succeed.
+fn run_checked(command: &mut Command) {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn odd_files_are_skipped_or_reported_and_never_written() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let extra = fixture.site_packages.join("extra");
+    fs_err::create_dir_all(&extra).unwrap();
+    let libfoo = fixture.libraries[0].lib_dir.join("libfoo.so.1.0");
+
+    // No multilib gcc here (`gcc -m32` cannot link), so the foreign library is crafted: a real
+    // x86-64 library with e_machine set to EM_AARCH64 (183).
+    let mut foreign = fs_err::read(&libfoo).unwrap();
+    foreign[18..20].copy_from_slice(&183u16.to_le_bytes());
+    fs_err::write(extra.join("libforeign.so"), &foreign).unwrap();
+    // Not an ELF file at all, though named like a library.
+    fs_err::write(extra.join("libnotelf.so"), "INPUT(-lfoo)\n").unwrap();
+    // The first 200 bytes of a real library: the program headers are cut off.
+    fs_err::write(
+        extra.join("libtruncated.so"),
+        &fs_err::read(&libfoo).unwrap()[..200],
+    )
+    .unwrap();
+    // A static executable, if this machine has the static libc.
+    let source = scrubbed.dir.path().join("static.c");
+    fs_err::write(&source, "int main(void) { return 0; }\n").unwrap();
+    let static_built = Command::new("gcc")
+        .args(["-static", "-o"])
+        .arg(extra.join("static-tool"))
+        .arg(&source)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !static_built {
+        fs_err::write(extra.join("static-tool"), b"placeholder").unwrap();
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: gcc -static failed (libc6-dev static libraries missing?); the static case is not covered"
+        );
+    }
+    // A read-only extension (mode 0444) that needs relinking.
+    let read_only = fixture.extensions[0].path.clone();
+    fs_err::set_permissions(&read_only, std::fs::Permissions::from_mode(0o444)).unwrap();
+
+    let untouched: Vec<PathBuf> = [
+        "libforeign.so",
+        "libnotelf.so",
+        "libtruncated.so",
+        "static-tool",
+    ]
+    .iter()
+    .map(|name| extra.join(name))
+    .collect();
+    let before: Vec<_> = untouched.iter().map(|path| identity(path)).collect();
+    cmd_snapshot!(scrubbed.filters(), scrubbed.relink(&fixture.library_dirs()).arg(&fixture.venv), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib (restored in place)
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+
+    ----- stderr -----
+    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libforeign.so: architecture aarch64 (64-bit) differs from the target x86-64 (64-bit)
+    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libnotelf.so: not an ELF file
+    error: [TMP]/venv/lib/python3.12/site-packages/extra/libtruncated.so: malformed ELF: program header table at offset 0x40
+    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/static-tool: statically linked
+    patched 2 files (2 restored in place), 0 unchanged, 2 skipped, 0 missing dependencies (0 ignored), 1 errors
+    ");
+    let after: Vec<_> = untouched.iter().map(|path| identity(path)).collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        fs_err::metadata(&read_only).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+    assert!(report.success, "{}", report.stderr);
+}
+
+#[test]
+fn files_that_cannot_be_written_are_errors_and_stay_untouched() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    // The tree belongs to root; `nobody` may read it but not write the extensions.
+    fs_err::set_permissions(scrubbed.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some(mut command) = crate::common::storepatch_as_nobody() else {
+        return;
+    };
+    let before = scrubbed.extension_identities();
+    command.args(["relink", "--store-dir"]).arg(&scrubbed.store);
+    for dir in fixture.library_dirs() {
+        command.arg("--library-path").arg(dir);
+    }
+    cmd_snapshot!(scrubbed.filters(), command.arg(&fixture.venv), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    patched 0 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 2 errors
+    ");
+    assert_eq!(scrubbed.extension_identities(), before);
+}
+
+#[test]
+fn executables_get_the_interpreter_and_still_run() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let libfoo = &fixture.libraries[0];
+    let tree = scrubbed.dir.path().join("app");
+    fs_err::create_dir_all(tree.join("bin")).unwrap();
+    let source = scrubbed.dir.path().join("hello.c");
+    fs_err::write(
+        &source,
+        "#include <stdio.h>\nextern int foo_add(int, int);\nint main(void) { printf(\"%d\\n\", foo_add(20, 21)); return 0; }\n",
+    )
+    .unwrap();
+    run_checked(
+        Command::new("gcc")
+            .arg("-o")
+            .arg(tree.join("bin/hello"))
+            .arg(&source)
+            .arg(format!("-L{}", libfoo.lib_dir.display()))
+            .arg("-lfoo"),
+    );
+    // A private copy of the dynamic linker stands in for `$NIX_BINTOOLS`' one.
+    let linker_dir = scrubbed.dir.path().join("glibc/lib");
+    fs_err::create_dir_all(&linker_dir).unwrap();
+    let linker = linker_dir.join("ld-linux-x86-64.so.2");
+    fs_err::copy("/lib64/ld-linux-x86-64.so.2", &linker).unwrap();
+    let bintools = scrubbed.dir.path().join("bintools");
+    fs_err::create_dir_all(bintools.join("nix-support")).unwrap();
+    fs_err::write(
+        bintools.join("nix-support/dynamic-linker"),
+        format!("{}\n", linker.display()),
+    )
+    .unwrap();
+    cmd_snapshot!(
+        scrubbed.filters(),
+        scrubbed
+            .relink(std::slice::from_ref(&libfoo.lib_dir))
+            .env("NIX_BINTOOLS", &bintools)
+            .arg(&tree),
+        @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    patched [TMP]/app/bin/hello: run path (none) -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib interpreter -> [TMP]/glibc/lib/ld-linux-x86-64.so.2
+
+    ----- stderr -----
+    patched 1 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
+    "
+    );
+    let output = Command::new(tree.join("bin/hello"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "42\n");
 }
