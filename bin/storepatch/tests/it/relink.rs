@@ -776,3 +776,168 @@ fn executables_get_the_interpreter_and_still_run() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "42\n");
 }
+
+/// Sonames the fake `orig-libc/lib` of the parity test holds (nixpkgs' glibc ships these, and
+/// `libgcc_s.so.1`, in its `lib`).
+const FAKE_LIBC: &[&str] = &[
+    "libc.so.6",
+    "libm.so.6",
+    "libmvec.so.1",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libnsl.so.1",
+    "libanl.so.1",
+    "libgcc_s.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+/// The run path directories of every ELF file below `root`, with `$ORIGIN` expanded, normalised,
+/// and `root` replaced by `<root>`, keyed by path relative to `root`.
+fn run_path_dirs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<String>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dirs = std::collections::BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = fs_err::read(entry.path()).unwrap();
+        let Ok(info) = storepatch_elf::ElfInfo::parse(&bytes) else {
+            continue;
+        };
+        let origin = entry.path().parent().unwrap();
+        let mut set: Vec<String> = info
+            .run_path()
+            .map(storepatch_relink::runpath::split)
+            .unwrap_or_default()
+            .iter()
+            .map(|run_path_entry| {
+                let expanded = storepatch_relink::runpath::expand(run_path_entry, origin)
+                    .unwrap_or_else(|| run_path_entry.clone());
+                let normalized = storepatch_relink::runpath::normalize(&expanded);
+                String::from_utf8_lossy(&normalized).replace(
+                    &*String::from_utf8_lossy(root.as_os_str().as_bytes()),
+                    "<root>",
+                )
+            })
+            .collect();
+        set.sort();
+        set.dedup();
+        dirs.insert(entry.path().strip_prefix(root).unwrap().to_path_buf(), set);
+    }
+    dirs
+}
+
+/// Parity with nixpkgs' `auto-patchelf.py` (autoPatchelfHook's engine) on the realistic tree: the
+/// same directories per file. Differences by design, which this comparison sees through:
+/// `$ORIGIN` entries that resolve a library are kept where the hook writes the absolute
+/// directory (compared after expansion), order is dependency order without the hook's
+/// runtime-dependencies-first quirk (compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+///
+/// Needs a copy of `pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` outside the
+/// repository, named by `$STOREPATCH_AUTO_PATCHELF`, plus `patchelf` and `pyelftools` for
+/// `$STOREPATCH_AUTO_PATCHELF_PYTHON` (default `python3`).
+#[test]
+fn same_directories_as_auto_patchelf() {
+    let Some(script) = std::env::var_os("STOREPATCH_AUTO_PATCHELF") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping relink::same_directories_as_auto_patchelf: set STOREPATCH_AUTO_PATCHELF to a copy of nixpkgs' auto-patchelf.py"
+        );
+        return;
+    };
+    let python = std::env::var_os("STOREPATCH_AUTO_PATCHELF_PYTHON").unwrap_or("python3".into());
+    let realistic = Realistic::new();
+    let scrubbed = &realistic.scrubbed;
+    let fixture = &scrubbed.fixture;
+    let work = scrubbed.dir.path();
+
+    let libc = work.join("glibc");
+    fs_err::create_dir_all(libc.join("lib")).unwrap();
+    for name in FAKE_LIBC {
+        fs_err::write(libc.join("lib").join(name), "").unwrap();
+    }
+    let bintools = work.join("bintools");
+    fs_err::create_dir_all(bintools.join("nix-support")).unwrap();
+    fs_err::write(
+        bintools.join("nix-support/dynamic-linker"),
+        "/lib64/ld-linux-x86-64.so.2\n",
+    )
+    .unwrap();
+    fs_err::write(
+        bintools.join("nix-support/orig-libc"),
+        format!("{}\n", libc.display()),
+    )
+    .unwrap();
+
+    let hook_tree = work.join("hook-venv");
+    run_checked(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&fixture.venv)
+            .arg(&hook_tree),
+    );
+    run_checked(
+        Command::new(&python)
+            .arg(&script)
+            .arg("--paths")
+            .arg(&hook_tree)
+            .arg("--libs")
+            .args(&realistic.library_dirs)
+            .env("NIX_BINTOOLS", &bintools),
+    );
+    let output = scrubbed
+        .relink(&realistic.library_dirs)
+        .env("NIX_BINTOOLS", &bintools)
+        .arg(&fixture.venv)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let ours = run_path_dirs(&fixture.venv);
+    let theirs = run_path_dirs(&hook_tree);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    let differences: Vec<String> = ours
+        .iter()
+        .filter(|(path, dirs)| theirs[*path] != **dirs)
+        .map(|(path, dirs)| {
+            format!(
+                "{}:\n  storepatch: {dirs:?}\n  hook:       {:?}",
+                path.display(),
+                theirs[path]
+            )
+        })
+        .collect();
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // The comparison covered the files that matter, and the hook did relink.
+    assert!(ours.len() > 40, "{}", ours.len());
+    let speedups = fixture.extensions[0]
+        .path
+        .strip_prefix(&fixture.venv)
+        .unwrap();
+    assert_eq!(
+        theirs[speedups],
+        vec![fixture.libraries[0].lib_dir.display().to_string()]
+    );
+    let umath = theirs
+        .iter()
+        .find(|(path, _)| path.to_string_lossy().contains("_multiarray_umath"))
+        .unwrap()
+        .1;
+    assert!(
+        umath
+            .iter()
+            .any(|dir| dir.ends_with("site-packages/numpy.libs")),
+        "{umath:?}"
+    );
+}
