@@ -157,7 +157,8 @@ pub(crate) struct RelinkArgs {
     /// Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`].
     #[arg(long, value_name = "FILE")]
     pub(crate) interpreter: Option<PathBuf>,
-    /// Add `DIR/lib` to the run path of every ELF file (repeatable), like `runtimeDependencies`.
+    /// Add DIR to the run path of every ELF file, after the directories it needs (repeatable).
+    /// autoPatchelfHook's `runtimeDependencies` are `<dep>/lib` here.
     #[arg(long, value_name = "DIR")]
     pub(crate) runtime_dependency: Vec<PathBuf>,
     /// Add DIR at the end of the run path of every ELF file (repeatable), like `appendRunpaths`.

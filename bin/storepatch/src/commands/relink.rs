@@ -84,11 +84,6 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         output::message(global.quiet, &format!("warning: library search: {err}"));
     }
 
-    let runtime_dependencies: Vec<PathBuf> = args
-        .runtime_dependency
-        .iter()
-        .map(|dir| dir.join("lib"))
-        .collect();
     let supplied: Vec<&Path> = args
         .library_path
         .iter()
@@ -100,7 +95,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     let settings = Settings {
         target,
         interpreter: interpreter.map(|path| path.as_os_str().as_bytes().to_vec()),
-        runtime_dependencies: runtime_dependencies
+        runtime_dependencies: args
+            .runtime_dependency
             .iter()
             .map(|dir| dir.as_os_str().as_bytes().to_vec())
             .collect(),

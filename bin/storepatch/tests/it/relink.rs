@@ -239,7 +239,7 @@ fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
         storepatch_test::pipeline::copy_tree(&library.lib_dir, &dir).unwrap();
         dirs.push(dir);
     }
-    let runtime = scrubbed.dir.path().join("runtime");
+    let runtime = scrubbed.dir.path().join("runtime/lib");
     cmd_snapshot!(
         scrubbed.filters(),
         scrubbed
