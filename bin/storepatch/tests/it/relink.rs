@@ -941,3 +941,76 @@ fn same_directories_as_auto_patchelf() {
         "{umath:?}"
     );
 }
+
+#[test]
+fn output_does_not_depend_on_the_thread_count() {
+    let realistic = Realistic::new();
+    let scrubbed = &realistic.scrubbed;
+    let run = |threads: &str| {
+        let output = scrubbed
+            .relink(&realistic.library_dirs)
+            .args(["--dry-run", "--json", "--threads", threads])
+            .arg(&scrubbed.fixture.venv)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        output.stdout
+    };
+    let one = run("1");
+    assert!(json_lines(&one).len() > 40);
+    assert_eq!(one, run("3"));
+}
+
+#[test]
+fn hard_links_outside_the_tree_keep_their_contents() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let extension = &fixture.extensions[1].path;
+    let outside = scrubbed.dir.path().join("outside.so");
+    fs_err::hard_link(extension, &outside).unwrap();
+    let before = fs_err::read(&outside).unwrap();
+    let output = scrubbed
+        .relink(&fixture.library_dirs())
+        .arg(&fixture.venv)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(fs_err::read(&outside).unwrap(), before);
+    assert_ne!(fs_err::read(extension).unwrap(), before);
+    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+    assert!(report.success, "{}", report.stderr);
+}
+
+#[test]
+fn library_trees_are_searched_recursively_and_no_recurse_stays_at_the_top() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    cmd_snapshot!(
+        scrubbed.filters(),
+        scrubbed.relink(&[]).arg("--no-recurse").arg("--library-tree").arg(&scrubbed.store).arg(&fixture.venv),
+        @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+
+    ----- stderr -----
+    patched 0 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
+    "
+    );
+    cmd_snapshot!(
+        scrubbed.filters(),
+        scrubbed.relink(&[]).arg("--library-tree").arg(&scrubbed.store).arg(&fixture.venv),
+        @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib
+
+    ----- stderr -----
+    patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
+    "
+    );
+    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+    assert!(report.success, "{}", report.stderr);
+}
