@@ -17,6 +17,29 @@
 //! already equivalent: every entry is one of those directories, and the loader would find every
 //! dependency through it in the chosen directory. That makes a relink idempotent, and turns a
 //! scrubbed file whose restored run path is complete into a same-length, in-place edit.
+//!
+//! # Differences from autoPatchelfHook
+//!
+//! (`pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` in nixpkgs.) The directories chosen
+//! per file are the same (a parity test checks this on real wheels), except:
+//!
+//! - `$ORIGIN` entries that still resolve a library are kept; the hook writes the absolute
+//!   directory, which breaks when the tree is copied.
+//! - The index is built in sorted walk order, never file system order.
+//! - Runtime dependencies go into every ELF file's run path, after the directories it needs;
+//!   the hook prepends them for dynamic executables only (useless for a venv, whose ELF files
+//!   are extension modules).
+//! - A file with `DT_RPATH` keeps `DT_RPATH` (its dependencies' lookups rely on it); the hook's
+//!   `patchelf --set-rpath` turns it into `DT_RUNPATH`.
+//! - A run path that is already equivalent is left as it is (after restoring scrubbed
+//!   entries), so a second run writes nothing.
+//! - A library found through a symlink is used from the symlink's directory; the hook uses the
+//!   target's directory when the names match.
+//! - The run paths of indexed libraries are not added to the search directories.
+//! - libc's objects are glibc's sonames plus, in a Nix build, the files in
+//!   `$NIX_BINTOOLS/nix-support/orig-libc`'s `lib` (the hook's only source).
+//! - Each `.note.dlopen` soname counts as its own dependency: the ELF engine reports the
+//!   sonames of the note without their grouping into alternatives.
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
