@@ -155,6 +155,12 @@ fn relink_file(
     read_policy: ReadPolicy,
     dry_run: bool,
 ) -> FileResult {
+    // Most files of a venv are not ELF: look at the magic before reading them whole.
+    match has_elf_magic(path) {
+        Ok(true) => {}
+        Ok(false) => return FileResult::Skipped(Skip::NotElf),
+        Err(err) => return FileResult::Failed(err.to_string()),
+    }
     let contents = match storepatch_walk::read(path, len, read_policy) {
         Ok(contents) => contents,
         Err(err) => return FileResult::Failed(crate::tree::error_chain(&err)),
@@ -181,6 +187,20 @@ fn relink_file(
             }
         }
     }
+}
+
+fn has_elf_magic(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    let mut file = fs_err::File::open(path)?;
+    let mut filled = 0;
+    while filled < magic.len() {
+        match file.read(&mut magic[filled..])? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled == magic.len() && magic == *b"\x7fELF")
 }
 
 /// Totals and the lines to print, in walk order.
