@@ -1,22 +1,24 @@
 //! Finding references across whole trees: the part `scan`, `scrub` and `audit` share.
 //!
-//! Discovery runs in up to two passes. The first finds path-form references (and bare hashes of the
-//! candidates given on the command line). Every live store path found that way becomes a candidate
-//! too, and if that adds hashes, a second pass looks for their bare hash parts everywhere, exactly
-//! as Nix's scanner would if those paths were inputs of the build. Both passes fan files out over
-//! rayon; results keep walk order, so output never depends on the thread count.
-use std::collections::{BTreeMap, BTreeSet};
+//! Discovery reads every file once. That pass finds path-form references (and bare hashes of the
+//! candidates given on the command line), and keeps every other 32-byte run of hash-alphabet bytes
+//! it saw. Every live store path found in path form becomes a candidate too, exactly as Nix's
+//! scanner would see it if that path were an input of the build; the kept runs are then checked
+//! against those new candidates without reading anything again. Only an entry with more runs than
+//! we keep (or, with `--json`, one that gained hits and needs their context) is read a second time.
+//! Work fans out over rayon; results keep walk order, so output never depends on the thread count.
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use rayon::prelude::*;
 use storepatch_core::{HashPart, StoreDir, StorePath};
-use storepatch_scan::{Hit, Scanner};
+use storepatch_scan::{Hit, Scanner, Windows};
 use storepatch_walk::{Entry, EntryKind, ReadPolicy};
 
 use crate::progress::Progress;
-
 /// Where in an entry a reference sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Location {
@@ -95,40 +97,58 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
         }));
         entries.extend(walk.entries);
     }
-    let mut scanner = Scanner::builder(options.store_dir.clone())
+    let scanner = Scanner::builder(options.store_dir.clone())
         .candidates(options.candidates.iter().cloned())
         .build();
-    // Small files' bytes are kept from the first pass for the second (within a budget), so the
-    // second pass over a tree of many small files costs no system calls.
-    let cache = ContentCache::new(&entries);
-    let mut pass = scan_entries(&entries, &scanner, options, Some(&cache));
+    let budget = AtomicUsize::new(WINDOW_BUDGET);
+    let progress = Progress::new(entries.len() as u64, "scanning", options.show_progress);
+    let scans: Vec<EntryScan> = entries
+        .par_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let scan = scan_entry(index, entry, &scanner, options, Some(&budget));
+            progress.inc();
+            scan
+        })
+        .collect();
+    progress.finish();
+
+    // Store paths found in path form whose hashes were not searched for yet.
     let known: BTreeSet<HashPart> = scanner
         .candidates()
         .iter()
         .map(|path| *path.hash())
         .collect();
-    let found: BTreeMap<HashPart, StorePath> = pass
-        .0
+    let found: HashMap<HashPart, StorePath> = scans
         .iter()
+        .flat_map(|scan| &scan.findings)
         .flat_map(|finding| &finding.hits)
-        .filter_map(|hit| hit.live())
+        .filter_map(Hit::live)
         .filter(|path| !known.contains(path.hash()))
         .map(|path| (*path.hash(), path.clone()))
         .collect();
-    if !found.is_empty() {
-        log::debug!(
-            "second pass for the bare hashes of {} store paths",
-            found.len()
-        );
-        scanner = Scanner::builder(options.store_dir.clone())
+    let scanner = if found.is_empty() {
+        scanner
+    } else {
+        let mut sorted: Vec<StorePath> = found.values().cloned().collect();
+        sorted.sort();
+        Scanner::builder(options.store_dir.clone())
             .candidates(options.candidates.iter().cloned())
-            .candidates(found.into_values())
-            .build();
-        pass = scan_entries(&entries, &scanner, options, Some(&cache));
+            .candidates(sorted)
+            .build()
+    };
+
+    let resolved: Vec<EntryScan> = scans
+        .into_par_iter()
+        .zip(entries.par_iter())
+        .enumerate()
+        .map(|(index, (scan, entry))| resolve(index, entry, scan, &found, &scanner, options))
+        .collect();
+    let mut findings = Vec::new();
+    for scan in resolved {
+        findings.extend(scan.findings);
+        errors.extend(scan.error);
     }
-    drop(cache);
-    let (findings, pass_errors) = pass;
-    errors.extend(pass_errors);
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
     Ok(TreeScan {
@@ -139,99 +159,124 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     })
 }
 
-/// Bytes of small files, kept between the two passes of [`scan_roots`].
-struct ContentCache {
-    slots: Vec<std::sync::OnceLock<Vec<u8>>>,
-    budget: std::sync::atomic::AtomicUsize,
+/// At most this many unresolved hash-alphabet runs are kept per place (content, target, name).
+const WINDOWS_PER_PLACE: usize = 4096;
+/// At most this many are kept in all (40 bytes each).
+const WINDOW_BUDGET: usize = 4 << 20;
+
+/// What the first pass learnt about one entry.
+struct EntryScan {
+    findings: Vec<Finding>,
+    /// Runs that matched no candidate, per place; `None` when not kept (second pass or overflow).
+    windows: Vec<(Location, Windows)>,
+    error: Option<EntryError>,
 }
 
-impl ContentCache {
-    /// Files up to this size are kept.
-    const MAX_FILE: u64 = 64 * 1024;
-    /// At most this many bytes are kept in all.
-    const BUDGET: usize = 256 << 20;
-
-    fn new(entries: &[Entry]) -> Self {
-        Self {
-            slots: entries.iter().map(|_| std::sync::OnceLock::new()).collect(),
-            budget: std::sync::atomic::AtomicUsize::new(Self::BUDGET),
-        }
-    }
-
-    fn get(&self, index: usize) -> Option<&[u8]> {
-        self.slots.get(index)?.get().map(Vec::as_slice)
-    }
-
-    /// Keeps `bytes` for entry `index` if it is small and the budget allows.
-    fn offer(&self, index: usize, bytes: &[u8]) {
-        use std::sync::atomic::Ordering;
-        if bytes.len() as u64 > Self::MAX_FILE {
-            return;
-        }
-        let reserved = self
-            .budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(bytes.len())
-            });
-        if reserved.is_ok()
-            && let Some(slot) = self.slots.get(index)
-        {
-            let _ = slot.set(bytes.to_vec());
-        }
-    }
-}
-
-fn scan_entries(
-    entries: &[Entry],
+/// Adds the bare hits of candidates found elsewhere; rescans the entry if its runs were not kept.
+fn resolve(
+    index: usize,
+    entry: &Entry,
+    mut scan: EntryScan,
+    found: &HashMap<HashPart, StorePath>,
     scanner: &Scanner,
     options: &TreeOptions,
-    cache: Option<&ContentCache>,
-) -> (Vec<Finding>, Vec<EntryError>) {
-    let progress = Progress::new(entries.len() as u64, "scanning", options.show_progress);
-    let per_entry: Vec<(Vec<Finding>, Option<EntryError>)> = entries
-        .par_iter()
-        .enumerate()
-        .map(|(index, entry)| {
-            let result = scan_entry(index, entry, scanner, options, cache);
-            progress.inc();
-            match result {
-                Ok(findings) => (findings, None),
-                Err(err) => (
-                    Vec::new(),
-                    Some(EntryError {
-                        path: entry.path.clone(),
-                        message: format!("{err:#}"),
-                    }),
-                ),
-            }
-        })
-        .collect();
-    progress.finish();
-    let mut findings = Vec::new();
-    let mut errors = Vec::new();
-    for (entry_findings, error) in per_entry {
-        findings.extend(entry_findings);
-        errors.extend(error);
+) -> EntryScan {
+    if found.is_empty() || scan.error.is_some() {
+        return scan;
     }
-    (findings, errors)
+    let mut rescan = false;
+    let mut late: Vec<(Location, Vec<Hit>)> = Vec::new();
+    for (location, windows) in &scan.windows {
+        let hits = windows.hits_for(found);
+        rescan |= windows.overflowed || (options.with_context && !hits.is_empty());
+        if !hits.is_empty() {
+            late.push((*location, hits));
+        }
+    }
+    if rescan {
+        return scan_entry(index, entry, scanner, options, None);
+    }
+    for (location, hits) in late {
+        match scan
+            .findings
+            .iter_mut()
+            .find(|finding| finding.location == location)
+        {
+            Some(finding) => {
+                finding.hits.extend(hits);
+                finding.hits.sort_by_key(|hit| hit.hash_offset);
+            }
+            None => scan.findings.push(Finding {
+                entry: index,
+                location,
+                hits,
+                contexts: Vec::new(),
+            }),
+        }
+    }
+    scan.findings.sort_by_key(|finding| finding.location);
+    scan
 }
 
+/// Scans one entry's name, contents or symlink target. With a `budget`, keeps the runs that
+/// matched no candidate (first pass); without, scans with the final candidates (second pass).
 fn scan_entry(
     index: usize,
     entry: &Entry,
     scanner: &Scanner,
     options: &TreeOptions,
-    cache: Option<&ContentCache>,
-) -> anyhow::Result<Vec<Finding>> {
-    let mut findings = Vec::new();
-    let mut record = |location, bytes: &[u8], hits: Vec<Hit>| {
+    budget: Option<&AtomicUsize>,
+) -> EntryScan {
+    let mut scan = EntryScan {
+        findings: Vec::new(),
+        windows: Vec::new(),
+        error: None,
+    };
+    if let Err(err) = scan_places(index, entry, scanner, options, budget, &mut scan) {
+        scan.findings.clear();
+        scan.windows.clear();
+        scan.error = Some(EntryError {
+            path: entry.path.clone(),
+            message: format!("{err:#}"),
+        });
+    }
+    // Names come first in the entry but sort after content for readers: content, symlink, name.
+    scan.findings.sort_by_key(|finding| finding.location);
+    scan
+}
+
+fn scan_places(
+    index: usize,
+    entry: &Entry,
+    scanner: &Scanner,
+    options: &TreeOptions,
+    budget: Option<&AtomicUsize>,
+    scan: &mut EntryScan,
+) -> anyhow::Result<()> {
+    let mut record = |location, bytes: &[u8], streamed: Option<Vec<Hit>>| {
+        let (hits, windows) = match (streamed, budget) {
+            (Some(hits), Some(_)) => (hits, Some(overflowed())),
+            (Some(hits), None) => (hits, None),
+            (None, Some(budget)) => {
+                let limit = take_budget(budget);
+                let (hits, windows) = scanner.scan_keeping_windows(bytes, limit);
+                budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
+                (hits, Some(windows))
+            }
+            (None, None) => (scanner.scan(bytes), None),
+        };
+        if let Some(windows) = windows
+            && (windows.overflowed || !windows.windows.is_empty())
+        {
+            scan.windows.push((location, windows));
+        }
         if !hits.is_empty() {
             let contexts = if options.with_context {
                 hits.iter().map(|hit| context(bytes, hit)).collect()
             } else {
                 Vec::new()
             };
-            findings.push(Finding {
+            scan.findings.push(Finding {
                 entry: index,
                 location,
                 hits,
@@ -243,38 +288,45 @@ fn scan_entry(
     if entry.depth > 0
         && let Some(name) = entry.path.file_name()
     {
-        let name = name.as_bytes();
-        record(Location::Name, name, scanner.scan(name));
+        record(Location::Name, name.as_bytes(), None);
     }
     match entry.kind {
         // Without mmap, big files are streamed in chunks rather than read whole into memory. The
-        // scanner reports the same hits whatever the chunking; only the context is not kept.
+        // scanner reports the same hits whatever the chunking; the context and the unresolved
+        // runs are not kept (so a later candidate means reading such a file again).
         EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
             let file = fs_err::File::open(&entry.path)?;
             let hits = scanner.scan_reader(file, STREAM_CHUNK)?;
-            record(Location::Content, &[], hits);
+            record(Location::Content, &[], Some(hits));
         }
         EntryKind::File => {
-            if let Some(bytes) = cache.and_then(|cache| cache.get(index)) {
-                record(Location::Content, bytes, scanner.scan(bytes));
-            } else {
-                let contents = storepatch_walk::read(&entry.path, entry.len, options.read_policy)?;
-                record(Location::Content, &contents, scanner.scan(&contents));
-                if let Some(cache) = cache {
-                    cache.offer(index, &contents);
-                }
-            }
+            let contents = storepatch_walk::read(&entry.path, entry.len, options.read_policy)?;
+            record(Location::Content, &contents, None);
         }
         EntryKind::Symlink => {
             let target = fs_err::read_link(&entry.path)?;
-            let target = target.as_os_str().as_bytes();
-            record(Location::Symlink, target, scanner.scan(target));
+            record(Location::Symlink, target.as_os_str().as_bytes(), None);
         }
         EntryKind::Dir | EntryKind::Other => {}
     }
-    // Names come first in the entry but sort after content for readers: content, symlink, name.
-    findings.sort_by_key(|finding| finding.location);
-    Ok(findings)
+    Ok(())
+}
+
+fn overflowed() -> Windows {
+    Windows {
+        windows: Vec::new(),
+        overflowed: true,
+    }
+}
+
+/// Reserves up to [`WINDOWS_PER_PLACE`] windows from the shared budget.
+fn take_budget(budget: &AtomicUsize) -> usize {
+    let mut taken = 0;
+    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        taken = left.min(WINDOWS_PER_PLACE);
+        Some(left - taken)
+    });
+    taken
 }
 
 fn context(bytes: &[u8], hit: &Hit) -> Vec<u8> {

@@ -29,10 +29,9 @@
 //! ```
 #![deny(missing_docs)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 use storepatch_core::{HASH_LEN, HashPart, MAX_NAME_LEN, SCRUBBED_HASH, StoreDir, StorePath};
 
@@ -108,31 +107,18 @@ impl ScannerBuilder {
 
     /// Builds the scanner.
     pub fn build(self) -> Scanner {
-        let automaton = if self.candidates.is_empty() {
-            None
-        } else {
-            let hashes: Vec<&[u8; HASH_LEN]> =
-                self.candidates.keys().map(HashPart::as_bytes).collect();
-            // Overlapping search needs the standard match semantics. A DFA is fastest for a few
-            // thousand 32-byte patterns; the builder falls back if it would be too large.
-            let built = AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&hashes)
-                .or_else(|_| {
-                    AhoCorasick::builder()
-                        .match_kind(MatchKind::Standard)
-                        .build(&hashes)
-                });
-            // Building only fails for pattern sets far larger than any real closure.
-            built.ok()
-        };
+        let candidates: Vec<StorePath> = self.candidates.into_values().collect();
+        let by_hash = candidates
+            .iter()
+            .enumerate()
+            .map(|(index, path)| (*path.hash().as_bytes(), index))
+            .collect();
         let prefix_finder = memmem::Finder::new(self.store_dir.prefix()).into_owned();
         Scanner {
             store_dir: self.store_dir,
             prefix_finder,
-            candidates: self.candidates.into_values().collect(),
-            automaton,
+            candidates,
+            by_hash,
         }
     }
 }
@@ -142,9 +128,86 @@ impl ScannerBuilder {
 pub struct Scanner {
     store_dir: StoreDir,
     prefix_finder: memmem::Finder<'static>,
-    /// Sorted by hash; the automaton's pattern ids index into this.
+    /// Sorted by hash.
     candidates: Vec<StorePath>,
-    automaton: Option<AhoCorasick>,
+    /// Hash part -> index into `candidates`.
+    by_hash: HashMap<[u8; HASH_LEN], usize>,
+}
+
+/// 32-byte runs of hash-alphabet bytes that matched no candidate, kept by
+/// [`Scanner::scan_keeping_windows`] so that candidates learnt later can be checked against them
+/// without reading the bytes again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Windows {
+    /// `(offset, hash)` of each window, in offset order.
+    pub windows: Vec<(u64, HashPart)>,
+    /// More windows than the limit were seen and the rest were dropped: the caller must scan the
+    /// bytes again to learn about later candidates.
+    pub overflowed: bool,
+}
+
+impl Windows {
+    /// Bare hits for the windows whose hash is one of `candidates`.
+    pub fn hits_for(&self, candidates: &HashMap<HashPart, StorePath>) -> Vec<Hit> {
+        self.windows
+            .iter()
+            .filter_map(|(offset, hash)| {
+                candidates.get(hash).map(|path| Hit {
+                    offset: *offset,
+                    hash_offset: *offset,
+                    len: HASH_LEN,
+                    form: Form::Bare,
+                    target: Target::Live(path.clone()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether each byte value is in Nix's base-32 alphabet, as a table for the hot loop.
+const HASH_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = storepatch_core::is_hash_byte(byte as u8);
+        byte += 1;
+    }
+    table
+};
+
+/// Calls `found` with the start of every 32-byte window made only of hash-alphabet bytes, in
+/// ascending order.
+///
+/// Any such window contains one of the positions 31, 63, 95, ...: only those are probed, and only
+/// a probe that lands on an alphabet byte leads to looking at its neighbours. On binary data and
+/// prose most probes miss, so most bytes are never looked at.
+fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
+    let len = haystack.len();
+    // Every byte before `floor` is settled: examined, or left of a probe that missed.
+    let mut floor = 0;
+    let mut probe = HASH_LEN - 1;
+    while probe < len {
+        if !HASH_BYTE[usize::from(haystack[probe])] {
+            floor = probe + 1;
+            probe += HASH_LEN;
+            continue;
+        }
+        let mut start = probe;
+        while start > floor && HASH_BYTE[usize::from(haystack[start - 1])] {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while end < len && HASH_BYTE[usize::from(haystack[end])] {
+            end += 1;
+        }
+        if end - start >= HASH_LEN {
+            for window in start..=end - HASH_LEN {
+                found(window);
+            }
+        }
+        floor = end + 1;
+        probe = end + HASH_LEN;
+    }
 }
 
 impl Scanner {
@@ -176,12 +239,27 @@ impl Scanner {
     /// a path hit is folded into the path hit.
     pub fn scan(&self, haystack: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        self.scan_into(haystack, 0, &mut hits);
+        self.scan_into(haystack, 0, &mut hits, None);
         hits
     }
 
+    /// Like [`Scanner::scan`], and also keeps (up to `limit`) the hash-alphabet windows that
+    /// matched no candidate, for [`Windows::hits_for`].
+    pub fn scan_keeping_windows(&self, haystack: &[u8], limit: usize) -> (Vec<Hit>, Windows) {
+        let mut hits = Vec::new();
+        let mut windows = Windows::default();
+        self.scan_into(haystack, 0, &mut hits, Some((&mut windows, limit)));
+        (hits, windows)
+    }
+
     /// Scans `haystack`, whose first byte is at `base` in the whole input, appending to `hits`.
-    fn scan_into(&self, haystack: &[u8], base: u64, hits: &mut Vec<Hit>) {
+    fn scan_into(
+        &self,
+        haystack: &[u8],
+        base: u64,
+        hits: &mut Vec<Hit>,
+        mut keep: Option<(&mut Windows, usize)>,
+    ) {
         let first = hits.len();
         for start in self.prefix_finder.find_iter(haystack) {
             if let Some(hit) = self.path_hit_at(haystack, start, base) {
@@ -189,23 +267,41 @@ impl Scanner {
             }
         }
         let path_hits_end = hits.len();
-        if let Some(automaton) = &self.automaton {
-            for found in automaton.find_overlapping_iter(haystack) {
-                let hash_offset = base + found.start() as u64;
-                let covered = hits[first..path_hits_end]
-                    .binary_search_by_key(&hash_offset, |hit| hit.hash_offset)
-                    .is_ok();
-                if !covered {
-                    hits.push(Hit {
-                        offset: hash_offset,
-                        hash_offset,
-                        len: HASH_LEN,
-                        form: Form::Bare,
-                        target: Target::Live(self.candidates[found.pattern().as_usize()].clone()),
-                    });
+        if self.by_hash.is_empty() && keep.is_none() {
+            return;
+        }
+        // Path hits and windows both come in ascending offset order: merge them.
+        let mut next_path = first;
+        for_each_hash_window(haystack, |window| {
+            let hash_offset = base + window as u64;
+            while next_path < path_hits_end && hits[next_path].hash_offset < hash_offset {
+                next_path += 1;
+            }
+            if next_path < path_hits_end && hits[next_path].hash_offset == hash_offset {
+                return;
+            }
+            let Ok(bytes) = <&[u8; HASH_LEN]>::try_from(&haystack[window..window + HASH_LEN])
+            else {
+                return;
+            };
+            if let Some(&index) = self.by_hash.get(bytes) {
+                hits.push(Hit {
+                    offset: hash_offset,
+                    hash_offset,
+                    len: HASH_LEN,
+                    form: Form::Bare,
+                    target: Target::Live(self.candidates[index].clone()),
+                });
+            } else if let Some((windows, limit)) = keep.as_mut() {
+                if windows.windows.len() < *limit {
+                    if let Ok(hash) = HashPart::parse(bytes) {
+                        windows.windows.push((hash_offset, hash));
+                    }
+                } else {
+                    windows.overflowed = true;
                 }
             }
-        }
+        });
         hits[first..].sort_by_key(|hit| hit.hash_offset);
     }
 
@@ -328,7 +424,7 @@ impl StreamScanner<'_> {
     fn scan_window(&self, cut: Option<u64>, hits: &mut Vec<Hit>) {
         let mut found = Vec::new();
         self.scanner
-            .scan_into(&self.window, self.window_start, &mut found);
+            .scan_into(&self.window, self.window_start, &mut found, None);
         hits.extend(found.into_iter().filter(|hit| {
             hit.hash_offset >= self.reported_until && cut.is_none_or(|cut| hit.hash_offset < cut)
         }));
@@ -458,6 +554,55 @@ mod tests {
             let streamed = scanner.scan_reader(&input[..], chunk_size).unwrap();
             assert_eq!(streamed, whole, "chunk size {chunk_size}");
         }
+    }
+
+    /// The probing window finder agrees with checking every position.
+    #[test]
+    fn window_finder_matches_brute_force() {
+        let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for round in 0..300usize {
+            let len = round * 3;
+            let haystack: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Mostly alphabet bytes, so that long runs are common.
+                    if state.is_multiple_of(23) {
+                        b'-'
+                    } else {
+                        alphabet[usize::try_from(state >> 8).unwrap() % 32]
+                    }
+                })
+                .collect();
+            let mut found = Vec::new();
+            for_each_hash_window(&haystack, |window| found.push(window));
+            let expected: Vec<usize> = (0..len.saturating_sub(31))
+                .filter(|&start| {
+                    haystack[start..start + 32]
+                        .iter()
+                        .all(|&byte| HASH_BYTE[usize::from(byte)])
+                })
+                .collect();
+            assert_eq!(found, expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn windows_resolve_later_candidates() {
+        let input = text(&[b"x ", HASH_A, b" /nix/store/", HASH_B, b"-b ", HASH_B]);
+        let (hits, windows) = scanner(&[]).scan_keeping_windows(&input, 100);
+        assert_eq!(hits.len(), 1);
+        // The path hit's own hash is not kept as a window; the two bare ones are.
+        assert_eq!(windows.windows.len(), 2);
+        let later: HashMap<HashPart, StorePath> =
+            [(HashPart::parse(HASH_B).unwrap(), store_path(HASH_B, "b"))].into();
+        let bare = windows.hits_for(&later);
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].hash_offset, input.len() as u64 - 32);
+        let (_, capped) = scanner(&[]).scan_keeping_windows(&input, 1);
+        assert!(capped.overflowed);
     }
 
     mod properties {
