@@ -67,7 +67,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s h -l hel
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-path -d 'Search this directory for libraries, not recursively (repeatable, in order)' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-tree -d 'Search this tree for libraries, recursively (repeatable; after every --library-path)' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l interpreter -d 'Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`]' -r -F
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l runtime-dependency -d 'Add `DIR/lib` to the run path of every ELF file (repeatable), like `runtimeDependencies`' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l runtime-dependency -d 'Add DIR to the run path of every ELF file, after the directories it needs (repeatable). autoPatchelfHook\'s `runtimeDependencies` are `<dep>/lib` here' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l append-rpath -d 'Add DIR at the end of the run path of every ELF file (repeatable), like `appendRunpaths`' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l ignore-missing -d 'Do not fail when a missing soname matches this pattern (repeatable; `*`, `?`, `[...]`)' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r

@@ -82,7 +82,7 @@ _arguments "${_arguments_options[@]}" : \
 '*--library-path=[Search this directory for libraries, not recursively (repeatable, in order)]:DIR:_files' \
 '*--library-tree=[Search this tree for libraries, recursively (repeatable; after every --library-path)]:DIR:_files' \
 '--interpreter=[Dynamic linker for executables \[default\: \`\$NIX_BINTOOLS/nix-support/dynamic-linker\`\]]:FILE:_files' \
-'*--runtime-dependency=[Add \`DIR/lib\` to the run path of every ELF file (repeatable), like \`runtimeDependencies\`]:DIR:_files' \
+'*--runtime-dependency=[Add DIR to the run path of every ELF file, after the directories it needs (repeatable). autoPatchelfHook'\''s \`runtimeDependencies\` are \`<dep>/lib\` here]:DIR:_files' \
 '*--append-rpath=[Add DIR at the end of the run path of every ELF file (repeatable), like \`appendRunpaths\`]:DIR:_files' \
 '*--ignore-missing=[Do not fail when a missing soname matches this pattern (repeatable; \`*\`, \`?\`, \`\[...\]\`)]:PATTERN:_default' \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
