@@ -178,35 +178,43 @@ const HASH_BYTE: [bool; 256] = {
 /// Calls `found` with the start of every 32-byte window made only of hash-alphabet bytes, in
 /// ascending order.
 ///
-/// Any such window contains one of the positions 31, 63, 95, ...: only those are probed, and only
-/// a probe that lands on an alphabet byte leads to looking at its neighbours. On binary data and
-/// prose most probes miss, so most bytes are never looked at.
+/// Boyer-Moore style, for a character class: the bytes of a candidate window are checked from its
+/// end backwards. The first byte outside the alphabet found at `r` rules out every window that
+/// contains `r`, so the next candidate starts at `r + 1`; on binary data and prose that skips
+/// nearly 32 bytes for every byte looked at. Bytes already checked are never checked again.
 fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
     let len = haystack.len();
-    // Every byte before `floor` is settled: examined, or left of a probe that missed.
-    let mut floor = 0;
-    let mut probe = HASH_LEN - 1;
-    while probe < len {
-        if !HASH_BYTE[usize::from(haystack[probe])] {
-            floor = probe + 1;
-            probe += HASH_LEN;
+    let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
+    let mut start = 0;
+    // Bytes in `start..checked` are known to be alphabet bytes.
+    let mut checked = 0;
+    while start + HASH_LEN <= len {
+        let mut position = start + HASH_LEN - 1;
+        let mut miss = None;
+        while position >= checked.max(start) {
+            if !is_hash(position) {
+                miss = Some(position);
+                break;
+            }
+            if position == 0 {
+                break;
+            }
+            position -= 1;
+        }
+        if let Some(miss) = miss {
+            checked = start + HASH_LEN;
+            start = miss + 1;
             continue;
         }
-        let mut start = probe;
-        while start > floor && HASH_BYTE[usize::from(haystack[start - 1])] {
-            start -= 1;
-        }
-        let mut end = probe + 1;
-        while end < len && HASH_BYTE[usize::from(haystack[end])] {
+        // A whole window: report it and every one after it while the run goes on.
+        found(start);
+        let mut end = start + HASH_LEN;
+        while end < len && is_hash(end) {
+            found(end + 1 - HASH_LEN);
             end += 1;
         }
-        if end - start >= HASH_LEN {
-            for window in start..=end - HASH_LEN {
-                found(window);
-            }
-        }
-        floor = end + 1;
-        probe = end + HASH_LEN;
+        start = end + 1;
+        checked = start;
     }
 }
 
