@@ -22,6 +22,7 @@ pub(crate) fn storepatch() -> Command {
 
 /// The binary under test, run as `nobody` so that file permissions apply even though the test
 /// suite runs as root. Returns `None` (with a message) where `setpriv` is missing.
+#[expect(clippy::print_stderr, reason = "a skipped test says so")]
 pub(crate) fn storepatch_as_nobody() -> Option<Command> {
     if !Path::new("/usr/bin/setpriv").exists() {
         eprintln!("skipping: /usr/bin/setpriv (util-linux) is not installed");

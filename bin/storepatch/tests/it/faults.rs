@@ -1,7 +1,7 @@
 //! Faults and hostile trees: full disks, loops, huge sparse files, odd names, big trees, files that
 //! change during a run, directories that cannot be read. Nothing may be lost in any of them.
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,6 +35,7 @@ struct SmallFilesystem {
 }
 
 impl SmallFilesystem {
+    #[expect(clippy::print_stderr, reason = "a skipped test says so")]
     fn new(size: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mount_point = dir.path().join("fs");
@@ -133,7 +134,6 @@ fn huge_sparse_file() {
     {
         let file = fs_err::File::create(&path).unwrap();
         file.set_len(size).unwrap();
-        use std::os::unix::fs::FileExt;
         file.file()
             .write_all_at(format!("/nix/store/{ZLIB_HASH}-zlib").as_bytes(), offset)
             .unwrap();
@@ -161,7 +161,6 @@ fn huge_sparse_file() {
         metadata.blocks() * 512
     );
     let mut found = vec![0u8; 11 + 32];
-    use std::os::unix::fs::FileExt;
     fs_err::File::open(&path)
         .unwrap()
         .file()
@@ -237,7 +236,7 @@ fn files_changing_during_the_run() {
     for index in 0..20_000 {
         paths.push(tree.write(&format!("d{}/f{index:05}", index % 50), reference.repeat(3)));
     }
-    let mut child = storepatch()
+    let child = storepatch()
         .arg("scrub")
         .arg(&tree.root)
         .stdout(std::process::Stdio::null())

@@ -887,7 +887,6 @@ fn relink_fixture_needs_relinking() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs storepatch relink"]
 fn relink_hook_makes_binaries_run() -> Result<()> {
     let nix = nix_judge_or_skip!("nix::relink_hook_makes_binaries_run");
     let dir = tempfile::tempdir()?;
@@ -907,7 +906,6 @@ fn relink_hook_makes_binaries_run() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs storepatch relink"]
 fn relink_hook_restores_scrubbed_runpath_in_place() -> Result<()> {
     let nix = nix_judge_or_skip!("nix::relink_hook_restores_scrubbed_runpath_in_place");
     let dir = tempfile::tempdir()?;

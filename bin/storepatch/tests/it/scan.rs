@@ -1,6 +1,8 @@
 //! `storepatch scan`: discovery, output formats, exit codes, errors.
 use std::os::unix::ffi::OsStrExt;
 
+use base64::Engine as _;
+
 use storepatch_test::cmd_snapshot;
 
 use crate::common::{
@@ -237,7 +239,6 @@ fn names_that_are_not_utf8_are_kept_as_bytes() {
     let encoded = lines[0]["path"]["bytes"]
         .as_str()
         .expect("path as base64 bytes");
-    use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .unwrap();
