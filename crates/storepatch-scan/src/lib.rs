@@ -269,10 +269,15 @@ impl Scanner {
         mut keep: Option<(&mut Windows, usize)>,
     ) {
         let first = hits.len();
-        for start in self.prefix_finder.find_iter(haystack) {
+        // Overlapping occurrences count: `/nix/store/nix/store/<hash>` holds the store dir twice,
+        // sharing a `/`, and a non-overlapping search would miss the second.
+        let mut from = 0;
+        while let Some(found) = self.prefix_finder.find(&haystack[from..]) {
+            let start = from + found;
             if let Some(hit) = self.path_hit_at(haystack, start, base) {
                 hits.push(hit);
             }
+            from = start + 1;
         }
         let path_hits_end = hits.len();
         if self.by_hash.is_empty() && keep.is_none() {
@@ -518,6 +523,34 @@ mod tests {
         let input = text(&[HASH_B, b"22"]);
         let hits = scanner(&candidates).scan(&input);
         assert_eq!(hits.len(), 2);
+    }
+
+    #[test]
+    fn overlapping_store_dirs_are_all_seen() {
+        let input = text(&[b"/nix/store/nix/store/", HASH_A, b"-a"]);
+        let hits = scanner(&[]).scan(&input);
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].offset, 10);
+        let short = Scanner::builder(StoreDir::new("/s").unwrap()).build();
+        let input = text(&[b"/s/s/", HASH_A]);
+        assert_eq!(short.scan(&input).len(), 1);
+    }
+
+    /// Found by the `scan_rewrite` fuzz target: whole and chunked scans disagreed on a store dir
+    /// that overlaps itself.
+    #[test]
+    fn fuzz_regression_overlapping_prefix_across_chunks() {
+        let input = include_bytes!("../testdata/fuzz-overlapping-prefix.bin");
+        let (chunk, haystack) = input.split_first().unwrap();
+        let candidate = store_path(HASH_A, "zlib");
+        let scanner = Scanner::builder(StoreDir::new("/s").unwrap())
+            .candidate(candidate)
+            .build();
+        let whole = scanner.scan(haystack);
+        let streamed = scanner
+            .scan_reader(&haystack[..], usize::from(*chunk) + 1)
+            .unwrap();
+        assert_eq!(streamed, whole);
     }
 
     #[test]
