@@ -548,7 +548,7 @@ mod tests {
             .build();
         let whole = scanner.scan(haystack);
         let streamed = scanner
-            .scan_reader(&haystack[..], usize::from(*chunk) + 1)
+            .scan_reader(haystack, usize::from(*chunk) + 1)
             .unwrap();
         assert_eq!(streamed, whole);
     }
