@@ -48,7 +48,7 @@ fn naming(path: &Path, error: std::io::Error) -> std::io::Error {
 
 /// Applies `edits` to the ELF file at `path`.
 ///
-/// On error the file is untouched. The file is read whole; an in-place patch then writes only its
+/// On error the file is untouched. The file is mapped (small ones are read); an in-place patch then writes only its
 /// changed byte ranges (a read-only file is made writable for that and restored), a relayout is
 /// written to a temporary file next to `path`, re-parsed, and renamed over it with the original
 /// permissions. A file with several hard links is never modified through the shared inode: it
@@ -64,7 +64,14 @@ pub fn apply_to_file_as(
     edits: &ElfEdits,
     options: &Options,
 ) -> Result<Outcome> {
-    let bytes = fs_err::read(input).map_err(io(input))?;
+    // Mapped, not read: an in-place edit of a 450 MB library should touch only the pages that
+    // the headers and strings live in. The mapping is dropped before anything is written.
+    let size = fs_err::metadata(input).map_err(io(input))?.len();
+    let bytes = storepatch_walk::read(input, size, storepatch_walk::ReadPolicy::default())
+        .map_err(|err| Error::Io {
+            path: input.to_path_buf(),
+            cause: std::io::Error::other(err.to_string()),
+        })?;
     let patch = plan(&bytes, edits, options).map_err(|err| err.with_path(input))?;
     let same_file = input == output;
     match patch {
@@ -74,6 +81,7 @@ pub fn apply_to_file_as(
             Ok(Outcome::Unchanged)
         }
         Patch::InPlace(writes) if same_file && !is_shared_inode(input)? => {
+            drop(bytes);
             let written = write_in_place(output, &writes)?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
@@ -81,7 +89,7 @@ pub fn apply_to_file_as(
         }
         Patch::InPlace(writes) if same_file => {
             // A hard-linked file is copied and renamed, so the other names keep the old bytes.
-            let mut copy = bytes.clone();
+            let mut copy = bytes.to_vec();
             let mut written = 0;
             for write in &writes {
                 let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
@@ -96,7 +104,7 @@ pub fn apply_to_file_as(
             })
         }
         Patch::InPlace(writes) => {
-            let mut copy = bytes.clone();
+            let mut copy = bytes.to_vec();
             let mut written = 0;
             for write in &writes {
                 let start = usize::try_from(write.offset).unwrap_or(usize::MAX);

@@ -1141,18 +1141,30 @@ impl Planner<'_> {
 
         // Interpreter, notes and hash/symbol/version tables moved out of the way of the program
         // header table; copied with the edits made so far (symbol versions, vn_file).
-        let mut patched = self.bytes.to_vec();
-        for write in &self.writes {
-            let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
-            if let Some(slot) = patched.get_mut(start..start.saturating_add(write.bytes.len())) {
-                slot.copy_from_slice(&write.bytes);
-            }
-        }
+        // (Only the moved ranges are copied, never the whole file.)
+        let pieces: Vec<Vec<u8>> = blobs
+            .iter()
+            .map(|blob| {
+                let len = blob.end - blob.start;
+                let range = file_range(self.bytes, blob.start, len)
+                    .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
+                let mut piece = self.bytes[range].to_vec();
+                for write in &self.writes {
+                    let write_end = write.offset.saturating_add(write.bytes.len() as u64);
+                    let low = write.offset.max(blob.start);
+                    let high = write_end.min(blob.end);
+                    if low < high {
+                        let into = (low - blob.start) as usize..(high - blob.start) as usize;
+                        let from = (low - write.offset) as usize..(high - write.offset) as usize;
+                        piece[into].copy_from_slice(&write.bytes[from]);
+                    }
+                }
+                Ok(piece)
+            })
+            .collect::<Result<_>>()?;
         let mut address_moves: Vec<(Range<u64>, u64)> = Vec::new();
-        for (blob, &at) in blobs.iter().zip(&blob_at) {
-            let range = file_range(&patched, blob.start, blob.end - blob.start)
-                .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
-            put(at, &patched[range]);
+        for ((blob, &at), piece) in blobs.iter().zip(&blob_at).zip(&pieces) {
+            put(at, piece);
             if let Some(old_vaddr) = self.vaddr_of(blob.start)
                 && let Some(old_end) = old_vaddr.checked_add(blob.end - blob.start)
             {
@@ -1282,7 +1294,9 @@ impl Planner<'_> {
         push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
 
         // Assemble: original bytes, in-file writes, padding, the new segment.
-        let mut out = self.bytes.to_vec();
+        let end = usize::try_from(offset).map_err(|_| overflow())?;
+        let mut out = Vec::with_capacity(end.max(self.bytes.len()).saturating_add(blob.len()));
+        out.extend_from_slice(self.bytes);
         for write in &self.writes {
             let at = usize::try_from(write.offset).map_err(|_| overflow())?;
             let slot = out
@@ -1290,7 +1304,7 @@ impl Planner<'_> {
                 .ok_or_else(|| Error::malformed("write outside the file", write.offset))?;
             slot.copy_from_slice(&write.bytes);
         }
-        out.resize(usize::try_from(offset).map_err(|_| overflow())?, 0);
+        out.resize(end, 0);
         out.extend_from_slice(&blob);
         Ok(out)
     }
