@@ -44,7 +44,7 @@ pub(crate) struct GlobalArgs {
     /// Emit JSON Lines on stdout instead of the human report.
     #[arg(long, global = true)]
     pub(crate) json: bool,
-    /// Print nothing but errors.
+    /// Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone.
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
     /// Never show a progress bar (it is only shown when stderr is a terminal).

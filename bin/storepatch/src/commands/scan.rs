@@ -14,6 +14,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCo
     let mut out = Output::new();
     if global.json {
         write_json(&mut out, &scan, &options.store_dir)?;
+    } else if global.quiet {
+        // Like `grep -q`: the exit status is the answer.
     } else if args.files {
         write_files(&mut out, &scan, &options.store_dir)?;
     } else {

@@ -275,3 +275,28 @@ fn output_does_not_depend_on_threads_or_reading() {
         assert_eq!(run(args), reference, "{args:?}");
     }
 }
+
+#[test]
+fn quiet_answers_by_exit_status_alone() {
+    let tree = TestTree::small_venv();
+    let found = storepatch()
+        .args(["scan", "--quiet"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        (found.status.code(), found.stdout.len(), found.stderr.len()),
+        (Some(0), 0, 0)
+    );
+    let clean = TestTree::new();
+    clean.write("a.txt", "nothing\n");
+    let none = storepatch()
+        .args(["scan", "-q"])
+        .arg(&clean.root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        (none.status.code(), none.stdout.len(), none.stderr.len()),
+        (Some(1), 0, 0)
+    );
+}
