@@ -143,7 +143,7 @@ pub(crate) struct ScrubArgs {
     pub(crate) dry_run: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub(crate) struct RelinkArgs {
     /// Trees or files to relink; their own libraries are searched first.
     #[arg(required = true, value_name = "PATH")]

@@ -36,6 +36,19 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     for root in &args.paths {
         fs_err::symlink_metadata(root)?;
     }
+    // Directories end up in run paths, which the loader reads relative to its working directory:
+    // a tree or library directory given as a relative path must become absolute first.
+    let mut args = args.clone();
+    for path in args
+        .paths
+        .iter_mut()
+        .chain(&mut args.library_path)
+        .chain(&mut args.library_tree)
+    {
+        *path = std::path::absolute(&*path)
+            .with_context(|| format!("making `{}` absolute", path.display()))?;
+    }
+    let args = &args;
     let store_dir = super::store_dir(global)?;
     let bintools = std::env::var_os("NIX_BINTOOLS").map(PathBuf::from);
     let interpreter = match (&args.interpreter, &bintools) {

@@ -10,6 +10,8 @@ mod faults;
 /// The committed man pages and completions are current.
 mod generated;
 mod nix;
+/// One test per fixed bug.
+mod regression;
 /// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.
 mod relink;
 /// `storepatch scan`: discovery, output formats, exit codes, errors.
