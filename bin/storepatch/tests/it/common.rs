@@ -126,6 +126,19 @@ pub(crate) fn identity(path: &Path) -> (u64, u64, i64, i64) {
     )
 }
 
+/// Runs `command`, asserting that it succeeded (with its stderr in the failure message).
+pub(crate) fn run_ok(command: &mut Command) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Parses JSON Lines output.
 pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)

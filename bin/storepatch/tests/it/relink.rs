@@ -10,7 +10,7 @@ use storepatch_test::cmd_snapshot;
 use storepatch_test::snapshot::Filters;
 use storepatch_test::venv::VenvFixture;
 
-use crate::common::{identity, json_lines, storepatch};
+use crate::common::{identity, json_lines, run_ok, storepatch};
 
 /// A venv fixture in a temporary store, scrubbed.
 pub(crate) struct Scrubbed {
@@ -26,16 +26,11 @@ impl Scrubbed {
         let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
             .build()
             .unwrap();
-        let output = storepatch()
-            .args(["scrub", "--store-dir"])
-            .arg(&store)
-            .arg(&fixture.venv)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            storepatch()
+                .args(["scrub", "--store-dir"])
+                .arg(&store)
+                .arg(&fixture.venv),
         );
         Self {
             dir,
@@ -434,16 +429,11 @@ impl Realistic {
             .unwrap();
         assert!(status.success());
         let modules = extension_modules(&fixture.site_packages, &fixture.python.ext_suffix);
-        let output = storepatch()
-            .args(["scrub", "--store-dir"])
-            .arg(&store)
-            .arg(&fixture.venv)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            storepatch()
+                .args(["scrub", "--store-dir"])
+                .arg(&store)
+                .arg(&fixture.venv),
         );
         let mut library_dirs = fixture.library_dirs();
         library_dirs.extend(extra);

@@ -9,7 +9,7 @@ use storepatch_test::pipeline::{
 use storepatch_test::venv::VenvFixture;
 
 use crate::common::{
-    OUT_HASH, PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, storepatch,
+    OUT_HASH, PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch,
     storepatch_as_nobody,
 };
 
@@ -225,12 +225,7 @@ fn read_only_files_and_directories_keep_their_modes() {
     for entry in walkdir::WalkDir::new(&tree.root) {
         std::os::unix::fs::lchown(entry.unwrap().path(), Some(65534), Some(65534)).unwrap();
     }
-    let output = command.arg("scrub").arg(&tree.root).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(command.arg("scrub").arg(&tree.root));
     let mode = |relative: &str| {
         fs_err::metadata(tree.path(relative))
             .unwrap()
@@ -365,16 +360,11 @@ fn realistic_venv_matches_the_old_pipeline_and_goes_further() {
     let outcome = run_old_pipeline(&old, &store).unwrap();
     assert!(!outcome.hashes.is_empty());
 
-    let output = storepatch()
-        .args(["scrub", "--store-dir"])
-        .arg(&store)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        storepatch()
+            .args(["scrub", "--store-dir"])
+            .arg(&store)
+            .arg(&fixture.venv),
     );
     assert!(live_references(&fixture.venv, &store).is_empty());
 
@@ -421,18 +411,13 @@ fn realistic_venv_matches_the_old_pipeline_and_goes_further() {
     let missed = with_candidates(&old);
     // Hashes that only ever appear bare need candidates, as inside a Nix build; with them,
     // nothing Nix could see is left.
-    let output = storepatch()
-        .args(["scrub", "--store-dir"])
-        .arg(&store)
-        .arg("--candidates")
-        .arg(&candidates)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        storepatch()
+            .args(["scrub", "--store-dir"])
+            .arg(&store)
+            .arg("--candidates")
+            .arg(&candidates)
+            .arg(&fixture.venv),
     );
     assert_eq!(
         with_candidates(&fixture.venv),
@@ -463,16 +448,11 @@ fn scrubbed_extensions_still_load() {
         .unwrap();
     let before = fixture.import_extensions(None).unwrap();
     assert!(before.success, "{}", before.stderr);
-    let output = storepatch()
-        .args(["scrub", "--store-dir"])
-        .arg(&store)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        storepatch()
+            .args(["scrub", "--store-dir"])
+            .arg(&store)
+            .arg(&fixture.venv),
     );
     // The RUNPATH now points nowhere, so without help the libraries are not found ...
     let without = fixture
