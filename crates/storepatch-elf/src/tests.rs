@@ -483,3 +483,23 @@ fn new_segment_uses_the_abi_page_size() {
     };
     assert!(plan(&bytes, &set_runpath(&[b'q'; 200]), &bad).is_err());
 }
+
+/// Found by the `patch_elf` fuzz target: a note segment claiming a size near `u64::MAX` made an
+/// addition in the relayout overflow. Byte 0 of the input selects the edits, as in the target
+/// (5: remove the run path, set no-default-lib, set the OS ABI).
+#[test]
+fn fuzz_regression_note_segment_size_overflow() {
+    let input = include_bytes!("../testdata/fuzz-patch-elf-note-overflow.bin");
+    let (&op, file) = input.split_first().expect("input has an op byte");
+    assert_eq!(op % 6, 5);
+    let edits = ElfEdits {
+        run_path: Some(RunPathEdit::Remove),
+        no_default_lib: true,
+        os_abi: Some(3),
+        ..ElfEdits::default()
+    };
+    // Any outcome but a panic is right; a relayout must parse again.
+    if let Ok(Patch::Relayout(new)) = plan(file, &edits, &Options::default()) {
+        ElfInfo::parse(&new).expect("a relayout parses");
+    }
+}
