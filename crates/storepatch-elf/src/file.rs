@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::plan::{Patch, plan};
+use crate::plan::{Layout, Patch, Planned};
 use crate::{ElfEdits, ElfInfo, Options};
 
 /// What [`apply_to_file`] did.
@@ -72,7 +72,21 @@ pub fn apply_to_file_as(
             path: input.to_path_buf(),
             cause: std::io::Error::other(err.to_string()),
         })?;
-    let patch = plan(&bytes, edits, options).map_err(|err| err.with_path(input))?;
+    let planned =
+        crate::plan::plan_layout(&bytes, edits, options).map_err(|err| err.with_path(input))?;
+    let patch = match planned {
+        Planned::Unchanged => Patch::Unchanged,
+        Planned::InPlace(writes) => Patch::InPlace(writes),
+        Planned::Relayout(layout) => {
+            // Streamed to disk: no second copy of a big file in memory.
+            let new_size = write_layout(input, output, bytes.len() as u64, &layout)
+                .map_err(|err| err.with_path(input))?;
+            return Ok(Outcome::Relayout {
+                old_size: bytes.len() as u64,
+                new_size,
+            });
+        }
+    };
     let same_file = input == output;
     match patch {
         Patch::Unchanged if same_file => Ok(Outcome::Unchanged),
@@ -162,6 +176,66 @@ fn write_in_place(path: &Path, writes: &[crate::plan::Write]) -> Result<u64> {
         fs_err::set_permissions(path, permissions).map_err(io(path))?;
     }
     result
+}
+
+/// Writes a relayout of `input` to a temporary file next to `output`: the unchanged bytes are
+/// copied by the kernel (`copy_file_range`), the writes and the new segment are put in place,
+/// the result is mapped and verified, and only then renamed over `output` with `input`'s mode.
+/// Returns the new size.
+fn write_layout(input: &Path, output: &Path, old_size: u64, layout: &Layout) -> Result<u64> {
+    use std::io::Read as _;
+
+    let permissions = fs_err::metadata(input).map_err(io(input))?.permissions();
+    let directory = output
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".storepatch-elf")
+        .tempfile_in(directory)
+        .map_err(io(directory))?;
+    let source = fs_err::File::open(input).map_err(io(input))?;
+    let prefix = old_size.min(layout.length);
+    let copied = std::io::copy(&mut source.file().take(prefix), temp.as_file_mut())
+        .map_err(io(temp.path()))?;
+    if copied != prefix {
+        return Err(Error::Io {
+            path: input.to_path_buf(),
+            cause: std::io::Error::other("the file changed while it was patched"),
+        });
+    }
+    let file = temp.as_file();
+    file.set_len(layout.length).map_err(io(temp.path()))?;
+    for write in &layout.writes {
+        let end = write.offset.saturating_add(write.bytes.len() as u64);
+        if end > old_size {
+            return Err(Error::malformed("write outside the file", write.offset));
+        }
+        // Bytes past the new length are cut, as `Layout::build` does.
+        let keep =
+            usize::try_from(end.min(layout.length).saturating_sub(write.offset)).unwrap_or(0);
+        file.write_all_at(&write.bytes[..keep.min(write.bytes.len())], write.offset)
+            .map_err(io(temp.path()))?;
+    }
+    file.write_all_at(&layout.tail, layout.length)
+        .map_err(io(temp.path()))?;
+    let new_size = layout.length + layout.tail.len() as u64;
+    {
+        let written = storepatch_walk::read(
+            temp.path(),
+            new_size,
+            storepatch_walk::ReadPolicy::default(),
+        )
+        .map_err(|err| Error::Io {
+            path: temp.path().to_path_buf(),
+            cause: std::io::Error::other(err.to_string()),
+        })?;
+        layout.verify(&written)?;
+    }
+    file.sync_data().map_err(io(temp.path()))?;
+    fs_err::set_permissions(temp.path(), permissions).map_err(io(output))?;
+    temp.persist(output).map_err(|err| io(output)(err.error))?;
+    Ok(new_size)
 }
 
 /// Writes `contents` to a temporary file next to `output`, then renames it over `output`, with

@@ -154,6 +154,62 @@ struct Planner<'a> {
 
 /// Computes what applying `edits` to the ELF file `bytes` takes.
 pub fn plan(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<Patch> {
+    Ok(match plan_layout(bytes, edits, options)? {
+        Planned::Unchanged => Patch::Unchanged,
+        Planned::InPlace(writes) => Patch::InPlace(writes),
+        Planned::Relayout(layout) => {
+            let new_bytes = layout.build(bytes)?;
+            layout.verify(&new_bytes)?;
+            Patch::Relayout(new_bytes)
+        }
+    })
+}
+
+/// What [`plan`] decided, with a relayout described rather than built, so that a caller writing
+/// to disk can stream it instead of holding a second copy of the file in memory.
+pub(crate) enum Planned {
+    Unchanged,
+    InPlace(Vec<Write>),
+    Relayout(Box<Layout>),
+}
+
+/// A relayout: the original bytes with `writes` applied, cut or zero-padded to `length`, then
+/// `tail` (the new segment).
+pub(crate) struct Layout {
+    pub(crate) writes: Vec<Write>,
+    pub(crate) length: u64,
+    pub(crate) tail: Vec<u8>,
+    entries: Vec<Entry>,
+    edits: ElfEdits,
+}
+
+impl Layout {
+    /// The new file in memory.
+    pub(crate) fn build(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let overflow = || Error::malformed("relayout size", 0);
+        let end = usize::try_from(self.length).map_err(|_| overflow())?;
+        let mut out = Vec::with_capacity(end.max(bytes.len()).saturating_add(self.tail.len()));
+        out.extend_from_slice(bytes);
+        for write in &self.writes {
+            let at = usize::try_from(write.offset).map_err(|_| overflow())?;
+            let slot = out
+                .get_mut(at..at.saturating_add(write.bytes.len()))
+                .ok_or_else(|| Error::malformed("write outside the file", write.offset))?;
+            slot.copy_from_slice(&write.bytes);
+        }
+        out.resize(end, 0);
+        out.extend_from_slice(&self.tail);
+        Ok(out)
+    }
+
+    /// Re-parses the new file (however it was produced) and checks it says what was asked for.
+    pub(crate) fn verify(&self, new_bytes: &[u8]) -> Result<()> {
+        Planner::verify(new_bytes, &self.entries, &self.edits)
+    }
+}
+
+/// Plans the edits without building a relayout.
+pub(crate) fn plan_layout(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<Planned> {
     let parsed = Parsed::parse(bytes)?;
     let codec = parsed.codec;
     let mut planner = Planner {
@@ -167,7 +223,7 @@ pub fn plan(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<Patch> 
 }
 
 impl Planner<'_> {
-    fn run(&mut self, edits: &ElfEdits, options: &Options) -> Result<Patch> {
+    fn run(&mut self, edits: &ElfEdits, options: &Options) -> Result<Planned> {
         let page_size = match options.page_size {
             Some(size) if size.is_power_of_two() && size >= 0x1000 => size,
             Some(size) => {
@@ -232,9 +288,9 @@ impl Planner<'_> {
             self.write_dynamic_in_place(&entries);
             self.write_verneed();
             if self.writes.is_empty() {
-                return Ok(Patch::Unchanged);
+                return Ok(Planned::Unchanged);
             }
-            return Ok(Patch::InPlace(std::mem::take(&mut self.writes)));
+            return Ok(Planned::InPlace(std::mem::take(&mut self.writes)));
         }
         if grow_dynamic && entries.iter().any(|e| e.tag == DT_MIPS_RLD_MAP_REL) {
             return Err(Error::Unsupported {
@@ -242,15 +298,20 @@ impl Planner<'_> {
             });
         }
         self.write_verneed();
-        let new_bytes = self.relayout(
+        let (length, tail) = self.relayout(
             &entries,
             &extra,
             new_interp.as_ref(),
             grow_dynamic,
             page_size,
         )?;
-        Self::verify(&new_bytes, &entries, edits)?;
-        Ok(Patch::Relayout(new_bytes))
+        Ok(Planned::Relayout(Box::new(Layout {
+            writes: std::mem::take(&mut self.writes),
+            length,
+            tail,
+            entries,
+            edits: edits.clone(),
+        })))
     }
 
     /// Maps a file offset to a virtual address through the `PT_LOAD` segments.
@@ -974,7 +1035,7 @@ impl Planner<'_> {
         new_interp: Option<&Vec<u8>>,
         grow_dynamic: bool,
         page_size: u64,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(u64, Vec<u8>)> {
         let codec = self.codec;
         let file_len = self.bytes.len() as u64;
         let loads: Vec<Segment> = self
@@ -1293,20 +1354,9 @@ impl Planner<'_> {
         let encoded = codec.encode_u16(phnum);
         push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
 
-        // Assemble: original bytes, in-file writes, padding, the new segment.
-        let end = usize::try_from(offset).map_err(|_| overflow())?;
-        let mut out = Vec::with_capacity(end.max(self.bytes.len()).saturating_add(blob.len()));
-        out.extend_from_slice(self.bytes);
-        for write in &self.writes {
-            let at = usize::try_from(write.offset).map_err(|_| overflow())?;
-            let slot = out
-                .get_mut(at..at + write.bytes.len())
-                .ok_or_else(|| Error::malformed("write outside the file", write.offset))?;
-            slot.copy_from_slice(&write.bytes);
-        }
-        out.resize(end, 0);
-        out.extend_from_slice(&blob);
-        Ok(out)
+        // The new file is the original bytes with `self.writes`, padded to `offset`, then `blob`;
+        // `Layout::build` or a streaming writer puts it together.
+        Ok((offset, blob))
     }
 
     /// Re-parses a relayout and checks it says what the edits asked for.

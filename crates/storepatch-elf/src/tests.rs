@@ -503,3 +503,36 @@ fn fuzz_regression_note_segment_size_overflow() {
         ElfInfo::parse(&new).expect("a relayout parses");
     }
 }
+
+/// `apply_to_file` streams a relayout to disk (kernel copy of the unchanged bytes, then the
+/// writes and the new segment); the file it writes is byte for byte what `plan` builds in memory.
+#[test]
+fn streamed_relayout_equals_the_planned_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (is64, little) in COMBINATIONS {
+        let bytes = synthetic(is64, little);
+        for edits in [
+            set_runpath(&[b'x'; 300]),
+            ElfEdits {
+                interpreter: Some(vec![b'i'; 200]),
+                add_needed: vec![vec![b'n'; 90]],
+                ..ElfEdits::default()
+            },
+        ] {
+            let Ok(Patch::Relayout(expected)) = plan(&bytes, &edits, &Options::default()) else {
+                panic!("expected a relayout");
+            };
+            let path = dir.path().join("lib.so");
+            fs_err::write(&path, &bytes).unwrap();
+            let outcome = crate::apply_to_file(&path, &edits, &Options::default()).unwrap();
+            assert!(
+                matches!(outcome, crate::Outcome::Relayout { .. }),
+                "{outcome:?}"
+            );
+            assert!(
+                fs_err::read(&path).unwrap() == expected,
+                "is64 {is64}, little {little}"
+            );
+        }
+    }
+}
