@@ -5,8 +5,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::plan::{Layout, Patch, Planned};
-use crate::{ElfEdits, ElfInfo, Options};
+use crate::plan::{Layout, Planned};
+use crate::{ElfEdits, Options};
 
 /// What [`apply_to_file`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,42 +67,28 @@ pub fn apply_to_file_as(
     // Mapped, not read: an in-place edit of a 450 MB library should touch only the pages that
     // the headers and strings live in. The mapping is dropped before anything is written.
     let size = fs_err::metadata(input).map_err(io(input))?.len();
-    let bytes = storepatch_walk::read(input, size, storepatch_walk::ReadPolicy::default())
-        .map_err(|err| Error::Io {
-            path: input.to_path_buf(),
-            cause: std::io::Error::other(err.to_string()),
-        })?;
+    let bytes = map(input, size)?;
     let planned =
         crate::plan::plan_layout(&bytes, edits, options).map_err(|err| err.with_path(input))?;
-    let patch = match planned {
-        Planned::Unchanged => Patch::Unchanged,
-        Planned::InPlace(writes) => Patch::InPlace(writes),
-        Planned::Relayout(layout) => {
-            // Streamed to disk: no second copy of a big file in memory.
-            let new_size = write_layout(input, output, bytes.len() as u64, &layout)
-                .map_err(|err| err.with_path(input))?;
-            return Ok(Outcome::Relayout {
-                old_size: bytes.len() as u64,
-                new_size,
-            });
-        }
-    };
     let same_file = input == output;
-    match patch {
-        Patch::Unchanged if same_file => Ok(Outcome::Unchanged),
-        Patch::Unchanged => {
-            write_new(input, output, &bytes)?;
+    match planned {
+        Planned::Unchanged if same_file => Ok(Outcome::Unchanged),
+        Planned::Unchanged => {
+            replace(input, output, |file, path| {
+                file.write_all(&bytes).map_err(io(path))
+            })?;
             Ok(Outcome::Unchanged)
         }
-        Patch::InPlace(writes) if same_file && !is_shared_inode(input)? => {
+        Planned::InPlace(writes) if same_file && !is_shared_inode(input)? => {
             drop(bytes);
             let written = write_in_place(output, &writes)?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
             })
         }
-        Patch::InPlace(writes) if same_file => {
-            // A hard-linked file is copied and renamed, so the other names keep the old bytes.
+        Planned::InPlace(writes) => {
+            // A separate output, or a hard-linked file (copied and renamed, so that the other
+            // names keep the old bytes).
             let mut copy = bytes.to_vec();
             let mut written = 0;
             for write in &writes {
@@ -112,35 +98,31 @@ pub fn apply_to_file_as(
                     written += write.bytes.len() as u64;
                 }
             }
-            write_new(input, output, &copy)?;
+            replace(input, output, |file, path| {
+                file.write_all(&copy).map_err(io(path))
+            })?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
             })
         }
-        Patch::InPlace(writes) => {
-            let mut copy = bytes.to_vec();
-            let mut written = 0;
-            for write in &writes {
-                let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
-                if let Some(slot) = copy.get_mut(start..start.saturating_add(write.bytes.len())) {
-                    slot.copy_from_slice(&write.bytes);
-                    written += write.bytes.len() as u64;
-                }
-            }
-            write_new(input, output, &copy)?;
-            Ok(Outcome::InPlace {
-                bytes_written: written,
-            })
-        }
-        Patch::Relayout(new_bytes) => {
-            ElfInfo::parse(&new_bytes).map_err(|err| err.with_path(input))?;
-            write_new(input, output, &new_bytes)?;
-            Ok(Outcome::Relayout {
-                old_size: bytes.len() as u64,
-                new_size: new_bytes.len() as u64,
-            })
+        Planned::Relayout(layout) => {
+            // Streamed to disk: no second copy of a big file in memory.
+            let old_size = bytes.len() as u64;
+            let new_size = write_layout(input, output, old_size, &layout)
+                .map_err(|err| err.with_path(input))?;
+            Ok(Outcome::Relayout { old_size, new_size })
         }
     }
+}
+
+/// `path` mapped (or, when small, read), expected to be `size` bytes long.
+fn map(path: &Path, size: u64) -> Result<storepatch_walk::Contents> {
+    storepatch_walk::read(path, size, storepatch_walk::ReadPolicy::default()).map_err(|err| {
+        Error::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::other(err.to_string()),
+        }
+    })
 }
 
 fn is_shared_inode(path: &Path) -> Result<bool> {
@@ -185,62 +167,44 @@ fn write_in_place(path: &Path, writes: &[crate::plan::Write]) -> Result<u64> {
 fn write_layout(input: &Path, output: &Path, old_size: u64, layout: &Layout) -> Result<u64> {
     use std::io::Read as _;
 
-    let permissions = fs_err::metadata(input).map_err(io(input))?.permissions();
-    let directory = output
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".storepatch-elf")
-        .tempfile_in(directory)
-        .map_err(io(directory))?;
-    let source = fs_err::File::open(input).map_err(io(input))?;
-    let prefix = old_size.min(layout.length);
-    let copied = std::io::copy(&mut source.file().take(prefix), temp.as_file_mut())
-        .map_err(io(temp.path()))?;
-    if copied != prefix {
-        return Err(Error::Io {
-            path: input.to_path_buf(),
-            cause: std::io::Error::other("the file changed while it was patched"),
-        });
-    }
-    let file = temp.as_file();
-    file.set_len(layout.length).map_err(io(temp.path()))?;
-    for write in &layout.writes {
-        let end = write.offset.saturating_add(write.bytes.len() as u64);
-        if end > old_size {
-            return Err(Error::malformed("write outside the file", write.offset));
-        }
-        // Bytes past the new length are cut, as `Layout::build` does.
-        let keep =
-            usize::try_from(end.min(layout.length).saturating_sub(write.offset)).unwrap_or(0);
-        file.write_all_at(&write.bytes[..keep.min(write.bytes.len())], write.offset)
-            .map_err(io(temp.path()))?;
-    }
-    file.write_all_at(&layout.tail, layout.length)
-        .map_err(io(temp.path()))?;
     let new_size = layout.length + layout.tail.len() as u64;
-    {
-        let written = storepatch_walk::read(
-            temp.path(),
-            new_size,
-            storepatch_walk::ReadPolicy::default(),
-        )
-        .map_err(|err| Error::Io {
-            path: temp.path().to_path_buf(),
-            cause: std::io::Error::other(err.to_string()),
-        })?;
-        layout.verify(&written)?;
-    }
-    file.sync_data().map_err(io(temp.path()))?;
-    fs_err::set_permissions(temp.path(), permissions).map_err(io(output))?;
-    temp.persist(output).map_err(|err| io(output)(err.error))?;
+    replace(input, output, |file, path| {
+        let source = fs_err::File::open(input).map_err(io(input))?;
+        let prefix = old_size.min(layout.length);
+        let copied = std::io::copy(&mut source.file().take(prefix), file).map_err(io(path))?;
+        if copied != prefix {
+            return Err(Error::Io {
+                path: input.to_path_buf(),
+                cause: std::io::Error::other("the file changed while it was patched"),
+            });
+        }
+        file.set_len(layout.length).map_err(io(path))?;
+        for write in &layout.writes {
+            let end = write.offset.saturating_add(write.bytes.len() as u64);
+            if end > old_size {
+                return Err(Error::malformed("write outside the file", write.offset));
+            }
+            // Bytes past the new length are cut, as `Layout::build` does.
+            let keep =
+                usize::try_from(end.min(layout.length).saturating_sub(write.offset)).unwrap_or(0);
+            file.write_all_at(&write.bytes[..keep.min(write.bytes.len())], write.offset)
+                .map_err(io(path))?;
+        }
+        file.write_all_at(&layout.tail, layout.length)
+            .map_err(io(path))?;
+        layout.verify(&map(path, new_size)?)
+    })?;
     Ok(new_size)
 }
 
-/// Writes `contents` to a temporary file next to `output`, then renames it over `output`, with
-/// the permissions of `input`.
-fn write_new(input: &Path, output: &Path, contents: &[u8]) -> Result<()> {
+/// Fills a temporary file next to `output` with `fill`, syncs it, gives it the permissions of
+/// `input` and renames it over `output`. On any error the temporary file is removed and `output`
+/// is untouched.
+fn replace(
+    input: &Path,
+    output: &Path,
+    fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<()>,
+) -> Result<()> {
     let permissions = fs_err::metadata(input).map_err(io(input))?.permissions();
     let directory = output
         .parent()
@@ -250,9 +214,10 @@ fn write_new(input: &Path, output: &Path, contents: &[u8]) -> Result<()> {
         .prefix(".storepatch-elf")
         .tempfile_in(directory)
         .map_err(io(directory))?;
-    temp.write_all(contents).map_err(io(temp.path()))?;
-    temp.as_file().sync_data().map_err(io(temp.path()))?;
-    fs_err::set_permissions(temp.path(), permissions).map_err(io(output))?;
+    let path = temp.path().to_path_buf();
+    fill(temp.as_file_mut(), &path)?;
+    temp.as_file().sync_data().map_err(io(&path))?;
+    fs_err::set_permissions(&path, permissions).map_err(io(output))?;
     temp.persist(output).map_err(|err| io(output)(err.error))?;
     Ok(())
 }
