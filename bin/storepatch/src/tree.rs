@@ -130,11 +130,10 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     let scanner = if found.is_empty() {
         scanner
     } else {
-        let mut sorted: Vec<StorePath> = found.values().cloned().collect();
-        sorted.sort();
+        // The builder keys candidates by hash, so the map's order does not matter.
         Scanner::builder(options.store_dir.clone())
             .candidates(options.candidates.iter().cloned())
-            .candidates(sorted)
+            .candidates(found.values().cloned())
             .build()
     };
 
@@ -167,7 +166,7 @@ const WINDOW_BUDGET: usize = 4 << 20;
 /// What the first pass learnt about one entry.
 struct EntryScan {
     findings: Vec<Finding>,
-    /// Runs that matched no candidate, per place; `None` when not kept (second pass or overflow).
+    /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
     windows: Vec<(Location, Windows)>,
     error: Option<EntryError>,
 }

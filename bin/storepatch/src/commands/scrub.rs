@@ -49,7 +49,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
         })
     };
 
-    let scan = tree::scan_roots(&args.paths, &options)?;
+    let mut scan = tree::scan_roots(&args.paths, &options)?;
     let mut kept = 0usize;
     let mut changes = Vec::new();
     for finding in &scan.findings {
@@ -74,11 +74,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
         }
     }
 
-    let mut errors: Vec<EntryError> = scan.errors;
-    let scan = TreeScan {
-        errors: Vec::new(),
-        ..scan
-    };
+    let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
     let renamed = if args.dry_run {
         BTreeMap::new()
     } else {
