@@ -10,6 +10,9 @@ pub(crate) const PYTHON_HASH: &str = "0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
 pub(crate) const ZLIB_HASH: &str = "1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz";
 pub(crate) const OUT_HASH: &str = "9zkcv1ijs7wy2n2w9vvfhbpp5gyzrfwa";
 
+/// The uid and gid of `nobody`, which permission tests run as.
+pub(crate) const NOBODY: u32 = 65534;
+
 /// The binary under test, with a clean environment for the things it reads.
 pub(crate) fn storepatch() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_storepatch"));
@@ -30,7 +33,9 @@ pub(crate) fn storepatch_as_nobody() -> Option<Command> {
     }
     let mut command = Command::new("/usr/bin/setpriv");
     command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_storepatch"))
         .env_remove("NIX_STORE")
         .env("STOREPATCH_NO_PROGRESS", "1");
@@ -74,6 +79,24 @@ impl TestTree {
     pub(crate) fn chmod(&self, relative: &str, mode: u32) {
         fs_err::set_permissions(self.path(relative), std::fs::Permissions::from_mode(mode))
             .unwrap();
+    }
+
+    /// Hands the root and the given entries (relative paths) to `nobody`, as a build user owns
+    /// its `$out`, so that permissions apply to [`storepatch_as_nobody`]. `"**"` means every
+    /// entry of the tree.
+    pub(crate) fn give_to_nobody(&self, relative: &[&str]) {
+        let mut paths = vec![self.root.clone()];
+        if relative == ["**"] {
+            paths = walkdir::WalkDir::new(&self.root)
+                .into_iter()
+                .map(|entry| entry.unwrap().into_path())
+                .collect();
+        } else {
+            paths.extend(relative.iter().map(|path| self.path(path)));
+        }
+        for path in paths {
+            std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
     }
 
     /// Filters replacing this tree's temporary directory with `[TMP]`.

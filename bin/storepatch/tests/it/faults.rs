@@ -289,9 +289,7 @@ fn unreadable_directory_is_reported_and_the_rest_is_scrubbed() {
     let Some(mut command) = storepatch_as_nobody() else {
         return;
     };
-    for path in [tree.root.clone(), tree.path("open"), tree.path("open/file")] {
-        std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
-    }
+    tree.give_to_nobody(&["open", "open/file"]);
     cmd_snapshot!(tree.filters(), command.arg("scrub").arg(&tree.root), @"
     success: false
     exit_code: 2

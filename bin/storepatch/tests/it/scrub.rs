@@ -9,7 +9,7 @@ use storepatch_test::pipeline::{
 use storepatch_test::venv::VenvFixture;
 
 use crate::common::{
-    OUT_HASH, PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch,
+    NOBODY, OUT_HASH, PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch,
     storepatch_as_nobody,
 };
 
@@ -221,10 +221,7 @@ fn read_only_files_and_directories_keep_their_modes() {
     let Some(mut command) = storepatch_as_nobody() else {
         return;
     };
-    // Hand the tree to `nobody`, as a build user owns its `$out`.
-    for entry in walkdir::WalkDir::new(&tree.root) {
-        std::os::unix::fs::lchown(entry.unwrap().path(), Some(65534), Some(65534)).unwrap();
-    }
+    tree.give_to_nobody(&["**"]);
     run_ok(command.arg("scrub").arg(&tree.root));
     let mode = |relative: &str| {
         fs_err::metadata(tree.path(relative))
@@ -235,7 +232,10 @@ fn read_only_files_and_directories_keep_their_modes() {
     };
     assert_eq!(mode("ro"), 0o555);
     assert_eq!(mode("ro/file"), 0o444);
-    assert_eq!(fs_err::metadata(tree.path("ro/file")).unwrap().uid(), 65534);
+    assert_eq!(
+        fs_err::metadata(tree.path("ro/file")).unwrap().uid(),
+        NOBODY
+    );
     assert!(tree.path(&format!("ro/{}-named", "e".repeat(32))).exists());
 }
 
@@ -318,8 +318,7 @@ fn unreadable_file_is_reported_and_the_rest_is_scrubbed() {
     let Some(mut command) = storepatch_as_nobody() else {
         return;
     };
-    std::os::unix::fs::lchown(&tree.root, Some(65534), Some(65534)).unwrap();
-    std::os::unix::fs::lchown(tree.path("open"), Some(65534), Some(65534)).unwrap();
+    tree.give_to_nobody(&["open"]);
     cmd_snapshot!(tree.filters(), command.arg("scrub").arg(&tree.root), @"
     success: false
     exit_code: 2
@@ -346,15 +345,22 @@ fn unreadable_file_is_reported_and_the_rest_is_scrubbed() {
     );
 }
 
+/// A realistic venv fixture (gcc-built extensions, a store beside it) in a fresh temporary
+/// directory, which must outlive the fixture.
+fn venv_fixture() -> (tempfile::TempDir, VenvFixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = VenvFixture::builder(dir.path().join("venv"), dir.path().join("store"))
+        .build()
+        .unwrap();
+    (dir, fixture)
+}
+
 /// A realistic venv: storepatch's output equals the old grep + remove-references-to pipeline on
 /// every regular file, and it also fixes the symlinks and names that pipeline leaves behind.
 #[test]
 fn realistic_venv_matches_the_old_pipeline_and_goes_further() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
-        .build()
-        .unwrap();
+    let (dir, fixture) = venv_fixture();
+    let store = fixture.store_dir.clone();
     let old = dir.path().join("old");
     copy_tree(&fixture.venv, &old).unwrap();
     let outcome = run_old_pipeline(&old, &store).unwrap();
@@ -441,11 +447,8 @@ fn realistic_venv_matches_the_old_pipeline_and_goes_further() {
 /// Scrubbed C extensions are intact: they load once the libraries are supplied another way.
 #[test]
 fn scrubbed_extensions_still_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
-        .build()
-        .unwrap();
+    let (_dir, fixture) = venv_fixture();
+    let store = fixture.store_dir.clone();
     let before = fixture.import_extensions(None).unwrap();
     assert!(before.success, "{}", before.stderr);
     run_ok(
@@ -469,11 +472,8 @@ fn scrubbed_extensions_still_load() {
 /// The same tree scrubbed with 1 and with 4 threads comes out byte-identical.
 #[test]
 fn output_is_identical_for_any_thread_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let fixture = VenvFixture::builder(dir.path().join("venv"), &store)
-        .build()
-        .unwrap();
+    let (dir, fixture) = venv_fixture();
+    let store = fixture.store_dir.clone();
     let copy = dir.path().join("copy");
     copy_tree(&fixture.venv, &copy).unwrap();
     for (root, threads) in [(&fixture.venv, "1"), (&copy, "4")] {
