@@ -260,8 +260,13 @@ pub fn retarget_symlink(path: &Path, target: &OsStr) -> Result<()> {
     let temp = temporary_sibling(path)?;
     std::os::unix::fs::symlink(target, &temp)
         .map_err(io_error("cannot create the symlink", &temp))?;
-    fs_err::rename(&temp, path).map_err(|err| {
-        let _ = fs_err::remove_file(&temp);
+    rename_over(&temp, path)
+}
+
+/// Renames the temporary entry `temp` over `path`; on failure removes `temp` again.
+fn rename_over(temp: &Path, path: &Path) -> Result<()> {
+    fs_err::rename(temp, path).map_err(|err| {
+        let _ = fs_err::remove_file(temp);
         Error::Io {
             action: "cannot replace",
             path: path.to_path_buf(),
@@ -295,14 +300,7 @@ pub fn link_into_place(source: &Path, path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source: err,
     })?;
-    fs_err::rename(&temp, path).map_err(|err| {
-        let _ = fs_err::remove_file(&temp);
-        Error::Io {
-            action: "cannot replace",
-            path: path.to_path_buf(),
-            source: err,
-        }
-    })
+    rename_over(&temp, path)
 }
 
 /// Directories made writable for the duration of a rewrite; [`WritableDirs::restore`] puts the

@@ -93,12 +93,7 @@ fn write_summary(
         BTreeMap::new();
     for finding in &scan.findings {
         for hit in &finding.hits {
-            // Bare hits carry the candidate's full name; path hits may carry a shorter one, so
-            // group live references by hash and show the candidate's name.
-            let key = match hit.live() {
-                Some(path) => (false, store_dir.render(&candidate_for(scan, path))),
-                None => (true, tree::render_target(store_dir, hit)),
-            };
+            let key = (hit.live().is_none(), shown_store_path(scan, store_dir, hit));
             let row = rows.entry(key).or_default();
             row.0.insert(finding.entry);
             row.1 += 1;
@@ -120,6 +115,20 @@ fn write_summary(
         out.line(&line)?;
     }
     Ok(())
+}
+
+/// The store path a hit is reported under. Bare hits carry the candidate's full name; path hits
+/// may carry a shorter one (cut at junk), so live references show the candidate with their hash,
+/// and scrubbed ones their `eeee…` form.
+fn shown_store_path(
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+    hit: &storepatch_scan::Hit,
+) -> Vec<u8> {
+    match hit.live() {
+        Some(path) => store_dir.render(&candidate_for(scan, path)),
+        None => tree::render_target(store_dir, hit),
+    }
 }
 
 /// The candidate with the same hash as `path` (the name a path hit carries may be cut short).
@@ -179,10 +188,7 @@ fn write_json(
                     storepatch_scan::Form::Path => "path",
                     storepatch_scan::Form::Bare => "bare",
                 },
-                "store_path": bytes_value(&match live {
-                    Some(path) => store_dir.render(&candidate_for(scan, path)),
-                    None => tree::render_target(store_dir, hit),
-                }),
+                "store_path": bytes_value(&shown_store_path(scan, store_dir, hit)),
                 "hash": live.map(|path| path.hash().as_str().to_owned()),
                 "scrubbed": live.is_none(),
                 "context": finding.contexts.get(index).map(|context| bytes_value(context)),
