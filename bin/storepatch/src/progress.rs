@@ -6,13 +6,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub(crate) struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    pub(crate) fn new(length: u64, message: &'static str, enabled: bool) -> Self {
+    /// A bar towards `length`, or a counter when the length is not known yet.
+    pub(crate) fn new(length: Option<u64>, message: &'static str, enabled: bool) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
             return Self(None);
         }
-        let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({eta})")
-        {
+        let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr());
+        let template = if length.is_some() {
+            "{msg:>10} [{bar:40}] {pos}/{len} ({eta})"
+        } else {
+            "{msg:>10} {spinner} {pos} entries ({per_sec})"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(message);

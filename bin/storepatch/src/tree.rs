@@ -87,31 +87,34 @@ pub(crate) struct TreeOptions {
 
 /// Walks the roots (in the order given) and finds every reference.
 pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Result<TreeScan> {
+    let scanner = Scanner::builder(options.store_dir.clone())
+        .candidates(options.candidates.iter().cloned())
+        .build();
+    let budget = AtomicUsize::new(WINDOW_BUDGET);
+    let progress = Progress::new(None, "scanning", options.show_progress);
     let mut entries = Vec::new();
+    let mut scans: Vec<EntryScan> = Vec::new();
     let mut errors = Vec::new();
+    // Files are read while directories are still being listed.
     for root in roots {
-        let walk = storepatch_walk::walk(root)?;
+        let (walk, root_scans) = storepatch_walk::walk_with(root, |entry| {
+            let scan = scan_entry(entry, &scanner, options, Some(&budget));
+            progress.inc();
+            scan
+        })?;
         errors.extend(walk.errors.into_iter().map(|err| EntryError {
             path: err.path().to_path_buf(),
             message: error_chain(&err),
         }));
         entries.extend(walk.entries);
+        scans.extend(root_scans);
     }
-    let scanner = Scanner::builder(options.store_dir.clone())
-        .candidates(options.candidates.iter().cloned())
-        .build();
-    let budget = AtomicUsize::new(WINDOW_BUDGET);
-    let progress = Progress::new(entries.len() as u64, "scanning", options.show_progress);
-    let scans: Vec<EntryScan> = entries
-        .par_iter()
-        .enumerate()
-        .map(|(index, entry)| {
-            let scan = scan_entry(index, entry, &scanner, options, Some(&budget));
-            progress.inc();
-            scan
-        })
-        .collect();
     progress.finish();
+    for (index, scan) in scans.iter_mut().enumerate() {
+        for finding in &mut scan.findings {
+            finding.entry = index;
+        }
+    }
 
     // Store paths found in path form whose hashes were not searched for yet.
     let known: BTreeSet<HashPart> = scanner
@@ -193,7 +196,11 @@ fn resolve(
         }
     }
     if rescan {
-        return scan_entry(index, entry, scanner, options, None);
+        let mut scan = scan_entry(entry, scanner, options, None);
+        for finding in &mut scan.findings {
+            finding.entry = index;
+        }
+        return scan;
     }
     for (location, hits) in late {
         match scan
@@ -217,10 +224,9 @@ fn resolve(
     scan
 }
 
-/// Scans one entry's name, contents or symlink target. With a `budget`, keeps the runs that
+/// Scans one entry's name, contents or symlink target (its findings' `entry` is left unset). With a `budget`, keeps the runs that
 /// matched no candidate (first pass); without, scans with the final candidates (second pass).
 fn scan_entry(
-    index: usize,
     entry: &Entry,
     scanner: &Scanner,
     options: &TreeOptions,
@@ -231,7 +237,7 @@ fn scan_entry(
         windows: Vec::new(),
         error: None,
     };
-    if let Err(err) = scan_places(index, entry, scanner, options, budget, &mut scan) {
+    if let Err(err) = scan_places(entry, scanner, options, budget, &mut scan) {
         scan.findings.clear();
         scan.windows.clear();
         scan.error = Some(EntryError {
@@ -245,7 +251,6 @@ fn scan_entry(
 }
 
 fn scan_places(
-    index: usize,
     entry: &Entry,
     scanner: &Scanner,
     options: &TreeOptions,
@@ -276,7 +281,8 @@ fn scan_places(
                 Vec::new()
             };
             scan.findings.push(Finding {
-                entry: index,
+                // Set once the entry's place in the walk is known.
+                entry: usize::MAX,
                 location,
                 hits,
                 contexts,
@@ -299,8 +305,9 @@ fn scan_places(
             record(Location::Content, &[], Some(hits));
         }
         EntryKind::File => {
-            let contents = storepatch_walk::read(&entry.path, entry.len, options.read_policy)?;
-            record(Location::Content, &contents, None);
+            storepatch_walk::read_with(&entry.path, entry.len, options.read_policy, |contents| {
+                record(Location::Content, contents, None);
+            })?;
         }
         EntryKind::Symlink => {
             let target = fs_err::read_link(&entry.path)?;

@@ -175,46 +175,64 @@ const HASH_BYTE: [bool; 256] = {
     table
 };
 
+/// Bytes per word of the window finder's filter.
+const WORD: usize = 8;
+/// The filter looks at one word in three. A run of 32 alphabet bytes covers at least three
+/// consecutive whole words (counted from the start of the haystack), so one of them is looked at.
+const STRIDE: usize = 3 * WORD;
+
+/// Whether every byte of `word` could be a hash byte: all are ASCII digits or lowercase letters.
+///
+/// A necessary condition only (it lets `e`, `o`, `t` and `u` through), computed on all eight bytes
+/// at once: adding `0x80 - c` to a byte below `0x80` sets its high bit exactly when the byte is at
+/// least `c`, and never carries into the next byte. Bytes at or above `0x80` may carry, but they
+/// fail the test themselves, so the whole word fails anyway.
+fn maybe_all_hash(word: u64) -> bool {
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn at_least(byte: u8) -> u64 {
+        u64::from_ne_bytes([0x80 - byte; 8])
+    }
+    let digit_or_above = word.wrapping_add(at_least(b'0'));
+    let above_digits = word.wrapping_add(at_least(b'9' + 1));
+    let lower_or_above = word.wrapping_add(at_least(b'a'));
+    let above_lower = word.wrapping_add(at_least(b'z' + 1));
+    let in_class = !word & digit_or_above & !above_lower & !(above_digits & !lower_or_above) & HIGH;
+    in_class == HIGH
+}
+
 /// Calls `found` with the start of every 32-byte window made only of hash-alphabet bytes, in
 /// ascending order.
 ///
-/// Boyer-Moore style, for a character class: the bytes of a candidate window are checked from its
-/// end backwards. The first byte outside the alphabet found at `r` rules out every window that
-/// contains `r`, so the next candidate starts at `r + 1`; on binary data and prose that skips
-/// nearly 32 bytes for every byte looked at. Bytes already checked are never checked again.
+/// Most data has no such runs, so the search is a cheap filter over one word in every [`STRIDE`]
+/// bytes ([`maybe_all_hash`], a few arithmetic operations and a branch that is almost never
+/// taken). A word that passes and is made of alphabet bytes only is grown into its whole run, byte
+/// by byte both ways; a run of at least 32 bytes yields all its windows, and the filter goes on
+/// after the run.
 fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
     let len = haystack.len();
     let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
-    let mut start = 0;
-    // Bytes in `start..checked` are known to be alphabet bytes.
-    let mut checked = 0;
-    while start + HASH_LEN <= len {
-        let mut position = start + HASH_LEN - 1;
-        let mut miss = None;
-        while position >= checked.max(start) {
-            if !is_hash(position) {
-                miss = Some(position);
-                break;
-            }
-            if position == 0 {
-                break;
-            }
-            position -= 1;
-        }
-        if let Some(miss) = miss {
-            checked = start + HASH_LEN;
-            start = miss + 1;
+    let mut word_start = 0;
+    // Every run ending before this has been dealt with; the byte here (if any) is not a hash byte.
+    let mut done = 0;
+    while let Some(bytes) = haystack.get(word_start..word_start + WORD) {
+        let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
+        if !maybe_all_hash(word) || !bytes.iter().all(|&byte| HASH_BYTE[usize::from(byte)]) {
+            word_start += STRIDE;
             continue;
         }
-        // A whole window: report it and every one after it while the run goes on.
-        found(start);
-        let mut end = start + HASH_LEN;
+        let mut start = word_start;
+        while start > done && is_hash(start - 1) {
+            start -= 1;
+        }
+        let mut end = word_start + WORD;
         while end < len && is_hash(end) {
-            found(end + 1 - HASH_LEN);
             end += 1;
         }
-        start = end + 1;
-        checked = start;
+        if end - start >= HASH_LEN {
+            (start..=end - HASH_LEN).for_each(&mut found);
+        }
+        done = end;
+        word_start = end.next_multiple_of(STRIDE);
     }
 }
 
@@ -609,11 +627,14 @@ mod tests {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
-                    // Mostly alphabet bytes, so that long runs are common.
-                    if state.is_multiple_of(23) {
-                        b'-'
-                    } else {
-                        alphabet[usize::try_from(state >> 8).unwrap() % 32]
+                    // Mostly alphabet bytes, so that long runs are common; the others are any
+                    // byte at all, most often the ones next to the alphabet's edges.
+                    let pick = usize::try_from(state >> 8).unwrap();
+                    let edges = b"/:`{eotu\x7f\x80\xff";
+                    match state % 29 {
+                        0 => pick.to_le_bytes()[0],
+                        1 => edges[pick % edges.len()],
+                        _ => alphabet[pick % 32],
                     }
                 })
                 .collect();
@@ -627,6 +648,25 @@ mod tests {
                 })
                 .collect();
             assert_eq!(found, expected, "round {round}");
+        }
+    }
+
+    /// The word filter lets every all-alphabet word through, and rejects a word as soon as any one
+    /// byte (in any position) is not a digit or lowercase letter.
+    #[test]
+    fn word_filter_is_exact_per_byte() {
+        let base = *b"a0zk9bqm";
+        assert!(maybe_all_hash(u64::from_le_bytes(base)));
+        for position in 0..WORD {
+            for byte in 0..=u8::MAX {
+                let mut word = base;
+                word[position] = byte;
+                assert_eq!(
+                    maybe_all_hash(u64::from_le_bytes(word)),
+                    byte.is_ascii_digit() || byte.is_ascii_lowercase(),
+                    "byte {byte:#04x} at {position}"
+                );
+            }
         }
     }
 
