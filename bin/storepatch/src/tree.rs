@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use storepatch_core::{HashPart, StoreDir, StorePath};
 use storepatch_scan::{Hit, Scanner, Windows};
-use storepatch_walk::{Entry, EntryKind, ReadPolicy};
+use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
 use crate::progress::Progress;
 /// Where in an entry a reference sits.
@@ -97,8 +97,8 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     let mut errors = Vec::new();
     // Files are read while directories are still being listed.
     for root in roots {
-        let (walk, root_scans) = storepatch_walk::walk_with(root, |entry| {
-            let scan = scan_entry(entry, &scanner, options, Some(&budget));
+        let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
+            let scan = scan_entry(visit, &scanner, options, Some(&budget));
             progress.inc();
             scan
         })?;
@@ -196,7 +196,7 @@ fn resolve(
         }
     }
     if rescan {
-        let mut scan = scan_entry(entry, scanner, options, None);
+        let mut scan = scan_entry(&Visit::detached(entry), scanner, options, None);
         for finding in &mut scan.findings {
             finding.entry = index;
         }
@@ -227,7 +227,7 @@ fn resolve(
 /// Scans one entry's name, contents or symlink target (its findings' `entry` is left unset). With a `budget`, keeps the runs that
 /// matched no candidate (first pass); without, scans with the final candidates (second pass).
 fn scan_entry(
-    entry: &Entry,
+    visit: &Visit<'_>,
     scanner: &Scanner,
     options: &TreeOptions,
     budget: Option<&AtomicUsize>,
@@ -237,11 +237,11 @@ fn scan_entry(
         windows: Vec::new(),
         error: None,
     };
-    if let Err(err) = scan_places(entry, scanner, options, budget, &mut scan) {
+    if let Err(err) = scan_places(visit, scanner, options, budget, &mut scan) {
         scan.findings.clear();
         scan.windows.clear();
         scan.error = Some(EntryError {
-            path: entry.path.clone(),
+            path: visit.entry().path.clone(),
             message: format!("{err:#}"),
         });
     }
@@ -251,7 +251,7 @@ fn scan_entry(
 }
 
 fn scan_places(
-    entry: &Entry,
+    visit: &Visit<'_>,
     scanner: &Scanner,
     options: &TreeOptions,
     budget: Option<&AtomicUsize>,
@@ -289,28 +289,26 @@ fn scan_places(
             });
         }
     };
+    let entry = visit.entry();
     // The root's own name is outside the tree (it is often `$out` itself).
-    if entry.depth > 0
-        && let Some(name) = entry.path.file_name()
-    {
-        record(Location::Name, name.as_bytes(), None);
+    if entry.depth > 0 {
+        record(Location::Name, visit.name().as_bytes(), None);
     }
     match entry.kind {
         // Without mmap, big files are streamed in chunks rather than read whole into memory. The
         // scanner reports the same hits whatever the chunking; the context and the unresolved
         // runs are not kept (so a later candidate means reading such a file again).
         EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
-            let file = fs_err::File::open(&entry.path)?;
-            let hits = scanner.scan_reader(file, STREAM_CHUNK)?;
+            let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
             record(Location::Content, &[], Some(hits));
         }
         EntryKind::File => {
-            storepatch_walk::read_with(&entry.path, entry.len, options.read_policy, |contents| {
+            visit.read_with(options.read_policy, |contents| {
                 record(Location::Content, contents, None);
             })?;
         }
         EntryKind::Symlink => {
-            let target = fs_err::read_link(&entry.path)?;
+            let target = visit.read_link()?;
             record(Location::Symlink, target.as_os_str().as_bytes(), None);
         }
         EntryKind::Dir | EntryKind::Other => {}

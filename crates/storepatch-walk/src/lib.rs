@@ -19,10 +19,15 @@
 //! ```
 #![deny(missing_docs)]
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::ops::Deref;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -124,14 +129,17 @@ pub fn walk(root: &Path) -> Result<Walk> {
 /// Walks `root` like [`walk`], calling `visit` on every entry as soon as it is found, on rayon's
 /// threads; returns the walk and `visit`'s results in walk order.
 ///
-/// Directories are listed level by level: every entry of one depth is visited (and every directory
-/// among them listed) in parallel before the next depth starts. The result does not depend on the
-/// thread count or on the order in which the threads get to the entries.
+/// Every directory is one task: it is opened once, listed and its children examined through that
+/// handle (`fstatat` on one name, not the whole path again), its subdirectories are handed on as
+/// tasks of their own, and `visit` runs on its children in parallel while the handle is still open,
+/// so [`Visit::read_with`] and [`Visit::read_link`] work relative to it too. Nothing waits for a
+/// whole depth to finish, and the stack does not grow with the depth of the tree. The result does
+/// not depend on the thread count or on the order in which the threads get to the entries.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// fs_err::write(dir.path().join("file"), "four")?;
-/// let (walk, sizes) = storepatch_walk::walk_with(dir.path(), |entry| entry.len)?;
+/// let (walk, sizes) = storepatch_walk::walk_with(dir.path(), |visit| visit.entry().len)?;
 /// assert_eq!(walk.entries.len(), 2);
 /// assert_eq!(sizes[1], 4);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -139,132 +147,271 @@ pub fn walk(root: &Path) -> Result<Walk> {
 pub fn walk_with<T, F>(root: &Path, visit: F) -> Result<(Walk, Vec<T>)>
 where
     T: Send,
-    F: Fn(&Entry) -> T + Sync,
+    F: Fn(&Visit<'_>) -> T + Sync,
 {
     let metadata = root.symlink_metadata().map_err(|source| Error::Walk {
         path: root.to_path_buf(),
         source,
     })?;
-    let mut levels: Vec<Level<T>> = Vec::new();
-    let mut current = vec![Entry::new(root.to_path_buf(), 0, &metadata)];
-    while !current.is_empty() {
-        let visited: Vec<(T, Listing)> = current
-            .par_iter()
-            .map(|entry| {
-                let value = visit(entry);
-                let listing = if entry.kind == EntryKind::Dir {
-                    list_dir(entry)
-                } else {
-                    Listing::default()
-                };
-                (value, listing)
-            })
-            .collect();
-        let mut next = Vec::new();
-        let mut nodes = Vec::with_capacity(current.len());
-        for (entry, (value, listing)) in current.into_iter().zip(visited) {
-            let children = next.len()..next.len() + listing.children.len();
-            next.extend(listing.children);
-            nodes.push(Some(Node {
-                entry,
-                value,
-                children,
-                errors: listing.errors,
-            }));
-        }
-        levels.push(nodes);
-        current = next;
-    }
-    Ok(flatten(levels))
-}
-
-/// One depth of a walk: its entries in order, each with the range of its children one level down.
-type Level<T> = Vec<Option<Node<T>>>;
-
-struct Node<T> {
-    entry: Entry,
-    value: T,
-    children: std::ops::Range<usize>,
-    errors: Vec<Error>,
-}
-
-/// A directory's children, sorted by name, and what could not be listed or examined.
-#[derive(Default)]
-struct Listing {
-    children: Vec<Entry>,
-    errors: Vec<Error>,
-}
-
-/// Lists a directory. Each child is examined through the open directory (`fstatat` on one name),
-/// not by resolving its whole path again.
-fn list_dir(dir: &Entry) -> Listing {
-    let mut listing = Listing::default();
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "Error::Walk names the path; fs-err's ReadDir would copy it into every entry"
-    )]
-    let read_dir = match std::fs::read_dir(&dir.path) {
-        Ok(read_dir) => read_dir,
-        Err(source) => {
-            listing.errors.push(Error::Walk {
-                path: dir.path.clone(),
-                source,
-            });
-            return listing;
-        }
-    };
-    let mut named = Vec::new();
-    for item in read_dir {
-        let dirent = match item {
-            Ok(dirent) => dirent,
-            Err(source) => {
-                listing.errors.push(Error::Walk {
-                    path: dir.path.clone(),
-                    source,
-                });
-                continue;
-            }
+    let root = Entry::new(root.to_path_buf(), 0, &metadata);
+    let root_value = visit(&Visit::detached(&root));
+    let mut listings = Vec::new();
+    if root.kind == EntryKind::Dir {
+        let shared = Shared {
+            visit: &visit,
+            listings: Mutex::new(Vec::new()),
+            next_id: AtomicUsize::new(1),
         };
-        match dirent.metadata() {
-            Ok(metadata) => named.push((
-                dirent.file_name(),
-                Entry::new(dirent.path(), dir.depth + 1, &metadata),
-            )),
-            Err(source) => listing.errors.push(Error::Walk {
-                path: dirent.path(),
-                source,
+        let path = root.path.clone();
+        rayon::scope(|scope| list_dir(scope, &shared, 0, path, 1));
+        listings = shared
+            .listings
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    Ok(flatten(root, root_value, listings))
+}
+
+/// What the directory tasks of one walk share.
+struct Shared<'v, T, F> {
+    visit: &'v F,
+    /// Each directory's listing, by its id (the root's is 0).
+    listings: Mutex<Vec<Option<Listing<T>>>>,
+    next_id: AtomicUsize,
+}
+
+/// A directory's children sorted by name, each with its value and (for a directory) the id of its
+/// own listing, and what could not be listed or examined.
+struct Listing<T> {
+    children: Vec<(Entry, T, Option<usize>)>,
+    errors: Vec<Error>,
+}
+
+/// The task for one directory: see [`walk_with`].
+fn list_dir<'s, T, F>(
+    scope: &rayon::Scope<'s>,
+    shared: &'s Shared<'s, T, F>,
+    id: usize,
+    path: PathBuf,
+    depth: usize,
+) where
+    T: Send,
+    F: Fn(&Visit<'_>) -> T + Sync,
+{
+    let mut errors = Vec::new();
+    let mut children = Vec::new();
+    match read_dir(&path, depth, &mut errors) {
+        Ok((dir, entries)) => {
+            let subdirs: Vec<Option<usize>> = entries
+                .iter()
+                .map(|entry| {
+                    (entry.kind == EntryKind::Dir).then(|| {
+                        let sub_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                        let sub_path = entry.path.clone();
+                        scope.spawn(move |scope| {
+                            list_dir(scope, shared, sub_id, sub_path, depth + 1);
+                        });
+                        sub_id
+                    })
+                })
+                .collect();
+            let parent = dir.fd().ok();
+            let values: Vec<T> = entries
+                .par_iter()
+                .map(|entry| (shared.visit)(&Visit { entry, parent }))
+                .collect();
+            children = entries
+                .into_iter()
+                .zip(values)
+                .zip(subdirs)
+                .map(|((entry, value), sub_id)| (entry, value, sub_id))
+                .collect();
+        }
+        Err(source) => errors.push(Error::Walk {
+            path,
+            source: source.into(),
+        }),
+    }
+    // Listing order is the file system's: report problems by path instead.
+    errors.sort_by(|left, right| left.path().cmp(right.path()));
+    let mut listings = shared
+        .listings
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if listings.len() <= id {
+        listings.resize_with(id + 1, || None);
+    }
+    listings[id] = Some(Listing { children, errors });
+}
+
+/// Opens and lists a directory without following a symlink in its place; returns the open
+/// directory and its children sorted byte-wise by name. A child that cannot be examined is added
+/// to `errors` and left out.
+fn read_dir(
+    path: &Path,
+    depth: usize,
+    errors: &mut Vec<Error>,
+) -> rustix::io::Result<(rustix::fs::Dir, Vec<Entry>)> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut dir = rustix::fs::Dir::new(fd)?;
+    let mut children = Vec::new();
+    while let Some(item) = dir.read() {
+        let dirent = item?;
+        let name = dirent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let child = path.join(OsStr::from_bytes(name));
+        match rustix::fs::statat(dir.fd()?, dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => children.push(Entry::from_stat(child, depth, &stat)),
+            Err(source) => errors.push(Error::Walk {
+                path: child,
+                source: source.into(),
             }),
         }
     }
-    // Byte-wise by name, as `OsStr` compares on Unix.
-    named.sort_unstable_by(|(left, _), (right, _)| left.cmp(right));
-    listing.children = named.into_iter().map(|(_, entry)| entry).collect();
-    listing
+    children.sort_unstable_by(|left, right| name_of(&left.path).cmp(name_of(&right.path)));
+    Ok((dir, children))
 }
 
-/// Puts the levels into walk order: depth first, parents before children, siblings by name.
-fn flatten<T>(mut levels: Vec<Level<T>>) -> (Walk, Vec<T>) {
-    let total = levels.iter().map(Vec::len).sum();
-    let mut walk = Walk {
-        entries: Vec::with_capacity(total),
-        errors: Vec::new(),
+/// The last component of a path the walk built (`parent/name`).
+fn name_of(path: &Path) -> &OsStr {
+    let bytes = path.as_os_str().as_bytes();
+    let start = bytes
+        .iter()
+        .rposition(|&byte| byte == b'/')
+        .map_or(0, |slash| slash + 1);
+    OsStr::from_bytes(&bytes[start..])
+}
+
+/// Puts the listings into walk order: depth first, parents before children, siblings by name.
+fn flatten<T>(root: Entry, root_value: T, mut listings: Vec<Option<Listing<T>>>) -> (Walk, Vec<T>) {
+    let mut walk = Walk::default();
+    let mut values = Vec::new();
+    walk.entries.push(root);
+    values.push(root_value);
+    let mut take = |id: usize, errors: &mut Vec<Error>| {
+        let listing = listings.get_mut(id).and_then(Option::take)?;
+        errors.extend(listing.errors);
+        Some(listing.children.into_iter())
     };
-    let mut values = Vec::with_capacity(total);
-    // (depth, index within that depth), last to visit first.
-    let mut stack = vec![(0, 0)];
-    while let Some((depth, index)) = stack.pop() {
-        let Some(node) = levels[depth][index].take() else {
+    let mut stack: Vec<_> = take(0, &mut walk.errors).into_iter().collect();
+    while let Some(children) = stack.last_mut() {
+        let Some((entry, value, sub_id)) = children.next() else {
+            stack.pop();
             continue;
         };
-        walk.entries.push(node.entry);
-        values.push(node.value);
-        walk.errors.extend(node.errors);
-        stack.extend(node.children.rev().map(|child| (depth + 1, child)));
+        walk.entries.push(entry);
+        values.push(value);
+        if let Some(children) = sub_id.and_then(|id| take(id, &mut walk.errors)) {
+            stack.push(children);
+        }
     }
     (walk, values)
 }
 
+/// An entry being visited during [`walk_with`], with its directory still open.
+///
+/// Its file operations work relative to that directory, and none of them follows a symlink: an
+/// entry that was replaced by a symlink after the walk saw it is an error, not a way out of the
+/// tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Visit<'a> {
+    entry: &'a Entry,
+    /// The open directory holding the entry; `None` means the entry's whole path is used.
+    parent: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> Visit<'a> {
+    /// An entry outside a walk (a second look after the walk, say): its whole path is used.
+    pub fn detached(entry: &'a Entry) -> Self {
+        Self {
+            entry,
+            parent: None,
+        }
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &'a Entry {
+        self.entry
+    }
+
+    /// The entry's own name (for the root, its path's last component).
+    pub fn name(&self) -> &'a OsStr {
+        name_of(&self.entry.path)
+    }
+
+    /// Opens the entry (a regular file) for reading.
+    pub fn open(&self) -> Result<std::fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let opened = match self.parent {
+            Some(dir) => rustix::fs::openat(dir, self.name(), flags, Mode::empty()),
+            None => rustix::fs::open(&self.entry.path, flags, Mode::empty()),
+        };
+        opened
+            .map(std::fs::File::from)
+            .map_err(|source| Error::Read {
+                path: self.entry.path.clone(),
+                source: source.into(),
+            })
+    }
+
+    /// Reads the entry (a regular file) like the free [`read_with`].
+    pub fn read_with<R>(&self, policy: ReadPolicy, with: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        read_opened(
+            &self.open()?,
+            &self.entry.path,
+            self.entry.len,
+            policy,
+            with,
+        )
+    }
+
+    /// The target of the entry (a symlink).
+    pub fn read_link(&self) -> Result<PathBuf> {
+        let target = match self.parent {
+            Some(dir) => rustix::fs::readlinkat(dir, self.name(), Vec::new()),
+            None => rustix::fs::readlinkat(rustix::fs::CWD, &self.entry.path, Vec::new()),
+        };
+        target
+            .map(|target| PathBuf::from(OsString::from_vec(target.into_bytes())))
+            .map_err(|source| Error::Read {
+                path: self.entry.path.clone(),
+                source: source.into(),
+            })
+    }
+}
+
 impl Entry {
+    #[expect(
+        clippy::useless_conversion,
+        reason = "the widths of `struct stat` fields differ between targets"
+    )]
+    fn from_stat(path: PathBuf, depth: usize, stat: &rustix::fs::Stat) -> Self {
+        use rustix::fs::FileType;
+        Self {
+            kind: match FileType::from_raw_mode(stat.st_mode.into()) {
+                FileType::RegularFile => EntryKind::File,
+                FileType::Directory => EntryKind::Dir,
+                FileType::Symlink => EntryKind::Symlink,
+                _ => EntryKind::Other,
+            },
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            mode: stat.st_mode.into(),
+            dev: stat.st_dev.into(),
+            ino: stat.st_ino.into(),
+            nlink: stat.st_nlink.into(),
+            depth,
+            path,
+        }
+    }
+
     fn new(path: PathBuf, depth: usize, metadata: &std::fs::Metadata) -> Self {
         Self {
             kind: kind_of(metadata.file_type()),
@@ -352,19 +499,28 @@ pub fn read_with<R>(
     policy: ReadPolicy,
     with: impl FnOnce(&[u8]) -> R,
 ) -> Result<R> {
+    read_opened(&open(path)?, path, expected_len, policy, with)
+}
+
+fn read_opened<R>(
+    file: &std::fs::File,
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+    with: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     /// Buffers that grew beyond this are not kept for the next file.
     const KEEP_AT_MOST: usize = 4 << 20;
     thread_local! {
         static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let file = open(path)?;
-    if let Some(mapping) = map(&file, path, expected_len, policy)? {
+    if let Some(mapping) = map(file, path, expected_len, policy)? {
         return Ok(with(&mapping));
     }
     // Taken out rather than borrowed: `with` may itself read files on this thread.
     let mut buffer = BUFFER.take();
     let result =
-        read_exactly(&file, path, expected_len, &mut buffer).map(|len| with(&buffer[..len]));
+        read_exactly(file, path, expected_len, &mut buffer).map(|len| with(&buffer[..len]));
     if buffer.capacity() <= KEEP_AT_MOST {
         BUFFER.set(buffer);
     }
@@ -459,6 +615,8 @@ fn read_exactly(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStringExt as _;
+
     use super::*;
 
     #[test]
@@ -524,18 +682,62 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let (walk, depths) =
-                pool.install(|| walk_with(dir.path(), |entry| entry.depth).unwrap());
+            // Each entry's depth, and its contents or target read through the open directory.
+            let (walk, values) = pool.install(|| {
+                walk_with(dir.path(), |visit| {
+                    let bytes = match visit.entry().kind {
+                        EntryKind::File => visit
+                            .read_with(ReadPolicy::MmapAbove(200), <[u8]>::to_vec)
+                            .unwrap(),
+                        EntryKind::Symlink => {
+                            visit.read_link().unwrap().into_os_string().into_vec()
+                        }
+                        EntryKind::Dir | EntryKind::Other => Vec::new(),
+                    };
+                    (visit.entry().depth, visit.name().to_owned(), bytes)
+                })
+                .unwrap()
+            });
             let found: Vec<(PathBuf, usize, u64)> = walk
                 .entries
                 .iter()
                 .map(|entry| (entry.path.clone(), entry.depth, entry.ino))
                 .collect();
             assert_eq!(found, expected, "{threads} threads");
-            let walked_depths: Vec<usize> = walk.entries.iter().map(|entry| entry.depth).collect();
-            assert_eq!(depths, walked_depths, "values follow the entries");
+            for (entry, (depth, name, bytes)) in walk.entries.iter().zip(&values) {
+                assert_eq!(*depth, entry.depth, "values follow the entries");
+                assert_eq!(Some(name.as_os_str()), entry.path.file_name());
+                let expected = match entry.kind {
+                    EntryKind::File => fs_err::read(&entry.path).unwrap(),
+                    EntryKind::Symlink => fs_err::read_link(&entry.path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_vec(),
+                    EntryKind::Dir | EntryKind::Other => Vec::new(),
+                };
+                assert_eq!(*bytes, expected, "{}", entry.path.display());
+            }
             assert!(walk.errors.is_empty());
         }
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs_err::create_dir(&root).unwrap();
+        fs_err::write(root.join("file"), "inside").unwrap();
+        fs_err::write(dir.path().join("secret"), "outside").unwrap();
+        let walk = walk(&root).unwrap();
+        let file = &walk.entries[1];
+        assert_eq!(file.kind, EntryKind::File);
+        fs_err::remove_file(&file.path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), &file.path).unwrap();
+        let err = Visit::detached(file)
+            .read_with(ReadPolicy::Read, <[u8]>::to_vec)
+            .unwrap_err();
+        assert_eq!(err.path(), file.path);
+        assert!(err.to_string().contains("cannot read"), "{err}");
     }
 
     #[test]
