@@ -5,6 +5,7 @@
 //! the files whose headers change (one ELF engine pass each), and report in walk order, so the
 //! output never depends on the thread count. Missing dependencies are all listed before the run
 //! fails; per-file errors are reported and the run goes on.
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +30,21 @@ enum FileResult {
         relink: Box<Relink>,
         outcome: Option<Outcome>,
     },
+    /// Another name of a file met earlier in the walk (`files[first]`): it is relinked once, under
+    /// that name. If that rewrite made a new file, this name was linked to it again (`relinked`).
+    HardLink {
+        first: usize,
+        relinked: bool,
+    },
     Failed(String),
+}
+
+/// A regular file to relink.
+struct File {
+    path: PathBuf,
+    len: u64,
+    /// For a file with several names in the tree, every name after the first: the first's index.
+    first_name: Option<usize>,
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<ExitCode> {
@@ -126,8 +141,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
 
     // The files to relink: regular files only (symlinks point at files that are relinked under
     // their own name, or are outside the tree and must not be written).
-    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    // Hard links inside the trees: each file is relinked once, under the name met first.
+    let mut files: Vec<File> = Vec::new();
     let mut errors: Vec<(PathBuf, String)> = Vec::new();
+    let mut first_names: HashMap<(u64, u64), usize> = HashMap::new();
     for root in &args.paths {
         let walk = storepatch_walk::walk(root)?;
         errors.extend(
@@ -135,22 +152,40 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
                 .iter()
                 .map(|err| (err.path().to_path_buf(), crate::tree::error_chain(err))),
         );
-        files.extend(
-            walk.entries
-                .into_iter()
-                .filter(|entry| entry.kind == EntryKind::File && (recursive || entry.depth <= 1))
-                .map(|entry| (entry.path, entry.len)),
-        );
+        for entry in walk.entries {
+            if entry.kind != EntryKind::File || !(recursive || entry.depth <= 1) {
+                continue;
+            }
+            let first_name = if entry.nlink > 1 {
+                let index = files.len();
+                let first = *first_names.entry((entry.dev, entry.ino)).or_insert(index);
+                (first != index).then_some(first)
+            } else {
+                None
+            };
+            files.push(File {
+                path: entry.path,
+                len: entry.len,
+                first_name,
+            });
+        }
     }
     let read_policy = if global.no_mmap {
         ReadPolicy::Read
     } else {
         ReadPolicy::default()
     };
-    let results: Vec<FileResult> = files
+    let mut results: Vec<FileResult> = files
         .par_iter()
-        .map(|(path, len)| relink_file(&relinker, path, *len, read_policy, args.dry_run))
+        .map(|file| match file.first_name {
+            Some(first) => FileResult::HardLink {
+                first,
+                relinked: false,
+            },
+            None => relink_file(&relinker, &file.path, file.len, read_policy, args.dry_run),
+        })
         .collect();
+    relink_hard_links(&files, &mut results);
 
     let report = Report::new(&files, &results, &patterns, &errors);
     report.print(global, args)?;
@@ -159,6 +194,38 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     } else {
         u8::from(report.missing > report.ignored)
     }))
+}
+
+/// Links every later name of a file to its first name again where relinking the first name put a
+/// new file there (a relayout); an edit in place is already seen through every name.
+fn relink_hard_links(files: &[File], results: &mut [FileResult]) {
+    for index in 0..files.len() {
+        let FileResult::HardLink { first, .. } = results[index] else {
+            continue;
+        };
+        if !matches!(
+            results[first],
+            FileResult::Relinked {
+                outcome: Some(Outcome::Relayout { .. }),
+                ..
+            }
+        ) {
+            continue;
+        }
+        results[index] =
+            match storepatch_rewrite::link_into_place(&files[first].path, &files[index].path) {
+                Ok(()) => FileResult::HardLink {
+                    first,
+                    relinked: true,
+                },
+                Err(err) => FileResult::Failed(format!(
+                    "{}: cannot link it to {} again: {}",
+                    files[index].path.display(),
+                    files[first].path.display(),
+                    crate::tree::error_chain(&err)
+                )),
+            };
+    }
 }
 
 fn relink_file(
@@ -218,7 +285,7 @@ fn has_elf_magic(path: &Path) -> std::io::Result<bool> {
 
 /// Totals and the lines to print, in walk order.
 struct Report<'run> {
-    files: &'run [(PathBuf, u64)],
+    files: &'run [File],
     results: &'run [FileResult],
     patterns: &'run [Pattern],
     walk_errors: &'run [(PathBuf, String)],
@@ -233,7 +300,7 @@ struct Report<'run> {
 
 impl<'run> Report<'run> {
     fn new(
-        files: &'run [(PathBuf, u64)],
+        files: &'run [File],
         results: &'run [FileResult],
         patterns: &'run [Pattern],
         walk_errors: &'run [(PathBuf, String)],
@@ -272,6 +339,7 @@ impl<'run> Report<'run> {
                     }
                 }
                 FileResult::Failed(_) => report.errors += 1,
+                FileResult::HardLink { .. } => {}
             }
         }
         report
@@ -295,8 +363,33 @@ impl<'run> Report<'run> {
                 output::entry_error(&format!("{}: {message}", path.display()));
             }
         }
-        for ((path, _), result) in self.files.iter().zip(self.results) {
+        for (file, result) in self.files.iter().zip(self.results) {
+            let path = &file.path;
             match result {
+                FileResult::HardLink { first, relinked } => {
+                    // Other names of files that are not ELF (or failed) say nothing new.
+                    if !matches!(self.results[*first], FileResult::Relinked { .. }) {
+                        continue;
+                    }
+                    let first = &self.files[*first].path;
+                    if global.json {
+                        out.json(&json!({
+                            "type": "hard_link",
+                            "path": path_value(path),
+                            "first": path_value(first),
+                            "relinked": relinked,
+                        }))?;
+                    } else if *relinked && !global.quiet {
+                        out.line(
+                            format!(
+                                "linked {} to {} again (hard link)",
+                                path.display(),
+                                first.display()
+                            )
+                            .as_bytes(),
+                        )?;
+                    }
+                }
                 FileResult::Skipped(skip) => {
                     // Non-ELF files are the bulk of a venv; only mention the ones named like
                     // libraries.

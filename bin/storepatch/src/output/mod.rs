@@ -11,6 +11,17 @@
 //!   `scrubbed`; `context` (scan only) is a few bytes around the match.
 //! - `{"type":"rewrite", "path", "kind", "references", "store_paths", "new_path"}`: `scrub`
 //!   changed (or, with `--dry-run`, would change) one entry.
+//! - `{"type":"relink", "path", "action", "write", "restored_entries", "run_path_old",
+//!   "run_path_new", "interpreter_old", "interpreter_new", "dependencies"}`: `relink` looked at one
+//!   ELF file. `action` is `patched`, `would_patch` or `unchanged`; `write` is `in_place`,
+//!   `relayout` or `none`; each dependency has `name`, `kind` (`needed` or `dlopen`), `resolution`
+//!   (`absolute`, `libc`, `origin`, `library` or `missing`) and `dir`.
+//! - `{"type":"missing", "path", "name", "kind", "ignored"}`: a dependency `relink` did not find.
+//! - `{"type":"skip", "path", "reason"}`: a file `relink` left alone, and why.
+//! - `{"type":"hard_link", "path", "first", "relinked"}`: another name of a file `relink` handled
+//!   under the name `first`; `relinked` when it was linked to the rewritten file again.
+//! - `{"type":"problem", "kind", "path", ...}` and `{"type":"store_path", "store_path", "live",
+//!   "scrubbed"}`: what `audit` found, with the fields each kind of problem needs.
 //! - `{"type":"error", "path", "message"}`: a per-entry problem; the run went on.
 //! - `{"type":"summary", ...}`: last line, with totals.
 //!

@@ -972,6 +972,69 @@ fn hard_links_outside_the_tree_keep_their_contents() {
 }
 
 #[test]
+fn hard_links_inside_the_tree_stay_one_file() {
+    use std::os::unix::fs::MetadataExt as _;
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let extension = &fixture.extensions[1].path;
+    let second_name = extension.with_file_name("second-name.so");
+    fs_err::hard_link(extension, &second_name).unwrap();
+    let before = fs_err::read(extension).unwrap();
+    // A long extra run path entry does not fit in place: the file is laid out anew, so it gets a
+    // new inode, and the second name must follow it.
+    let long_dir = scrubbed.dir.path().join("x".repeat(200));
+    let output = scrubbed
+        .relink(&fixture.library_dirs())
+        .arg("--json")
+        .arg("--append-rpath")
+        .arg(&long_dir)
+        .arg(&fixture.venv)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output.stdout);
+    let record = |path: &Path| {
+        lines
+            .iter()
+            .find(|line| line["path"]["text"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no record for {}", path.display()))
+            .clone()
+    };
+    assert_eq!(record(extension)["write"], "relayout");
+    let link = record(&second_name);
+    assert_eq!(link["type"], "hard_link");
+    assert_eq!(link["relinked"], true);
+    assert_eq!(link["first"]["text"], extension.to_str().unwrap());
+    let (first, second) = (
+        fs_err::metadata(extension).unwrap(),
+        fs_err::metadata(&second_name).unwrap(),
+    );
+    assert_eq!((first.dev(), first.ino()), (second.dev(), second.ino()));
+    assert_eq!(first.nlink(), 2);
+    assert_ne!(fs_err::read(&second_name).unwrap(), before);
+    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+    assert!(report.success, "{}", report.stderr);
+    // Running again changes nothing, and both names are reported as one file.
+    let again = scrubbed
+        .relink(&fixture.library_dirs())
+        .arg("--json")
+        .arg("--append-rpath")
+        .arg(&long_dir)
+        .arg(&fixture.venv)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let again = json_lines(&again.stdout);
+    let summary = again.last().unwrap();
+    assert_eq!(summary["patched"], 0, "{summary}");
+    assert_eq!(fs_err::metadata(&second_name).unwrap().ino(), first.ino());
+}
+
+#[test]
 fn library_trees_are_searched_recursively_and_no_recurse_stays_at_the_top() {
     let scrubbed = Scrubbed::new();
     let fixture = &scrubbed.fixture;
