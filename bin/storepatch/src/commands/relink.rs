@@ -320,7 +320,8 @@ impl<'run> Report<'run> {
         };
         for result in results {
             match result {
-                FileResult::Skipped(Skip::NotElf) => {}
+                // Another name of a file is counted once, under its first name.
+                FileResult::Skipped(Skip::NotElf) | FileResult::HardLink { .. } => {}
                 FileResult::Skipped(_) => report.skipped += 1,
                 FileResult::Relinked { relink, .. } => {
                     if relink.changes_file() {
@@ -339,7 +340,6 @@ impl<'run> Report<'run> {
                     }
                 }
                 FileResult::Failed(_) => report.errors += 1,
-                FileResult::HardLink { .. } => {}
             }
         }
         report
