@@ -254,9 +254,11 @@ def main():
         f"{context['runs']} timed runs each, output through a pipe (`--output pipe`, so no tool "
         "can take a `/dev/null` shortcut). `rg` runs with `--no-config -uu` so that no ignore "
         "file hides part of the tree.",
-        f"- scrub commands mutate the tree: before every timed run hyperfine's `--prepare` removes "
-        "the working copy, makes a fresh **real** copy with `cp -a` (not `cp -al`: hard links would "
-        "let sed and scrub see shared inodes) and runs `sync`; the copy is not timed.",
+        f"- scrub commands mutate the tree: before every timed run hyperfine's `--prepare` moves "
+        "the used working copy aside (deleted at the end: creating files right after mass deletions "
+        "is slow on ext4 without a journal), makes a fresh **real** copy with `cp -a` (not `cp -al`: "
+        "hard links would let sed and scrub see shared inodes) and runs `sync`; the copy is not "
+        "timed.",
         "- both scrubs include their own discovery. The best shell pipeline is "
         "`benches/shell/best-scrub.sh` (storepatch-test's `run_best_shell_pipeline`).",
         f"- **extrapolated**: the old loop (`benches/shell/old-scrub.sh`, a faithful copy of "

@@ -135,8 +135,19 @@ rm -f "$out"/*.json "$out"/*.csv
 
 q() { printf '%q' "$1"; }
 # A fresh real copy (not hard links: sed -i and scrub must not see shared inodes), flushed so that
-# write-back of the copy does not land inside the timed run.
-prepare="chmod -R u+w $(q "$work") 2>/dev/null; rm -rf $(q "$work") && cp -a $(q "$tree") $(q "$work") && sync"
+# write-back of the copy does not land inside the timed run. The previous copy is moved aside, not
+# deleted: right after tens of thousands of deletions, ext4 spends most of each new file's creation
+# skipping the recently freed inodes, which swamped both tools' timings (seconds of noise per run).
+# The copies moved aside are deleted at the end, untimed: deleting them between groups would put the
+# next group right back into that state (a full run needs free space for about 15 copies).
+graveyard="$corpus_root/graveyard"
+prepare="if [ -e $(q "$work") ]; then mkdir -p $(q "$graveyard") && mv $(q "$work") $(q "$graveyard")/\$(date +%s%N); fi; cp -a $(q "$tree") $(q "$work") && sync"
+clear_graveyard() {
+    chmod -R u+w "$graveyard" 2>/dev/null || true
+    rm -rf "$graveyard"
+    sync
+}
+clear_graveyard
 pattern=$(reference_pattern "$store")
 
 hf() {
@@ -191,6 +202,7 @@ fi
 
 chmod -R u+w "$work" 2>/dev/null || true
 rm -rf "$work"
+clear_graveyard
 
 # --- Report --------------------------------------------------------------------------------------
 cat > "$out/context.env" <<EOF
