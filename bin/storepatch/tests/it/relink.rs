@@ -983,20 +983,20 @@ fn hard_links_inside_the_tree_stay_one_file() {
     // A long extra run path entry does not fit in place: the file is laid out anew, so it gets a
     // new inode, and the second name must follow it.
     let long_dir = scrubbed.dir.path().join("x".repeat(200));
-    let output = scrubbed
-        .relink(&fixture.library_dirs())
-        .arg("--json")
-        .arg("--append-rpath")
-        .arg(&long_dir)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines = json_lines(&output.stdout);
+    let relink = || {
+        json_lines(
+            &run_ok(
+                scrubbed
+                    .relink(&fixture.library_dirs())
+                    .arg("--json")
+                    .arg("--append-rpath")
+                    .arg(&long_dir)
+                    .arg(&fixture.venv),
+            )
+            .stdout,
+        )
+    };
+    let lines = relink();
     let record = |path: &Path| {
         lines
             .iter()
@@ -1019,16 +1019,7 @@ fn hard_links_inside_the_tree_stay_one_file() {
     let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
     assert!(report.success, "{}", report.stderr);
     // Running again changes nothing, and both names are reported as one file.
-    let again = scrubbed
-        .relink(&fixture.library_dirs())
-        .arg("--json")
-        .arg("--append-rpath")
-        .arg(&long_dir)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    let again = json_lines(&again.stdout);
+    let again = relink();
     let summary = again.last().unwrap();
     assert_eq!(summary["patched"], 0, "{summary}");
     assert_eq!(fs_err::metadata(&second_name).unwrap().ino(), first.ino());
