@@ -111,9 +111,7 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     }
     progress.finish();
     for (index, scan) in scans.iter_mut().enumerate() {
-        for finding in &mut scan.findings {
-            finding.entry = index;
-        }
+        scan.place_at(index);
     }
 
     // Store paths found in path form whose hashes were not searched for yet.
@@ -174,6 +172,15 @@ struct EntryScan {
     error: Option<EntryError>,
 }
 
+impl EntryScan {
+    /// Records that the entry is [`TreeScan::entries`]`[index]` in every finding.
+    fn place_at(&mut self, index: usize) {
+        for finding in &mut self.findings {
+            finding.entry = index;
+        }
+    }
+}
+
 /// Adds the bare hits of candidates found elsewhere; rescans the entry if its runs were not kept.
 fn resolve(
     index: usize,
@@ -197,9 +204,7 @@ fn resolve(
     }
     if rescan {
         let mut scan = scan_entry(&Visit::detached(entry), scanner, options, None);
-        for finding in &mut scan.findings {
-            finding.entry = index;
-        }
+        scan.place_at(index);
         return scan;
     }
     for (location, hits) in late {
@@ -224,8 +229,9 @@ fn resolve(
     scan
 }
 
-/// Scans one entry's name, contents or symlink target (its findings' `entry` is left unset). With a `budget`, keeps the runs that
-/// matched no candidate (first pass); without, scans with the final candidates (second pass).
+/// Scans one entry's name, contents or symlink target (see [`EntryScan::place_at`]). With a
+/// `budget`, keeps the runs that matched no candidate (first pass); without, scans with the final
+/// candidates (second pass).
 fn scan_entry(
     visit: &Visit<'_>,
     scanner: &Scanner,
@@ -281,7 +287,7 @@ fn scan_places(
                 Vec::new()
             };
             scan.findings.push(Finding {
-                // Set once the entry's place in the walk is known.
+                // Not known while the walk is still going: see `EntryScan::place_at`.
                 entry: usize::MAX,
                 location,
                 hits,
