@@ -7,6 +7,7 @@
 //! fails; per-file errors are reported and the run goes on.
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum FileResult {
 struct File {
     path: PathBuf,
     len: u64,
+    /// Device and inode as the walk saw them.
+    inode: (u64, u64),
     /// For a file with several names in the tree, every name after the first: the first's index.
     first_name: Option<usize>,
 }
@@ -156,9 +159,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             if entry.kind != EntryKind::File || !(recursive || entry.depth <= 1) {
                 continue;
             }
+            let inode = (entry.dev, entry.ino);
             let first_name = if entry.nlink > 1 {
                 let index = files.len();
-                let first = *first_names.entry((entry.dev, entry.ino)).or_insert(index);
+                let first = *first_names.entry(inode).or_insert(index);
                 (first != index).then_some(first)
             } else {
                 None
@@ -166,6 +170,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             files.push(File {
                 path: entry.path,
                 len: entry.len,
+                inode,
                 first_name,
             });
         }
@@ -197,7 +202,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
 }
 
 /// Links every later name of a file to its first name again where relinking the first name put a
-/// new file there (a relayout); an edit in place is already seen through every name.
+/// new file there. That is any write: a relayout is a new file, and so is an edit in place of a
+/// file with several names (the ELF engine never writes through a shared inode).
 fn relink_hard_links(files: &[File], results: &mut [FileResult]) {
     for index in 0..files.len() {
         let FileResult::HardLink { first, .. } = results[index] else {
@@ -206,25 +212,30 @@ fn relink_hard_links(files: &[File], results: &mut [FileResult]) {
         if !matches!(
             results[first],
             FileResult::Relinked {
-                outcome: Some(Outcome::Relayout { .. }),
+                outcome: Some(_),
                 ..
             }
         ) {
             continue;
         }
-        results[index] =
-            match storepatch_rewrite::link_into_place(&files[first].path, &files[index].path) {
-                Ok(()) => FileResult::HardLink {
-                    first,
-                    relinked: true,
-                },
-                Err(err) => FileResult::Failed(format!(
-                    "{}: cannot link it to {} again: {}",
-                    files[index].path.display(),
-                    files[first].path.display(),
-                    crate::tree::error_chain(&err)
-                )),
-            };
+        let (first_file, file) = (&files[first], &files[index]);
+        let linked = fs_err::symlink_metadata(&first_file.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|metadata| {
+                if (metadata.dev(), metadata.ino()) == first_file.inode {
+                    return Ok(false);
+                }
+                storepatch_rewrite::link_into_place(&first_file.path, &file.path)?;
+                Ok(true)
+            });
+        results[index] = match linked {
+            Ok(relinked) => FileResult::HardLink { first, relinked },
+            Err(err) => FileResult::Failed(format!(
+                "{}: cannot link it to {} again: {err:#}",
+                file.path.display(),
+                first_file.path.display(),
+            )),
+        };
     }
 }
 

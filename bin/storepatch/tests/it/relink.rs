@@ -979,50 +979,64 @@ fn hard_links_inside_the_tree_stay_one_file() {
     let extension = &fixture.extensions[1].path;
     let second_name = extension.with_file_name("second-name.so");
     fs_err::hard_link(extension, &second_name).unwrap();
-    let before = fs_err::read(extension).unwrap();
-    // A long extra run path entry does not fit in place: the file is laid out anew, so it gets a
-    // new inode, and the second name must follow it.
-    let long_dir = scrubbed.dir.path().join("x".repeat(200));
-    let relink = || {
+    let relink = |extra: &[&OsStr]| {
         json_lines(
             &run_ok(
                 scrubbed
                     .relink(&fixture.library_dirs())
                     .arg("--json")
-                    .arg("--append-rpath")
-                    .arg(&long_dir)
+                    .args(extra)
                     .arg(&fixture.venv),
             )
             .stdout,
         )
     };
-    let lines = relink();
-    let record = |path: &Path| {
-        lines
-            .iter()
-            .find(|line| line["path"]["text"] == path.to_str().unwrap())
-            .unwrap_or_else(|| panic!("no record for {}", path.display()))
-            .clone()
-    };
-    assert_eq!(record(extension)["write"], "relayout");
-    let link = record(&second_name);
-    assert_eq!(link["type"], "hard_link");
-    assert_eq!(link["relinked"], true);
-    assert_eq!(link["first"]["text"], extension.to_str().unwrap());
-    let (first, second) = (
-        fs_err::metadata(extension).unwrap(),
-        fs_err::metadata(&second_name).unwrap(),
-    );
-    assert_eq!((first.dev(), first.ino()), (second.dev(), second.ino()));
-    assert_eq!(first.nlink(), 2);
-    assert_ne!(fs_err::read(&second_name).unwrap(), before);
-    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
-    assert!(report.success, "{}", report.stderr);
+    // First the scrubbed run path is restored (an edit in place, but the engine never writes
+    // through a shared inode: it writes a copy), then a long extra run path entry does not fit
+    // in place and the file is laid out anew. Either way the first name gets a new inode, and the
+    // second name must follow it.
+    let long_dir = scrubbed.dir.path().join("x".repeat(200));
+    for (extra, write) in [
+        (vec![], "in_place"),
+        (
+            vec![OsStr::new("--append-rpath"), long_dir.as_os_str()],
+            "relayout",
+        ),
+    ] {
+        let before = fs_err::read(extension).unwrap();
+        let lines = relink(&extra);
+        let record = |path: &Path| {
+            lines
+                .iter()
+                .find(|line| line["path"]["text"] == path.to_str().unwrap())
+                .unwrap_or_else(|| panic!("no record for {}", path.display()))
+                .clone()
+        };
+        assert_eq!(record(extension)["write"], write);
+        let link = record(&second_name);
+        assert_eq!(link["type"], "hard_link");
+        assert_eq!(link["relinked"], true, "{write}");
+        assert_eq!(link["first"]["text"], extension.to_str().unwrap());
+        let (first, second) = (
+            fs_err::metadata(extension).unwrap(),
+            fs_err::metadata(&second_name).unwrap(),
+        );
+        assert_eq!(
+            (first.dev(), first.ino()),
+            (second.dev(), second.ino()),
+            "{write}"
+        );
+        assert_eq!(first.nlink(), 2);
+        assert_ne!(fs_err::read(&second_name).unwrap(), before);
+        let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+        assert!(report.success, "{}", report.stderr);
+    }
     // Running again changes nothing, and both names are reported as one file.
-    let again = relink();
+    let inode = fs_err::metadata(extension).unwrap().ino();
+    let again = relink(&[OsStr::new("--append-rpath"), long_dir.as_os_str()]);
     let summary = again.last().unwrap();
     assert_eq!(summary["patched"], 0, "{summary}");
-    assert_eq!(fs_err::metadata(&second_name).unwrap().ino(), first.ino());
+    assert_eq!(fs_err::metadata(&second_name).unwrap().ino(), inode);
 }
 
 #[test]
