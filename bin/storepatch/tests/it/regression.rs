@@ -1,7 +1,7 @@
 //! Regression tests, one per bug, each with the issue it was found under.
 use std::process::Command;
 
-use crate::common::{TestTree, storepatch};
+use crate::common::{TestTree, run_ok, storepatch};
 
 /// Relinking a tree given as a relative path wrote relative run paths (`tree/lib`), which the
 /// loader resolves against its working directory.
@@ -38,21 +38,12 @@ fn relink_of_a_relative_tree_writes_absolute_run_paths() {
         extension.as_os_str(),
         lib_dir.join("libanswer.so.1").as_os_str(),
     ]);
-    let output = storepatch()
-        .current_dir(&tree.root)
-        .args(["relink", "--library-path", "libs", "pkg"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        storepatch()
+            .current_dir(&tree.root)
+            .args(["relink", "--library-path", "libs", "pkg"]),
     );
-    let run_path = storepatch()
-        .args(["elf", "--print-rpath"])
-        .arg(&module)
-        .output()
-        .unwrap();
+    let run_path = run_ok(storepatch().args(["elf", "--print-rpath"]).arg(&module));
     let run_path = String::from_utf8(run_path.stdout).unwrap();
     assert_eq!(
         run_path.trim(),

@@ -879,16 +879,11 @@ fn same_directories_as_auto_patchelf() {
             .args(&realistic.library_dirs)
             .env("NIX_BINTOOLS", &bintools),
     );
-    let output = scrubbed
-        .relink(&realistic.library_dirs)
-        .env("NIX_BINTOOLS", &bintools)
-        .arg(&fixture.venv)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        scrubbed
+            .relink(&realistic.library_dirs)
+            .env("NIX_BINTOOLS", &bintools)
+            .arg(&fixture.venv),
     );
 
     let ours = run_path_dirs(&fixture.venv);

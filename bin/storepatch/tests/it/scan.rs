@@ -1,5 +1,6 @@
 //! `storepatch scan`: discovery, output formats, exit codes, errors.
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use base64::Engine as _;
 
@@ -278,25 +279,22 @@ fn output_does_not_depend_on_threads_or_reading() {
 
 #[test]
 fn quiet_answers_by_exit_status_alone() {
+    // Exit status, and how much went to stdout and stderr.
+    let quiet = |flag: &str, root: &Path| {
+        let output = storepatch()
+            .args(["scan", flag])
+            .arg(root)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            output.stdout.len(),
+            output.stderr.len(),
+        )
+    };
     let tree = TestTree::small_venv();
-    let found = storepatch()
-        .args(["scan", "--quiet"])
-        .arg(&tree.root)
-        .output()
-        .unwrap();
-    assert_eq!(
-        (found.status.code(), found.stdout.len(), found.stderr.len()),
-        (Some(0), 0, 0)
-    );
+    assert_eq!(quiet("--quiet", &tree.root), (Some(0), 0, 0));
     let clean = TestTree::new();
     clean.write("a.txt", "nothing\n");
-    let none = storepatch()
-        .args(["scan", "-q"])
-        .arg(&clean.root)
-        .output()
-        .unwrap();
-    assert_eq!(
-        (none.status.code(), none.stdout.len(), none.stderr.len()),
-        (Some(1), 0, 0)
-    );
+    assert_eq!(quiet("-q", &clean.root), (Some(1), 0, 0));
 }
