@@ -48,10 +48,10 @@ fn naming(path: &Path, error: std::io::Error) -> std::io::Error {
 
 /// Applies `edits` to the ELF file at `path`.
 ///
-/// On error the file is untouched. The file is mapped (small ones are read); an in-place patch then writes only its
-/// changed byte ranges (a read-only file is made writable for that and restored), a relayout is
-/// written to a temporary file next to `path`, re-parsed, and renamed over it with the original
-/// permissions. A file with several hard links is never modified through the shared inode: it
+/// On error the file is untouched. The file is mapped (small ones are read); an in-place patch
+/// then writes only its changed byte ranges (a read-only file is made writable for that and
+/// restored), a relayout is written to a temporary file next to `path`, re-parsed, and renamed
+/// over it with the original permissions. A file with several hard links is never modified through the shared inode: it
 /// is copied and renamed, so the other names keep their contents.
 pub fn apply_to_file(path: &Path, edits: &ElfEdits, options: &Options) -> Result<Outcome> {
     apply_to_file_as(path, path, edits, options)
@@ -90,14 +90,10 @@ pub fn apply_to_file_as(
             // A separate output, or a hard-linked file (copied and renamed, so that the other
             // names keep the old bytes).
             let mut copy = bytes.to_vec();
-            let mut written = 0;
-            for write in &writes {
-                let start = usize::try_from(write.offset).unwrap_or(usize::MAX);
-                if let Some(slot) = copy.get_mut(start..start.saturating_add(write.bytes.len())) {
-                    slot.copy_from_slice(&write.bytes);
-                    written += write.bytes.len() as u64;
-                }
-            }
+            let written: u64 = writes
+                .iter()
+                .map(|write| write.apply_within(&mut copy, 0) as u64)
+                .sum();
             replace(input, output, |file, path| {
                 file.write_all(&copy).map_err(io(path))
             })?;

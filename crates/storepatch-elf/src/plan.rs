@@ -28,6 +28,25 @@ pub struct Write {
     pub bytes: Vec<u8>,
 }
 
+impl Write {
+    /// Copies the part of this write that falls inside `window`, which holds the file's bytes
+    /// from offset `start` on; returns how many bytes that was.
+    pub(crate) fn apply_within(&self, window: &mut [u8], start: u64) -> usize {
+        let window_end = start.saturating_add(window.len() as u64);
+        let end = self.offset.saturating_add(self.bytes.len() as u64);
+        let (low, high) = (self.offset.max(start), end.min(window_end));
+        if low >= high {
+            return 0;
+        }
+        // Both ranges are within slices that are already in memory, so they fit in usize.
+        let to_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        let into = to_usize(low - start)..to_usize(high - start);
+        let from = to_usize(low - self.offset)..to_usize(high - self.offset);
+        window[into].copy_from_slice(&self.bytes[from]);
+        to_usize(high - low)
+    }
+}
+
 /// What applying a set of edits to a file takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Patch {
@@ -1211,14 +1230,7 @@ impl Planner<'_> {
                     .ok_or_else(|| Error::malformed("note or interpreter segment", blob.start))?;
                 let mut piece = self.bytes[range].to_vec();
                 for write in &self.writes {
-                    let write_end = write.offset.saturating_add(write.bytes.len() as u64);
-                    let low = write.offset.max(blob.start);
-                    let high = write_end.min(blob.end);
-                    if low < high {
-                        let into = (low - blob.start) as usize..(high - blob.start) as usize;
-                        let from = (low - write.offset) as usize..(high - write.offset) as usize;
-                        piece[into].copy_from_slice(&write.bytes[from]);
-                    }
+                    write.apply_within(&mut piece, blob.start);
                 }
                 Ok(piece)
             })

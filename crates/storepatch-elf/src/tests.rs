@@ -536,3 +536,28 @@ fn streamed_relayout_equals_the_planned_one() {
         }
     }
 }
+
+/// A write lands in a window only where the two overlap, whichever side sticks out.
+#[test]
+fn writes_apply_only_where_they_overlap_the_window() {
+    let write = crate::plan::Write {
+        offset: 10,
+        bytes: b"abcdef".to_vec(),
+    };
+    let cases: [(u64, usize, &[u8], usize); 5] = [
+        (0, 20, b"..........abcdef....", 6),
+        (12, 4, b"cdef", 4),
+        (8, 5, b"..abc", 3),
+        (14, 6, b"ef....", 2),
+        (16, 4, b"....", 0),
+    ];
+    for (start, len, expected, copied) in cases {
+        let mut window = vec![b'.'; len];
+        assert_eq!(
+            write.apply_within(&mut window, start),
+            copied,
+            "window at {start}"
+        );
+        assert_eq!(window, expected, "window at {start}");
+    }
+}
