@@ -216,7 +216,7 @@ fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
     let mut done = 0;
     while let Some(bytes) = haystack.get(word_start..word_start + WORD) {
         let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
-        if !maybe_all_hash(word) || !bytes.iter().all(|&byte| HASH_BYTE[usize::from(byte)]) {
+        if !maybe_all_hash(word) || !(word_start..word_start + WORD).all(is_hash) {
             word_start += STRIDE;
             continue;
         }
