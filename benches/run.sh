@@ -18,7 +18,8 @@ usage: benches/run.sh [options]
   --seed N                corpus seed [0]
   --runs N                timed runs per command [5]
   --old-runs N            timed runs of one old sed pass [3]
-  --validate-old          also time the complete old loop once (slow: one pass per reference)
+  --validate-old          also time the complete old loops once (slow: one pass per reference;
+                          the one-sed-per-file loop takes minutes at full size)
   --storepatch PATH       use this binary instead of building one
   --rg PATH               ripgrep binary [rg on PATH]
   --out DIR               results dir [benches/runs/<YYYY-MM-DD>-<machine>]
@@ -189,15 +190,19 @@ eval "$prepare"
 "$storepatch" scrub --quiet --store-dir "$store" "$work"
 storepatch_check=$("$storepatch" scan --json --store-dir "$store" "$work" | tail -n 1 || true)
 
-log "old loop: one sed -i pass over every file, for one reference ($old_runs runs)"
+log "old loop: one pass over every file for one reference, sed batched and one sed per file ($old_runs runs)"
 hf old-pass --runs "$old_runs" --prepare "$prepare" \
     -n "old: one sed -i pass over every file" \
-    "$(q "$benches/shell/old-scrub-pass.sh") $(q "$work") $pass_hash"
+    "$(q "$benches/shell/old-scrub-pass.sh") $(q "$work") $pass_hash" \
+    -n "old: one sed -i per file, one pass" \
+    "$(q "$benches/shell/old-scrub-pass.sh") $(q "$work") $pass_hash --per-file"
 
 if $validate_old; then
-    log "old loop, complete: $reference_count passes (one run)"
+    log "old loop, complete: $reference_count passes, sed batched and one sed per file (one run each)"
     hf old-full --runs 1 --prepare "$prepare" \
-        -n "old: complete loop" "$(q "$benches/shell/old-scrub.sh") $(q "$work") $(q "$store")"
+        -n "old: complete loop" "$(q "$benches/shell/old-scrub.sh") $(q "$work") $(q "$store")" \
+        -n "old: complete loop, one sed -i per file" \
+        "$(q "$benches/shell/old-scrub.sh") $(q "$work") $(q "$store") --per-file"
 fi
 
 chmod -R u+w "$work" 2>/dev/null || true
