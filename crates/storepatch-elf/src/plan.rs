@@ -927,10 +927,59 @@ impl Planner<'_> {
         found
     }
 
+    /// Whether the file bytes `range` are mapped by a `PT_LOAD` but used by nothing: no section,
+    /// no other segment, no header table and no dynamic entry's address lies in them. Only files
+    /// with section headers can tell (without them, any mapped byte may be in use). Such bytes
+    /// are what an earlier relayout (patchelf's, in many manylinux wheels) leaves behind when it
+    /// moves sections out of the first page.
+    fn unused(&self, range: &Range<u64>) -> bool {
+        let parsed = &self.parsed;
+        let header_size = if self.codec.is64 { 64 } else { 52 };
+        let section_table = parsed.sections.len() as u64 * if self.codec.is64 { 64 } else { 40 };
+        if range.start < header_size
+            || range.end > self.bytes.len() as u64
+            || !parsed.sections.iter().any(|section| section.index != 0)
+            || overlaps(range, &(parsed.shoff..parsed.shoff + section_table))
+        {
+            return false;
+        }
+        let in_section = parsed.sections.iter().any(|section| {
+            section.sh_type != SHT_NOBITS
+                && section.size > 0
+                && overlaps(
+                    range,
+                    &(section.offset..section.offset.saturating_add(section.size)),
+                )
+        });
+        let in_segment = parsed.segments.iter().any(|segment| {
+            segment.p_type != PT_LOAD
+                && segment.filesz > 0
+                && overlaps(
+                    range,
+                    &(segment.offset..segment.offset.saturating_add(segment.filesz)),
+                )
+        });
+        // Any dynamic value that falls in the bytes' addresses counts, pointer or not: a size that
+        // happens to look like an address in there only costs moving the table instead.
+        let addresses = self
+            .vaddr_of(range.start)
+            .zip(self.vaddr_of(range.end - 1))
+            .map(|(start, last)| start..last + 1);
+        let pointed_at = match (&addresses, &parsed.dynamic) {
+            (None, _) => true,
+            (Some(addresses), Some(dynamic)) => dynamic
+                .entries
+                .iter()
+                .any(|entry| addresses.contains(&entry.value)),
+            (Some(_), None) => false,
+        };
+        !in_section && !in_segment && !pointed_at
+    }
+
     /// Plans room for one more program header at the end of the table, in the `PT_LOAD` that maps
     /// it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
     /// which only program headers and their own section headers point at) move to the new
-    /// segment; `None` when the table has to move instead.
+    /// segment, or is [unused](Self::unused) already; `None` when the table has to move instead.
     fn phdr_room(&self) -> Option<Vec<Range<u64>>> {
         const PT_GNU_PROPERTY: u32 = 0x6474_e553;
         let codec = self.codec;
@@ -1004,18 +1053,19 @@ impl Planner<'_> {
         if blobs.iter().any(|blob| blob.end > self.bytes.len() as u64) {
             return None;
         }
-        // The window must be covered by blobs and alignment padding.
+        // The window must be covered by blobs, alignment padding and unused bytes.
+        let free = |gap: Range<u64>| gap.end - gap.start < 8 || self.unused(&gap);
         let mut cursor = window.start;
         for blob in &blobs {
             if cursor >= window.end {
                 break;
             }
-            if blob.start < cursor || blob.start - cursor >= 8 {
+            if blob.start < cursor || !free(cursor..blob.start.min(window.end)) {
                 return None;
             }
             cursor = blob.end;
         }
-        if cursor < window.end {
+        if cursor < window.end && !free(cursor..window.end) {
             return None;
         }
         let covered = |range: &Range<u64>| {

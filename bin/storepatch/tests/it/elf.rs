@@ -828,6 +828,47 @@ fn differential_against_real_patchelf() {
     }
 }
 
+/// `e_phoff` and `e_phnum` of a 64-bit little-endian ELF file.
+fn program_header_table(file: &Path) -> (u64, u16) {
+    let bytes = fs_err::read(file).unwrap();
+    assert_eq!(&bytes[..6], b"\x7fELF\x02\x01");
+    (
+        u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()),
+        u16::from_le_bytes(bytes[0x38..0x3a].try_into().unwrap()),
+    )
+}
+
+/// patchelf's own relayout (as found in many manylinux wheels, libtorch_cpu.so among them) moves
+/// the sections after the program header table into a new segment and leaves their old bytes
+/// unused. The next relayout puts its new program header there, in place, rather than moving the
+/// table into the new segment: BFD (`strip`, `objcopy`) accepts a moved table only with a note
+/// that it "adjusted" the LMA of the section behind it.
+#[test]
+fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let program = fixture.program("main", &["-pie", "-fPIE", &format!("-Wl,-rpath,{dir}")]);
+    let first = format!("{dir}:{}", "/x".repeat(200));
+    let Some(theirs) = real_patchelf(&fixture, &program, &["--set-rpath", &first]) else {
+        return;
+    };
+    let (phoff, phnum) = program_header_table(&theirs);
+    let second = format!("{dir}:{}", "/y".repeat(400));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&second)
+            .arg(&theirs),
+    );
+    assert_eq!(program_header_table(&theirs), (phoff, phnum + 1));
+    assert_eq!(
+        print(&fixture, "--print-rpath", &theirs),
+        format!("{second}\n")
+    );
+    assert_healthy_program(&theirs);
+}
+
 #[test]
 fn symlink_named_patchelf_dispatches_on_argv0() {
     let fixture = Fixture::new();
