@@ -116,9 +116,74 @@ fn parent_of(path: &Path) -> Result<&Path> {
 /// A name next to `path` that nothing else uses, for a temporary entry.
 fn temporary_sibling(path: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let parent = parent_of(path)?;
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(parent.join(format!(".storepatch-{}-{unique}.tmp", std::process::id())))
+    let pid = PID.get_or_init(std::process::id);
+    Ok(parent.join(format!(".storepatch-{pid}-{unique}.tmp")))
+}
+
+/// A new file beside the one it is to replace; removed again unless it was renamed into place.
+struct Temporary {
+    path: PathBuf,
+    file: std::fs::File,
+    placed: bool,
+}
+
+impl Temporary {
+    /// Creates an empty file readable and writable by its owner only, beside `path`.
+    fn create_beside(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Names are unique within this process; another process with our pid (a leftover from an
+        // earlier run, say) can only have taken a few of them.
+        let mut attempts = 0;
+        loop {
+            let temp = temporary_sibling(path)?;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+            {
+                Ok(file) => {
+                    return Ok(Self {
+                        path: temp,
+                        file,
+                        placed: false,
+                    });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempts < 64 => {
+                    attempts += 1;
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "cannot create a temporary file in",
+                        path: parent_of(path)?.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Renames the file over `path`.
+    fn place(mut self, path: &Path) -> Result<()> {
+        fs_err::rename(&self.path, path).map_err(|source| Error::Io {
+            action: "cannot replace",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.placed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs_err::remove_file(&self.path);
+        }
+    }
 }
 
 /// Writes `contents` with `patches` applied to a temporary file beside `path`, gives it the mode
@@ -127,6 +192,22 @@ fn temporary_sibling(path: &Path) -> Result<PathBuf> {
 /// `contents` is normally `path`'s own bytes, read or mapped earlier. Patches must be sorted,
 /// in bounds and not overlap; nothing is written otherwise.
 pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Result<()> {
+    let metadata = fs_err::symlink_metadata(path).map_err(|err| Error::Io {
+        action: "cannot examine",
+        path: path.to_path_buf(),
+        source: err,
+    })?;
+    replace_file(path, &metadata, contents, patches)
+}
+
+/// [`rewrite_file`] for a caller that has just examined `path` (through the file it read
+/// `contents` from, say): `original` gives the mode and owner for the new file.
+pub fn replace_file(
+    path: &Path,
+    original: &std::fs::Metadata,
+    contents: &[u8],
+    patches: &[Patch<'_>],
+) -> Result<()> {
     let size = contents.len() as u64;
     let mut position = 0u64;
     for patch in patches {
@@ -141,20 +222,9 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
         }
         position = end.unwrap_or(size);
     }
-    let metadata = fs_err::symlink_metadata(path).map_err(|err| Error::Io {
-        action: "cannot examine",
-        path: path.to_path_buf(),
-        source: err,
-    })?;
-    let parent = parent_of(path)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".storepatch-")
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .map_err(io_error("cannot create a temporary file in", parent))?;
-    let temp_path = temp.path().to_path_buf();
-    let write = |temp: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
-        let mut writer = SparseWriter::new(temp.as_file_mut());
+    let mut temp = Temporary::create_beside(path)?;
+    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
+        let mut writer = SparseWriter::new(file, contents.len());
         let mut position = 0usize;
         for patch in patches {
             // In bounds: checked above.
@@ -166,15 +236,10 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
         writer.write(&contents[position..])?;
         writer.finish()
     };
-    write(&mut temp).map_err(io_error("cannot write", &temp_path))?;
-    copy_owner_and_mode(temp.as_file(), &metadata)
-        .map_err(io_error("cannot set the mode of", &temp_path))?;
-    temp.persist(path).map_err(|err| Error::Io {
-        action: "cannot replace",
-        path: path.to_path_buf(),
-        source: err.error,
-    })?;
-    Ok(())
+    write(&mut temp.file).map_err(io_error("cannot write", &temp.path))?;
+    copy_owner_and_mode(&temp.file, original)
+        .map_err(io_error("cannot set the mode of", &temp.path))?;
+    temp.place(path)
 }
 
 /// Writes a file sequentially, leaving holes where whole blocks are zero, so that a sparse file
@@ -182,6 +247,8 @@ pub fn rewrite_file(path: &Path, contents: &[u8], patches: &[Patch<'_>]) -> Resu
 struct SparseWriter<'file> {
     file: &'file mut std::fs::File,
     length: u64,
+    /// Whether the file ends in a hole so far (skipped over, not written).
+    hole_at_end: bool,
     /// Bytes not yet written, fewer than one block.
     pending: Vec<u8>,
 }
@@ -191,11 +258,13 @@ impl<'file> SparseWriter<'file> {
     /// [`Self::BLOCK`] as a seek distance.
     const BLOCK_SEEK: i64 = 64 * 1024;
 
-    fn new(file: &'file mut std::fs::File) -> Self {
+    /// A writer for a file of `size` bytes.
+    fn new(file: &'file mut std::fs::File, size: usize) -> Self {
         Self {
             file,
             length: 0,
-            pending: Vec::with_capacity(Self::BLOCK),
+            hole_at_end: false,
+            pending: Vec::with_capacity(size.min(Self::BLOCK)),
         }
     }
 
@@ -223,7 +292,8 @@ impl<'file> SparseWriter<'file> {
     fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
         use std::io::Seek as _;
         debug_assert_eq!(block.len(), Self::BLOCK);
-        if block.iter().all(|&byte| byte == 0) {
+        self.hole_at_end = block.iter().all(|&byte| byte == 0);
+        if self.hole_at_end {
             self.file
                 .seek(std::io::SeekFrom::Current(Self::BLOCK_SEEK))?;
         } else {
@@ -233,12 +303,15 @@ impl<'file> SparseWriter<'file> {
         Ok(())
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
-        self.file.write_all(&self.pending)?;
-        self.length += self.pending.len() as u64;
-        // A trailing hole is only a seek so far: the length makes it part of the file.
-        self.file.set_len(self.length)?;
-        self.file.flush()
+    fn finish(self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            return self.file.write_all(&self.pending);
+        }
+        if self.hole_at_end {
+            // A trailing hole is only a seek so far: the length makes it part of the file.
+            self.file.set_len(self.length)?;
+        }
+        Ok(())
     }
 }
 
@@ -460,6 +533,20 @@ mod tests {
         .unwrap();
         let mut expected = odd.clone();
         expected[65_535..65_537].copy_from_slice(b"xy");
+        assert_eq!(fs_err::read(&path).unwrap(), expected);
+        // Whole blocks of data and nothing after them: the last block is the end of the file.
+        let blocks = vec![7u8; 2 * 65_536];
+        rewrite_file(
+            &path,
+            &blocks,
+            &[Patch {
+                offset: 0,
+                bytes: b"z",
+            }],
+        )
+        .unwrap();
+        let mut expected = blocks.clone();
+        expected[0] = b'z';
         assert_eq!(fs_err::read(&path).unwrap(), expected);
     }
 

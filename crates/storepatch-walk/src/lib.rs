@@ -69,13 +69,22 @@ pub enum Error {
         /// Size when it was read (for a file that grew, one more than expected).
         found: u64,
     },
+    /// The name now belongs to another file than the one the walk saw.
+    #[error("`{}` was replaced by another file after it was scanned", .path.display())]
+    Replaced {
+        /// The path.
+        path: PathBuf,
+    },
 }
 
 impl Error {
     /// The path the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            Self::Walk { path, .. } | Self::Read { path, .. } | Self::Changed { path, .. } => path,
+            Self::Walk { path, .. }
+            | Self::Read { path, .. }
+            | Self::Changed { path, .. }
+            | Self::Replaced { path } => path,
         }
     }
 }
@@ -367,6 +376,30 @@ impl<'a> Visit<'a> {
             })
     }
 
+    /// Opens the entry (a regular file) again after the walk and checks that it is still the file
+    /// the walk saw: the same device, inode and size. Returns it with its current metadata (mode
+    /// and owner may have changed; contents are checked by whoever reads them).
+    pub fn reopen(&self) -> Result<(std::fs::File, std::fs::Metadata)> {
+        let file = self.open()?;
+        let metadata = file.metadata().map_err(|source| Error::Read {
+            path: self.entry.path.clone(),
+            source,
+        })?;
+        if (metadata.dev(), metadata.ino()) != (self.entry.dev, self.entry.ino) {
+            return Err(Error::Replaced {
+                path: self.entry.path.clone(),
+            });
+        }
+        if metadata.len() != self.entry.len {
+            return Err(Error::Changed {
+                path: self.entry.path.clone(),
+                expected: self.entry.len,
+                found: metadata.len(),
+            });
+        }
+        Ok((file, metadata))
+    }
+
     /// Reads the entry (a regular file) like the free [`read_with`].
     pub fn read_with<R>(&self, policy: ReadPolicy, with: impl FnOnce(&[u8]) -> R) -> Result<R> {
         read_opened(
@@ -484,12 +517,21 @@ impl Deref for Contents {
 /// Mapping failures fall back to reading. A file that no longer has `expected_len` bytes is
 /// reported as [`Error::Changed`] rather than half-processed.
 pub fn read(path: &Path, expected_len: u64, policy: ReadPolicy) -> Result<Contents> {
-    let file = open(path)?;
-    if let Some(mapping) = map(&file, path, expected_len, policy)? {
+    read_from(&open(path)?, path, expected_len, policy)
+}
+
+/// Reads an open regular file like [`read`]; `path` is its name for errors.
+pub fn read_from(
+    file: &std::fs::File,
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+) -> Result<Contents> {
+    if let Some(mapping) = map(file, path, expected_len, policy)? {
         return Ok(Contents::Mapped(mapping));
     }
     let mut bytes = Vec::new();
-    let len = read_exactly(&file, path, expected_len, &mut bytes)?;
+    let len = read_exactly(file, path, expected_len, &mut bytes)?;
     bytes.truncate(len);
     Ok(Contents::Owned(bytes))
 }
@@ -577,9 +619,10 @@ fn map(
 /// `buffer`; returns that length.
 ///
 /// The buffer only ever grows (zeroed once as it does), so a buffer that is reused is never
-/// cleared again. At most one byte more than expected is asked for, so a file that grew is noticed
-/// without reading on: one `read(2)` for the contents and one that finds the end, and no `fstat` or
-/// `lseek` (which `File::read_to_end` would add).
+/// cleared again. One byte more than expected is asked for, so a file that grew is noticed without
+/// reading on, and a short read that ends exactly at the expected length is taken as the end of the
+/// file (which it is for a regular file), so most files take one `read(2)`: no second read to find
+/// the end, and no `fstat` or `lseek` (which `File::read_to_end` would add).
 fn read_exactly(
     mut file: &std::fs::File,
     path: &Path,
@@ -602,7 +645,12 @@ fn read_exactly(
     while filled < wanted {
         match file.read(&mut buffer[filled..wanted]) {
             Ok(0) => break,
-            Ok(read) => filled += read,
+            Ok(read) => {
+                filled += read;
+                if filled < wanted && filled as u64 == expected_len {
+                    break;
+                }
+            }
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(source) => {
                 return Err(Error::Read {
@@ -776,6 +824,51 @@ mod tests {
     fn missing_root_is_an_error_naming_it() {
         let err = walk(Path::new("/nonexistent/storepatch")).unwrap_err();
         assert_eq!(err.path(), Path::new("/nonexistent/storepatch"));
+    }
+
+    #[test]
+    fn reopen_finds_the_file_the_walk_saw_or_says_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs_err::create_dir(&root).unwrap();
+        for name in ["grown", "linked", "replaced", "same"] {
+            fs_err::write(root.join(name), "contents").unwrap();
+        }
+        fs_err::write(dir.path().join("outside"), "contents").unwrap();
+        let walk = walk(&root).unwrap();
+        let entry = |name: &str| {
+            walk.entries
+                .iter()
+                .find(|entry| entry.path == root.join(name))
+                .unwrap()
+        };
+        fs_err::write(root.join("grown"), "contents and more").unwrap();
+        fs_err::remove_file(root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("linked")).unwrap();
+        fs_err::write(root.join("replacement"), "CONTENTS").unwrap();
+        fs_err::rename(root.join("replacement"), root.join("replaced")).unwrap();
+
+        let (file, metadata) = Visit::detached(entry("same")).reopen().unwrap();
+        assert_eq!(metadata.len(), 8);
+        let contents = read_from(&file, &root.join("same"), 8, ReadPolicy::Read).unwrap();
+        assert_eq!(&*contents, b"contents");
+        let grown = Visit::detached(entry("grown")).reopen().unwrap_err();
+        assert!(
+            matches!(
+                grown,
+                Error::Changed {
+                    expected: 8,
+                    found: 17,
+                    ..
+                }
+            ),
+            "{grown:?}"
+        );
+        let replaced = Visit::detached(entry("replaced")).reopen().unwrap_err();
+        assert!(matches!(replaced, Error::Replaced { .. }), "{replaced:?}");
+        assert_eq!(replaced.path(), root.join("replaced"));
+        let linked = Visit::detached(entry("linked")).reopen().unwrap_err();
+        assert!(matches!(linked, Error::Read { .. }), "{linked:?}");
     }
 
     #[test]

@@ -181,25 +181,37 @@ fn patches(offsets: &[u64]) -> Vec<Patch<'static>> {
 fn rewrite_group(scan: &TreeScan, group: &[&Change]) -> Vec<EntryError> {
     let entries = &scan.entries;
     let leader = &entries[group[0].entry];
-    let result = storepatch_walk::read(
-        &leader.path,
-        leader.len,
-        storepatch_walk::ReadPolicy::default(),
-    )
-    .map_err(anyhow::Error::from)
-    .and_then(|contents| {
-        // The file must still hold a hash at every offset the scan saw.
-        for &offset in &group[0].offsets {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            let hash = contents.get(start..start.saturating_add(32));
-            anyhow::ensure!(
-                hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
-                "changed while it was scrubbed (no store hash at offset {offset} any more)"
-            );
-        }
-        storepatch_rewrite::rewrite_file(&leader.path, &contents, &patches(&group[0].offsets))?;
-        Ok(())
-    });
+    // Opened without following a symlink, and checked to be the file the scan read.
+    let result = storepatch_walk::Visit::detached(leader)
+        .reopen()
+        .and_then(|(file, metadata)| {
+            let contents = storepatch_walk::read_from(
+                &file,
+                &leader.path,
+                leader.len,
+                storepatch_walk::ReadPolicy::default(),
+            )?;
+            Ok((contents, metadata))
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|(contents, metadata)| {
+            // The file must still hold a hash at every offset the scan saw.
+            for &offset in &group[0].offsets {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let hash = contents.get(start..start.saturating_add(32));
+                anyhow::ensure!(
+                    hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
+                    "changed while it was scrubbed (no store hash at offset {offset} any more)"
+                );
+            }
+            storepatch_rewrite::replace_file(
+                &leader.path,
+                &metadata,
+                &contents,
+                &patches(&group[0].offsets),
+            )?;
+            Ok(())
+        });
     if let Err(err) = result {
         return vec![EntryError {
             path: leader.path.clone(),
