@@ -838,7 +838,7 @@ fn program_header_table(file: &Path) -> (u64, u16) {
     )
 }
 
-/// patchelf's own relayout (as found in many manylinux wheels, libtorch_cpu.so among them) moves
+/// patchelf's own relayout (as found in many manylinux wheels, `libtorch_cpu.so` among them) moves
 /// the sections after the program header table into a new segment and leaves their old bytes
 /// unused. The next relayout puts its new program header there, in place, rather than moving the
 /// table into the new segment: BFD (`strip`, `objcopy`) accepts a moved table only with a note
