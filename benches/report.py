@@ -22,6 +22,7 @@ SCAN = "storepatch scan --quiet"
 SCAN_JSON = "storepatch scan --json"
 RG = "rg -a -o"
 OLD_SCAN = "old: find | xargs grep -aohE | sort -u"
+READ_FLOOR = "read floor: rg -c (a literal that occurs nowhere)"
 SCRUB = "storepatch scrub"
 BEST = "best shell: rg -l | sed -i -e ... (one -e per hash)"
 OLD_PASS = "old: one sed -i pass over every file"
@@ -145,6 +146,16 @@ def main():
         ("extrapolated vs measured old loop, batched", OLD_FULL, OLD_EXTRAPOLATED),
     ]
 
+    # Whether a scrub could meet 10x at all: reading the tree must fit in a tenth of the shell time.
+    if READ_FLOOR in commands and BEST in commands:
+        budget = commands[BEST]["median"] / 10
+        informative_values = [
+            ("read floor / (best shell / 10): above 1, reading the tree alone exceeds a 10x scrub",
+             commands[READ_FLOOR]["median"] / budget)
+        ]
+    else:
+        informative_values = []
+
     def timing_rows():
         rows = [
             "| group | command | median | min – max | stddev | runs |",
@@ -175,6 +186,8 @@ def main():
             if fast in commands and slow in commands:
                 ratio = commands[slow]["median"] / commands[fast]["median"]
                 rows.append(f"| {label} | {ratio:.2f}x | – | (information) |")
+        for label, value in informative_values:
+            rows.append(f"| {label} | {value:.2f} | – | (information) |")
         return rows
 
     table = "\n".join(timing_rows() + [""] + ratio_rows())

@@ -165,6 +165,8 @@ scan_commands=(
     -n "storepatch scan --json" "$(q "$storepatch") scan --json --store-dir $(q "$store") $(q "$tree")"
     -n "rg -a -o" "$(q "$rg") --no-config -uu -a -o -e $(q "$pattern") $(q "$tree")"
     -n "old: find | xargs grep -aohE | sort -u" "$(q "$benches/shell/old-scan.sh") $(q "$tree") $(q "$store")"
+    # The cost of reading the tree at all: ripgrep counting a literal that occurs nowhere (exit 1).
+    -n "read floor: rg -c (a literal that occurs nowhere)" "$(q "$rg") --no-config -uu -a -c -F zqzqzqzqzqzqzqzqzqzq $(q "$tree") || true"
 )
 if ! $smoke; then
     # Thread scaling, for reading the profile: same work on one core.
