@@ -934,12 +934,25 @@ impl Planner<'_> {
     /// moves sections out of the first page.
     fn unused(&self, range: &Range<u64>) -> bool {
         let parsed = &self.parsed;
+        if range.is_empty() {
+            return true;
+        }
         let header_size = if self.codec.is64 { 64 } else { 52 };
         let section_table = parsed.sections.len() as u64 * if self.codec.is64 { 64 } else { 40 };
+        let Some(load) = parsed.segments.iter().find(|segment| {
+            segment.p_type == PT_LOAD
+                && segment.offset <= range.start
+                && range.end <= segment.offset.saturating_add(segment.filesz)
+        }) else {
+            return false;
+        };
         if range.start < header_size
             || range.end > self.bytes.len() as u64
             || !parsed.sections.iter().any(|section| section.index != 0)
-            || overlaps(range, &(parsed.shoff..parsed.shoff + section_table))
+            || overlaps(
+                range,
+                &(parsed.shoff..parsed.shoff.saturating_add(section_table)),
+            )
         {
             return false;
         }
@@ -961,10 +974,9 @@ impl Planner<'_> {
         });
         // Any dynamic value that falls in the bytes' addresses counts, pointer or not: a size that
         // happens to look like an address in there only costs moving the table instead.
-        let addresses = self
-            .vaddr_of(range.start)
-            .zip(self.vaddr_of(range.end - 1))
-            .map(|(start, last)| start..last + 1);
+        let start = load.vaddr.checked_add(range.start - load.offset);
+        let addresses =
+            start.and_then(|start| Some(start..start.checked_add(range.end - range.start)?));
         let pointed_at = match (&addresses, &parsed.dynamic) {
             (None, _) => true,
             (Some(addresses), Some(dynamic)) => dynamic

@@ -647,7 +647,8 @@ fn read_exactly(
             Ok(0) => break,
             Ok(read) => {
                 filled += read;
-                if filled < wanted && filled as u64 == expected_len {
+                // Only a short read can stop here: one more byte than this was asked for.
+                if filled as u64 == expected_len {
                     break;
                 }
             }

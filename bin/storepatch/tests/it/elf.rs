@@ -862,6 +862,21 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
             .arg(&theirs),
     );
     assert_eq!(program_header_table(&theirs), (phoff, phnum + 1));
+    // PT_PHDR covers the grown table.
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&theirs));
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    let phdr: Vec<&str> = headers
+        .lines()
+        .find(|line| line.trim_start().starts_with("PHDR "))
+        .expect("a PT_PHDR segment")
+        .split_whitespace()
+        .collect();
+    assert_eq!(phdr[1], format!("{phoff:#08x}"), "{phdr:?}");
+    assert_eq!(
+        phdr[4],
+        format!("{:#08x}", (u64::from(phnum) + 1) * 56),
+        "{phdr:?}"
+    );
     assert_eq!(
         print(&fixture, "--print-rpath", &theirs),
         format!("{second}\n")
