@@ -154,6 +154,11 @@ fn push_diff(writes: &mut Vec<Write>, original: &[u8], offset: u64, new: &[u8]) 
     }
 }
 
+/// The file bytes `offset..offset + size` (clamped, never wrapping).
+fn extent(offset: u64, size: u64) -> Range<u64> {
+    offset..offset.saturating_add(size)
+}
+
 fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
     a.start < b.end && b.start < a.end
 }
@@ -959,18 +964,12 @@ impl Planner<'_> {
         let in_section = parsed.sections.iter().any(|section| {
             section.sh_type != SHT_NOBITS
                 && section.size > 0
-                && overlaps(
-                    range,
-                    &(section.offset..section.offset.saturating_add(section.size)),
-                )
+                && overlaps(range, &extent(section.offset, section.size))
         });
         let in_segment = parsed.segments.iter().any(|segment| {
             segment.p_type != PT_LOAD
                 && segment.filesz > 0
-                && overlaps(
-                    range,
-                    &(segment.offset..segment.offset.saturating_add(segment.filesz)),
-                )
+                && overlaps(range, &extent(segment.offset, segment.filesz))
         });
         // Any dynamic value that falls in the bytes' addresses counts, pointer or not: a size that
         // happens to look like an address in there only costs moving the table instead.
