@@ -6,19 +6,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub(crate) struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    /// A bar towards `length`, or a counter when the length is not known yet.
-    pub(crate) fn new(length: Option<u64>, message: &'static str, enabled: bool) -> Self {
+    /// A counter of the entries done so far (their number is not known until the walk ends).
+    pub(crate) fn new(message: &'static str, enabled: bool) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
             return Self(None);
         }
-        let bar = ProgressBar::with_draw_target(length, ProgressDrawTarget::stderr());
-        let template = if length.is_some() {
-            "{msg:>10} [{bar:40}] {pos}/{len} ({eta})"
-        } else {
-            "{msg:>10} {spinner} {pos} entries ({per_sec})"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:>10} {spinner} {pos} entries ({per_sec})")
+        {
+            bar.set_style(style);
         }
         bar.set_message(message);
         Self(Some(bar))

@@ -91,7 +91,7 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
         .candidates(options.candidates.iter().cloned())
         .build();
     let budget = AtomicUsize::new(WINDOW_BUDGET);
-    let progress = Progress::new(None, "scanning", options.show_progress);
+    let progress = Progress::new("scanning", options.show_progress);
     let mut entries = Vec::new();
     let mut scans: Vec<EntryScan> = Vec::new();
     let mut errors = Vec::new();

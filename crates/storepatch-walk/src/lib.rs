@@ -163,11 +163,11 @@ where
     T: Send,
     F: Fn(&Visit<'_>) -> T + Sync,
 {
-    let metadata = root.symlink_metadata().map_err(|source| Error::Walk {
+    let stat = rustix::fs::lstat(root).map_err(|source| Error::Walk {
         path: root.to_path_buf(),
-        source,
+        source: source.into(),
     })?;
-    let root = Entry::new(root.to_path_buf(), 0, &metadata);
+    let root = Entry::from_stat(root.to_path_buf(), 0, &stat);
     let root_value = visit(&Visit::detached(&root));
     let mut listings = Vec::new();
     if root.kind == EntryKind::Dir {
@@ -448,31 +448,6 @@ impl Entry {
             depth,
             path,
         }
-    }
-
-    fn new(path: PathBuf, depth: usize, metadata: &std::fs::Metadata) -> Self {
-        Self {
-            kind: kind_of(metadata.file_type()),
-            len: metadata.len(),
-            mode: metadata.mode(),
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            nlink: metadata.nlink(),
-            depth,
-            path,
-        }
-    }
-}
-
-fn kind_of(file_type: std::fs::FileType) -> EntryKind {
-    if file_type.is_symlink() {
-        EntryKind::Symlink
-    } else if file_type.is_dir() {
-        EntryKind::Dir
-    } else if file_type.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
     }
 }
 
