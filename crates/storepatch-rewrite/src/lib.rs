@@ -25,7 +25,12 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod interrupt;
+mod temporary;
+
+pub use temporary::{Cleaned, Leftover, Replacement, remove_registered};
+use temporary::Registration;
 
 /// Errors from rewriting, always naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,29 @@ pub enum Error {
         /// The name that is taken.
         to: PathBuf,
     },
+    /// The entry to be replaced is not a regular file (a device, FIFO, socket, directory or
+    /// symlink is never replaced).
+    #[error("`{}` is {kind}: only regular files are replaced", .path.display())]
+    NotRegular {
+        /// The entry.
+        path: PathBuf,
+        /// What it is, such as "a FIFO".
+        kind: &'static str,
+    },
+    /// The entry to be retargeted is not a symlink.
+    #[error("`{}` is not a symlink any more", .path.display())]
+    NotSymlink {
+        /// The entry.
+        path: PathBuf,
+    },
+    /// A signal stopped the run before this entry was written; it is unchanged.
+    #[error("`{}` left unchanged: stopped by signal {signal}", .path.display())]
+    Interrupted {
+        /// The entry.
+        path: PathBuf,
+        /// The signal's number.
+        signal: i32,
+    },
     /// The path has no parent directory or no file name.
     #[error("`{}` has no parent directory", .path.display())]
     NoParent {
@@ -72,7 +100,7 @@ pub enum Error {
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io {
         action,
         path: path.to_path_buf(),
@@ -100,7 +128,7 @@ pub fn apply(contents: &[u8], patches: &[Patch<'_>]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn parent_of(path: &Path) -> Result<&Path> {
+pub(crate) fn parent_of(path: &Path) -> Result<&Path> {
     match path.parent() {
         Some(parent) if path.file_name().is_some() => Ok(if parent.as_os_str().is_empty() {
             Path::new(".")
@@ -110,79 +138,6 @@ fn parent_of(path: &Path) -> Result<&Path> {
         _ => Err(Error::NoParent {
             path: path.to_path_buf(),
         }),
-    }
-}
-
-/// A name next to `path` that nothing else uses, for a temporary entry.
-fn temporary_sibling(path: &Path) -> Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let parent = parent_of(path)?;
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let pid = PID.get_or_init(std::process::id);
-    Ok(parent.join(format!(".storepatch-{pid}-{unique}.tmp")))
-}
-
-/// A new file beside the one it is to replace; removed again unless it was renamed into place.
-struct Temporary {
-    path: PathBuf,
-    file: std::fs::File,
-    placed: bool,
-}
-
-impl Temporary {
-    /// Creates an empty file readable and writable by its owner only, beside `path`.
-    fn create_beside(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        // Names are unique within this process; another process with our pid (a leftover from an
-        // earlier run, say) can only have taken a few of them.
-        let mut attempts = 0;
-        loop {
-            let temp = temporary_sibling(path)?;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temp)
-            {
-                Ok(file) => {
-                    return Ok(Self {
-                        path: temp,
-                        file,
-                        placed: false,
-                    });
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempts < 64 => {
-                    attempts += 1;
-                }
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "cannot create a temporary file in",
-                        path: parent_of(path)?.to_path_buf(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Renames the file over `path`.
-    fn place(mut self, path: &Path) -> Result<()> {
-        fs_err::rename(&self.path, path).map_err(|source| Error::Io {
-            action: "cannot replace",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        self.placed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Temporary {
-    fn drop(&mut self) {
-        if !self.placed {
-            let _ = fs_err::remove_file(&self.path);
-        }
     }
 }
 
@@ -222,24 +177,39 @@ pub fn replace_file(
         }
         position = end.unwrap_or(size);
     }
-    let mut temp = Temporary::create_beside(path)?;
-    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
-        let mut writer = SparseWriter::new(file, contents.len());
-        let mut position = 0usize;
-        for patch in patches {
-            // In bounds: checked above.
-            let start = patch.offset as usize;
-            writer.write(&contents[position..start])?;
-            writer.write(patch.bytes)?;
-            position = start + patch.bytes.len();
-        }
-        writer.write(&contents[position..])?;
-        writer.finish()
-    };
-    write(&mut temp.file).map_err(io_error("cannot write", &temp.path))?;
-    copy_owner_and_mode(&temp.file, original)
-        .map_err(io_error("cannot set the mode of", &temp.path))?;
-    temp.place(path)
+    let mut replacement = Replacement::beside(path)?;
+    let temp = replacement.path().to_path_buf();
+    let mut writer = SparseWriter::new(replacement.file(), contents.len());
+    let mut position = 0usize;
+    let mut write = |bytes: &[u8]| writer.write(bytes).map_err(write_error(&temp, path));
+    for patch in patches {
+        // In bounds: checked above.
+        let start = patch.offset as usize;
+        write(&contents[position..start])?;
+        write(patch.bytes)?;
+        position = start + patch.bytes.len();
+    }
+    write(&contents[position..])?;
+    writer.finish().map_err(write_error(&temp, path))?;
+    replacement.commit(original)
+}
+
+/// The error for a failed write to `temp`, or [`Error::Interrupted`] when a signal stopped it.
+fn write_error<'path>(
+    temp: &'path Path,
+    target: &'path Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'path {
+    move |source| match interrupt::signal() {
+        Some(signal) if source.kind() == std::io::ErrorKind::Interrupted => Error::Interrupted {
+            path: target.to_path_buf(),
+            signal,
+        },
+        _ => Error::Io {
+            action: "cannot write",
+            path: temp.to_path_buf(),
+            source,
+        },
+    }
 }
 
 /// Writes a file sequentially, leaving holes where whole blocks are zero, so that a sparse file
@@ -292,6 +262,12 @@ impl<'file> SparseWriter<'file> {
     fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
         use std::io::Seek as _;
         debug_assert_eq!(block.len(), Self::BLOCK);
+        if interrupt::signal().is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "stopped by a signal",
+            ));
+        }
         self.hole_at_end = block.iter().all(|&byte| byte == 0);
         if self.hole_at_end {
             self.file
@@ -315,37 +291,16 @@ impl<'file> SparseWriter<'file> {
     }
 }
 
-fn copy_owner_and_mode(file: &std::fs::File, original: &std::fs::Metadata) -> std::io::Result<()> {
-    let current = file.metadata()?;
-    if (current.uid(), current.gid()) != (original.uid(), original.gid()) {
-        // Only root may give a file away; anyone else keeps owning the copy, as `cp` does.
-        if let Err(err) =
-            std::os::unix::fs::fchown(file, Some(original.uid()), Some(original.gid()))
-        {
-            log::debug!("keeping the owner of a rewritten file: {err}");
-        }
-    }
-    file.set_permissions(std::fs::Permissions::from_mode(original.mode() & 0o7777))
-}
-
 /// Replaces the symlink at `path` with one pointing at `target`, atomically.
 pub fn retarget_symlink(path: &Path, target: &OsStr) -> Result<()> {
-    let temp = temporary_sibling(path)?;
-    std::os::unix::fs::symlink(target, &temp)
-        .map_err(io_error("cannot create the symlink", &temp))?;
-    rename_over(&temp, path)
-}
-
-/// Renames the temporary entry `temp` over `path`; on failure removes `temp` again.
-fn rename_over(temp: &Path, path: &Path) -> Result<()> {
-    fs_err::rename(temp, path).map_err(|err| {
-        let _ = fs_err::remove_file(temp);
-        Error::Io {
-            action: "cannot replace",
+    let metadata = fs_err::symlink_metadata(path).map_err(io_error("cannot examine", path))?;
+    if !metadata.file_type().is_symlink() {
+        return Err(Error::NotSymlink {
             path: path.to_path_buf(),
-            source: err,
-        }
-    })
+        });
+    }
+    let (temp, ()) = Registration::create(path, |temp| std::os::unix::fs::symlink(target, temp))?;
+    temp.rename_over(path)
 }
 
 /// Renames the entry at `path` to `new_name` in the same directory, refusing to replace anything.
@@ -365,15 +320,20 @@ pub fn rename_entry(path: &Path, new_name: &OsStr) -> Result<PathBuf> {
     Ok(destination)
 }
 
-/// Makes `path` another hard link to `source` (atomically replacing whatever `path` was).
+/// Makes `path` another hard link to `source` (atomically replacing the regular file `path` was,
+/// if any; anything else there is refused).
 pub fn link_into_place(source: &Path, path: &Path) -> Result<()> {
-    let temp = temporary_sibling(path)?;
-    fs_err::hard_link(source, &temp).map_err(|err| Error::Io {
-        action: "cannot link",
-        path: path.to_path_buf(),
-        source: err,
-    })?;
-    rename_over(&temp, path)
+    temporary::check_replaceable(path)?;
+    let (temp, ()) = Registration::create(path, |temp| fs_err::hard_link(source, temp))
+        .map_err(|err| match err {
+            Error::Io { source: cause, .. } => Error::Io {
+                action: "cannot link",
+                path: path.to_path_buf(),
+                source: cause,
+            },
+            other => other,
+        })?;
+    temp.rename_over(path)
 }
 
 /// Directories made writable for the duration of a rewrite; [`WritableDirs::restore`] puts the
