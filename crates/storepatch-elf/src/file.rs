@@ -193,27 +193,35 @@ fn write_layout(input: &Path, output: &Path, old_size: u64, layout: &Layout) -> 
     Ok(new_size)
 }
 
-/// Fills a temporary file next to `output` with `fill`, syncs it, gives it the permissions of
-/// `input` and renames it over `output`. On any error the temporary file is removed and `output`
-/// is untouched.
+/// Fills a temporary file next to `output` with `fill`, syncs it, gives it the mode and owner of
+/// `input` and renames it over `output`, through the one write path every command uses
+/// ([`storepatch_rewrite::Replacement`]: regular files only, registered for removal on signals).
+/// On any error the temporary file is removed and `output` is untouched.
 fn replace(
     input: &Path,
     output: &Path,
     fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<()>,
 ) -> Result<()> {
-    let permissions = fs_err::metadata(input).map_err(io(input))?.permissions();
-    let directory = output
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".storepatch-elf")
-        .tempfile_in(directory)
-        .map_err(io(directory))?;
-    let path = temp.path().to_path_buf();
-    fill(temp.as_file_mut(), &path)?;
-    temp.as_file().sync_data().map_err(io(&path))?;
-    fs_err::set_permissions(&path, permissions).map_err(io(output))?;
-    temp.persist(output).map_err(|err| io(output)(err.error))?;
-    Ok(())
+    let like = fs_err::metadata(input).map_err(io(input))?;
+    let mut replacement = storepatch_rewrite::Replacement::beside(output)
+        .map_err(write_error(output))?
+        .sync_data(true);
+    let path = replacement.path().to_path_buf();
+    fill(replacement.file(), &path)?;
+    replacement.commit(&like).map_err(write_error(output))
+}
+
+/// An error of the shared write path as an [`Error::Io`] about `path`.
+fn write_error(path: &Path) -> impl FnOnce(storepatch_rewrite::Error) -> Error + '_ {
+    move |error| {
+        let kind = match &error {
+            storepatch_rewrite::Error::Io { source, .. } => source.kind(),
+            storepatch_rewrite::Error::Interrupted { .. } => std::io::ErrorKind::Interrupted,
+            _ => std::io::ErrorKind::InvalidInput,
+        };
+        Error::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(kind, error),
+        }
+    }
 }

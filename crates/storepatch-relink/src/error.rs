@@ -44,13 +44,6 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |error| Self::Io {
-            path: path.to_path_buf(),
-            error,
-        }
-    }
-
     /// An error of the ELF engine about `path`, without repeating the path it already names.
     pub(crate) fn engine(path: &std::path::Path, error: storepatch_elf::Error) -> Self {
         match error {
