@@ -4,8 +4,47 @@ use std::process::ExitCode;
 /// Exit status for usage and I/O errors.
 pub(crate) const ERROR: u8 = 2;
 
+/// Makes SIGINT and SIGTERM ask the run to stop cleanly (see `storepatch_rewrite::interrupt`);
+/// a second one stops the process at once. The handlers are installed even when the signals were
+/// ignored on entry (as a background job of a non-interactive shell starts), so that `kill -INT`
+/// always stops a run the same way.
+pub(crate) fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        let registered = signal_hook::flag::register_conditional_default(signal, seen.clone())
+            .and_then(|_| signal_hook::flag::register(signal, seen.clone()))
+            .and_then(|_| {
+                signal_hook::flag::register_usize(
+                    signal,
+                    storepatch_rewrite::interrupt::flag(),
+                    usize::try_from(signal).unwrap_or(1),
+                )
+            });
+        if let Err(err) = registered {
+            log::warn!("cannot handle signal {signal}: {err}");
+        }
+    }
+}
+
 #[expect(clippy::print_stderr, reason = "the one place errors reach the user")]
 pub(crate) fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    if let Some(signal) = storepatch_rewrite::interrupt::signal() {
+        // Temporary files other threads still held (normally none: each removes its own).
+        for path in storepatch_rewrite::remove_registered() {
+            log::debug!("removed {}", path.display());
+        }
+        if let Err(err) = &result {
+            eprintln!("error: {err:#}");
+        }
+        let name = if signal == signal_hook::consts::SIGTERM {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
+        eprintln!("storepatch: stopped by {name}");
+        return ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(0)));
+    }
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -10,6 +10,7 @@ mod progress;
 mod tree;
 
 fn main() -> ExitCode {
+    exit::install_signal_handlers();
     // Installed under the name `patchelf`, behave exactly like `storepatch elf`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let invoked_as = args

@@ -66,6 +66,56 @@ pub(crate) struct TreeScan {
     pub(crate) errors: Vec<EntryError>,
     /// The scanner of the last pass: its candidates are every hash that was searched for.
     pub(crate) scanner: Scanner,
+    /// Entries named like the temporary files of a storepatch run (`.storepatch-<pid>-<n>.tmp`):
+    /// not scanned; see [`handle_leftovers`].
+    pub(crate) leftovers: Vec<(usize, storepatch_rewrite::Leftover)>,
+}
+
+/// A leftover temporary file: removed when `clean` and its run is gone (returns the note to print),
+/// otherwise reported as an error (it would end up in the output as an ordinary file).
+pub(crate) fn leftover(
+    entry: &Entry,
+    leftover: &storepatch_rewrite::Leftover,
+    clean: bool,
+) -> Result<String, EntryError> {
+    let path = &entry.path;
+    let error = |message: String| EntryError {
+        path: path.clone(),
+        message,
+    };
+    if !clean {
+        return Err(error(format!(
+            "{}: temporary file left by an interrupted storepatch run (pid {}); `storepatch scrub` or `relink` removes it",
+            path.display(),
+            leftover.pid
+        )));
+    }
+    match leftover.clean(path) {
+        Ok(storepatch_rewrite::Cleaned::Removed) => Ok(format!(
+            "note: removed {}, a temporary file left by an interrupted run (pid {})",
+            path.display(),
+            leftover.pid
+        )),
+        Ok(storepatch_rewrite::Cleaned::OwnerRunning) => Err(error(format!(
+            "{}: temporary file of a storepatch run that is still going (pid {}); left alone",
+            path.display(),
+            leftover.pid
+        ))),
+        Err(err) => Err(error(error_chain(&err))),
+    }
+}
+
+/// Applies [`leftover`] to every leftover of `scan`: errors join `scan.errors`, notes are returned.
+pub(crate) fn handle_leftovers(scan: &mut TreeScan, clean: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (index, found) in &scan.leftovers {
+        match leftover(&scan.entries[*index], found, clean) {
+            Ok(note) => notes.push(note),
+            Err(err) => scan.errors.push(err),
+        }
+    }
+    scan.errors.sort_by(|left, right| left.path.cmp(&right.path));
+    notes
 }
 
 const CONTEXT_BYTES: usize = 24;
@@ -98,6 +148,14 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     // Files are read while directories are still being listed.
     for root in roots {
         let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
+            // After a signal the run stops: nothing more is read.
+            if storepatch_rewrite::interrupt::signal().is_some() || is_leftover(visit) {
+                return EntryScan {
+                    findings: Vec::new(),
+                    windows: Vec::new(),
+                    error: None,
+                };
+            }
             let scan = scan_entry(visit, &scanner, options, Some(&budget));
             progress.inc();
             scan
@@ -151,12 +209,30 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
+    let leftovers = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.depth > 0 && entry.kind != EntryKind::Dir)
+        .filter_map(|(index, entry)| {
+            let name = entry.path.file_name()?;
+            Some((index, storepatch_rewrite::Leftover::from_name(name)?))
+        })
+        .collect();
     Ok(TreeScan {
         entries,
         findings,
         errors,
         scanner,
+        leftovers,
     })
+}
+
+/// Whether the entry is named like a storepatch temporary file (and is not the root).
+fn is_leftover(visit: &Visit<'_>) -> bool {
+    let entry = visit.entry();
+    entry.depth > 0
+        && entry.kind != EntryKind::Dir
+        && storepatch_rewrite::Leftover::from_name(visit.name()).is_some()
 }
 
 /// At most this many unresolved hash-alphabet runs are kept per place (content, target, name).
@@ -190,7 +266,7 @@ fn resolve(
     scanner: &Scanner,
     options: &TreeOptions,
 ) -> EntryScan {
-    if found.is_empty() || scan.error.is_some() {
+    if found.is_empty() || scan.error.is_some() || is_leftover(&Visit::detached(entry)) {
         return scan;
     }
     let mut rescan = false;

@@ -38,6 +38,8 @@ enum FileResult {
         relinked: bool,
     },
     Failed(String),
+    /// A signal stopped the run before this file was looked at; it is unchanged.
+    Interrupted,
 }
 
 /// A regular file to relink.
@@ -159,6 +161,18 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             if entry.kind != EntryKind::File || !(recursive || entry.depth <= 1) {
                 continue;
             }
+            if entry.depth > 0
+                && let Some(leftover) = entry
+                    .path
+                    .file_name()
+                    .and_then(storepatch_rewrite::Leftover::from_name)
+            {
+                match crate::tree::leftover(&entry, &leftover, !args.dry_run) {
+                    Ok(note) => output::message(global.quiet, &note),
+                    Err(err) => errors.push((err.path, err.message)),
+                }
+                continue;
+            }
             let inode = (entry.dev, entry.ino);
             let first_name = if entry.nlink > 1 {
                 let index = files.len();
@@ -187,6 +201,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
                 first,
                 relinked: false,
             },
+            // Each file is finished or not started: a signal stops the run between files.
+            None if storepatch_rewrite::interrupt::signal().is_some() => FileResult::Interrupted,
             None => relink_file(&relinker, &file.path, file.len, read_policy, args.dry_run),
         })
         .collect();
@@ -274,6 +290,10 @@ fn relink_file(
                     relink,
                     outcome: Some(outcome),
                 },
+                Err(err) if storepatch_rewrite::interrupt::signal().is_some() => {
+                    log::debug!("{}: {}", path.display(), crate::tree::error_chain(&err));
+                    FileResult::Interrupted
+                }
                 Err(err) => FileResult::Failed(crate::tree::error_chain(&err)),
             }
         }
@@ -307,6 +327,7 @@ struct Report<'run> {
     missing: usize,
     ignored: usize,
     errors: usize,
+    interrupted: usize,
 }
 
 impl<'run> Report<'run> {
@@ -328,12 +349,16 @@ impl<'run> Report<'run> {
             missing: 0,
             ignored: 0,
             errors: walk_errors.len(),
+            interrupted: 0,
         };
-        for result in results {
+        for (file, result) in files.iter().zip(results) {
             match result {
                 // Another name of a file is counted once, under its first name.
-                FileResult::Skipped(Skip::NotElf) | FileResult::HardLink { .. } => {}
-                FileResult::Skipped(_) => report.skipped += 1,
+                FileResult::HardLink { .. } => {}
+                FileResult::Interrupted => report.interrupted += 1,
+                // Files that are not ELF are counted only where a note names them.
+                FileResult::Skipped(skip) if is_noted(&file.path, skip) => report.skipped += 1,
+                FileResult::Skipped(_) => {}
                 FileResult::Relinked { relink, .. } => {
                     if relink.changes_file() {
                         report.patched += 1;
@@ -401,13 +426,9 @@ impl<'run> Report<'run> {
                         )?;
                     }
                 }
+                FileResult::Interrupted => {}
                 FileResult::Skipped(skip) => {
-                    // Non-ELF files are the bulk of a venv; only mention the ones named like
-                    // libraries.
-                    let named_like_library = path
-                        .file_name()
-                        .is_some_and(|name| name.as_bytes().windows(3).any(|w| w == b".so"));
-                    if *skip == Skip::NotElf && !named_like_library {
+                    if !is_noted(path, skip) {
                         continue;
                     }
                     if global.json {
@@ -447,6 +468,7 @@ impl<'run> Report<'run> {
                 "skipped": self.skipped,
                 "missing": self.missing,
                 "ignored": self.ignored,
+                "interrupted": self.interrupted,
                 "errors": self.errors,
             }))?;
         }
@@ -455,7 +477,7 @@ impl<'run> Report<'run> {
             output::message(
                 global.quiet,
                 &format!(
-                    "{} {} files ({} restored in place), {} unchanged, {} skipped, {} missing dependencies ({} ignored), {} errors",
+                    "{} {} files ({} restored in place), {} unchanged, {} skipped, {} missing dependencies ({} ignored), {}{} errors",
                     if args.dry_run {
                         "would patch"
                     } else {
@@ -467,6 +489,14 @@ impl<'run> Report<'run> {
                     self.skipped,
                     self.missing,
                     self.ignored,
+                    if self.interrupted > 0 {
+                        format!(
+                            "{} files left unchanged by the signal, ",
+                            self.interrupted
+                        )
+                    } else {
+                        String::new()
+                    },
                     self.errors,
                 ),
             );
@@ -567,6 +597,15 @@ impl<'run> Report<'run> {
         }
         Ok(())
     }
+}
+
+/// Whether a skipped file is reported (and counted): non-ELF files are the bulk of a venv, so
+/// only the ones named like libraries are.
+fn is_noted(path: &Path, skip: &Skip) -> bool {
+    *skip != Skip::NotElf
+        || path
+            .file_name()
+            .is_some_and(|name| name.as_bytes().windows(3).any(|w| w == b".so"))
 }
 
 fn kind_name(kind: &DependencyKind) -> &'static str {

@@ -10,7 +10,8 @@ use crate::tree::{self, TreeScan};
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let options = super::tree_options(global, &args.discovery, global.json)?;
-    let scan = tree::scan_roots(&args.paths, &options)?;
+    let mut scan = tree::scan_roots(&args.paths, &options)?;
+    tree::handle_leftovers(&mut scan, false);
     let mut out = Output::new();
     if global.json {
         write_json(&mut out, &scan, &options.store_dir)?;

@@ -29,6 +29,45 @@ struct Change {
     store_paths: BTreeSet<Vec<u8>>,
 }
 
+/// What became of one planned change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// `--dry-run`: nothing was written.
+    Planned,
+    /// Written.
+    Done,
+    /// Writing failed (reported as an error); the entry is unchanged.
+    Failed,
+    /// A signal stopped the run first; the entry is unchanged.
+    Interrupted,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
+    fn of_error(err: &anyhow::Error) -> Self {
+        let interrupted = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<storepatch_rewrite::Error>(),
+                Some(storepatch_rewrite::Error::Interrupted { .. })
+            )
+        });
+        if interrupted {
+            Self::Interrupted
+        } else {
+            Self::Failed
+        }
+    }
+}
+
 pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitCode> {
     for root in &args.paths {
         tree::require_directory(root)?;
@@ -50,6 +89,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     };
 
     let mut scan = tree::scan_roots(&args.paths, &options)?;
+    for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
+        output::message(global.quiet, &note);
+    }
     let mut kept = 0usize;
     let mut changes = Vec::new();
     for finding in &scan.findings {
@@ -75,13 +117,13 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     }
 
     let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
-    let renamed = if args.dry_run {
-        BTreeMap::new()
+    let (renamed, statuses) = if args.dry_run {
+        (BTreeMap::new(), vec![Status::Planned; changes.len()])
     } else {
         apply(&scan, &changes, &mut errors)?
     };
     report(
-        global, args, &scan, &changes, &renamed, &errors, kept, &store_dir,
+        global, args, &scan, &changes, &statuses, &renamed, &errors, kept, &store_dir,
     )?;
     Ok(ExitCode::from(if errors.is_empty() {
         0
@@ -90,13 +132,29 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     }))
 }
 
-/// Carries out the plan. Returns the new paths of renamed entries.
+/// Carries out the plan. Returns the new paths of renamed entries and what became of each change.
 fn apply(
     scan: &TreeScan,
     changes: &[Change],
     errors: &mut Vec<EntryError>,
-) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
+) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Status>)> {
     let entries = &scan.entries;
+    let mut statuses = vec![Status::Interrupted; changes.len()];
+    let mut record = |index: usize, result: anyhow::Result<()>, errors: &mut Vec<EntryError>| {
+        statuses[index] = match result {
+            Ok(()) => Status::Done,
+            Err(err) => {
+                let status = Status::of_error(&err);
+                if status == Status::Failed {
+                    errors.push(EntryError {
+                        path: entries[changes[index].entry].path.clone(),
+                        message: format!("{err:#}"),
+                    });
+                }
+                status
+            }
+        };
+    };
     let parents: BTreeSet<&Path> = changes
         .iter()
         .filter_map(|change| entries[change.entry].path.parent())
@@ -104,44 +162,40 @@ fn apply(
     let mut writable = WritableDirs::make_writable(parents)?;
 
     // Contents: one rewrite per inode; other names of the same inode in the tree are re-linked.
-    let mut by_inode: BTreeMap<(u64, u64), Vec<&Change>> = BTreeMap::new();
-    for change in changes
-        .iter()
-        .filter(|change| change.location == Location::Content)
-    {
-        let entry = &entries[change.entry];
-        by_inode
-            .entry((entry.dev, entry.ino))
-            .or_default()
-            .push(change);
+    let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+    for (index, change) in changes.iter().enumerate() {
+        if change.location == Location::Content {
+            let entry = &entries[change.entry];
+            by_inode.entry((entry.dev, entry.ino)).or_default().push(index);
+        }
     }
-    let groups: Vec<Vec<&Change>> = by_inode.into_values().collect();
-    let content_errors: Vec<EntryError> = groups
+    let groups: Vec<Vec<usize>> = by_inode.into_values().collect();
+    let content: Vec<(usize, anyhow::Result<()>)> = groups
         .par_iter()
-        .flat_map_iter(|group| rewrite_group(scan, group))
+        .flat_map_iter(|group| rewrite_group(scan, changes, group))
         .collect();
-    errors.extend(content_errors);
+    for (index, result) in content {
+        record(index, result, errors);
+    }
 
-    let link_errors: Vec<EntryError> = changes
+    let links: Vec<(usize, anyhow::Result<()>)> = changes
         .par_iter()
-        .filter(|change| change.location == Location::Symlink)
-        .filter_map(|change| {
-            let path = &entries[change.entry].path;
-            retarget(path, &change.offsets).err().map(|err| EntryError {
-                path: path.clone(),
-                message: format!("{err:#}"),
-            })
-        })
+        .enumerate()
+        .filter(|(_, change)| change.location == Location::Symlink)
+        .map(|(index, change)| (index, retarget(&entries[change.entry].path, &change.offsets)))
         .collect();
-    errors.extend(link_errors);
+    for (index, result) in links {
+        record(index, result, errors);
+    }
 
     // Names last, deepest first (reverse walk order puts every child before its parent), so a
     // renamed directory never invalidates a path still to be renamed.
     let mut renamed = BTreeMap::new();
-    for change in changes
+    for (index, change) in changes
         .iter()
+        .enumerate()
         .rev()
-        .filter(|change| change.location == Location::Name)
+        .filter(|(_, change)| change.location == Location::Name)
     {
         let path = &entries[change.entry].path;
         let Some(name) = path.file_name() else {
@@ -151,20 +205,21 @@ fn apply(
         let Some(new_name) = storepatch_rewrite::apply(name.as_bytes(), &patches) else {
             continue;
         };
-        match storepatch_rewrite::rename_entry(path, &storepatch_rewrite::os_string(new_name)) {
+        let result = storepatch_rewrite::interrupt::check(path).and_then(|()| {
+            storepatch_rewrite::rename_entry(path, &storepatch_rewrite::os_string(new_name))
+        });
+        match result {
             Ok(new_path) => {
                 writable.renamed(path, &new_path);
                 renamed.insert(change.entry, new_path);
+                record(index, Ok(()), errors);
             }
-            Err(err) => errors.push(EntryError {
-                path: path.clone(),
-                message: tree::error_chain(&err),
-            }),
+            Err(err) => record(index, Err(err.into()), errors),
         }
     }
     writable.restore()?;
     errors.sort_by(|left, right| left.path.cmp(&right.path));
-    Ok(renamed)
+    Ok((renamed, statuses))
 }
 
 fn patches(offsets: &[u64]) -> Vec<Patch<'static>> {
@@ -177,13 +232,20 @@ fn patches(offsets: &[u64]) -> Vec<Patch<'static>> {
         .collect()
 }
 
-/// Rewrites the first name of an inode and links the others to the result.
-fn rewrite_group(scan: &TreeScan, group: &[&Change]) -> Vec<EntryError> {
+/// Rewrites the first name of an inode and links the others to the result; returns the result
+/// for each change of `group` (indices into `changes`).
+fn rewrite_group(
+    scan: &TreeScan,
+    changes: &[Change],
+    group: &[usize],
+) -> Vec<(usize, anyhow::Result<()>)> {
     let entries = &scan.entries;
-    let leader = &entries[group[0].entry];
+    let leader_change = &changes[group[0]];
+    let leader = &entries[leader_change.entry];
     // Opened without following a symlink, and checked to be the file the scan read.
-    let result = storepatch_walk::Visit::detached(leader)
-        .reopen()
+    let result = storepatch_rewrite::interrupt::check(&leader.path)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(storepatch_walk::Visit::detached(leader).reopen()?))
         .and_then(|(file, metadata)| {
             let contents = storepatch_walk::read_from(
                 &file,
@@ -193,10 +255,9 @@ fn rewrite_group(scan: &TreeScan, group: &[&Change]) -> Vec<EntryError> {
             )?;
             Ok((contents, metadata))
         })
-        .map_err(anyhow::Error::from)
         .and_then(|(contents, metadata)| {
             // The file must still hold a hash at every offset the scan saw.
-            for &offset in &group[0].offsets {
+            for &offset in &leader_change.offsets {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
                 let hash = contents.get(start..start.saturating_add(32));
                 anyhow::ensure!(
@@ -208,31 +269,44 @@ fn rewrite_group(scan: &TreeScan, group: &[&Change]) -> Vec<EntryError> {
                 &leader.path,
                 &metadata,
                 &contents,
-                &patches(&group[0].offsets),
+                &patches(&leader_change.offsets),
             )?;
             Ok(())
         });
     if let Err(err) = result {
-        return vec![EntryError {
-            path: leader.path.clone(),
-            message: format!("{err:#}"),
-        }];
-    }
-    group[1..]
-        .iter()
-        .filter_map(|change| {
-            let path = &entries[change.entry].path;
-            storepatch_rewrite::link_into_place(&leader.path, path)
-                .err()
-                .map(|err| EntryError {
+        let status = Status::of_error(&err);
+        let mut results = vec![(group[0], Err(err))];
+        // The other names are unchanged too, for the same reason.
+        results.extend(group[1..].iter().map(|&index| {
+            let path = &entries[changes[index].entry].path;
+            let err = if status == Status::Interrupted {
+                anyhow::Error::from(storepatch_rewrite::Error::Interrupted {
                     path: path.clone(),
-                    message: tree::error_chain(&err),
+                    signal: storepatch_rewrite::interrupt::signal().unwrap_or(0),
                 })
-        })
-        .collect()
+            } else {
+                anyhow::anyhow!(
+                    "{}: not scrubbed: its other name {} could not be rewritten",
+                    path.display(),
+                    leader.path.display()
+                )
+            };
+            (index, Err(err))
+        }));
+        return results;
+    }
+    let mut results = vec![(group[0], Ok(()))];
+    results.extend(group[1..].iter().map(|&index| {
+        let path = &entries[changes[index].entry].path;
+        let linked =
+            storepatch_rewrite::link_into_place(&leader.path, path).map_err(anyhow::Error::from);
+        (index, linked)
+    }));
+    results
 }
 
 fn retarget(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
+    storepatch_rewrite::interrupt::check(path)?;
     let target = fs_err::read_link(path)?;
     let new_target = storepatch_rewrite::apply(target.as_os_str().as_bytes(), &patches(offsets))
         .ok_or_else(|| {
@@ -248,28 +322,38 @@ fn report(
     args: &ScrubArgs,
     scan: &TreeScan,
     changes: &[Change],
+    statuses: &[Status],
     renamed: &BTreeMap<usize, PathBuf>,
     errors: &[EntryError],
     kept: usize,
     store_dir: &StoreDir,
 ) -> anyhow::Result<()> {
-    let references: usize = changes.iter().map(|change| change.offsets.len()).sum();
-    let store_paths: BTreeSet<&Vec<u8>> = changes
+    // Totals count what was written (or, with `--dry-run`, would be).
+    let made = |index: &usize| matches!(statuses[*index], Status::Done | Status::Planned);
+    let written: Vec<usize> = (0..changes.len()).filter(made).collect();
+    let references: usize = written.iter().map(|&index| changes[index].offsets.len()).sum();
+    let store_paths: BTreeSet<&Vec<u8>> = written
         .iter()
-        .flat_map(|change| &change.store_paths)
+        .flat_map(|&index| &changes[index].store_paths)
         .collect();
     let count = |location| {
-        changes
+        written
             .iter()
-            .filter(|change| change.location == location)
+            .filter(|&&index| changes[index].location == location)
             .count()
     };
+    let failed = statuses.iter().filter(|&&status| status == Status::Failed).count();
+    let interrupted = statuses
+        .iter()
+        .filter(|&&status| status == Status::Interrupted)
+        .count();
     let mut out = Output::new();
     if global.json {
-        for change in changes {
+        for (change, status) in changes.iter().zip(statuses) {
             let path = &scan.entries[change.entry].path;
             out.json(&json!({
                 "type": "rewrite",
+                "outcome": status.as_str(),
                 "path": path_value(path),
                 "kind": change.location.as_str(),
                 "references": change.offsets.len(),
@@ -291,10 +375,12 @@ fn report(
             "symlinks": count(Location::Symlink),
             "names": count(Location::Name),
             "kept_references": kept,
+            "failed": failed,
+            "interrupted": interrupted,
             "errors": errors.len(),
         }))?;
     } else {
-        for change in changes {
+        for change in written.iter().map(|&index| &changes[index]) {
             let path = &scan.entries[change.entry].path;
             let mut line = format!(
                 "{} {}: {} reference{} to ",
@@ -331,7 +417,7 @@ fn report(
         output::message(
             global.quiet,
             &format!(
-                "{} {references} references to {} store paths: {} files, {} symlinks, {} names ({} entries scanned, {kept} references kept, {} errors)",
+                "{} {references} references to {} store paths: {} files, {} symlinks, {} names ({} entries scanned, {kept} references kept, {}{}{} errors)",
                 if args.dry_run {
                     "would scrub"
                 } else {
@@ -342,6 +428,16 @@ fn report(
                 count(Location::Symlink),
                 count(Location::Name),
                 scan.entries.len(),
+                if failed > 0 {
+                    format!("{failed} entries failed, ")
+                } else {
+                    String::new()
+                },
+                if interrupted > 0 {
+                    format!("{interrupted} entries left unchanged by the signal, ")
+                } else {
+                    String::new()
+                },
                 errors.len(),
             ),
         );
