@@ -114,7 +114,8 @@ pub(crate) fn handle_leftovers(scan: &mut TreeScan, clean: bool) -> Vec<String> 
             Err(err) => scan.errors.push(err),
         }
     }
-    scan.errors.sort_by(|left, right| left.path.cmp(&right.path));
+    scan.errors
+        .sort_by(|left, right| left.path.cmp(&right.path));
     notes
 }
 

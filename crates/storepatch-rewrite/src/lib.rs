@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 pub mod interrupt;
 mod temporary;
 
-pub use temporary::{Cleaned, Leftover, Replacement, remove_registered};
 use temporary::Registration;
+pub use temporary::{Cleaned, Leftover, Replacement, remove_registered};
 
 /// Errors from rewriting, always naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -324,15 +324,16 @@ pub fn rename_entry(path: &Path, new_name: &OsStr) -> Result<PathBuf> {
 /// if any; anything else there is refused).
 pub fn link_into_place(source: &Path, path: &Path) -> Result<()> {
     temporary::check_replaceable(path)?;
-    let (temp, ()) = Registration::create(path, |temp| fs_err::hard_link(source, temp))
-        .map_err(|err| match err {
+    let (temp, ()) = Registration::create(path, |temp| fs_err::hard_link(source, temp)).map_err(
+        |err| match err {
             Error::Io { source: cause, .. } => Error::Io {
                 action: "cannot link",
                 path: path.to_path_buf(),
                 source: cause,
             },
             other => other,
-        })?;
+        },
+    )?;
     temp.rename_over(path)
 }
 

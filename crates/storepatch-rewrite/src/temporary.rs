@@ -343,7 +343,9 @@ mod tests {
             "pid {pid}"
         );
         assert!(!dead.exists());
-        let live = dir.path().join(format!(".storepatch-{}-0.tmp", std::process::id()));
+        let live = dir
+            .path()
+            .join(format!(".storepatch-{}-0.tmp", std::process::id()));
         fs_err::write(&live, "in use").unwrap();
         let leftover = Leftover::from_name(live.file_name().unwrap()).unwrap();
         assert_eq!(leftover.clean(&live).unwrap(), Cleaned::OwnerRunning);

@@ -490,10 +490,7 @@ impl<'run> Report<'run> {
                     self.missing,
                     self.ignored,
                     if self.interrupted > 0 {
-                        format!(
-                            "{} files left unchanged by the signal, ",
-                            self.interrupted
-                        )
+                        format!("{} files left unchanged by the signal, ", self.interrupted)
                     } else {
                         String::new()
                     },

@@ -166,7 +166,10 @@ fn apply(
     for (index, change) in changes.iter().enumerate() {
         if change.location == Location::Content {
             let entry = &entries[change.entry];
-            by_inode.entry((entry.dev, entry.ino)).or_default().push(index);
+            by_inode
+                .entry((entry.dev, entry.ino))
+                .or_default()
+                .push(index);
         }
     }
     let groups: Vec<Vec<usize>> = by_inode.into_values().collect();
@@ -182,7 +185,12 @@ fn apply(
         .par_iter()
         .enumerate()
         .filter(|(_, change)| change.location == Location::Symlink)
-        .map(|(index, change)| (index, retarget(&entries[change.entry].path, &change.offsets)))
+        .map(|(index, change)| {
+            (
+                index,
+                retarget(&entries[change.entry].path, &change.offsets),
+            )
+        })
         .collect();
     for (index, result) in links {
         record(index, result, errors);
@@ -331,7 +339,10 @@ fn report(
     // Totals count what was written (or, with `--dry-run`, would be).
     let made = |index: &usize| matches!(statuses[*index], Status::Done | Status::Planned);
     let written: Vec<usize> = (0..changes.len()).filter(made).collect();
-    let references: usize = written.iter().map(|&index| changes[index].offsets.len()).sum();
+    let references: usize = written
+        .iter()
+        .map(|&index| changes[index].offsets.len())
+        .sum();
     let store_paths: BTreeSet<&Vec<u8>> = written
         .iter()
         .flat_map(|&index| &changes[index].store_paths)
@@ -342,7 +353,10 @@ fn report(
             .filter(|&&index| changes[index].location == location)
             .count()
     };
-    let failed = statuses.iter().filter(|&&status| status == Status::Failed).count();
+    let failed = statuses
+        .iter()
+        .filter(|&&status| status == Status::Failed)
+        .count();
     let interrupted = statuses
         .iter()
         .filter(|&&status| status == Status::Interrupted)

@@ -8,7 +8,7 @@ use std::process::Command;
 use storepatch_test::cmd_snapshot;
 
 use crate::common::{
-    PYTHON_HASH, TestTree, ZLIB_HASH, json_lines, storepatch, storepatch_as_nobody,
+    PYTHON_HASH, TestTree, ZLIB_HASH, json_lines, run_ok, storepatch, storepatch_as_nobody,
 };
 
 fn scrubbed() -> String {
@@ -311,4 +311,390 @@ fn unreadable_directory_is_reported_and_the_rest_is_scrubbed() {
             .unwrap()
             .contains(ZLIB_HASH)
     );
+}
+
+/// Starts `storepatch ARGS` with SIGINT and SIGTERM ignored, as a background job of a
+/// non-interactive shell starts: the binary must still stop cleanly on either signal.
+fn spawn_with_signals_ignored(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let binary = storepatch().get_program().to_os_string();
+    Command::new("sh")
+        .arg("-c")
+        .arg("trap '' INT TERM; exec \"$0\" \"$@\"")
+        .arg(binary)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until one of `watched` differs from `original`, then sends `signal` to `child`.
+fn signal_once_changed(
+    child: &std::process::Child,
+    watched: &[&Path],
+    original: &[u8],
+    signal: &str,
+) {
+    let start = std::time::Instant::now();
+    while watched
+        .iter()
+        .all(|path| fs_err::read(path).is_ok_and(|bytes| bytes == original))
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "nothing was written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A signal mid-run: the run stops between files, every file is old or new (exactly as its
+/// record says), no temporary file is left, the report lists what was changed, and the exit code
+/// is 128 + the signal. A second scrub finishes the job.
+fn scrub_interrupted_by(signal: &str, code: i32) {
+    let tree = TestTree::new();
+    let reference = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n").repeat(4);
+    let scrubbed_contents = reference.replace(ZLIB_HASH, &scrubbed());
+    let mut paths = Vec::new();
+    for index in 0..20_000 {
+        paths.push(tree.write(&format!("d{:02}/f{index:05}", index % 40), &reference));
+    }
+    // Rewrites go in inode order, split between the threads: watch the first and the middle one.
+    let mut by_inode: Vec<&PathBuf> = paths.iter().collect();
+    by_inode.sort_by_key(|path| fs_err::metadata(path).unwrap().ino());
+    let watched = [
+        by_inode[0].as_path(),
+        by_inode[by_inode.len() / 2].as_path(),
+    ];
+    let child = spawn_with_signals_ignored(&[
+        "scrub".as_ref(),
+        "--json".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+        tree.root.as_os_str(),
+    ]);
+    signal_once_changed(&child, &watched, reference.as_bytes(), signal);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(
+        stderr.contains(&format!("stopped by SIG{signal}")),
+        "{stderr}"
+    );
+    let lines = json_lines(&output.stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for line in lines.iter().filter(|line| line["type"] == "rewrite") {
+        let path = PathBuf::from(line["path"]["text"].as_str().unwrap());
+        outcomes.insert(path, line["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(outcomes.len(), paths.len());
+    let done = outcomes
+        .values()
+        .filter(|outcome| *outcome == "done")
+        .count();
+    let interrupted = outcomes
+        .values()
+        .filter(|outcome| *outcome == "interrupted")
+        .count();
+    assert!(
+        done > 0 && interrupted > 0,
+        "{done} done, {interrupted} interrupted"
+    );
+    assert_eq!(done + interrupted, paths.len());
+    assert_eq!(summary["files"], done);
+    assert_eq!(summary["interrupted"], interrupted);
+    for path in &paths {
+        let contents = fs_err::read_to_string(path).unwrap();
+        let expected = if outcomes[path] == "done" {
+            &scrubbed_contents
+        } else {
+            &reference
+        };
+        assert_eq!(&contents, expected, "{}", path.display());
+    }
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+    let again = storepatch().arg("scrub").arg(&tree.root).output().unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        paths
+            .iter()
+            .all(|path| fs_err::read_to_string(path).unwrap() == scrubbed_contents)
+    );
+}
+
+// See: #16
+#[test]
+fn scrub_stops_cleanly_on_sigint() {
+    scrub_interrupted_by("INT", 130);
+}
+
+// See: #16
+#[test]
+fn scrub_stops_cleanly_on_sigterm() {
+    scrub_interrupted_by("TERM", 143);
+}
+
+/// A temporary file left by a killed run (its pid is gone): scan reports it rather than counting
+/// it as an ordinary file, scrub removes it, and one of a live process is left alone.
+// See: #16
+#[test]
+fn leftovers_of_a_killed_run_are_reported_then_removed() {
+    let tree = TestTree::new();
+    tree.write("lib/real.txt", format!("/nix/store/{ZLIB_HASH}-zlib\n"));
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let leftover = tree.write(
+        &format!("lib/.storepatch-{dead}-7.tmp"),
+        format!("/nix/store/{PYTHON_HASH}-python3\n"),
+    );
+    let scan = storepatch()
+        .args(["scan", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert_eq!(scan.status.code(), Some(2));
+    let lines = json_lines(&scan.stdout);
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["path"]["text"].as_str() != leftover.to_str()
+                || line["type"] == "error"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|line| {
+        line["type"] == "error"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("interrupted storepatch run"))
+    }));
+    let scrub = storepatch().arg("scrub").arg(&tree.root).output().unwrap();
+    let stderr = String::from_utf8_lossy(&scrub.stderr);
+    assert_eq!(scrub.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("note: removed"), "{stderr}");
+    assert!(!leftover.exists());
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+
+    // A temporary file of a process that is still running is not ours to remove.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let busy = tree.write(&format!("lib/.storepatch-{}-0.tmp", sleeper.id()), "in use");
+    let scrub = storepatch().arg("scrub").arg(&tree.root).output().unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(scrub.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&scrub.stderr).contains("still going"));
+    assert_eq!(fs_err::read_to_string(&busy).unwrap(), "in use");
+}
+
+/// On a read-only filesystem nothing can be written: every record says failed, the summary counts
+/// no change, and the exit code is 2.
+// See: #16
+#[test]
+fn read_only_filesystem_writes_are_reported_failed() {
+    let Some(filesystem) = SmallFilesystem::new("4m") else {
+        return;
+    };
+    let root = filesystem.mount_point.join("tree");
+    fs_err::create_dir(&root).unwrap();
+    fs_err::write(root.join("a.txt"), format!("/nix/store/{ZLIB_HASH}-zlib\n")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/nix/store/{ZLIB_HASH}-zlib/lib"),
+        root.join("link"),
+    )
+    .unwrap();
+    fs_err::write(root.join(format!("{ZLIB_HASH}-name")), "x").unwrap();
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&filesystem.mount_point)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let output = storepatch()
+        .args(["scrub", "--json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let lines = json_lines(&output.stdout);
+    let rewrites: Vec<_> = lines
+        .iter()
+        .filter(|line| line["type"] == "rewrite")
+        .collect();
+    assert_eq!(rewrites.len(), 3);
+    assert!(
+        rewrites.iter().all(|line| line["outcome"] == "failed"),
+        "{rewrites:?}"
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (
+            &summary["files"],
+            &summary["symlinks"],
+            &summary["names"],
+            &summary["failed"]
+        ),
+        (&0.into(), &0.into(), &0.into(), &3.into())
+    );
+    let human = storepatch().arg("scrub").arg(&root).output().unwrap();
+    assert_eq!(human.status.code(), Some(2));
+    assert!(
+        human.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&human.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(
+        stderr.contains("0 files, 0 symlinks, 0 names") && stderr.contains("3 entries failed"),
+        "{stderr}"
+    );
+    let _ = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&filesystem.mount_point)
+        .status();
+}
+
+/// A full disk: the file that cannot be written is recorded as failed and not counted as scrubbed.
+// See: #16
+#[test]
+fn full_disk_writes_are_reported_failed() {
+    let Some(filesystem) = SmallFilesystem::new("512k") else {
+        return;
+    };
+    let root = filesystem.mount_point.join("tree");
+    fs_err::create_dir(&root).unwrap();
+    let mut contents = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n").into_bytes();
+    contents.resize(300 * 1024, b'x');
+    fs_err::write(root.join("big.txt"), &contents).unwrap();
+    let filler = filesystem.mount_point.join("filler");
+    let mut file = fs_err::File::create(&filler).unwrap();
+    let block = vec![1u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    let output = storepatch()
+        .args(["scrub", "--json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let lines = json_lines(&output.stdout);
+    let rewrite = lines.iter().find(|line| line["type"] == "rewrite").unwrap();
+    assert_eq!(rewrite["outcome"], "failed");
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (&summary["files"], &summary["failed"]),
+        (&0.into(), &1.into())
+    );
+    assert_eq!(fs_err::read(root.join("big.txt")).unwrap(), contents);
+    assert_eq!(leftovers(&root), Vec::<PathBuf>::new());
+}
+
+/// A signal in the middle of relinking 4000 extension modules: each is old or new (byte for byte
+/// the result of relinking it alone), the summary counts what was patched, no temporary file is
+/// left, exit code 130.
+// See: #16
+#[test]
+fn relink_stops_cleanly_on_sigint() {
+    let tree = TestTree::new();
+    let libs = tree.path("libs");
+    fs_err::create_dir_all(&libs).unwrap();
+    let library = tree.write("src/answer.c", "int answer(void) { return 42; }\n");
+    let extension = tree.write(
+        "src/ext.c",
+        "int answer(void);\nint twice(void) { return 2 * answer(); }\n",
+    );
+    let gcc = |args: &[&std::ffi::OsStr]| {
+        assert!(Command::new("gcc").args(args).status().unwrap().success());
+    };
+    gcc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-Wl,-soname,libanswer.so.1".as_ref(),
+        "-o".as_ref(),
+        libs.join("libanswer.so.1").as_os_str(),
+        library.as_os_str(),
+    ]);
+    let single = tree.path("single/ext.so");
+    fs_err::create_dir_all(single.parent().unwrap()).unwrap();
+    gcc(&[
+        "-shared".as_ref(),
+        "-fPIC".as_ref(),
+        "-o".as_ref(),
+        single.as_os_str(),
+        extension.as_os_str(),
+        libs.join("libanswer.so.1").as_os_str(),
+    ]);
+    let original = fs_err::read(&single).unwrap();
+    let pkg = tree.path("pkg");
+    let mut paths = Vec::new();
+    for index in 0..4000 {
+        let path = pkg.join(format!("d{:02}/m{index:04}.so", index % 40));
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, &original).unwrap();
+        paths.push(path);
+    }
+    let relink_args = |target: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "relink".into(),
+            "--json".into(),
+            "--threads".into(),
+            "2".into(),
+            "--library-path".into(),
+            libs.clone().into(),
+            target.into(),
+        ]
+    };
+    run_ok(storepatch().args(relink_args(single.parent().unwrap())));
+    let relinked = fs_err::read(&single).unwrap();
+    assert_ne!(relinked, original);
+
+    paths.sort();
+    let watched: Vec<&Path> = [0, 1000, 2000, 3000]
+        .iter()
+        .map(|&index| paths[index].as_path())
+        .collect();
+    let args = relink_args(&pkg);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+    let child = spawn_with_signals_ignored(&args);
+    signal_once_changed(&child, &watched, &original, "INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let lines = json_lines(&output.stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let patched: std::collections::BTreeSet<PathBuf> = lines
+        .iter()
+        .filter(|line| line["type"] == "relink" && line["action"] == "patched")
+        .map(|line| PathBuf::from(line["path"]["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(summary["patched"], patched.len());
+    assert_eq!(summary["interrupted"], paths.len() - patched.len());
+    assert!(
+        !patched.is_empty() && patched.len() < paths.len(),
+        "{}",
+        patched.len()
+    );
+    for path in &paths {
+        let contents = fs_err::read(path).unwrap();
+        let expected = if patched.contains(path) {
+            &relinked
+        } else {
+            &original
+        };
+        assert!(
+            contents == *expected,
+            "{} is neither old nor new",
+            path.display()
+        );
+    }
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
 }
