@@ -90,6 +90,21 @@ pub const fn is_name_byte(byte: u8) -> bool {
     matches!(byte, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'-' | b'.' | b'_' | b'?' | b'=')
 }
 
+/// The longest store path name at the start of `bytes` (after `<hash>-`): at most
+/// [`MAX_NAME_LEN`] name bytes, and empty when they start with `.`, which Nix rejects.
+pub fn name_at_start(bytes: &[u8]) -> &[u8] {
+    let len = bytes
+        .iter()
+        .take(MAX_NAME_LEN)
+        .take_while(|&&byte| is_name_byte(byte))
+        .count();
+    if bytes.first() == Some(&b'.') {
+        &[]
+    } else {
+        &bytes[..len]
+    }
+}
+
 /// Whether `bytes` is a complete, valid store path name.
 pub fn is_valid_name(bytes: &[u8]) -> bool {
     !bytes.is_empty()
@@ -366,6 +381,19 @@ mod tests {
         assert_eq!(rest, b"/lib/libxml2.so");
         assert!(store.parse_path(&input).is_err());
         assert_eq!(store.render(&path), input[..input.len() - rest.len()]);
+    }
+
+    #[test]
+    fn names_starting_with_a_dot_are_not_names() {
+        assert_eq!(name_at_start(b".hidden/x"), b"");
+        assert_eq!(name_at_start(b"zlib-1.3.1/lib"), b"zlib-1.3.1");
+        assert!(!is_valid_name(b".hidden"));
+        let store = StoreDir::default();
+        assert!(
+            store
+                .parse_path(b"/nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-.hidden")
+                .is_err()
+        );
     }
 
     #[test]

@@ -350,15 +350,8 @@ impl Scanner {
         let name = match haystack.get(after) {
             // A longer token such as `<storedir>/<33 letters>` is not a store path.
             Some(byte) if byte.is_ascii_alphanumeric() => return None,
-            Some(b'-') => {
-                let rest = &haystack[after + 1..];
-                let len = rest
-                    .iter()
-                    .take(MAX_NAME_LEN)
-                    .take_while(|&&byte| storepatch_core::is_name_byte(byte))
-                    .count();
-                &rest[..len]
-            }
+            // A name Nix rejects (`.hidden`) is not part of the path: `<storedir>/<hash>` alone.
+            Some(b'-') => storepatch_core::name_at_start(&haystack[after + 1..]),
             _ => &[][..],
         };
         let len = after - start + if name.is_empty() { 0 } else { 1 + name.len() };
