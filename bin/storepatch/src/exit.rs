@@ -28,7 +28,9 @@ pub(crate) fn install_signal_handlers() {
 }
 
 #[expect(clippy::print_stderr, reason = "the one place errors reach the user")]
-pub(crate) fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+/// With `json`, an error that ends the run is also a `{"type":"error"}` line on stdout, so that a
+/// reader of `--json` output sees every problem as JSON.
+pub(crate) fn report(result: anyhow::Result<ExitCode>, json: bool) -> ExitCode {
     if let Some(signal) = storepatch_rewrite::interrupt::signal() {
         // Temporary files other threads still held (normally none: each removes its own).
         for path in storepatch_rewrite::remove_registered() {
@@ -56,6 +58,17 @@ pub(crate) fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
             });
             if broken_pipe {
                 return ExitCode::SUCCESS;
+            }
+            if json {
+                let line = serde_json::json!({
+                    "type": "error",
+                    "path": null,
+                    "message": format!("{err:#}"),
+                });
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stdout().lock(),
+                    format!("{line}\n").as_bytes(),
+                );
             }
             eprintln!("error: {err:#}");
             ExitCode::from(ERROR)

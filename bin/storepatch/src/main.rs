@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         .and_then(|arg0| std::path::Path::new(arg0).file_name())
         .map(std::ffi::OsStr::to_os_string);
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("patchelf")) {
-        return exit::report(commands::elf::run(args.split_off(1)));
+        return exit::report(commands::elf::run(args.split_off(1)), false);
     }
     let cli = cli::parse(args);
     logger::init(cli.global.verbose);
@@ -28,5 +28,6 @@ fn main() -> ExitCode {
             .num_threads(threads)
             .build_global();
     }
-    exit::report(commands::run(cli))
+    let json = cli.global.json;
+    exit::report(commands::run(cli), json)
 }

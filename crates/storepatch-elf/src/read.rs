@@ -232,9 +232,14 @@ fn usize_of(value: u64, what: &'static str) -> Result<usize> {
 
 impl Parsed {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
+        if !bytes.starts_with(b"\x7fELF") {
             return Err(Error::NotElf {
                 reason: "missing ELF magic",
+            });
+        }
+        if bytes.len() < 16 {
+            return Err(Error::NotElf {
+                reason: "truncated ELF",
             });
         }
         let ehdr = goblin::elf::Elf::parse_header(bytes).map_err(|_| Error::NotElf {

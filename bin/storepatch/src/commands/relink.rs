@@ -419,8 +419,8 @@ impl<'run> Report<'run> {
                         out.line(
                             format!(
                                 "linked {} to {} again (hard link)",
-                                path.display(),
-                                first.display()
+                                output::escaped(path),
+                                output::escaped(first)
                             )
                             .as_bytes(),
                         )?;
@@ -540,7 +540,7 @@ impl<'run> Report<'run> {
                 } else {
                     "patched"
                 },
-                path.display()
+                output::escaped(path)
             )
             .into_bytes();
             if relink.new_run_path != relink.old_run_path {

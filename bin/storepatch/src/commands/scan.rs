@@ -154,7 +154,7 @@ fn write_files(
         for hit in &finding.hits {
             let mut line = format!(
                 "{}:{}: {} ",
-                path.display(),
+                output::escaped(path),
                 hit.offset,
                 finding.location.as_str()
             )

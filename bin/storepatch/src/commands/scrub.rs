@@ -27,6 +27,9 @@ struct Change {
     offsets: Vec<u64>,
     /// Rendered store paths of the scrubbed references, sorted and unique.
     store_paths: BTreeSet<Vec<u8>>,
+    /// Their hash parts: the summary counts store paths by hash, as `scan` and Nix do (one store
+    /// path may be written with names that run on into other text).
+    hashes: BTreeSet<HashPart>,
 }
 
 /// What became of one planned change.
@@ -100,10 +103,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
             location: finding.location,
             offsets: Vec::new(),
             store_paths: BTreeSet::new(),
+            hashes: BTreeSet::new(),
         };
         for hit in &finding.hits {
             if selected(hit) {
                 change.offsets.push(hit.hash_offset);
+                change.hashes.extend(hit.live().map(|path| *path.hash()));
                 change
                     .store_paths
                     .insert(tree::render_target(&store_dir, hit));
@@ -343,9 +348,9 @@ fn report(
         .iter()
         .map(|&index| changes[index].offsets.len())
         .sum();
-    let store_paths: BTreeSet<&Vec<u8>> = written
+    let store_paths: BTreeSet<&HashPart> = written
         .iter()
-        .flat_map(|&index| &changes[index].store_paths)
+        .flat_map(|&index| &changes[index].hashes)
         .collect();
     let count = |location| {
         written
@@ -403,7 +408,7 @@ fn report(
                 } else {
                     "scrubbed"
                 },
-                path.display(),
+                output::escaped(path),
                 change.offsets.len(),
                 if change.offsets.len() == 1 { "" } else { "s" },
             )

@@ -9,8 +9,10 @@
 //!   offset of the match in the file, link target or name; `form` is `path`
 //!   (`<storedir>/<hash>-<name>`) or `bare` (the hash part alone); `hash` is `null` when
 //!   `scrubbed`; `context` (scan only) is a few bytes around the match.
-//! - `{"type":"rewrite", "path", "kind", "references", "store_paths", "new_path"}`: `scrub`
-//!   changed (or, with `--dry-run`, would change) one entry.
+//! - `{"type":"rewrite", "path", "kind", "outcome", "references", "store_paths", "new_path"}`:
+//!   one entry `scrub` set out to change. `outcome` is `done` (written), `failed` (an `error`
+//!   record says why; the entry is unchanged), `interrupted` (a signal stopped the run first; the
+//!   entry is unchanged) or `planned` (`--dry-run`).
 //! - `{"type":"relink", "path", "action", "write", "restored_entries", "run_path_old",
 //!   "run_path_new", "interpreter_old", "interpreter_new", "dependencies"}`: `relink` looked at one
 //!   ELF file. `action` is `patched`, `would_patch` or `unchanged`; `write` is `in_place`,
@@ -22,8 +24,15 @@
 //!   under the name `first`; `relinked` when it was linked to the rewritten file again.
 //! - `{"type":"problem", "kind", "path", ...}` and `{"type":"store_path", "store_path", "live",
 //!   "scrubbed"}`: what `audit` found, with the fields each kind of problem needs.
-//! - `{"type":"error", "path", "message"}`: a per-entry problem; the run went on.
-//! - `{"type":"summary", ...}`: last line, with totals.
+//! - `{"type":"error", "path", "message"}`: a per-entry problem; the run went on. An error that
+//!   ends the run (a bad argument, a missing root) is one with `path` `null`, and no summary
+//!   follows. A temporary file left by an interrupted run is reported this way by `scan`, and
+//!   removed by `scrub` and `relink` when its process is gone.
+//! - `{"type":"summary", ...}`: last line, with totals. `store_paths` counts distinct hash parts
+//!   (as Nix's scanner does), in `scan` and `scrub` alike. `scrub`'s `files`, `symlinks` and
+//!   `names` count entries written; `failed` and `interrupted` count the ones left unchanged.
+//!   `relink`'s `interrupted` counts files a signal left unchanged. After SIGINT or SIGTERM the
+//!   summary still comes, and the exit code is 130 or 143.
 //!
 //! Byte strings (paths, store paths, contexts) are `{"text": "..."}` when they are UTF-8 and
 //! `{"bytes": "<base64>"}` otherwise, so nothing is lost.
@@ -44,6 +53,36 @@ pub(crate) fn bytes_value(bytes: &[u8]) -> Value {
 /// A path as `{"text": …}` or `{"bytes": base64}`.
 pub(crate) fn path_value(path: &Path) -> Value {
     bytes_value(path.as_os_str().as_encoded_bytes())
+}
+
+/// A path for a line of human output: control characters (a newline in a file name, say) and
+/// bytes that are not UTF-8 are escaped (`\n`, `\t`, `\r`, `\xNN`), as ripgrep does, so that
+/// one entry is always one line.
+pub(crate) fn escaped(path: &Path) -> String {
+    escape_bytes(path.as_os_str().as_encoded_bytes())
+}
+
+/// [`escaped`] for any text.
+pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            match character {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                control if control.is_control() => {
+                    let _ = write!(out, "\\x{:02X}", u32::from(control));
+                }
+                other => out.push(other),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02X}");
+        }
+    }
+    out
 }
 
 /// Buffered stdout for data.
@@ -77,12 +116,12 @@ impl Output {
 #[expect(clippy::print_stderr, reason = "messages go to stderr by design")]
 pub(crate) fn message(quiet: bool, text: &str) {
     if !quiet {
-        eprintln!("{text}");
+        eprintln!("{}", escape_bytes(text.as_bytes()));
     }
 }
 
 /// A per-entry problem on stderr; shown even with `--quiet`. Messages name their path.
 #[expect(clippy::print_stderr, reason = "errors go to stderr by design")]
 pub(crate) fn entry_error(message: &str) {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", escape_bytes(message.as_bytes()));
 }
