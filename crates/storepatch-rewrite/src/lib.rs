@@ -8,6 +8,11 @@
 //! (outside the tree, say in the Nix store) keep the old contents; [`link_into_place`] lets the
 //! caller re-link names inside the tree to the new file.
 //!
+//! This is the one write path of every storepatch command (scrub, relink, elf): [`Replacement`]
+//! writes the temporary file (named `.storepatch-<pid>-<n>.tmp`, so that [`Leftover`] recognises
+//! what a killed run left behind), refuses to replace anything but a regular file, and is
+//! registered for removal when a signal stops the run ([`interrupt`], [`remove_registered`]).
+//!
 //! ```
 //! use storepatch_rewrite::{Patch, rewrite_file};
 //!
