@@ -355,10 +355,11 @@ impl<'run> Report<'run> {
             match result {
                 // Another name of a file is counted once, under its first name.
                 FileResult::HardLink { .. } => {}
-                FileResult::Interrupted => report.interrupted += 1,
                 // Files that are not ELF are counted only where a note names them.
-                FileResult::Skipped(skip) if is_noted(&file.path, skip) => report.skipped += 1,
-                FileResult::Skipped(_) => {}
+                FileResult::Skipped(skip) => {
+                    report.skipped += usize::from(is_noted(&file.path, skip));
+                }
+                FileResult::Interrupted => report.interrupted += 1,
                 FileResult::Relinked { relink, .. } => {
                     if relink.changes_file() {
                         report.patched += 1;
