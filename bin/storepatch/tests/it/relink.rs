@@ -217,7 +217,7 @@ fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
     {"ignored":true,"kind":"needed","name":{"text":"libbar.so.2"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
     {"ignored":false,"kind":"needed","name":{"text":"libbaz.so.0"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
     {"action":"unchanged","dependencies":[{"dir":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"kind":"needed","name":{"text":"libfoo.so.1"},"resolution":"library"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"run_path_old":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"type":"relink","write":"none"}
-    {"dry_run":false,"errors":0,"ignored":1,"missing":2,"patched":0,"restored_in_place":0,"skipped":0,"type":"summary","unchanged":2}
+    {"dry_run":false,"errors":0,"ignored":1,"interrupted":0,"missing":2,"patched":0,"restored_in_place":0,"skipped":0,"type":"summary","unchanged":2}
 
     ----- stderr -----
     "#);
@@ -672,7 +672,7 @@ fn odd_files_are_skipped_or_reported_and_never_written() {
     note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libnotelf.so: not an ELF file
     error: [TMP]/venv/lib/python3.12/site-packages/extra/libtruncated.so: malformed ELF: program header table at offset 0x40
     note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/static-tool: statically linked
-    patched 2 files (2 restored in place), 0 unchanged, 2 skipped, 0 missing dependencies (0 ignored), 1 errors
+    patched 2 files (2 restored in place), 0 unchanged, 3 skipped, 0 missing dependencies (0 ignored), 1 errors
     ");
     let after: Vec<_> = untouched.iter().map(|path| identity(path)).collect();
     assert_eq!(before, after);
