@@ -101,11 +101,11 @@ pub fn splice(contents: &[u8], splices: &[Splice<'_>]) -> Option<Vec<u8>> {
 /// Why a file's occurrences cannot be relocated, if they cannot: its length must not change.
 pub fn binary_kind(name: &[u8], contents: &[u8]) -> Option<&'static str> {
     if contents.starts_with(b"\x7fELF") {
-        Some("ELF file")
+        Some("an ELF file")
     } else if name.ends_with(b".pyc") || name.ends_with(b".pyo") {
         Some("Python bytecode")
     } else if contents.contains(&0) {
-        Some("binary file (holds NUL bytes)")
+        Some("a binary file (it holds NUL bytes)")
     } else {
         None
     }
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn binary_kinds() {
-        assert_eq!(binary_kind(b"x.so", b"\x7fELF\x02"), Some("ELF file"));
+        assert_eq!(binary_kind(b"x.so", b"\x7fELF\x02"), Some("an ELF file"));
         assert_eq!(binary_kind(b"x.cpython-311.pyc", b"abc"), Some("Python bytecode"));
         assert!(binary_kind(b"blob", b"a\0b").is_some());
         assert_eq!(binary_kind(b"activate", b"VIRTUAL_ENV='/a'\n"), None);

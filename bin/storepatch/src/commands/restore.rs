@@ -698,7 +698,7 @@ impl Report<'_> {
                 .map(|old| String::from_utf8_lossy(old).into_owned())
                 .collect();
             output::warning(&format!(
-                "{}: {} occurrence{} of {} left as {}: a {} must keep its length",
+                "{}: {} occurrence{} of {} left as {}: the length of {} cannot change",
                 self.entries[left.entry].path.display(),
                 left.occurrences.len(),
                 plural(left.occurrences.len()),
