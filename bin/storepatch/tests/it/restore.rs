@@ -545,3 +545,67 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
     assert_eq!(snapshot_tree(&out), before);
     Ok(())
 }
+
+/// Runs `nix/hooks/storepatch-restore-hook.sh` the way stdenv's fixupPhase does for one output
+/// (`prefix` set, `fixupOutputHooks` run in order), with the real binary substituted for
+/// `@storepatch@` and the inputs in the environment as a Nix build has them.
+fn run_restore_hook(output: &Path, variables: &[(&str, &str)]) -> std::process::Output {
+    let hook = fs_err::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nix/hooks/storepatch-restore-hook.sh"),
+    )
+    .unwrap()
+    .replace("@storepatch@", env!("CARGO_BIN_EXE_storepatch"));
+    let script = output.with_extension("hook.sh");
+    fs_err::write(
+        &script,
+        format!(
+            "set -euo pipefail\ndeclare -a fixupOutputHooks=()\n{hook}\n\
+             for hook in \"${{fixupOutputHooks[@]}}\"; do \"$hook\"; done\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("bash");
+    command
+        .arg(&script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("STOREPATCH_NO_PROGRESS", "1")
+        .env("prefix", output)
+        .env("out", output)
+        .env("buildInputs", format!("{} {}", python(), zlib()));
+    for (name, value) in variables {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn restore_hook_restores_from_the_inputs_and_relocates_the_venv() {
+    let tree = TestTree::new();
+    relocatable_tree(&tree, "/build/source/.venv");
+    // Not a venv file, but a location only the knob knows about.
+    tree.write("share/notes.txt", "built in /build/source\n");
+    let before = snapshot_tree(&tree.root);
+    let skipped = run_restore_hook(&tree.root, &[("dontStorepatchRestore", "1")]);
+    assert!(skipped.status.success());
+    assert_eq!(snapshot_tree(&tree.root), before);
+
+    let output = run_restore_hook(
+        &tree.root,
+        &[("storepatchRelocate", "/build/source=/src")],
+    );
+    // The bytecode and the ELF file still name the build directory: reported, not fatal.
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot change"), "{stderr}");
+    let read = |relative: &str| fs_err::read_to_string(tree.path(relative)).unwrap();
+    let root = tree.root.display().to_string();
+    assert_eq!(read("bin/activate"), format!("VIRTUAL_ENV='{root}'\nexport VIRTUAL_ENV\n"));
+    assert!(read("bin/tool").starts_with(&format!("#!{root}/bin/python\n")));
+    assert_eq!(read("pyvenv.cfg"), format!("home = {}/bin\nprompt = demo\n", python()));
+    assert_eq!(
+        fs_err::read_link(tree.path("bin/python")).unwrap(),
+        Path::new(&format!("{}/bin/python3.12", python()))
+    );
+    assert_eq!(read("share/notes.txt"), "built in /src\n");
+}
