@@ -501,6 +501,18 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         fs_err::read_to_string(out.join("pyvenv.cfg"))?.lines().next(),
         Some(format!("home = {}/bin", python.display()).as_str())
     );
+    // The audit finds the venv healthy (and, before the restore, it did not).
+    let audit = storepatch().arg("audit").arg(&out).output()?;
+    assert_eq!(audit.status.code(), Some(0), "{}", String::from_utf8_lossy(&audit.stdout));
+    let audit = storepatch().args(["--json", "audit"]).arg(&fod).output()?;
+    assert_eq!(audit.status.code(), Some(1));
+    let kinds: std::collections::BTreeSet<String> = json_lines(&audit.stdout)
+        .iter()
+        .filter(|line| line["type"] == "problem")
+        .map(|line| line["kind"].as_str().unwrap().to_owned())
+        .collect();
+    // (The shebangs still resolve: the build directory is still there.)
+    assert!(kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"), "{kinds:?}");
     // Nothing names the build directory any more but the bytecode reported above.
     let grep = Command::new("grep").arg("-rlF").arg(built.as_os_str()).arg(&out).output()?;
     let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout).lines().map(str::to_owned).collect();
