@@ -95,8 +95,14 @@ mod tests {
             dev.clone(),
         ]);
         assert_eq!(supplied.len(), 4);
-        assert_eq!(supplied.resolve(b"libxml2-2.13.8"), Resolution::Unique(&lib));
-        assert_eq!(supplied.resolve(b"libxml2-2.13.8-dev"), Resolution::Unique(&dev));
+        assert_eq!(
+            supplied.resolve(b"libxml2-2.13.8"),
+            Resolution::Unique(&lib)
+        );
+        assert_eq!(
+            supplied.resolve(b"libxml2-2.13.8-dev"),
+            Resolution::Unique(&dev)
+        );
         assert_eq!(
             supplied.resolve(b"python3-3.12.8"),
             Resolution::Ambiguous(&[first, second])

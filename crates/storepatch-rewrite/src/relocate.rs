@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn binary_kinds() {
         assert_eq!(binary_kind(b"x.so", b"\x7fELF\x02"), Some("an ELF file"));
-        assert_eq!(binary_kind(b"x.cpython-311.pyc", b"abc"), Some("Python bytecode"));
+        assert_eq!(
+            binary_kind(b"x.cpython-311.pyc", b"abc"),
+            Some("Python bytecode")
+        );
         assert!(binary_kind(b"blob", b"a\0b").is_some());
         assert_eq!(binary_kind(b"activate", b"VIRTUAL_ENV='/a'\n"), None);
     }

@@ -332,9 +332,16 @@ fn check_elf(path: &Path, info: &ElfInfo, loader: &Loader, problems: &mut Vec<Pr
     }
     // Entries that name no directory at all (relative entries other than `$ORIGIN` ones depend
     // on the working directory and are left to the loader check).
-    let origin = path.parent().unwrap_or(Path::new("/")).as_os_str().as_bytes();
+    let origin = path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .as_os_str()
+        .as_bytes();
     for list in [&info.runpath, &info.rpath].into_iter().flatten() {
-        for entry in list.split(|&byte| byte == b':').filter(|entry| !entry.is_empty()) {
+        for entry in list
+            .split(|&byte| byte == b':')
+            .filter(|entry| !entry.is_empty())
+        {
             let expanded = expand_origin(entry, origin);
             if expanded.first() == Some(&b'/') && !Path::new(OsStr::from_bytes(&expanded)).is_dir()
             {

@@ -174,10 +174,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let covered: BTreeMap<(usize, Location), Vec<(u64, u64)>> = left
         .iter()
         .map(|left| ((left.entry, Location::Content), &left.occurrences))
-        .chain(
-            plan.iter()
-                .map(|(key, change)| (*key, &change.occurrences)),
-        )
+        .chain(plan.iter().map(|(key, change)| (*key, &change.occurrences)))
         .filter(|(_, occurrences)| !occurrences.is_empty())
         .map(|(key, occurrences)| {
             (
@@ -253,10 +250,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         .into_values()
         .filter(|change| {
             !change.restorations.is_empty()
-                || change
-                    .occurrences
-                    .iter()
-                    .any(|occurrence| relocations[occurrence.relocation].old != relocations[occurrence.relocation].new)
+                || change.occurrences.iter().any(|occurrence| {
+                    relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
+                })
         })
         .collect();
 
@@ -329,8 +325,7 @@ fn find_relocations(
             .read_with(policy, |contents| {
                 let occurrences = storepatch_rewrite::find_occurrences(contents, relocations);
                 (!occurrences.is_empty()).then(|| {
-                    let binary =
-                        storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
+                    let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
                     (Location::Content, occurrences, binary)
                 })
             })
@@ -402,7 +397,8 @@ fn apply(
         let Some(name) = path.file_name() else {
             continue;
         };
-        let Some(new_name) = storepatch_rewrite::splice(name.as_bytes(), &change.splices(relocations))
+        let Some(new_name) =
+            storepatch_rewrite::splice(name.as_bytes(), &change.splices(relocations))
         else {
             continue;
         };
@@ -449,7 +445,11 @@ fn still_planned(
 }
 
 /// Rewrites the first name of an inode and links the others to the result.
-fn rewrite_group(entries: &[Entry], group: &[&Change], relocations: &[Relocation]) -> Vec<EntryError> {
+fn rewrite_group(
+    entries: &[Entry],
+    group: &[&Change],
+    relocations: &[Relocation],
+) -> Vec<EntryError> {
     let leader = &entries[group[0].entry];
     let result = Visit::detached(leader)
         .reopen()
@@ -555,11 +555,8 @@ impl Report<'_> {
             .iter()
             .map(|change| change.occurrences.len())
             .sum();
-        let unresolved_references: usize = self
-            .unresolved
-            .values()
-            .map(|item| item.places.len())
-            .sum();
+        let unresolved_references: usize =
+            self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
             self.changes
                 .iter()
@@ -674,7 +671,9 @@ impl Report<'_> {
                     &item
                         .matches
                         .iter()
-                        .map(|path| String::from_utf8_lossy(&self.store_dir.render(path)).into_owned())
+                        .map(|path| {
+                            String::from_utf8_lossy(&self.store_dir.render(path)).into_owned()
+                        })
                         .collect::<Vec<_>>()
                         .join(", "),
                 );

@@ -57,7 +57,12 @@ fn restores_what_scrub_took() {
     let candidates = tree.dir.path().join("inputs");
     fs_err::write(
         &candidates,
-        format!("# the build's inputs\n{}\n{}\n{}-source\n", python(), zlib(), python()),
+        format!(
+            "# the build's inputs\n{}\n{}\n{}-source\n",
+            python(),
+            zlib(),
+            python()
+        ),
     )
     .unwrap();
     cmd_snapshot!(tree.filters(), storepatch().arg("restore").arg("--candidates").arg(&candidates).arg("--store-path").arg(python()).arg(&tree.root), @"
@@ -110,7 +115,10 @@ fn second_run_changes_nothing_and_dry_run_writes_nothing() {
             .arg(&tree.root);
     };
     let before = snapshot_tree(&tree.root);
-    let identities: Vec<_> = before.keys().map(|path| identity(&tree.root.join(path))).collect();
+    let identities: Vec<_> = before
+        .keys()
+        .map(|path| identity(&tree.root.join(path)))
+        .collect();
     let mut dry = storepatch();
     args(&mut dry);
     let output = dry.arg("--dry-run").output().unwrap();
@@ -129,7 +137,10 @@ fn second_run_changes_nothing_and_dry_run_writes_nothing() {
     // Exit 1: the file named after a bare hash has no store path name to go by.
     assert_eq!(first.status().unwrap().code(), Some(1));
     let after = snapshot_tree(&tree.root);
-    let identities: Vec<_> = after.keys().map(|path| identity(&tree.root.join(path))).collect();
+    let identities: Vec<_> = after
+        .keys()
+        .map(|path| identity(&tree.root.join(path)))
+        .collect();
     let mut second = storepatch();
     args(&mut second);
     cmd_snapshot!(tree.filters(), second, @"
@@ -207,7 +218,14 @@ fn unknown_and_ambiguous_names_are_reported_and_left() {
     }
 
     let output = storepatch()
-        .args(["--json", "restore", "--store-path", &python(), "--store-path", other_python])
+        .args([
+            "--json",
+            "restore",
+            "--store-path",
+            &python(),
+            "--store-path",
+            other_python,
+        ])
         .arg("--dry-run")
         .arg(&tree.root)
         .output()
@@ -217,7 +235,13 @@ fn unknown_and_ambiguous_names_are_reported_and_left() {
     let unresolved: Vec<_> = lines
         .iter()
         .filter(|line| line["type"] == "unresolved")
-        .map(|line| (line["name"]["text"].clone(), line["reason"].clone(), line["places"].as_array().unwrap().len()))
+        .map(|line| {
+            (
+                line["name"]["text"].clone(),
+                line["reason"].clone(),
+                line["places"].as_array().unwrap().len(),
+            )
+        })
         .collect();
     assert_eq!(
         unresolved,
@@ -258,7 +282,10 @@ fn relocatable_tree(tree: &TestTree, old: &str) {
         "lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json",
         format!("{{\"url\": \"file://{old}/src\", \"dir_info\": {{\"editable\": true}}}}\n"),
     );
-    tree.write("lib/python3.12/site-packages/demo.pth", format!("{old}/src\n"));
+    tree.write(
+        "lib/python3.12/site-packages/demo.pth",
+        format!("{old}/src\n"),
+    );
     let mut pyc = b"\xa7\x0d\x0d\x0a\0\0\0\0".to_vec();
     pyc.extend_from_slice(format!("\x10{old}/src/demo/__init__.py").as_bytes());
     tree.write(
@@ -303,8 +330,14 @@ fn relocates_every_text_kind_and_reports_binaries() {
     ");
     let read = |relative: &str| fs_err::read_to_string(tree.path(relative)).unwrap();
     assert!(read("bin/tool").starts_with(&format!("#!{new}/bin/python\n")));
-    assert_eq!(read("bin/activate"), format!("VIRTUAL_ENV='{new}'\nexport VIRTUAL_ENV\n"));
-    assert_eq!(read("bin/activate.fish"), format!("set -gx VIRTUAL_ENV '{new}'\n"));
+    assert_eq!(
+        read("bin/activate"),
+        format!("VIRTUAL_ENV='{new}'\nexport VIRTUAL_ENV\n")
+    );
+    assert_eq!(
+        read("bin/activate.fish"),
+        format!("set -gx VIRTUAL_ENV '{new}'\n")
+    );
     assert_eq!(
         read("pyvenv.cfg"),
         format!("home = {}/bin\nprompt = demo\n", python())
@@ -313,11 +346,23 @@ fn relocates_every_text_kind_and_reports_binaries() {
         read("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD"),
         format!("{new}/bin/tool,sha256=abc,80\ndemo/__init__.py,,\n")
     );
-    assert!(read("lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json").contains(&format!("file://{new}/src")));
-    assert_eq!(read("lib/python3.12/site-packages/demo.pth"), format!("{new}/src\n"));
+    assert!(
+        read("lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json")
+            .contains(&format!("file://{new}/src"))
+    );
+    assert_eq!(
+        read("lib/python3.12/site-packages/demo.pth"),
+        format!("{new}/src\n")
+    );
     // Binary files keep their bytes.
-    let pyc = fs_err::read(tree.path("lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc")).unwrap();
-    assert!(pyc.windows(old.len()).any(|window| window == old.as_bytes()));
+    let pyc = fs_err::read(
+        tree.path("lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc"),
+    )
+    .unwrap();
+    assert!(
+        pyc.windows(old.len())
+            .any(|window| window == old.as_bytes())
+    );
     // The tool keeps its mode.
     assert_eq!(
         fs_err::metadata(tree.path("bin/tool")).unwrap().mode() & 0o777,
@@ -351,7 +396,9 @@ fn a_scrubbed_old_location_is_relocated_not_restored() {
 fn bad_relocation_is_a_usage_error() {
     let tree = TestTree::new();
     let mut command = storepatch();
-    command.args(["restore", "--relocate", "=/x"]).arg(&tree.root);
+    command
+        .args(["restore", "--relocate", "=/x"])
+        .arg(&tree.root);
     cmd_snapshot!(tree.filters(), command, @"
     success: false
     exit_code: 2
@@ -384,10 +431,10 @@ fn uv_or_skip(test_name: &str) -> Option<PathBuf> {
             std::env::var_os("CI").is_none_or(|value| value != "true"),
             "{test_name}: uv not found, but CI=true requires it (pip install uv)"
         );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping {test_name}: uv not found (pip install uv to run it)"
+        // Straight to the process's stderr, so a skipped test never looks like a silent pass.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("skipping {test_name}: uv not found (pip install uv to run it)\n").as_bytes(),
         );
     }
     found
@@ -406,7 +453,13 @@ fn real_uv_venv(nix: &NixJudge, uv: &Path, dir: &Path) -> anyhow::Result<PathBuf
         fs_err::copy(uv_project().join(file), build.join(file))?;
     }
     let output = Command::new(uv)
-        .args(["sync", "--frozen", "--no-install-project", "--no-dev", "--quiet"])
+        .args([
+            "sync",
+            "--frozen",
+            "--no-install-project",
+            "--no-dev",
+            "--quiet",
+        ])
         .arg("--python")
         .arg(python.join(format!("bin/python{}", host.version)))
         .current_dir(&build)
@@ -463,47 +516,81 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
     let out = dir.path().join("out");
     let restore = |threads: &str, target: &Path| {
         run_ok(Command::new("cp").arg("-a").arg(&fod).arg(target));
-        let output = storepatch()
+        storepatch()
             .args(["--json", "--threads", threads, "restore", "--store-path"])
             .arg(&python)
             .arg("--relocate")
             .arg(format!("{}={}", built.display(), target.display()))
             .arg(target)
             .output()
-            .unwrap();
-        output
+            .unwrap()
     };
     let output = restore("1", &out);
     // The byte-compiled files hold the build directory and cannot change length: exit 1, and
     // each one is named.
-    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines = json_lines(&output.stdout);
-    let left: Vec<&serde_json::Value> = lines.iter().filter(|line| line["type"] == "left").collect();
+    let left: Vec<&serde_json::Value> =
+        lines.iter().filter(|line| line["type"] == "left").collect();
     assert!(!left.is_empty());
-    assert!(left.iter().all(|line| line["reason"] == "Python bytecode"
-        && line["path"]["text"].as_str().is_some_and(|path| path.ends_with(".pyc"))));
+    assert!(left.iter().all(|line| {
+        line["reason"] == "Python bytecode"
+            && line["path"]["text"].as_str().is_some_and(|path| {
+                Path::new(path).extension() == Some(std::ffi::OsStr::new("pyc"))
+            })
+    }));
     let summary = lines.last().unwrap();
     assert_eq!(summary["unresolved_names"], 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
 
     // Every package imports, sys.prefix is the output, every console script runs.
     let imported = import_everything(&out);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    assert_eq!(String::from_utf8_lossy(&imported.stdout).trim(), out.display().to_string());
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&imported.stdout).trim(),
+        out.display().to_string()
+    );
     let markdown = Command::new(out.join("bin/markdown_py"))
         .arg(out.join("pyvenv.cfg"))
         .env_clear()
         .output()?;
-    assert!(markdown.status.success(), "{}", String::from_utf8_lossy(&markdown.stderr));
-    let pygmentize = Command::new(out.join("bin/pygmentize")).args(["-L", "lexers"]).env_clear().output()?;
-    assert!(pygmentize.status.success(), "{}", String::from_utf8_lossy(&pygmentize.stderr));
+    assert!(
+        markdown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&markdown.stderr)
+    );
+    let pygmentize = Command::new(out.join("bin/pygmentize"))
+        .args(["-L", "lexers"])
+        .env_clear()
+        .output()?;
+    assert!(
+        pygmentize.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pygmentize.stderr)
+    );
     assert_eq!(
-        fs_err::read_to_string(out.join("pyvenv.cfg"))?.lines().next(),
+        fs_err::read_to_string(out.join("pyvenv.cfg"))?
+            .lines()
+            .next(),
         Some(format!("home = {}/bin", python.display()).as_str())
     );
     // The audit finds the venv healthy (and, before the restore, it did not).
     let audit = storepatch().arg("audit").arg(&out).output()?;
-    assert_eq!(audit.status.code(), Some(0), "{}", String::from_utf8_lossy(&audit.stdout));
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
     let audit = storepatch().args(["--json", "audit"]).arg(&fod).output()?;
     assert_eq!(audit.status.code(), Some(1));
     let kinds: std::collections::BTreeSet<String> = json_lines(&audit.stdout)
@@ -512,12 +599,25 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         .map(|line| line["kind"].as_str().unwrap().to_owned())
         .collect();
     // (The shebangs still resolve: the build directory is still there.)
-    assert!(kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"), "{kinds:?}");
+    assert!(
+        kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"),
+        "{kinds:?}"
+    );
     // Nothing names the build directory any more but the bytecode reported above.
-    let grep = Command::new("grep").arg("-rlF").arg(built.as_os_str()).arg(&out).output()?;
-    let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout).lines().map(str::to_owned).collect();
+    let grep = Command::new("grep")
+        .arg("-rlF")
+        .arg(built.as_os_str())
+        .arg(&out)
+        .output()?;
+    let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     holding.sort();
-    let mut reported: Vec<String> = left.iter().map(|line| line["path"]["text"].as_str().unwrap().to_owned()).collect();
+    let mut reported: Vec<String> = left
+        .iter()
+        .map(|line| line["path"]["text"].as_str().unwrap().to_owned())
+        .collect();
     reported.sort();
     assert_eq!(holding, reported);
 
@@ -530,7 +630,9 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
             .into_iter()
             .map(|(path, (kind, bytes, mode))| {
                 let bytes = match String::from_utf8(bytes) {
-                    Ok(text) => text.replace(&root.display().to_string(), "[OUT]").into_bytes(),
+                    Ok(text) => text
+                        .replace(&root.display().to_string(), "[OUT]")
+                        .into_bytes(),
                     Err(err) => err.into_bytes(),
                 };
                 (path, (kind, bytes, mode))
@@ -543,7 +645,10 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         .chain(second.keys())
         .filter(|path| first.get(*path) != second.get(*path))
         .collect();
-    assert!(differing.is_empty(), "differ between thread counts: {differing:?}");
+    assert!(
+        differing.is_empty(),
+        "differ between thread counts: {differing:?}"
+    );
     let before = snapshot_tree(&out);
     let again = storepatch()
         .args(["--json", "restore", "--store-path"])
@@ -553,7 +658,10 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         .arg(&out)
         .output()?;
     let again_lines = json_lines(&again.stdout);
-    assert!(again_lines.iter().all(|line| line["type"] != "restore"), "{again_lines:?}");
+    assert!(
+        again_lines.iter().all(|line| line["type"] != "restore"),
+        "{again_lines:?}"
+    );
     assert_eq!(snapshot_tree(&out), before);
     Ok(())
 }
@@ -602,19 +710,26 @@ fn restore_hook_restores_from_the_inputs_and_relocates_the_venv() {
     assert!(skipped.status.success());
     assert_eq!(snapshot_tree(&tree.root), before);
 
-    let output = run_restore_hook(
-        &tree.root,
-        &[("storepatchRelocate", "/build/source=/src")],
-    );
+    let output = run_restore_hook(&tree.root, &[("storepatchRelocate", "/build/source=/src")]);
     // The bytecode and the ELF file still name the build directory: reported, not fatal.
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot change"), "{stderr}");
     let read = |relative: &str| fs_err::read_to_string(tree.path(relative)).unwrap();
     let root = tree.root.display().to_string();
-    assert_eq!(read("bin/activate"), format!("VIRTUAL_ENV='{root}'\nexport VIRTUAL_ENV\n"));
+    assert_eq!(
+        read("bin/activate"),
+        format!("VIRTUAL_ENV='{root}'\nexport VIRTUAL_ENV\n")
+    );
     assert!(read("bin/tool").starts_with(&format!("#!{root}/bin/python\n")));
-    assert_eq!(read("pyvenv.cfg"), format!("home = {}/bin\nprompt = demo\n", python()));
+    assert_eq!(
+        read("pyvenv.cfg"),
+        format!("home = {}/bin\nprompt = demo\n", python())
+    );
     assert_eq!(
         fs_err::read_link(tree.path("bin/python")).unwrap(),
         Path::new(&format!("{}/bin/python3.12", python()))
