@@ -3,7 +3,7 @@
 
 usage: report.py RESULTS_DIR
 
-Reads RESULTS_DIR/{scan,scrub,old-pass[,old-full]}.json and context.env; writes raw.csv (one row
+Reads RESULTS_DIR/{scan,scrub,old-pass[,old-full,restore]}.json and context.env; writes raw.csv (one row
 per timed run), summary.json and README.md, and prints the table of ratios.
 """
 
@@ -25,6 +25,8 @@ OLD_SCAN = "old: find | xargs grep -aohE | sort -u"
 READ_FLOOR = "read floor: rg -c (a literal that occurs nowhere)"
 SCRUB = "storepatch scrub"
 BEST = "best shell: rg -l | sed -i -e ... (one -e per hash)"
+RESTORE = "storepatch restore"
+SCRUB_BESIDE_RESTORE = "storepatch scrub (beside restore)"
 OLD_PASS = "old: one sed -i pass over every file"
 OLD_FULL = "old: complete loop"
 OLD_EXTRAPOLATED = "old: one batched sed -i per reference (extrapolated)"
@@ -44,7 +46,7 @@ def read_context(path):
 def load(results):
     """{command name: {"group", "times", "median", ...}} from every hyperfine export."""
     commands = {}
-    for group in ("scan", "scrub", "old-pass", "old-full"):
+    for group in ("scan", "scrub", "restore", "old-pass", "old-full"):
         path = results / f"{group}.json"
         if not path.exists():
             continue
@@ -126,6 +128,8 @@ def main():
         ("scrub >= 10x faster than the best shell pipeline", SCRUB, BEST, 10.0),
         ("scrub >= 300x faster than one sed per reference per file", SCRUB,
          OLD_EXTRAPOLATED_PER_FILE, 300.0),
+        # Same corpus, same run, fresh copies: restore may cost no more than scrub.
+        ("restore costs no more than scrub", RESTORE, SCRUB_BESIDE_RESTORE, 1.0),
     ]
     verdicts = []
     for label, fast, slow, minimum in requirements:

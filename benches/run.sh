@@ -192,6 +192,25 @@ eval "$prepare"
 "$storepatch" scrub --quiet --store-dir "$store" "$work"
 storepatch_check=$("$storepatch" scan --json --store-dir "$store" "$work" | tail -n 1 || true)
 
+# --- Restore -------------------------------------------------------------------------------------
+# scrub's inverse on the same corpus, side by side with scrub in one group: every command gets a
+# fresh copy (scrub of the original tree, restore of a scrubbed one), with the corpus's store
+# paths as the supplied inputs. Exit 1 (some name left scrubbed, e.g. a bare hash in a file name)
+# is expected on this corpus; only an error fails the run.
+log "restore: storepatch restore of the scrubbed tree next to scrub (fresh copy before each run)"
+scrubbed="$corpus_root/scrubbed"
+chmod -R u+w "$scrubbed" 2>/dev/null || true
+rm -rf "$scrubbed"
+cp -a "$tree" "$scrubbed"
+"$storepatch" scrub --quiet --store-dir "$store" "$scrubbed"
+find "$store" -mindepth 1 -maxdepth 1 | LC_ALL=C sort > "$corpus_root/candidates.txt"
+prepare_scrubbed="if [ -e $(q "$work") ]; then mkdir -p $(q "$graveyard") && mv $(q "$work") $(q "$graveyard")/\$(date +%s%N); fi; cp -a $(q "$scrubbed") $(q "$work") && sync"
+hf restore --runs "$runs" --prepare "$prepare" --prepare "$prepare_scrubbed" \
+    -n "storepatch scrub (beside restore)" "$(q "$storepatch") scrub --quiet --store-dir $(q "$store") $(q "$work")" \
+    -n "storepatch restore" "$(q "$storepatch") restore --quiet --store-dir $(q "$store") --candidates $(q "$corpus_root/candidates.txt") $(q "$work") || [ \$? = 1 ]"
+chmod -R u+w "$scrubbed" 2>/dev/null || true
+rm -rf "$scrubbed"
+
 log "old loop: one pass over every file for one reference, sed batched and one sed per file ($old_runs runs)"
 hf old-pass --runs "$old_runs" --prepare "$prepare" \
     -n "old: one sed -i pass over every file" \

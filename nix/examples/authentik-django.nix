@@ -1,9 +1,12 @@
 # Example: the main (normal) derivation that turns the scrubbed dependency tree of
 # python-deps.nix into a working virtualenv, with the relink hook instead of autoPatchelfHook.
 #
-# The FOD's RUNPATHs read `/nix/store/eeee...-libxml2-2.13.8/lib`. `storepatch relink` resolves
-# every NEEDED library against the library directories of buildInputs and, where a scrubbed entry
-# names exactly one supplied package, restores it in place without touching the ELF layout.
+# No hand-written repair: the restore hook (a fixupOutputHook, so before patchShebangs and
+# patchELF) gives every scrubbed `/nix/store/eeee...-NAME` whose NAME belongs to exactly one input
+# (python312, the libraries below) its hash back: `bin/python`, `home =` in pyvenv.cfg, RUNPATHs.
+# It also relocates the venv from where the FOD built it (read from bin/activate) to $out, so
+# console-script shebangs and activate scripts name $out. Then the relink hook (postFixup)
+# resolves every NEEDED library against the library directories of buildInputs.
 #
 #   authentik-django = pkgs.callPackage ./nix/examples/authentik-django.nix {
 #     storepatch = pkgs.callPackage ./nix/package.nix { };
@@ -33,6 +36,8 @@ stdenv.mkDerivation {
   inherit src;
 
   nativeBuildInputs = [
+    # `storepatch restore --candidates-from-env` on every output, early in fixup.
+    storepatch.restoreHook
     # Replaces autoPatchelfHook: runs `storepatch relink` on every output in postFixup.
     storepatch.relinkHook
   ];
@@ -40,6 +45,8 @@ stdenv.mkDerivation {
   # Every package here contributes its lib/ to the library search path (in this order), exactly
   # as with autoPatchelfHook.
   buildInputs = [
+    # The interpreter the FOD's venv was made with: the restore hook finds it here by name.
+    python312
     libxml2
     libxslt
     xmlsec
@@ -60,13 +67,6 @@ stdenv.mkDerivation {
     cp -r ${pythonDeps}/. "$out/"
     chmod -R u+w "$out"
 
-    # The virtualenv's interpreter: the FOD's pyvenv.cfg and bin/python point at a scrubbed path.
-    rm -f "$out"/bin/python "$out"/bin/python3 "$out"/bin/python3.12
-    ln -s ${python312.interpreter} "$out/bin/python"
-    ln -s python "$out/bin/python3"
-    ln -s python "$out/bin/python3.12"
-    sed -i "s|^home = .*|home = ${python312}/bin|" "$out/pyvenv.cfg"
-
     # The project itself.
     mkdir -p "$out/src"
     cp -r ./authentik ./lifecycle ./manage.py "$out/src/"
@@ -74,16 +74,12 @@ stdenv.mkDerivation {
     runHook postInstall
   '';
 
-  # Console scripts in bin/ start with `#!/nix/store/eeee...-python3.12/bin/python3.12`, which
-  # patchShebangs cannot resolve: point them at the virtualenv's interpreter (a store path, so
-  # patchShebangs leaves it alone).
-  postInstall = ''
-    for script in "$out"/bin/*; do
-      if [ ! -L "$script" ] && head -n 1 "$script" | grep -q '^#!.*python'; then
-        sed -i "1s|^#!.*|#!$out/bin/python|" "$script"
-      fi
-    done
-  '';
+  # --- restore hook knobs --------------------------------------------------------------------
+
+  # More OLD=NEW relocations for text files (the venv's own build location is found by itself).
+  #   storepatchRelocate = [ "/build/source=${placeholder "out"}/src" ];
+  # Set to true to skip the automatic restore.
+  dontStorepatchRestore = false;
 
   # --- relink hook knobs (same names as autoPatchelfHook) ----------------------------------
 

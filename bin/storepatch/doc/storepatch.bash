@@ -31,6 +31,9 @@ _storepatch() {
             storepatch,relink)
                 cmd="storepatch__subcmd__relink"
                 ;;
+            storepatch,restore)
+                cmd="storepatch__subcmd__restore"
+                ;;
             storepatch,scan)
                 cmd="storepatch__subcmd__scan"
                 ;;
@@ -52,6 +55,9 @@ _storepatch() {
             storepatch__subcmd__help,relink)
                 cmd="storepatch__subcmd__help__subcmd__relink"
                 ;;
+            storepatch__subcmd__help,restore)
+                cmd="storepatch__subcmd__help__subcmd__restore"
+                ;;
             storepatch__subcmd__help,scan)
                 cmd="storepatch__subcmd__help__subcmd__scan"
                 ;;
@@ -65,7 +71,7 @@ _storepatch() {
 
     case "${cmd}" in
         storepatch)
-            opts="-q -v -h -V --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help --version scan scrub relink audit elf generate help"
+            opts="-q -v -h -V --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help --version scan scrub restore relink audit elf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,7 +167,7 @@ _storepatch() {
             return 0
             ;;
         storepatch__subcmd__help)
-            opts="scan scrub relink audit elf generate help"
+            opts="scan scrub restore relink audit elf generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +250,20 @@ _storepatch() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        storepatch__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         storepatch__subcmd__help__subcmd__scan)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -300,6 +320,40 @@ _storepatch() {
                     return 0
                     ;;
                 --ignore-missing)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        storepatch__subcmd__restore)
+            opts="-q -v -h --candidates --store-path --candidates-from-env --relocate --dry-run --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --candidates)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --relocate)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,6 +35,7 @@ complete -c storepatch -n "__fish_storepatch_needs_command" -s h -l help -d 'Pri
 complete -c storepatch -n "__fish_storepatch_needs_command" -s V -l version -d 'Print version'
 complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "scan" -d 'Find every store reference in a tree: paths, bare hash parts, symlink targets, names'
 complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "scrub" -d 'Rewrite every live store reference\'s hash part to 32 `e`s (same length), in place'
+complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "restore" -d 'Undo a scrub: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree\'s old location in text files'
 complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "relink" -d 'Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook'
 complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "audit" -d 'Check a tree: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks'
 complete -c storepatch -n "__fish_storepatch_needs_command" -f -a "elf" -d 'Edit ELF files; accepts patchelf\'s command line (`storepatch elf --help`)'
@@ -64,6 +65,19 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-progr
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s h -l help -d 'Print help'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l candidates -d 'File with one store path per line to restore references to (by name)' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l store-path -d 'Restore references to this store path (repeatable)' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l relocate -d 'Replace OLD with NEW in text files and symlink targets (repeatable; the length may change), e.g. the directory the venv was built in with its new location. Scrubbed references inside OLD are relocated, not restored. Binary files holding OLD are reported and left alone' -r
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l candidates-from-env -d 'Restore references to the store paths named in the environment (inside a Nix build: the build\'s inputs)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l dry-run -d 'Report what would change without writing anything'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l json -d 'Emit JSON Lines on stdout instead of the human report'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-path -d 'Search this directory for libraries, not recursively (repeatable, in order)' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-tree -d 'Search this tree for libraries, recursively (repeatable; after every --library-path)' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l interpreter -d 'Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`]' -r -F
@@ -106,10 +120,11 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-pr
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "scan" -d 'Find every store reference in a tree: paths, bare hash parts, symlink targets, names'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "scrub" -d 'Rewrite every live store reference\'s hash part to 32 `e`s (same length), in place'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "relink" -d 'Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "audit" -d 'Check a tree: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "elf" -d 'Edit ELF files; accepts patchelf\'s command line (`storepatch elf --help`)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "generate" -d 'Print the man page or shell completions (for packagers)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub relink audit elf generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "scan" -d 'Find every store reference in a tree: paths, bare hash parts, symlink targets, names'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "scrub" -d 'Rewrite every live store reference\'s hash part to 32 `e`s (same length), in place'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "restore" -d 'Undo a scrub: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree\'s old location in text files'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "relink" -d 'Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "audit" -d 'Check a tree: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "elf" -d 'Edit ELF files; accepts patchelf\'s command line (`storepatch elf --help`)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "generate" -d 'Print the man page or shell completions (for packagers)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -77,6 +77,27 @@ _arguments "${_arguments_options[@]}" : \
 '*::paths -- Directories to scrub in place:_files' \
 && ret=0
 ;;
+(restore)
+_arguments "${_arguments_options[@]}" : \
+'*--candidates=[File with one store path per line to restore references to (by name)]:FILE:_files' \
+'*--store-path=[Restore references to this store path (repeatable)]:STORE_PATH:_files' \
+'*--relocate=[Replace OLD with NEW in text files and symlink targets (repeatable; the length may change), e.g. the directory the venv was built in with its new location. Scrubbed references inside OLD are relocated, not restored. Binary files holding OLD are reported and left alone]:OLD=NEW:_default' \
+'--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
+'--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--candidates-from-env[Restore references to the store paths named in the environment (inside a Nix build\: the build'\''s inputs)]' \
+'--dry-run[Report what would change without writing anything]' \
+'--json[Emit JSON Lines on stdout instead of the human report]' \
+'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
+'*-v[More log output on stderr (-v debug, -vv trace)]' \
+'*--verbose[More log output on stderr (-v debug, -vv trace)]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::paths -- Directories to restore in place:_files' \
+&& ret=0
+;;
 (relink)
 _arguments "${_arguments_options[@]}" : \
 '*--library-path=[Search this directory for libraries, not recursively (repeatable, in order)]:DIR:_files' \
@@ -173,6 +194,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(restore)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (relink)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -207,6 +232,7 @@ _storepatch_commands() {
     local commands; commands=(
 'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
 'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
+'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files' \
 'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
 'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
 'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \
@@ -235,6 +261,7 @@ _storepatch__subcmd__help_commands() {
     local commands; commands=(
 'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
 'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
+'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files' \
 'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
 'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
 'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \
@@ -268,6 +295,11 @@ _storepatch__subcmd__help__subcmd__relink_commands() {
     local commands; commands=()
     _describe -t commands 'storepatch help relink commands' commands "$@"
 }
+(( $+functions[_storepatch__subcmd__help__subcmd__restore_commands] )) ||
+_storepatch__subcmd__help__subcmd__restore_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch help restore commands' commands "$@"
+}
 (( $+functions[_storepatch__subcmd__help__subcmd__scan_commands] )) ||
 _storepatch__subcmd__help__subcmd__scan_commands() {
     local commands; commands=()
@@ -282,6 +314,11 @@ _storepatch__subcmd__help__subcmd__scrub_commands() {
 _storepatch__subcmd__relink_commands() {
     local commands; commands=()
     _describe -t commands 'storepatch relink commands' commands "$@"
+}
+(( $+functions[_storepatch__subcmd__restore_commands] )) ||
+_storepatch__subcmd__restore_commands() {
+    local commands; commands=()
+    _describe -t commands 'storepatch restore commands' commands "$@"
 }
 (( $+functions[_storepatch__subcmd__scan_commands] )) ||
 _storepatch__subcmd__scan_commands() {

@@ -13,8 +13,16 @@ Exit status:
 const EXIT_CODES_ALL: &str = "\
 Exit status:
   scan:                   0 references found, 1 none found, 2 error
+  restore:                0 success, 1 something left unrestored, 2 error
   scrub, relink, audit:   0 success, 1 findings (missing dependencies, problems), 2 error
   elf:                    as patchelf: 0 success, non-zero on error";
+
+const EXIT_CODES_RESTORE: &str = "\
+Exit status:
+  0  every scrubbed reference was restored and every old location relocated
+  1  something was left as it was: a scrubbed name that no supplied store path has, or several
+     have; or an old location in a binary file (ELF, .pyc), whose length cannot change
+  2  an error occurred (usage, or a file that could not be read or written)";
 
 const EXIT_CODES_REWRITE: &str = "\
 Exit status:
@@ -72,6 +80,10 @@ pub(crate) enum Command {
     /// Rewrite every live store reference's hash part to 32 `e`s (same length), in place.
     #[command(after_help = EXIT_CODES_REWRITE)]
     Scrub(ScrubArgs),
+    /// Undo a scrub: give scrubbed references whose name matches exactly one supplied store path
+    /// their hash back (same length), and relocate the tree's old location in text files.
+    #[command(after_help = EXIT_CODES_RESTORE)]
+    Restore(RestoreArgs),
     /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
     #[command(after_help = EXIT_CODES_REWRITE)]
     Relink(RelinkArgs),
@@ -138,6 +150,31 @@ pub(crate) struct ScrubArgs {
     /// Scrub only references to these store paths (repeatable), like `remove-references-to -t`.
     #[arg(long, value_name = "STORE_PATH")]
     pub(crate) only: Vec<PathBuf>,
+    /// Report what would change without writing anything.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreArgs {
+    /// Directories to restore in place.
+    #[arg(required = true, value_name = "DIR")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// File with one store path per line to restore references to (by name).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) candidates: Vec<PathBuf>,
+    /// Restore references to this store path (repeatable).
+    #[arg(long, value_name = "STORE_PATH")]
+    pub(crate) store_path: Vec<PathBuf>,
+    /// Restore references to the store paths named in the environment (inside a Nix build: the
+    /// build's inputs).
+    #[arg(long)]
+    pub(crate) candidates_from_env: bool,
+    /// Replace OLD with NEW in text files and symlink targets (repeatable; the length may change),
+    /// e.g. the directory the venv was built in with its new location. Scrubbed references inside
+    /// OLD are relocated, not restored. Binary files holding OLD are reported and left alone.
+    #[arg(long, value_name = "OLD=NEW")]
+    pub(crate) relocate: Vec<OsString>,
     /// Report what would change without writing anything.
     #[arg(long)]
     pub(crate) dry_run: bool,

@@ -23,6 +23,10 @@
 use std::fmt;
 use std::path::Path;
 
+mod names;
+
+pub use names::{Resolution, SuppliedPaths};
+
 /// Length of a store path's hash part in bytes.
 pub const HASH_LEN: usize = 32;
 

@@ -26,6 +26,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod relocate;
+
+pub use relocate::{Occurrence, Relocation, Splice, binary_kind, find_occurrences, splice};
+
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

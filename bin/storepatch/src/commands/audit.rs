@@ -11,7 +11,10 @@
 //!   directories; `LD_LIBRARY_PATH` and `/etc/ld.so.cache` are never read);
 //! - executables whose interpreter (`PT_INTERP`) does not exist;
 //! - scripts whose `#!` interpreter does not exist;
-//! - symlinks in the tree that lead nowhere (resolved for the check only; nothing is written).
+//! - symlinks in the tree that lead nowhere (resolved for the check only; nothing is written);
+//! - run path entries (RUNPATH, or RPATH) naming a directory that does not exist, such as a
+//!   scrubbed `<store>/eeee…-NAME/lib` that neither restore nor relink replaced;
+//! - a venv's `pyvenv.cfg` whose `home =` names a directory that does not exist.
 //!
 //! Exit status: 0 healthy, 1 problems found, 2 errors (such as unreadable files).
 use std::collections::BTreeMap;
@@ -36,6 +39,8 @@ enum Problem {
     MissingInterpreter { interpreter: Vec<u8> },
     MissingShebangInterpreter { interpreter: Vec<u8> },
     DanglingSymlink { target: PathBuf },
+    DeadRunpath { entry: Vec<u8> },
+    MissingVenvHome { home: Vec<u8> },
     MalformedElf { message: String },
 }
 
@@ -46,6 +51,8 @@ impl Problem {
             Self::MissingInterpreter { .. } => "missing_interpreter",
             Self::MissingShebangInterpreter { .. } => "missing_shebang_interpreter",
             Self::DanglingSymlink { .. } => "dangling_symlink",
+            Self::DeadRunpath { .. } => "dead_runpath_entry",
+            Self::MissingVenvHome { .. } => "missing_venv_home",
             Self::MalformedElf { .. } => "malformed_elf",
         }
     }
@@ -56,6 +63,8 @@ impl Problem {
             Self::MissingInterpreter { .. } => "missing interpreter",
             Self::MissingShebangInterpreter { .. } => "missing #! interpreter",
             Self::DanglingSymlink { .. } => "dangling symlink",
+            Self::DeadRunpath { .. } => "dead run path entry",
+            Self::MissingVenvHome { .. } => "missing venv home",
             Self::MalformedElf { .. } => "malformed ELF",
         }
     }
@@ -73,6 +82,8 @@ impl Problem {
             }
             Self::MissingInterpreter { interpreter }
             | Self::MissingShebangInterpreter { interpreter } => interpreter.clone(),
+            Self::DeadRunpath { entry } => entry.clone(),
+            Self::MissingVenvHome { home } => home.clone(),
             Self::DanglingSymlink { target } => {
                 let mut detail = b"-> ".to_vec();
                 detail.extend_from_slice(target.as_os_str().as_bytes());
@@ -94,6 +105,8 @@ impl Problem {
                 value["interpreter"] = bytes_value(interpreter);
             }
             Self::DanglingSymlink { target } => value["target"] = path_value(target),
+            Self::DeadRunpath { entry } => value["entry"] = bytes_value(entry),
+            Self::MissingVenvHome { home } => value["home"] = bytes_value(home),
             Self::MalformedElf { message } => value["message"] = json!(message),
         }
         value
@@ -286,6 +299,12 @@ fn check_entry(entry: &Entry, loader: &Loader, read_policy: ReadPolicy) -> Check
                         message: tree::error_chain(&err),
                     }),
                 }
+            } else if entry.path.file_name() == Some(OsStr::new("pyvenv.cfg")) {
+                if let Some(home) = venv_home(&contents)
+                    && !Path::new(OsStr::from_bytes(&home)).is_dir()
+                {
+                    checked.problems.push(Problem::MissingVenvHome { home });
+                }
             } else if let Some(interpreter) = shebang_interpreter(&contents)
                 && interpreter.first() == Some(&b'/')
                 && !Path::new(OsStr::from_bytes(&interpreter)).exists()
@@ -310,6 +329,27 @@ fn check_elf(path: &Path, info: &ElfInfo, loader: &Loader, problems: &mut Vec<Pr
         problems.push(Problem::MissingInterpreter {
             interpreter: interpreter.clone(),
         });
+    }
+    // Entries that name no directory at all (relative entries other than `$ORIGIN` ones depend
+    // on the working directory and are left to the loader check).
+    let origin = path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .as_os_str()
+        .as_bytes();
+    for list in [&info.runpath, &info.rpath].into_iter().flatten() {
+        for entry in list
+            .split(|&byte| byte == b':')
+            .filter(|entry| !entry.is_empty())
+        {
+            let expanded = expand_origin(entry, origin);
+            if expanded.first() == Some(&b'/') && !Path::new(OsStr::from_bytes(&expanded)).is_dir()
+            {
+                problems.push(Problem::DeadRunpath {
+                    entry: entry.to_vec(),
+                });
+            }
+        }
     }
     if info.has_dynamic {
         problems.extend(loader.check(path, info).into_iter().map(|unresolved| {
@@ -336,4 +376,34 @@ fn shebang_interpreter(contents: &[u8]) -> Option<Vec<u8>> {
         .position(u8::is_ascii_whitespace)
         .unwrap_or(line.len());
     (end > 0).then(|| line[..end].to_vec())
+}
+
+/// `$ORIGIN` and `${ORIGIN}` in a run path entry replaced with the object's directory.
+fn expand_origin(entry: &[u8], origin: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entry.len());
+    let mut rest = entry;
+    while let Some(at) = memchr::memchr(b'$', rest) {
+        out.extend_from_slice(&rest[..at]);
+        let after = &rest[at..];
+        if let Some(tail) = after.strip_prefix(b"${ORIGIN}") {
+            out.extend_from_slice(origin);
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix(b"$ORIGIN") {
+            out.extend_from_slice(origin);
+            rest = tail;
+        } else {
+            out.push(b'$');
+            rest = &after[1..];
+        }
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The value of `home =` in a `pyvenv.cfg`.
+fn venv_home(contents: &[u8]) -> Option<Vec<u8>> {
+    contents.split(|&byte| byte == b'\n').find_map(|line| {
+        let (key, value) = line.split_at(line.iter().position(|&byte| byte == b'=')?);
+        (key.trim_ascii() == b"home").then(|| value[1..].trim_ascii().to_vec())
+    })
 }

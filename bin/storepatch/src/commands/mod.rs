@@ -11,6 +11,7 @@ pub(crate) mod audit;
 pub(crate) mod elf;
 pub(crate) mod generate;
 pub(crate) mod relink;
+pub(crate) mod restore;
 pub(crate) mod scan;
 pub(crate) mod scrub;
 
@@ -18,6 +19,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan::run(&cli.global, &args),
         Command::Scrub(args) => scrub::run(&cli.global, &args),
+        Command::Restore(args) => restore::run(&cli.global, &args),
         Command::Relink(args) => relink::run(&cli.global, &args),
         Command::Audit(args) => audit::run(&cli.global, &args),
         Command::Elf { args } => elf::run(args),

@@ -125,3 +125,9 @@ pub(crate) fn message(quiet: bool, text: &str) {
 pub(crate) fn entry_error(message: &str) {
     eprintln!("error: {}", escape_bytes(message.as_bytes()));
 }
+
+/// Something left undone that the user must know about, on stderr; shown even with `--quiet`.
+#[expect(clippy::print_stderr, reason = "warnings go to stderr by design")]
+pub(crate) fn warning(message: &str) {
+    eprintln!("warning: {message}");
+}

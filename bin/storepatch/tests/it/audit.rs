@@ -20,9 +20,13 @@ fn scrubbed_tree_is_unhealthy_and_relinked_site_packages_are_healthy() {
     dangling symlink          [TMP]/venv/bin/python  -> [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1/bin/python3.12
     dangling symlink          [TMP]/venv/bin/python3  -> python
     dangling symlink          [TMP]/venv/bin/python3.12  -> python
+    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib
+    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib
     missing library           [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  libbar.so.2
     missing library           [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  libbaz.so.0
+    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib
     missing library           [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so  libfoo.so.1
+    missing venv home         [TMP]/venv/pyvenv.cfg  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1/bin
     dangling symlink          [TMP]/venv/share/lib/libfoo.so.1  -> [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib/libfoo.so.1
 
       LIVE  SCRUBBED  STORE PATH
@@ -36,7 +40,7 @@ fn scrubbed_tree_is_unhealthy_and_relinked_site_packages_are_healthy() {
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-source
 
     ----- stderr -----
-    unhealthy: 9 problems in 45 entries (2 ELF files); 0 live and 22 scrubbed references to 8 store paths; 0 errors
+    unhealthy: 13 problems in 45 entries (2 ELF files); 0 live and 22 scrubbed references to 8 store paths; 0 errors
     ");
     let output = scrubbed
         .relink(&fixture.library_dirs())

@@ -14,6 +14,8 @@ mod nix;
 mod regression;
 /// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.
 mod relink;
+/// `storepatch restore`: scrub's inverse by name, relocation, real uv venvs.
+mod restore;
 /// `storepatch scan`: discovery, output formats, exit codes, errors.
 mod scan;
 /// `storepatch scrub`: rewriting contents, symlinks and names safely.

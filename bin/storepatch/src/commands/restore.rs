@@ -1,0 +1,757 @@
+//! `storepatch restore`: scrub's inverse, plus relocation of the venv's own location.
+//!
+//! Discovery is scrub's (see `tree`): one walk, every scrubbed `<storedir>/eeee…-NAME` in
+//! contents, symlink targets and (as a bare `eeee…-NAME`) file names. Each NAME that belongs to
+//! exactly one supplied store path gets that path's hash back, same length. With `--relocate
+//! OLD=NEW`, every regular file and symlink is also searched for OLD; text files and symlinks get
+//! NEW (the length may change), binary files are reported and left alone. Scrubbed references
+//! inside an OLD are relocated, never restored (the FOD's scrubbed `$out` is not an input to
+//! point back at).
+//!
+//! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
+//! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
+//! modes put back. Files that need no change are never written.
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rayon::prelude::*;
+use serde_json::json;
+use storepatch_core::{HASH_LEN, Resolution, SCRUBBED_HASH, StoreDir, StorePath, SuppliedPaths};
+use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
+use storepatch_scan::Target;
+use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
+
+use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::output::{self, Output, bytes_value, path_value};
+use crate::tree::{self, EntryError, Location};
+
+/// Exit status when something was left as it was (unknown or ambiguous names, binary files
+/// holding a relocated location).
+const LEFT: u8 = 1;
+
+/// A scrubbed reference to restore.
+#[derive(Clone, Debug)]
+struct Restoration {
+    hash_offset: u64,
+    path: StorePath,
+}
+
+/// Everything planned for one place of one entry.
+#[derive(Debug)]
+struct Change {
+    entry: usize,
+    location: Location,
+    restorations: Vec<Restoration>,
+    occurrences: Vec<Occurrence>,
+}
+
+impl Change {
+    fn splices<'plan>(&'plan self, relocations: &'plan [Relocation]) -> Vec<Splice<'plan>> {
+        let mut splices: Vec<Splice<'plan>> = self
+            .restorations
+            .iter()
+            .map(|restoration| Splice {
+                offset: restoration.hash_offset,
+                len: HASH_LEN,
+                bytes: restoration.path.hash().as_bytes(),
+            })
+            .chain(self.occurrences.iter().map(|occurrence| Splice {
+                offset: occurrence.offset,
+                len: occurrence.len,
+                bytes: &relocations[occurrence.relocation].new,
+            }))
+            .collect();
+        splices.sort_by_key(|splice| splice.offset);
+        splices
+    }
+}
+
+/// A scrubbed name that could not be restored, with where it occurs.
+#[derive(Debug, Default)]
+struct Unresolved {
+    /// The supplied paths with this name (empty: none).
+    matches: Vec<StorePath>,
+    /// Entries holding it, in walk order, with the place.
+    places: BTreeSet<(usize, Location)>,
+}
+
+/// Occurrences of an OLD in a file whose length must not change.
+#[derive(Debug)]
+struct Left {
+    entry: usize,
+    reason: &'static str,
+    occurrences: Vec<Occurrence>,
+}
+
+pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    for root in &args.paths {
+        tree::require_directory(root)?;
+    }
+    let store_dir = super::store_dir(global)?;
+    let mut supplied =
+        tree::load_candidates(&store_dir, &args.candidates, args.candidates_from_env)?;
+    supplied.extend(tree::parse_store_paths(&store_dir, &args.store_path)?);
+    let supplied = SuppliedPaths::new(supplied);
+    let relocations = args
+        .relocate
+        .iter()
+        .map(|spec| {
+            Relocation::parse(spec.as_bytes()).with_context(|| {
+                format!(
+                    "`--relocate {}`: expected OLD=NEW with a non-empty OLD",
+                    spec.to_string_lossy()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // Scrubbed references are found in path form whatever the candidates, so none are given.
+    let discovery = crate::cli::DiscoveryArgs {
+        candidates: Vec::new(),
+        candidates_from_env: false,
+    };
+    let options = super::tree_options(global, &discovery, false)?;
+    let mut scan = tree::scan_roots(&args.paths, &options)?;
+    let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
+    let entries = &scan.entries;
+
+    // Occurrences of the old locations, per file and symlink (a second read, only when asked).
+    let found: Vec<(usize, Location, Vec<Occurrence>, Option<&'static str>)> =
+        if relocations.is_empty() {
+            Vec::new()
+        } else {
+            let results: Vec<_> = entries
+                .par_iter()
+                .enumerate()
+                .filter_map(|(index, entry)| {
+                    find_relocations(entry, &relocations, options.read_policy)
+                        .map(|found| {
+                            found.map(|(location, occurrences, binary)| {
+                                (index, location, occurrences, binary)
+                            })
+                        })
+                        .transpose()
+                })
+                .collect();
+            let mut found = Vec::new();
+            for result in results {
+                match result {
+                    Ok(item) => found.push(item),
+                    Err(error) => errors.push(error),
+                }
+            }
+            found
+        };
+
+    let mut plan: BTreeMap<(usize, Location), Change> = BTreeMap::new();
+    let mut left = Vec::new();
+    for (entry, location, occurrences, binary) in found {
+        if let Some(reason) = binary {
+            left.push(Left {
+                entry,
+                reason,
+                occurrences: occurrences.clone(),
+            });
+        }
+        plan.insert(
+            (entry, location),
+            Change {
+                entry,
+                location,
+                restorations: Vec::new(),
+                occurrences: if binary.is_some() {
+                    Vec::new()
+                } else {
+                    occurrences
+                },
+            },
+        );
+    }
+    // Ranges held by an old location (relocated or left): nothing inside them is restored.
+    let covered: BTreeMap<(usize, Location), Vec<(u64, u64)>> = left
+        .iter()
+        .map(|left| ((left.entry, Location::Content), &left.occurrences))
+        .chain(plan.iter().map(|(key, change)| (*key, &change.occurrences)))
+        .filter(|(_, occurrences)| !occurrences.is_empty())
+        .map(|(key, occurrences)| {
+            (
+                key,
+                occurrences
+                    .iter()
+                    .map(|occurrence| {
+                        (occurrence.offset, occurrence.offset + occurrence.len as u64)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+
+    let mut unresolved: BTreeMap<Vec<u8>, Unresolved> = BTreeMap::new();
+    let mut note = |name: &[u8], entry: usize, location: Location, supplied: &SuppliedPaths| {
+        let item = unresolved.entry(name.to_vec()).or_default();
+        if item.places.is_empty()
+            && let Resolution::Ambiguous(paths) = supplied.resolve(name)
+        {
+            item.matches = paths.to_vec();
+        }
+        item.places.insert((entry, location));
+    };
+    let mut restore = |entry: usize, location: Location, hash_offset: u64, name: &[u8]| {
+        let inside = covered.get(&(entry, location)).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|&(start, end)| hash_offset >= start && hash_offset < end)
+        });
+        if inside {
+            return;
+        }
+        match supplied.resolve(name) {
+            Resolution::Unique(path) => plan
+                .entry((entry, location))
+                .or_insert_with(|| Change {
+                    entry,
+                    location,
+                    restorations: Vec::new(),
+                    occurrences: Vec::new(),
+                })
+                .restorations
+                .push(Restoration {
+                    hash_offset,
+                    path: path.clone(),
+                }),
+            Resolution::Ambiguous(_) | Resolution::Unknown => {
+                note(name, entry, location, &supplied);
+            }
+        }
+    };
+    for finding in &scan.findings {
+        for hit in &finding.hits {
+            if let Target::Scrubbed { name } = &hit.target {
+                restore(finding.entry, finding.location, hit.hash_offset, name);
+            }
+        }
+    }
+    // A file name holds a bare `eeee…-NAME` (scrub rewrote a bare hash there).
+    for (index, entry) in entries.iter().enumerate() {
+        if entry.depth == 0 {
+            continue;
+        }
+        let name = Visit::detached(entry).name().as_bytes();
+        for (offset, scrubbed_name) in scrubbed_in_name(name) {
+            restore(index, Location::Name, offset, scrubbed_name);
+        }
+    }
+
+    // A change may hold a relocation that would be a no-op (OLD = NEW): drop what changes nothing.
+    let changes: Vec<Change> = plan
+        .into_values()
+        .filter(|change| {
+            !change.restorations.is_empty()
+                || change.occurrences.iter().any(|occurrence| {
+                    relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
+                })
+        })
+        .collect();
+
+    let renamed = if args.dry_run {
+        BTreeMap::new()
+    } else {
+        apply(entries, &changes, &relocations, &mut errors)?
+    };
+    errors.sort_by(|left, right| left.path.cmp(&right.path));
+    let report = Report {
+        store_dir: &store_dir,
+        entries,
+        changes: &changes,
+        unresolved: &unresolved,
+        left: &left,
+        relocations: &relocations,
+        renamed: &renamed,
+        errors: &errors,
+        supplied: supplied.len(),
+    };
+    report.print(global, args)?;
+    Ok(ExitCode::from(if !errors.is_empty() {
+        crate::exit::ERROR
+    } else if !unresolved.is_empty() || !left.is_empty() {
+        LEFT
+    } else {
+        0
+    }))
+}
+
+/// Bare scrubbed references at the start of a name or after a non-name byte: `(hash offset,
+/// name)`.
+fn scrubbed_in_name(name: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&name[from..], &SCRUBBED_HASH) {
+        let start = from + at;
+        let after = start + HASH_LEN;
+        // Part of a longer run of `e`s, or not followed by `-NAME`: not ours.
+        let longer = start > 0 && name[start - 1] == b'e';
+        if !longer && name.get(after) == Some(&b'-') {
+            let rest = &name[after + 1..];
+            let len = rest
+                .iter()
+                .take(storepatch_core::MAX_NAME_LEN)
+                .take_while(|&&byte| storepatch_core::is_name_byte(byte))
+                .count();
+            found.push((start as u64, &rest[..len]));
+        }
+        from = after;
+    }
+    found
+}
+
+type Found = (Location, Vec<Occurrence>, Option<&'static str>);
+
+/// Occurrences of the old locations in one file's contents or symlink's target.
+fn find_relocations(
+    entry: &Entry,
+    relocations: &[Relocation],
+    policy: ReadPolicy,
+) -> Result<Option<Found>, EntryError> {
+    let visit = Visit::detached(entry);
+    let error = |err: storepatch_walk::Error| EntryError {
+        path: entry.path.clone(),
+        message: tree::error_chain(&err),
+    };
+    match entry.kind {
+        EntryKind::File => visit
+            .read_with(policy, |contents| {
+                let occurrences = storepatch_rewrite::find_occurrences(contents, relocations);
+                (!occurrences.is_empty()).then(|| {
+                    let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
+                    (Location::Content, occurrences, binary)
+                })
+            })
+            .map_err(error),
+        EntryKind::Symlink => {
+            let target = visit.read_link().map_err(error)?;
+            let occurrences =
+                storepatch_rewrite::find_occurrences(target.as_os_str().as_bytes(), relocations);
+            Ok((!occurrences.is_empty()).then_some((Location::Symlink, occurrences, None)))
+        }
+        EntryKind::Dir | EntryKind::Other => Ok(None),
+    }
+}
+
+/// Carries out the plan. Returns the new paths of renamed entries.
+fn apply(
+    entries: &[Entry],
+    changes: &[Change],
+    relocations: &[Relocation],
+    errors: &mut Vec<EntryError>,
+) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
+    let parents: BTreeSet<&Path> = changes
+        .iter()
+        .filter_map(|change| entries[change.entry].path.parent())
+        .collect();
+    let mut writable = WritableDirs::make_writable(parents)?;
+
+    let mut by_inode: BTreeMap<(u64, u64), Vec<&Change>> = BTreeMap::new();
+    for change in changes
+        .iter()
+        .filter(|change| change.location == Location::Content)
+    {
+        let entry = &entries[change.entry];
+        by_inode
+            .entry((entry.dev, entry.ino))
+            .or_default()
+            .push(change);
+    }
+    let groups: Vec<Vec<&Change>> = by_inode.into_values().collect();
+    let content_errors: Vec<EntryError> = groups
+        .par_iter()
+        .flat_map_iter(|group| rewrite_group(entries, group, relocations))
+        .collect();
+    errors.extend(content_errors);
+
+    let link_errors: Vec<EntryError> = changes
+        .par_iter()
+        .filter(|change| change.location == Location::Symlink)
+        .filter_map(|change| {
+            let path = &entries[change.entry].path;
+            retarget(path, change, relocations)
+                .err()
+                .map(|err| EntryError {
+                    path: path.clone(),
+                    message: format!("{err:#}"),
+                })
+        })
+        .collect();
+    errors.extend(link_errors);
+
+    // Names last, deepest first (see scrub).
+    let mut renamed = BTreeMap::new();
+    for change in changes
+        .iter()
+        .rev()
+        .filter(|change| change.location == Location::Name)
+    {
+        let path = &entries[change.entry].path;
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let Some(new_name) =
+            storepatch_rewrite::splice(name.as_bytes(), &change.splices(relocations))
+        else {
+            continue;
+        };
+        match storepatch_rewrite::rename_entry(path, &storepatch_rewrite::os_string(new_name)) {
+            Ok(new_path) => {
+                writable.renamed(path, &new_path);
+                renamed.insert(change.entry, new_path);
+            }
+            Err(err) => errors.push(EntryError {
+                path: path.clone(),
+                message: tree::error_chain(&err),
+            }),
+        }
+    }
+    writable.restore()?;
+    Ok(renamed)
+}
+
+/// Checks that `contents` still hold what the plan was made from.
+fn still_planned(
+    contents: &[u8],
+    change: &Change,
+    relocations: &[Relocation],
+) -> anyhow::Result<()> {
+    for restoration in &change.restorations {
+        let start = usize::try_from(restoration.hash_offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(HASH_LEN)) == Some(&SCRUBBED_HASH[..]),
+            "changed while it was restored (no scrubbed hash at offset {} any more)",
+            restoration.hash_offset
+        );
+    }
+    for occurrence in &change.occurrences {
+        let start = usize::try_from(occurrence.offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(occurrence.len))
+                == Some(&relocations[occurrence.relocation].old[..]),
+            "changed while it was restored (`{}` not at offset {} any more)",
+            String::from_utf8_lossy(&relocations[occurrence.relocation].old),
+            occurrence.offset
+        );
+    }
+    Ok(())
+}
+
+/// Rewrites the first name of an inode and links the others to the result.
+fn rewrite_group(
+    entries: &[Entry],
+    group: &[&Change],
+    relocations: &[Relocation],
+) -> Vec<EntryError> {
+    let leader = &entries[group[0].entry];
+    let result = Visit::detached(leader)
+        .reopen()
+        .and_then(|(file, metadata)| {
+            let contents =
+                storepatch_walk::read_from(&file, &leader.path, leader.len, ReadPolicy::default())?;
+            Ok((contents, metadata))
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|(contents, metadata)| {
+            still_planned(&contents, group[0], relocations)?;
+            let new = storepatch_rewrite::splice(&contents, &group[0].splices(relocations))
+                .context("the planned changes do not fit the file")?;
+            if new[..] != contents[..] {
+                storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
+            }
+            Ok(())
+        });
+    if let Err(err) = result {
+        return vec![EntryError {
+            path: leader.path.clone(),
+            message: format!("{err:#}"),
+        }];
+    }
+    group[1..]
+        .iter()
+        .filter_map(|change| {
+            let path = &entries[change.entry].path;
+            storepatch_rewrite::link_into_place(&leader.path, path)
+                .err()
+                .map(|err| EntryError {
+                    path: path.clone(),
+                    message: tree::error_chain(&err),
+                })
+        })
+        .collect()
+}
+
+fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow::Result<()> {
+    let target = fs_err::read_link(path)?;
+    let target = target.as_os_str().as_bytes();
+    still_planned(target, change, relocations)?;
+    let new_target = storepatch_rewrite::splice(target, &change.splices(relocations))
+        .context("the planned changes do not fit the symlink's target")?;
+    storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
+    Ok(())
+}
+
+/// Everything the report shows.
+struct Report<'run> {
+    store_dir: &'run StoreDir,
+    entries: &'run [Entry],
+    changes: &'run [Change],
+    unresolved: &'run BTreeMap<Vec<u8>, Unresolved>,
+    left: &'run [Left],
+    relocations: &'run [Relocation],
+    renamed: &'run BTreeMap<usize, PathBuf>,
+    errors: &'run [EntryError],
+    supplied: usize,
+}
+
+impl Report<'_> {
+    fn restored_paths(change: &Change, store_dir: &StoreDir) -> BTreeSet<Vec<u8>> {
+        change
+            .restorations
+            .iter()
+            .map(|restoration| store_dir.render(&restoration.path))
+            .collect()
+    }
+
+    fn relocated_olds(&self, occurrences: &[Occurrence]) -> BTreeSet<&[u8]> {
+        occurrences
+            .iter()
+            .map(|occurrence| self.relocations[occurrence.relocation].old.as_slice())
+            .collect()
+    }
+
+    fn places(&self, item: &Unresolved) -> Vec<(PathBuf, Location)> {
+        item.places
+            .iter()
+            .map(|&(entry, location)| (self.entries[entry].path.clone(), location))
+            .collect()
+    }
+
+    fn scrubbed(&self, name: &[u8]) -> Vec<u8> {
+        let mut path = self.store_dir.prefix().to_vec();
+        path.extend_from_slice(&SCRUBBED_HASH);
+        if !name.is_empty() {
+            path.push(b'-');
+            path.extend_from_slice(name);
+        }
+        path
+    }
+
+    fn print(&self, global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<()> {
+        let restored: usize = self
+            .changes
+            .iter()
+            .map(|change| change.restorations.len())
+            .sum();
+        let relocated: usize = self
+            .changes
+            .iter()
+            .map(|change| change.occurrences.len())
+            .sum();
+        let unresolved_references: usize =
+            self.unresolved.values().map(|item| item.places.len()).sum();
+        let count = |location| {
+            self.changes
+                .iter()
+                .filter(|change| change.location == location)
+                .count()
+        };
+        let mut out = Output::new();
+        if global.json {
+            for change in self.changes {
+                let path = &self.entries[change.entry].path;
+                out.json(&json!({
+                    "type": "restore",
+                    "path": path_value(path),
+                    "kind": change.location.as_str(),
+                    "references": change.restorations.len(),
+                    "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
+                    "relocated": change.occurrences.len(),
+                    "new_path": self.renamed.get(&change.entry).map(|path| path_value(path)),
+                }))?;
+            }
+            for (name, item) in self.unresolved {
+                out.json(&json!({
+                    "type": "unresolved",
+                    "name": bytes_value(name),
+                    "reason": if item.matches.is_empty() { "unknown" } else { "ambiguous" },
+                    "matches": item.matches.iter().map(|path| bytes_value(&self.store_dir.render(path))).collect::<Vec<_>>(),
+                    "places": self.places(item).iter().map(|(path, location)| json!({"path": path_value(path), "kind": location.as_str()})).collect::<Vec<_>>(),
+                }))?;
+            }
+            for left in self.left {
+                out.json(&json!({
+                    "type": "left",
+                    "path": path_value(&self.entries[left.entry].path),
+                    "reason": left.reason,
+                    "occurrences": left.occurrences.len(),
+                    "old": self.relocated_olds(&left.occurrences).iter().map(|old| bytes_value(old)).collect::<Vec<_>>(),
+                }))?;
+            }
+            for error in self.errors {
+                out.json(&json!({"type": "error", "path": path_value(&error.path), "message": error.message}))?;
+            }
+            out.json(&json!({
+                "type": "summary",
+                "dry_run": args.dry_run,
+                "store_dir": bytes_value(self.store_dir.as_bytes()),
+                "supplied": self.supplied,
+                "entries": self.entries.len(),
+                "references": restored,
+                "relocated": relocated,
+                "files": count(Location::Content),
+                "symlinks": count(Location::Symlink),
+                "names": count(Location::Name),
+                "unresolved_names": self.unresolved.len(),
+                "unresolved_references": unresolved_references,
+                "left_files": self.left.len(),
+                "errors": self.errors.len(),
+            }))?;
+            out.flush()?;
+            return Ok(());
+        }
+        let verb = if args.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        };
+        if !global.quiet {
+            for change in self.changes {
+                let path = &self.entries[change.entry].path;
+                let mut line = format!("{verb} {}:", path.display()).into_bytes();
+                if !change.restorations.is_empty() {
+                    line.extend_from_slice(
+                        format!(
+                            " {} reference{} to ",
+                            change.restorations.len(),
+                            plural(change.restorations.len())
+                        )
+                        .as_bytes(),
+                    );
+                    line.extend_from_slice(&join(Self::restored_paths(change, self.store_dir)));
+                }
+                if !change.occurrences.is_empty() {
+                    if !change.restorations.is_empty() {
+                        line.push(b';');
+                    }
+                    line.extend_from_slice(
+                        format!(
+                            " relocated {} occurrence{} of ",
+                            change.occurrences.len(),
+                            plural(change.occurrences.len())
+                        )
+                        .as_bytes(),
+                    );
+                    line.extend_from_slice(&join(
+                        self.relocated_olds(&change.occurrences)
+                            .into_iter()
+                            .map(<[u8]>::to_vec),
+                    ));
+                }
+                line.extend_from_slice(format!(" ({})", change.location.as_str()).as_bytes());
+                out.line(&line)?;
+            }
+        }
+        out.flush()?;
+        // What was left is something the user must act on: always shown, on stderr.
+        for (name, item) in self.unresolved {
+            let mut message = String::from_utf8_lossy(&self.scrubbed(name)).into_owned();
+            if item.matches.is_empty() {
+                message.push_str(" left scrubbed: no supplied store path has this name");
+            } else {
+                message.push_str(" left scrubbed: several supplied store paths have this name (");
+                message.push_str(
+                    &item
+                        .matches
+                        .iter()
+                        .map(|path| {
+                            String::from_utf8_lossy(&self.store_dir.render(path)).into_owned()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+                message.push(')');
+            }
+            message.push_str("; in ");
+            message.push_str(
+                &self
+                    .places(item)
+                    .iter()
+                    .map(|(path, location)| format!("{} ({})", path.display(), location.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            output::warning(&message);
+        }
+        for left in self.left {
+            let olds: Vec<String> = self
+                .relocated_olds(&left.occurrences)
+                .iter()
+                .map(|old| String::from_utf8_lossy(old).into_owned())
+                .collect();
+            output::warning(&format!(
+                "{}: {} occurrence{} of {} left as {}: the length of {} cannot change",
+                self.entries[left.entry].path.display(),
+                left.occurrences.len(),
+                plural(left.occurrences.len()),
+                olds.join(", "),
+                if olds.len() == 1 { "it is" } else { "they are" },
+                left.reason,
+            ));
+        }
+        for error in self.errors {
+            output::entry_error(&error.message);
+        }
+        output::message(
+            global.quiet,
+            &format!(
+                "{verb} {restored} references and relocated {relocated}: {} files, {} symlinks, {} names ({} entries scanned, {} store paths supplied, {unresolved_references} places with {} names left scrubbed, {} binary files left, {} errors)",
+                count(Location::Content),
+                count(Location::Symlink),
+                count(Location::Name),
+                self.entries.len(),
+                self.supplied,
+                self.unresolved.len(),
+                self.left.len(),
+                self.errors.len(),
+            ),
+        );
+        Ok(())
+    }
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
+fn join(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(&item);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbed_names_in_file_names() {
+        let name = b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-zlib-1.3.1.drv";
+        assert_eq!(scrubbed_in_name(name), [(0, &b"zlib-1.3.1.drv"[..])]);
+        // 33 `e`s are not a scrubbed hash; nor is one without a name.
+        assert!(scrubbed_in_name(b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-zlib").is_empty());
+        assert!(scrubbed_in_name(b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee").is_empty());
+    }
+}

@@ -1,0 +1,738 @@
+//! `storepatch restore`: scrub's inverse by name, relocation of a venv's location, real uv venvs.
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use storepatch_test::cmd_snapshot;
+use storepatch_test::fixture_store::{host_python, write_python_package};
+use storepatch_test::nix::NixJudge;
+
+use crate::common::{PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch};
+
+const SCRUBBED: &str = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+
+/// Every entry below `root`: relative path -> (kind, contents or target, mode).
+fn snapshot_tree(root: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
+    walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let metadata = fs_err::symlink_metadata(entry.path()).unwrap();
+            let (kind, bytes) = if metadata.file_type().is_symlink() {
+                (
+                    "symlink",
+                    fs_err::read_link(entry.path())
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else if metadata.is_dir() {
+                ("dir", Vec::new())
+            } else {
+                ("file", fs_err::read(entry.path()).unwrap())
+            };
+            (
+                entry.path().strip_prefix(root).unwrap().to_path_buf(),
+                (kind.to_owned(), bytes, metadata.mode()),
+            )
+        })
+        .collect()
+}
+
+fn python() -> String {
+    format!("/nix/store/{PYTHON_HASH}-python3-3.12.8")
+}
+
+fn zlib() -> String {
+    format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1")
+}
+
+#[test]
+fn restores_what_scrub_took() {
+    let tree = TestTree::small_venv();
+    let original = snapshot_tree(&tree.root);
+    run_ok(storepatch().arg("scrub").arg(&tree.root));
+    let candidates = tree.dir.path().join("inputs");
+    fs_err::write(
+        &candidates,
+        format!(
+            "# the build's inputs\n{}\n{}\n{}-source\n",
+            python(),
+            zlib(),
+            python()
+        ),
+    )
+    .unwrap();
+    cmd_snapshot!(tree.filters(), storepatch().arg("restore").arg("--candidates").arg(&candidates).arg("--store-path").arg(python()).arg(&tree.root), @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    restored [TMP]/tree/bin/python: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (symlink)
+    restored [TMP]/tree/bin/tool: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/ext/_speedups.so: 1 reference to /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1 (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/ext-1.0.dist-info/direct_url.json: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8-source (content)
+    restored [TMP]/tree/pyvenv.cfg: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (content)
+
+    ----- stderr -----
+    warning: /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-patch.txt left scrubbed: no supplied store path has this name; in [TMP]/tree/share/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-patch.txt (name)
+    restored 5 references and relocated 0: 4 files, 1 symlinks, 0 names (17 entries scanned, 3 store paths supplied, 1 places with 1 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    let restored = snapshot_tree(&tree.root);
+    // Everything is back but the bare hash in notes.txt: scrubbing it kept no name to go by.
+    let differences: Vec<&PathBuf> = original
+        .keys()
+        .filter(|path| original.get(*path) != restored.get(*path))
+        .collect();
+    assert_eq!(
+        differences,
+        [
+            Path::new(&format!("share/{PYTHON_HASH}-patch.txt")),
+            Path::new("share/notes.txt"),
+        ],
+        "entries that differ from before the scrub"
+    );
+    assert_eq!(
+        fs_err::read_to_string(tree.path("share/notes.txt")).unwrap(),
+        format!("built against {SCRUBBED}\n")
+    );
+    // The file named after a bare hash keeps `eeee…-patch.txt`: no supplied path is named
+    // `patch.txt` (it is reported, exit 1).
+    assert!(tree.path(&format!("share/{SCRUBBED}-patch.txt")).exists());
+}
+
+#[test]
+fn second_run_changes_nothing_and_dry_run_writes_nothing() {
+    let tree = TestTree::small_venv();
+    run_ok(storepatch().arg("scrub").arg(&tree.root));
+    let source = format!("{}-source", python());
+    let args = |command: &mut Command| {
+        command
+            .arg("restore")
+            .args(["--store-path", &python(), "--store-path", &zlib()])
+            .args(["--store-path", &source])
+            .arg(&tree.root);
+    };
+    let before = snapshot_tree(&tree.root);
+    let identities: Vec<_> = before
+        .keys()
+        .map(|path| identity(&tree.root.join(path)))
+        .collect();
+    let mut dry = storepatch();
+    args(&mut dry);
+    let output = dry.arg("--dry-run").output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("would restore"));
+    assert_eq!(snapshot_tree(&tree.root), before);
+    assert_eq!(
+        before
+            .keys()
+            .map(|path| identity(&tree.root.join(path)))
+            .collect::<Vec<_>>(),
+        identities
+    );
+
+    let mut first = storepatch();
+    args(&mut first);
+    // Exit 1: the file named after a bare hash has no store path name to go by.
+    assert_eq!(first.status().unwrap().code(), Some(1));
+    let after = snapshot_tree(&tree.root);
+    let identities: Vec<_> = after
+        .keys()
+        .map(|path| identity(&tree.root.join(path)))
+        .collect();
+    let mut second = storepatch();
+    args(&mut second);
+    cmd_snapshot!(tree.filters(), second, @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    warning: /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-patch.txt left scrubbed: no supplied store path has this name; in [TMP]/tree/share/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-patch.txt (name)
+    restored 0 references and relocated 0: 0 files, 0 symlinks, 0 names (17 entries scanned, 3 store paths supplied, 1 places with 1 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(snapshot_tree(&tree.root), after);
+    assert_eq!(
+        after
+            .keys()
+            .map(|path| identity(&tree.root.join(path)))
+            .collect::<Vec<_>>(),
+        identities
+    );
+}
+
+#[test]
+fn unknown_and_ambiguous_names_are_reported_and_left() {
+    let tree = TestTree::new();
+    tree.write(
+        "pyvenv.cfg",
+        format!("home = /nix/store/{SCRUBBED}-python3-3.12.8/bin\n"),
+    );
+    tree.write(
+        "bin/tool",
+        format!("#!/nix/store/{SCRUBBED}-python3-3.12.8/bin/python3.12\n"),
+    );
+    tree.symlink(
+        "lib/libz.so.1",
+        format!("/nix/store/{SCRUBBED}-zlib-1.3.1/lib/libz.so.1"),
+    );
+    tree.write(
+        "share/doc",
+        format!("see /nix/store/{SCRUBBED}-openssl-3.0.15/share\n"),
+    );
+    let before = snapshot_tree(&tree.root);
+    let other_python = "/nix/store/2c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8";
+    let mut command = storepatch();
+    command
+        .arg("restore")
+        .args(["--store-path", &python(), "--store-path", other_python])
+        .args(["--store-path", &zlib()])
+        .arg(&tree.root);
+    cmd_snapshot!(tree.filters(), command, @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    restored [TMP]/tree/lib/libz.so.1: 1 reference to /nix/store/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-zlib-1.3.1 (symlink)
+
+    ----- stderr -----
+    warning: /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-openssl-3.0.15 left scrubbed: no supplied store path has this name; in [TMP]/tree/share/doc (content)
+    warning: /nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.8 left scrubbed: several supplied store paths have this name (/nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8, /nix/store/2c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8); in [TMP]/tree/bin/tool (content), [TMP]/tree/pyvenv.cfg (content)
+    restored 1 references and relocated 0: 0 files, 1 symlinks, 0 names (8 entries scanned, 3 store paths supplied, 3 places with 2 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    let after = snapshot_tree(&tree.root);
+    // Only the symlink changed; the ambiguous and unknown names were left exactly as they were.
+    for (path, entry) in &before {
+        if path == Path::new("lib/libz.so.1") {
+            assert_eq!(
+                entry.1,
+                format!("/nix/store/{SCRUBBED}-zlib-1.3.1/lib/libz.so.1").as_bytes()
+            );
+            assert_eq!(
+                after[path].1,
+                format!("{}/lib/libz.so.1", zlib()).as_bytes()
+            );
+        } else {
+            assert_eq!(&after[path], entry, "{}", path.display());
+        }
+    }
+
+    let output = storepatch()
+        .args([
+            "--json",
+            "restore",
+            "--store-path",
+            &python(),
+            "--store-path",
+            other_python,
+        ])
+        .arg("--dry-run")
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let lines = json_lines(&output.stdout);
+    let unresolved: Vec<_> = lines
+        .iter()
+        .filter(|line| line["type"] == "unresolved")
+        .map(|line| {
+            (
+                line["name"]["text"].clone(),
+                line["reason"].clone(),
+                line["places"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unresolved,
+        [
+            ("openssl-3.0.15".into(), "unknown".into(), 1),
+            ("python3-3.12.8".into(), "ambiguous".into(), 2),
+        ]
+    );
+}
+
+/// The files a venv records its own location in, as uv and pip write them (see DESIGN.md §8).
+fn relocatable_tree(tree: &TestTree, old: &str) {
+    tree.write(
+        "bin/tool",
+        format!("#!{old}/bin/python\n# -*- coding: utf-8 -*-\nimport sys\nfrom tool import main\n"),
+    );
+    tree.write(
+        "bin/activate",
+        format!("VIRTUAL_ENV='{old}'\nexport VIRTUAL_ENV\n"),
+    );
+    tree.write(
+        "bin/activate.fish",
+        format!("set -gx VIRTUAL_ENV '{old}'\n"),
+    );
+    tree.write(
+        "pyvenv.cfg",
+        format!("home = /nix/store/{SCRUBBED}-python3-3.12.8/bin\nprompt = demo\n"),
+    );
+    tree.symlink(
+        "bin/python",
+        format!("/nix/store/{SCRUBBED}-python3-3.12.8/bin/python3.12"),
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo-1.0.dist-info/RECORD",
+        format!("{old}/bin/tool,sha256=abc,80\ndemo/__init__.py,,\n"),
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json",
+        format!("{{\"url\": \"file://{old}/src\", \"dir_info\": {{\"editable\": true}}}}\n"),
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo.pth",
+        format!("{old}/src\n"),
+    );
+    let mut pyc = b"\xa7\x0d\x0d\x0a\0\0\0\0".to_vec();
+    pyc.extend_from_slice(format!("\x10{old}/src/demo/__init__.py").as_bytes());
+    tree.write(
+        "lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc",
+        pyc,
+    );
+    let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
+    elf.extend_from_slice(format!("{old}/lib\0").as_bytes());
+    tree.write("lib/python3.12/site-packages/demo/_speedups.so", elf);
+}
+
+#[test]
+fn relocates_every_text_kind_and_reports_binaries() {
+    let tree = TestTree::new();
+    let old = "/build/source/.venv";
+    relocatable_tree(&tree, old);
+    let new = format!("/nix/store/{ZLIB_HASH}-demo-env");
+    let mut command = storepatch();
+    command
+        .arg("restore")
+        .args(["--store-path", &python()])
+        .arg("--relocate")
+        .arg(format!("{old}={new}"))
+        .arg(&tree.root);
+    cmd_snapshot!(tree.filters(), command, @"
+    success: false
+    exit_code: 1
+    ----- stdout -----
+    restored [TMP]/tree/bin/activate: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/bin/activate.fish: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/bin/python: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (symlink)
+    restored [TMP]/tree/bin/tool: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/RECORD: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo.pth: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/pyvenv.cfg: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (content)
+
+    ----- stderr -----
+    warning: [TMP]/tree/lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc: 1 occurrence of /build/source/.venv left as it is: the length of Python bytecode cannot change
+    warning: [TMP]/tree/lib/python3.12/site-packages/demo/_speedups.so: 1 occurrence of /build/source/.venv left as it is: the length of an ELF file cannot change
+    restored 2 references and relocated 6: 7 files, 1 symlinks, 0 names (18 entries scanned, 1 store paths supplied, 0 places with 0 names left scrubbed, 2 binary files left, 0 errors)
+    ");
+    let read = |relative: &str| fs_err::read_to_string(tree.path(relative)).unwrap();
+    assert!(read("bin/tool").starts_with(&format!("#!{new}/bin/python\n")));
+    assert_eq!(
+        read("bin/activate"),
+        format!("VIRTUAL_ENV='{new}'\nexport VIRTUAL_ENV\n")
+    );
+    assert_eq!(
+        read("bin/activate.fish"),
+        format!("set -gx VIRTUAL_ENV '{new}'\n")
+    );
+    assert_eq!(
+        read("pyvenv.cfg"),
+        format!("home = {}/bin\nprompt = demo\n", python())
+    );
+    assert_eq!(
+        read("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD"),
+        format!("{new}/bin/tool,sha256=abc,80\ndemo/__init__.py,,\n")
+    );
+    assert!(
+        read("lib/python3.12/site-packages/demo-1.0.dist-info/direct_url.json")
+            .contains(&format!("file://{new}/src"))
+    );
+    assert_eq!(
+        read("lib/python3.12/site-packages/demo.pth"),
+        format!("{new}/src\n")
+    );
+    // Binary files keep their bytes.
+    let pyc = fs_err::read(
+        tree.path("lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc"),
+    )
+    .unwrap();
+    assert!(
+        pyc.windows(old.len())
+            .any(|window| window == old.as_bytes())
+    );
+    // The tool keeps its mode.
+    assert_eq!(
+        fs_err::metadata(tree.path("bin/tool")).unwrap().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn a_scrubbed_old_location_is_relocated_not_restored() {
+    // The FOD's own `$out`, scrubbed, is also a supplied input of the main derivation: it must
+    // become the new `$out`, never the FOD's path.
+    let tree = TestTree::new();
+    let fod = "/nix/store/3c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python-deps";
+    let old = format!("/nix/store/{SCRUBBED}-python-deps");
+    let new = format!("/nix/store/{ZLIB_HASH}-app");
+    tree.write("bin/tool", format!("#!{old}/bin/python\n"));
+    let output = run_ok(
+        storepatch()
+            .args(["restore", "--store-path", fod, "--relocate"])
+            .arg(format!("{old}={new}"))
+            .arg(&tree.root),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        fs_err::read_to_string(tree.path("bin/tool")).unwrap(),
+        format!("#!{new}/bin/python\n")
+    );
+}
+
+#[test]
+fn bad_relocation_is_a_usage_error() {
+    let tree = TestTree::new();
+    let mut command = storepatch();
+    command
+        .args(["restore", "--relocate", "=/x"])
+        .arg(&tree.root);
+    cmd_snapshot!(tree.filters(), command, @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: `--relocate =/x`: expected OLD=NEW with a non-empty OLD
+    ");
+}
+
+/// The uv project under `testdata/venvs/uv-compiled` (compiled wheels and console scripts).
+fn uv_project() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/venvs/uv-compiled")
+}
+
+/// Wheels are cached under `target/`, so the index is only asked once per checkout.
+fn uv_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/uv-cache")
+}
+
+/// `uv`, or `None` (with a message) when it is not installed and this is not CI.
+fn uv_or_skip(test_name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("uv"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none_or(|value| value != "true"),
+            "{test_name}: uv not found, but CI=true requires it (pip install uv)"
+        );
+        // Straight to the process's stderr, so a skipped test never looks like a silent pass.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("skipping {test_name}: uv not found (pip install uv to run it)\n").as_bytes(),
+        );
+    }
+    found
+}
+
+/// A real venv made by `uv sync` in `<dir>/build/.venv` with a Python that lives in the real
+/// store, byte-compiled the way `UV_COMPILE_BYTECODE=1` does. Returns the interpreter's store path.
+fn real_uv_venv(nix: &NixJudge, uv: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let host = host_python()?;
+    let staged = dir.join(host.package_name());
+    write_python_package(host, &staged)?;
+    let python = nix.add(&staged)?;
+    let build = dir.join("build");
+    fs_err::create_dir_all(&build)?;
+    for file in ["pyproject.toml", "uv.lock"] {
+        fs_err::copy(uv_project().join(file), build.join(file))?;
+    }
+    let output = Command::new(uv)
+        .args([
+            "sync",
+            "--frozen",
+            "--no-install-project",
+            "--no-dev",
+            "--quiet",
+        ])
+        .arg("--python")
+        .arg(python.join(format!("bin/python{}", host.version)))
+        .current_dir(&build)
+        .env("UV_CACHE_DIR", uv_cache())
+        .env("UV_LINK_MODE", "copy")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_COMPILE_BYTECODE", "1")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "uv sync failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(python)
+}
+
+fn import_everything(venv: &Path) -> std::process::Output {
+    Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sys, lxml.etree, cryptography.hazmat.bindings._rust, pydantic_core, \
+             psycopg, psycopg_binary, yaml, markdown, pygments\n\
+             assert yaml.__with_libyaml__ or True\n\
+             print(sys.prefix)",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
+    let Some(nix) = NixJudge::new_or_skip("real_uv_venv_scrubbed_then_restored_and_relocated")?
+    else {
+        return Ok(());
+    };
+    let Some(uv) = uv_or_skip("real_uv_venv_scrubbed_then_restored_and_relocated") else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let python = real_uv_venv(&nix, &uv, dir.path())?;
+    let built = dir.path().join("build/.venv");
+    // What uv wrote: the shebangs and activate scripts name the build directory.
+    let shebang = fs_err::read_to_string(built.join("bin/markdown_py"))?;
+    assert!(shebang.starts_with(&format!("#!{}/bin/python\n", built.display())));
+
+    // The FOD: copy out and scrub.
+    let fod = dir.path().join("fod");
+    run_ok(Command::new("cp").arg("-a").arg(&built).arg(&fod));
+    run_ok(storepatch().arg("scrub").arg("-q").arg(&fod));
+
+    // The main derivation: copy the FOD's output to `$out`, restore, relocate.
+    let out = dir.path().join("out");
+    let restore = |threads: &str, target: &Path| {
+        run_ok(Command::new("cp").arg("-a").arg(&fod).arg(target));
+        storepatch()
+            .args(["--json", "--threads", threads, "restore", "--store-path"])
+            .arg(&python)
+            .arg("--relocate")
+            .arg(format!("{}={}", built.display(), target.display()))
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let output = restore("1", &out);
+    // The byte-compiled files hold the build directory and cannot change length: exit 1, and
+    // each one is named.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output.stdout);
+    let left: Vec<&serde_json::Value> =
+        lines.iter().filter(|line| line["type"] == "left").collect();
+    assert!(!left.is_empty());
+    assert!(left.iter().all(|line| {
+        line["reason"] == "Python bytecode"
+            && line["path"]["text"].as_str().is_some_and(|path| {
+                Path::new(path).extension() == Some(std::ffi::OsStr::new("pyc"))
+            })
+    }));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["unresolved_names"], 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+
+    // Every package imports, sys.prefix is the output, every console script runs.
+    let imported = import_everything(&out);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&imported.stdout).trim(),
+        out.display().to_string()
+    );
+    let markdown = Command::new(out.join("bin/markdown_py"))
+        .arg(out.join("pyvenv.cfg"))
+        .env_clear()
+        .output()?;
+    assert!(
+        markdown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&markdown.stderr)
+    );
+    let pygmentize = Command::new(out.join("bin/pygmentize"))
+        .args(["-L", "lexers"])
+        .env_clear()
+        .output()?;
+    assert!(
+        pygmentize.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pygmentize.stderr)
+    );
+    assert_eq!(
+        fs_err::read_to_string(out.join("pyvenv.cfg"))?
+            .lines()
+            .next(),
+        Some(format!("home = {}/bin", python.display()).as_str())
+    );
+    // The audit finds the venv healthy (and, before the restore, it did not).
+    let audit = storepatch().arg("audit").arg(&out).output()?;
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let audit = storepatch().args(["--json", "audit"]).arg(&fod).output()?;
+    assert_eq!(audit.status.code(), Some(1));
+    let kinds: std::collections::BTreeSet<String> = json_lines(&audit.stdout)
+        .iter()
+        .filter(|line| line["type"] == "problem")
+        .map(|line| line["kind"].as_str().unwrap().to_owned())
+        .collect();
+    // (The shebangs still resolve: the build directory is still there.)
+    assert!(
+        kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"),
+        "{kinds:?}"
+    );
+    // Nothing names the build directory any more but the bytecode reported above.
+    let grep = Command::new("grep")
+        .arg("-rlF")
+        .arg(built.as_os_str())
+        .arg(&out)
+        .output()?;
+    let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    holding.sort();
+    let mut reported: Vec<String> = left
+        .iter()
+        .map(|line| line["path"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    reported.sort();
+    assert_eq!(holding, reported);
+
+    // The same result for any thread count, and a second run changes nothing.
+    let other = dir.path().join("out-threads");
+    let output = restore("4", &other);
+    assert_eq!(output.status.code(), Some(1));
+    let normalise = |root: &Path| -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
+        snapshot_tree(root)
+            .into_iter()
+            .map(|(path, (kind, bytes, mode))| {
+                let bytes = match String::from_utf8(bytes) {
+                    Ok(text) => text
+                        .replace(&root.display().to_string(), "[OUT]")
+                        .into_bytes(),
+                    Err(err) => err.into_bytes(),
+                };
+                (path, (kind, bytes, mode))
+            })
+            .collect()
+    };
+    let (first, second) = (normalise(&out), normalise(&other));
+    let differing: Vec<&PathBuf> = first
+        .keys()
+        .chain(second.keys())
+        .filter(|path| first.get(*path) != second.get(*path))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "differ between thread counts: {differing:?}"
+    );
+    let before = snapshot_tree(&out);
+    let again = storepatch()
+        .args(["--json", "restore", "--store-path"])
+        .arg(&python)
+        .arg("--relocate")
+        .arg(format!("{}={}", built.display(), out.display()))
+        .arg(&out)
+        .output()?;
+    let again_lines = json_lines(&again.stdout);
+    assert!(
+        again_lines.iter().all(|line| line["type"] != "restore"),
+        "{again_lines:?}"
+    );
+    assert_eq!(snapshot_tree(&out), before);
+    Ok(())
+}
+
+/// Runs `nix/hooks/storepatch-restore-hook.sh` the way stdenv's fixupPhase does for one output
+/// (`prefix` set, `fixupOutputHooks` run in order), with the real binary substituted for
+/// `@storepatch@` and the inputs in the environment as a Nix build has them.
+fn run_restore_hook(output: &Path, variables: &[(&str, &str)]) -> std::process::Output {
+    let hook = fs_err::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nix/hooks/storepatch-restore-hook.sh"),
+    )
+    .unwrap()
+    .replace("@storepatch@", env!("CARGO_BIN_EXE_storepatch"));
+    let script = output.with_extension("hook.sh");
+    fs_err::write(
+        &script,
+        format!(
+            "set -euo pipefail\ndeclare -a fixupOutputHooks=()\n{hook}\n\
+             for hook in \"${{fixupOutputHooks[@]}}\"; do \"$hook\"; done\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("bash");
+    command
+        .arg(&script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("STOREPATCH_NO_PROGRESS", "1")
+        .env("prefix", output)
+        .env("out", output)
+        .env("buildInputs", format!("{} {}", python(), zlib()));
+    for (name, value) in variables {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn restore_hook_restores_from_the_inputs_and_relocates_the_venv() {
+    let tree = TestTree::new();
+    relocatable_tree(&tree, "/build/source/.venv");
+    // Not a venv file, but a location only the knob knows about.
+    tree.write("share/notes.txt", "built in /build/source\n");
+    let before = snapshot_tree(&tree.root);
+    let skipped = run_restore_hook(&tree.root, &[("dontStorepatchRestore", "1")]);
+    assert!(skipped.status.success());
+    assert_eq!(snapshot_tree(&tree.root), before);
+
+    let output = run_restore_hook(&tree.root, &[("storepatchRelocate", "/build/source=/src")]);
+    // The bytecode and the ELF file still name the build directory: reported, not fatal.
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot change"), "{stderr}");
+    let read = |relative: &str| fs_err::read_to_string(tree.path(relative)).unwrap();
+    let root = tree.root.display().to_string();
+    assert_eq!(
+        read("bin/activate"),
+        format!("VIRTUAL_ENV='{root}'\nexport VIRTUAL_ENV\n")
+    );
+    assert!(read("bin/tool").starts_with(&format!("#!{root}/bin/python\n")));
+    assert_eq!(
+        read("pyvenv.cfg"),
+        format!("home = {}/bin\nprompt = demo\n", python())
+    );
+    assert_eq!(
+        fs_err::read_link(tree.path("bin/python")).unwrap(),
+        Path::new(&format!("{}/bin/python3.12", python()))
+    );
+    assert_eq!(read("share/notes.txt"), "built in /src\n");
+}
