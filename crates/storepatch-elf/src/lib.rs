@@ -58,7 +58,7 @@ mod read;
 mod tests;
 
 pub use error::{Error, Result};
-pub use file::{Outcome, apply_to_file, apply_to_file_as};
+pub use file::{Outcome, apply_to_file, apply_to_file_as, read_file};
 pub use plan::{Patch, Write, plan};
 
 use read::{DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, Parsed};

@@ -257,16 +257,16 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         || invocation.print_rpath
         || invocation.print_needed;
     if wants_print {
-        let bytes = fs_err::read(file)?;
+        // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
+        let bytes = storepatch_elf::read_file(file)?;
         let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);
-    if invocation.edits == ElfEdits::default() {
-        if output != file {
-            let bytes = fs_err::read(file)?;
-            fs_err::write(output, bytes)?;
-        }
+    if invocation.edits == ElfEdits::default() && output == file {
+        // Still parsed and validated, as patchelf does: malformed input is an error.
+        let bytes = storepatch_elf::read_file(file)?;
+        ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         return Ok(());
     }
     // The error names the file already.

@@ -1363,3 +1363,148 @@ fn library_without_section_headers_moves_its_program_headers() {
     assert_eq!(phoff(&library), before);
     assert_eq!(run_program(&program), EXPECTED);
 }
+
+/// A character device, a FIFO, a socket and a directory as `--output`, input, or in-place file:
+/// a device is written into (never renamed over), the rest is refused with an error naming the
+/// file, nothing is read without bound, nothing blocks, and no file is left behind. The devices
+/// are made with mknod in the test's own directory (the machine's `/dev/null` is not touched).
+#[test]
+fn special_files_are_never_replaced_nor_read_without_bound() {
+    use std::os::unix::fs::FileTypeExt;
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let null = fixture.path("null");
+    let zero = fixture.path("zero");
+    let have_devices = run(Command::new("mknod").arg(&null).args(["c", "1", "3"]))
+        .status
+        .success()
+        && run(Command::new("mknod").arg(&zero).args(["c", "1", "5"]))
+            .status
+            .success();
+    if !have_devices {
+        eprintln!("skipping the device cases: mknod is not permitted here");
+    }
+    let fifo = fixture.path("fifo");
+    checked(Command::new("mkfifo").arg(&fifo));
+    let socket = fixture.path("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let directory = fixture.path("directory");
+    fs_err::create_dir(&directory).unwrap();
+    let entries = |dir: &Path| {
+        let mut names: Vec<_> = fs_err::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = entries(fixture.dir.path());
+    let copy = fixture.path("copy");
+    let long = format!("/{}", "x".repeat(300));
+    // With a timeout: a FIFO must be refused, not waited on.
+    let patchelf = |args: &[&OsStr]| {
+        run(Command::new("timeout")
+            .arg("20")
+            .arg(fixture.path("patchelf"))
+            .args(args))
+    };
+    if have_devices {
+        // In place, in the layout, and unchanged: written into, still a character device.
+        for rpath in ["/x", long.as_str(), ""] {
+            let mut args: Vec<&OsStr> = Vec::new();
+            if !rpath.is_empty() {
+                args.extend([OsStr::new("--set-rpath"), OsStr::new(rpath)]);
+            }
+            args.extend([
+                OsStr::new("--output"),
+                null.as_os_str(),
+                library.as_os_str(),
+            ]);
+            let output = patchelf(&args);
+            assert!(output.status.success(), "{rpath}: {output:?}");
+            assert!(
+                fs_err::metadata(&null)
+                    .unwrap()
+                    .file_type()
+                    .is_char_device(),
+                "{rpath}"
+            );
+        }
+        // `/dev/zero` gives bytes without end: refused at once, not read.
+        for print in ["--print-rpath", "--print-needed"] {
+            let output = patchelf(&[OsStr::new(print), zero.as_os_str()]);
+            assert_eq!(output.status.code(), Some(1), "{output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("zero: a character device, not a regular file; refusing to read"),
+                "{stderr}"
+            );
+        }
+        let output = patchelf(&[
+            OsStr::new("--set-rpath"),
+            OsStr::new("/x"),
+            null.as_os_str(),
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(
+            fs_err::metadata(&null)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+    let refused = [
+        (&fifo, "a FIFO"),
+        (&socket, "a socket"),
+        (&directory, "a directory"),
+    ];
+    for (file, kind) in refused {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for rpath in ["/x", long.as_str()] {
+            let output = patchelf(&[
+                OsStr::new("--set-rpath"),
+                OsStr::new(rpath),
+                OsStr::new("--output"),
+                file.as_os_str(),
+                library.as_os_str(),
+            ]);
+            assert_eq!(output.status.code(), Some(1), "{name}: {output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "{name}: {kind}, not a regular file; refusing to replace it"
+                )),
+                "{stderr}"
+            );
+        }
+        // As input: to print, to edit in place, to copy.
+        for args in [
+            vec![OsStr::new("--print-rpath"), file.as_os_str()],
+            vec![
+                OsStr::new("--set-rpath"),
+                OsStr::new("/x"),
+                file.as_os_str(),
+            ],
+            vec![OsStr::new("--output"), copy.as_os_str(), file.as_os_str()],
+        ] {
+            let output = patchelf(&args);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "{name}: {kind}, not a regular file; refusing to read it"
+                )),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(fs_err::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs_err::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(before, entries(fixture.dir.path()), "no file left behind");
+    assert!(entries(&directory).is_empty());
+}
