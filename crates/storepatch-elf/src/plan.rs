@@ -7,8 +7,9 @@
 use std::ops::Range;
 use std::path::Path;
 
+use goblin::elf::dynamic::DT_DEBUG;
 use goblin::elf::program_header::{
-    PF_R, PF_W, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
+    PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
 };
 use goblin::elf::section_header::{SHT_NOBITS, SHT_STRTAB};
 
@@ -261,8 +262,12 @@ impl Planner<'_> {
         if let Some(abi) = edits.os_abi {
             push_diff(&mut self.writes, self.bytes, 7, &[abi]);
         }
+        if let Some(executable) = edits.execstack {
+            self.set_execstack(executable)?;
+        }
         let mut entries = self.model_entries()?;
         let needs_dynamic = edits.soname.is_some()
+            || edits.add_debug_tag
             || edits.run_path.is_some()
             || !edits.add_run_path.is_empty()
             || !edits.remove_needed.is_empty()
@@ -336,6 +341,36 @@ impl Planner<'_> {
             entries,
             edits: edits.clone(),
         })))
+    }
+
+    /// Sets or clears `PF_X` of `PT_GNU_STACK` (patchelf's `--set-execstack`/`--clear-execstack`).
+    fn set_execstack(&mut self, executable: bool) -> Result<()> {
+        let Some(index) = self
+            .parsed
+            .segments
+            .iter()
+            .position(|s| s.p_type == PT_GNU_STACK)
+        else {
+            return Err(Error::Unsupported {
+                what: "adding a PT_GNU_STACK program header to a file that has none",
+            });
+        };
+        let segment = &mut self.parsed.segments[index];
+        let flags = if executable {
+            segment.flags | PF_X
+        } else {
+            segment.flags & !PF_X
+        };
+        if flags == segment.flags {
+            return Ok(());
+        }
+        // The relayout re-encodes program headers from `segments`, so it keeps the new flags.
+        segment.flags = flags;
+        let field = if self.codec.is64 { 4 } else { 24 };
+        let at = self.parsed.phoff + index as u64 * self.codec.phdr_size() + field;
+        let encoded = self.codec.encode_u32(flags);
+        push_diff(&mut self.writes, self.bytes, at, &encoded);
+        Ok(())
     }
 
     /// Maps a file offset to a virtual address through the `PT_LOAD` segments.
@@ -478,6 +513,17 @@ impl Planner<'_> {
                 entries.insert(added, Entry::new_text(DT_NEEDED, name));
                 added += 1;
             }
+        }
+        // patchelf's `--add-debug-tag`: a `DT_DEBUG` in front, unless there is one.
+        if edits.add_debug_tag && !entries.iter().any(|e| e.tag == DT_DEBUG) {
+            entries.insert(
+                0,
+                Entry {
+                    tag: DT_DEBUG,
+                    value: Value::Number(0),
+                    original: None,
+                },
+            );
         }
         if edits.no_default_lib {
             match entries.iter_mut().find(|e| e.tag == DT_FLAGS_1) {

@@ -19,7 +19,7 @@ use storepatch_elf::{ElfEdits, ElfInfo, Options, Outcome, RunPathEdit};
 const VERSION: &str = concat!(
     "storepatch-elf ",
     env!("CARGO_PKG_VERSION"),
-    " (patchelf 0.18 compatible)"
+    " (patchelf 0.19 compatible)"
 );
 
 const USAGE: &str = "\
@@ -37,6 +37,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--shrink-rpath]
   [--allowed-rpath-prefixes PREFIXES]  With --shrink-rpath, drop entries outside these prefixes
   [--print-rpath]
+  [--print-execstack]              Prints whether the object requests an executable stack
+  [--clear-execstack]
+  [--set-execstack]
   [--force-rpath]
   [--add-needed LIBRARY]
   [--remove-needed LIBRARY]
@@ -44,6 +47,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--print-needed]
   [--no-default-lib]
   [--clear-symbol-version SYMBOL]
+  [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
+  [--no-sort]                      Accepted; new segments are never sorted here
+  [--no-clobber-old-sections]      Accepted; moved sections are left as they are
   [--output FILE]
   [--debug]
   [--version]
@@ -63,6 +69,9 @@ struct Invocation {
     print_soname: bool,
     print_rpath: bool,
     print_needed: bool,
+    print_execstack: bool,
+    set_execstack: bool,
+    clear_execstack: bool,
     shrink_rpath: bool,
     remove_rpath: bool,
     set_rpath: Option<Vec<u8>>,
@@ -156,6 +165,16 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.replace_needed.push((old, new));
             }
             Some("--print-needed") => invocation.print_needed = true,
+            Some("--print-execstack") => invocation.print_execstack = true,
+            Some("--set-execstack") => invocation.set_execstack = true,
+            Some("--clear-execstack") => invocation.clear_execstack = true,
+            Some("--add-debug-tag") => invocation.edits.add_debug_tag = true,
+            // Both only change how patchelf lays out its rewrite; this layout never sorts
+            // segments nor overwrites the old copies of moved sections.
+            Some("--no-sort" | "--no-clobber-old-sections") => {}
+            Some(option @ ("--rename-dynamic-symbols" | "--build-resolution-cache")) => {
+                bail!("{option} is not supported by this version of storepatch elf");
+            }
             Some("--no-default-lib") => invocation.edits.no_default_lib = true,
             Some("--clear-symbol-version") => {
                 let name = value(&mut args, "--clear-symbol-version")?;
@@ -173,6 +192,14 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--") => invocation.files.extend(args.by_ref().map(PathBuf::from)),
             Some(option) if option.starts_with("--") => bail!("unknown option `{option}`"),
             _ => invocation.files.push(PathBuf::from(arg)),
+        }
+    }
+    // patchelf's precedence: printing wins over clearing, clearing over setting.
+    if !invocation.print_execstack {
+        if invocation.clear_execstack {
+            invocation.edits.execstack = Some(false);
+        } else if invocation.set_execstack {
+            invocation.edits.execstack = Some(true);
         }
     }
     // patchelf's precedence among run path operations.
@@ -255,6 +282,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         || invocation.print_os_abi
         || invocation.print_soname
         || invocation.print_rpath
+        || invocation.print_execstack
         || invocation.print_needed;
     if wants_print {
         // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
@@ -324,6 +352,14 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
         }
         out.write_all(info.run_path().unwrap_or_default())?;
         out.write_all(b"\n")?;
+    }
+    if invocation.print_execstack {
+        let state = match info.execstack {
+            Some(true) => 'X',
+            Some(false) => '-',
+            None => '?',
+        };
+        writeln!(out, "execstack: {state}")?;
     }
     if invocation.print_needed {
         if !info.has_dynamic {

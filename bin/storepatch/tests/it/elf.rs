@@ -214,7 +214,7 @@ fn version_says_patchelf_compatible() {
     let output = checked(fixture.patchelf().arg("--version"));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.18 compatible"),
+        stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.19 compatible"),
         "{stdout}"
     );
     let output = checked(
@@ -1507,4 +1507,96 @@ fn special_files_are_never_replaced_nor_read_without_bound() {
     );
     assert_eq!(before, entries(fixture.dir.path()), "no file left behind");
     assert!(entries(&directory).is_empty());
+}
+
+/// `--print-execstack`, `--set-execstack`, `--clear-execstack` and `--add-debug-tag` (patchelf
+/// 0.19): the execstack edits give byte-identical files to the real patchelf, the printed state
+/// matches, the edited programs still run (an executable stack is really granted: readelf says
+/// `RWE`), and a library with a new `DT_DEBUG` still loads.
+#[test]
+fn execstack_and_debug_tag_options() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let rpath = format!("-Wl,-rpath,{}", fixture.dir.path().display());
+    let program = fixture.program("main", &[&rpath]);
+    for (name, file) in [("library", &library), ("program", &program)] {
+        for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
+            let ours = fixture.copy(file, "ours");
+            checked(fixture.patchelf().arg(operation).arg(&ours));
+            let printed = print(&fixture, "--print-execstack", &ours);
+            assert_eq!(
+                printed,
+                format!("execstack: {state}\n"),
+                "{name} {operation}"
+            );
+            if let Some(theirs) = real_patchelf(&fixture, file, &[operation]) {
+                assert_eq!(
+                    fs_err::read(&ours).unwrap(),
+                    fs_err::read(&theirs).unwrap(),
+                    "{name} {operation}: differs from patchelf"
+                );
+                let output = checked(
+                    Command::new("patchelf")
+                        .arg("--print-execstack")
+                        .arg(&theirs),
+                );
+                assert_eq!(String::from_utf8_lossy(&output.stdout), printed);
+            }
+            let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&ours));
+            let stack = String::from_utf8_lossy(&headers.stdout)
+                .lines()
+                .find(|line| line.contains("GNU_STACK"))
+                .map(str::to_owned)
+                .unwrap();
+            assert_eq!(stack.contains("RWE"), state == "X", "{stack}");
+            assert_readelf_clean(&ours);
+            if name == "program" {
+                assert_eq!(run_program(&ours), EXPECTED);
+            }
+            // The same edit again changes nothing.
+            let before = fs_err::read(&ours).unwrap();
+            checked(fixture.patchelf().arg(operation).arg(&ours));
+            assert_eq!(before, fs_err::read(&ours).unwrap());
+        }
+    }
+    // Printing wins over an edit given with it, as in patchelf.
+    let ours = fixture.copy(&program, "ours");
+    let before = fs_err::read(&ours).unwrap();
+    let output = checked(
+        fixture
+            .patchelf()
+            .args(["--print-execstack", "--set-execstack"])
+            .arg(&ours),
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "execstack: -\n");
+    assert_eq!(before, fs_err::read(&ours).unwrap());
+
+    let debug_entries = |file: &Path| -> Vec<usize> {
+        let output = checked(Command::new("readelf").args(["-d", "-W"]).arg(file));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.trim().starts_with("0x"))
+            .enumerate()
+            .filter(|(_, line)| line.contains("(DEBUG)"))
+            .map(|(index, _)| index)
+            .collect()
+    };
+    // A library gets a DT_DEBUG in front; the program loading it still runs; twice is once.
+    let tagged = fixture.path("libanswer.so");
+    assert!(debug_entries(&tagged).is_empty());
+    for _ in 0..2 {
+        checked(fixture.patchelf().arg("--add-debug-tag").arg(&tagged));
+        assert_eq!(debug_entries(&tagged), [0]);
+    }
+    assert_readelf_clean(&tagged);
+    assert_eq!(run_program(&program), EXPECTED);
+    // The two options patchelf 0.19 has and this does not say so.
+    for option in ["--rename-dynamic-symbols", "--build-resolution-cache"] {
+        let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("not supported"),
+            "{option}"
+        );
+    }
 }
