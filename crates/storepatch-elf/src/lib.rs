@@ -264,8 +264,8 @@ pub struct ElfEdits {
 /// Layout options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Alignment of a new `PT_LOAD`; default: the ABI's largest page size (64 KiB on aarch64,
-    /// ppc64, mips, loongarch; 4 KiB on x86).
+    /// Alignment of a new `PT_LOAD`; default: the largest alignment of the file's LOADs, but at
+    /// least the ABI's largest page size (64 KiB on aarch64, ppc64, mips, loongarch; 4 KiB on x86).
     pub page_size: Option<u64>,
 }
 

@@ -15,8 +15,8 @@ use goblin::elf::section_header::{SHT_NOBITS, SHT_STRTAB};
 
 use crate::error::{Error, Result};
 use crate::read::{
-    Codec, DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ,
-    DT_STRTAB, DynEntry, Parsed, Segment, file_range, is_string_tag,
+    Codec, DF_1_NODEFLIB, DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME,
+    DT_STRSZ, DT_STRTAB, DynEntry, Parsed, Segment, file_range, is_string_tag,
 };
 use crate::{ElfEdits, ElfInfo, Options, RunPathEdit};
 
@@ -122,6 +122,12 @@ pub(crate) fn abi_page_size(machine: u16) -> u64 {
 
 fn align_up(value: u64, align: u64) -> Option<u64> {
     value.checked_next_multiple_of(align)
+}
+
+/// Whether `edits` give the file a non-empty run path.
+fn sets_run_path(edits: &ElfEdits) -> bool {
+    matches!(&edits.run_path, Some(RunPathEdit::Set(value)) if !value.is_empty())
+        || edits.add_run_path.iter().any(|entry| !entry.is_empty())
 }
 
 /// Appends writes for the bytes of `new` at `offset` that differ from `original`.
@@ -257,8 +263,25 @@ impl Planner<'_> {
                     value: size.to_string(),
                 });
             }
-            None => abi_page_size(self.parsed.machine),
+            // The alignment the file's LOADs use, as patchelf keeps one (a library linked
+            // with `-z max-page-size=0x10000` gets a 0x10000-aligned new one), but never less
+            // than the ABI's largest page size, so that the file loads on every kernel.
+            None => self
+                .parsed
+                .segments
+                .iter()
+                .filter(|s| s.p_type == PT_LOAD)
+                .map(|s| s.align)
+                .filter(|align| align.is_power_of_two() && (0x1000..=0x4000_0000).contains(align))
+                .max()
+                .unwrap_or(0)
+                .max(abi_page_size(self.parsed.machine)),
         };
+        if self.is_static_pie() && sets_run_path(edits) {
+            return Err(Error::Unsupported {
+                what: "a run path in a static-pie (glibc's static-pie startup crashes on one)",
+            });
+        }
         if let Some(abi) = edits.os_abi {
             push_diff(&mut self.writes, self.bytes, 7, &[abi]);
         }
@@ -341,6 +364,14 @@ impl Planner<'_> {
             entries,
             edits: edits.clone(),
         })))
+    }
+
+    /// `ET_DYN` with `DF_1_PIE` and a dynamic section but no interpreter: it relocates itself.
+    fn is_static_pie(&self) -> bool {
+        self.parsed.e_type == goblin::elf::header::ET_DYN
+            && self.parsed.interp.is_none()
+            && self.parsed.dynamic.is_some()
+            && self.parsed.dyn_value(DT_FLAGS_1).unwrap_or(0) & DF_1_PIE != 0
     }
 
     /// Sets or clears `PF_X` of `PT_GNU_STACK` (patchelf's `--set-execstack`/`--clear-execstack`).

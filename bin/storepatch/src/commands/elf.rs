@@ -96,7 +96,13 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     let raw = raw.into_vec();
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
-        return fs_err::read(path).with_context(|| format!("reading the value of {option}"));
+        // Named as patchelf names it, so scripts matching its message keep working.
+        return fs_err::read(path).with_context(|| {
+            format!(
+                "getting info about '{}' (the value of {option})",
+                path.display()
+            )
+        });
     }
     Ok(raw)
 }

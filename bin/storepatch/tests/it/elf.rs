@@ -1600,3 +1600,74 @@ fn execstack_and_debug_tag_options() {
         );
     }
 }
+
+/// A new `PT_LOAD` takes the alignment the file's LOADs use (here 0x10000 on x86-64, whose ABI
+/// page is 0x1000), and the library still loads; a run path is refused for a static-pie, which
+/// glibc cannot start with one; a missing `@FILE` value is named as patchelf names it.
+#[test]
+fn new_load_alignment_static_pie_and_at_file_errors() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &["-Wl,-z,max-page-size=0x10000"]);
+    let program = fixture.program("main", &[]);
+    let long = format!("{}:/{}", fixture.dir.path().display(), "r".repeat(300));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&long)
+            .arg(&library),
+    );
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&long)
+            .arg(&program),
+    );
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let aligns: Vec<String> = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD"))
+        .map(|line| line.split_whitespace().last().unwrap().to_owned())
+        .collect();
+    assert!(aligns.len() >= 5, "a new LOAD was added: {aligns:?}");
+    assert!(aligns.iter().all(|align| align == "0x10000"), "{aligns:?}");
+    assert_readelf_clean(&library);
+    assert_eq!(run_program(&program), EXPECTED);
+
+    let static_pie = fixture.path("static-pie");
+    let built = run(Command::new("gcc")
+        .current_dir(fixture.dir.path())
+        .args(["-static-pie", "-o"])
+        .arg(&static_pie)
+        .arg("main.c")
+        .arg("answer.c"));
+    if built.status.success() {
+        let before = fs_err::read(&static_pie).unwrap();
+        let output = run(fixture
+            .patchelf()
+            .args(["--set-rpath", "/x"])
+            .arg(&static_pie));
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("static-pie") && stderr.contains("static-pie:"),
+            "{stderr}"
+        );
+        assert_eq!(before, fs_err::read(&static_pie).unwrap());
+        assert_eq!(run_program(&static_pie), EXPECTED);
+    } else {
+        eprintln!("skipping the static-pie case: gcc -static-pie failed (no static libc?)");
+    }
+
+    let output = run(fixture
+        .patchelf()
+        .args(["--set-rpath", "@no-such-value-file"])
+        .arg(&program));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("getting info about 'no-such-value-file'"),
+        "{stderr}"
+    );
+}
