@@ -59,6 +59,50 @@ An option value of the form @FILE is replaced by the contents of FILE.
 Exit status: 0 on success, 1 on any error (as patchelf).
 ";
 
+/// Every option of patchelf 0.19's command line. None is an option of `storepatch` itself, so a
+/// `storepatch` command line starting with one is a patchelf command line.
+const PATCHELF_OPTIONS: &[&str] = &[
+    "--set-interpreter",
+    "--interpreter",
+    "--page-size",
+    "--print-interpreter",
+    "--print-os-abi",
+    "--set-os-abi",
+    "--print-soname",
+    "--set-soname",
+    "--set-rpath",
+    "--add-rpath",
+    "--remove-rpath",
+    "--shrink-rpath",
+    "--allowed-rpath-prefixes",
+    "--print-rpath",
+    "--force-rpath",
+    "--add-needed",
+    "--remove-needed",
+    "--replace-needed",
+    "--print-needed",
+    "--no-default-lib",
+    "--clear-symbol-version",
+    "--print-execstack",
+    "--set-execstack",
+    "--clear-execstack",
+    "--add-debug-tag",
+    "--rename-dynamic-symbols",
+    "--build-resolution-cache",
+    "--no-sort",
+    "--no-clobber-old-sections",
+    "--output",
+    "--debug",
+];
+
+/// Whether `storepatch ARG …` is unambiguously a patchelf command line, to be run as
+/// `storepatch elf ARG …`.
+pub(crate) fn is_patchelf_command_line(first: &OsStr) -> bool {
+    first
+        .to_str()
+        .is_some_and(|first| PATCHELF_OPTIONS.contains(&first))
+}
+
 /// Parsed command line.
 #[derive(Debug, Default)]
 struct Invocation {

@@ -1671,3 +1671,30 @@ fn new_load_alignment_static_pie_and_at_file_errors() {
         "{stderr}"
     );
 }
+
+/// `storepatch --set-rpath … FILE` (no `elf`) is a patchelf command line and runs as
+/// `storepatch elf`; other unknown options stay clap errors.
+#[test]
+fn patchelf_command_line_without_the_subcommand() {
+    let fixture = Fixture::new();
+    let program = fixture.program("main", &[]);
+    let dir = fixture.dir.path().display().to_string();
+    let storepatch = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_storepatch"));
+        command.current_dir(fixture.dir.path());
+        command
+    };
+    checked(storepatch().args(["--set-rpath", &dir]).arg(&program));
+    let output = checked(storepatch().arg("--print-rpath").arg(&program));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
+    assert_eq!(run_program(&program), EXPECTED);
+    let output = checked(fixture.patchelf().arg("--print-rpath").arg(&program));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
+    // patchelf's exit status on errors, not storepatch's.
+    let output = run(storepatch()
+        .arg("--print-rpath")
+        .arg(fixture.path("missing")));
+    assert_eq!(output.status.code(), Some(1));
+    let output = run(storepatch().arg("--no-such-option").arg(&program));
+    assert_eq!(output.status.code(), Some(2));
+}
