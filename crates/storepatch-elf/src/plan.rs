@@ -1429,6 +1429,13 @@ impl Planner<'_> {
         if let Some(at) = strings_at {
             put(at, grown_strings);
             let old_offset = self.parsed.dynstr.as_ref().map_or(0, |t| t.offset);
+            // The old table is no longer referenced (DT_STRTAB and its section header move):
+            // cleared, as patchelf clobbers moved sections, so no old string or store path
+            // survives in it.
+            if let Some(table) = &self.parsed.dynstr {
+                let zeros = vec![0u8; table.bytes.len()];
+                push_diff(&mut self.writes, self.bytes, table.offset, &zeros);
+            }
             if let Some(section) = self
                 .parsed
                 .section_at(old_offset, Some(SHT_STRTAB))

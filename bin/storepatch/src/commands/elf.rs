@@ -49,7 +49,7 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--clear-symbol-version SYMBOL]
   [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
   [--no-sort]                      Accepted; new segments are never sorted here
-  [--no-clobber-old-sections]      Accepted; moved sections are left as they are
+  [--no-clobber-old-sections]      Accepted; the old copy of a moved .dynstr is cleared anyway
   [--output FILE]
   [--debug]
   [--version]
@@ -219,8 +219,9 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--set-execstack") => invocation.set_execstack = true,
             Some("--clear-execstack") => invocation.clear_execstack = true,
             Some("--add-debug-tag") => invocation.edits.add_debug_tag = true,
-            // Both only change how patchelf lays out its rewrite; this layout never sorts
-            // segments nor overwrites the old copies of moved sections.
+            // Both only change how patchelf lays out its rewrite. This layout never sorts
+            // segments, and always clears the old copy of a moved `.dynstr` (nothing refers
+            // to it, and it may hold old store paths).
             Some("--no-sort" | "--no-clobber-old-sections") => {}
             Some(option @ ("--rename-dynamic-symbols" | "--build-resolution-cache")) => {
                 bail!("{option} is not supported by this version of storepatch elf");

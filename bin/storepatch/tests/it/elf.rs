@@ -1698,3 +1698,38 @@ fn patchelf_command_line_without_the_subcommand() {
     let output = run(storepatch().arg("--no-such-option").arg(&program));
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// When `.dynstr` moves into the new segment, its old copy is cleared: the old run path (a store
+/// path) is gone from every byte of the file, and the program still runs, strips and reads clean.
+#[test]
+fn moved_string_table_leaves_no_stale_strings() {
+    let fixture = Fixture::new();
+    let old = "/nix/store/00000000000000000000000000000000-stale-path/lib";
+    let program = fixture.program(
+        "main",
+        &[&format!(
+            "-Wl,-rpath,{old}:{}",
+            fixture.dir.path().display()
+        )],
+    );
+    assert!(contains(&fs_err::read(&program).unwrap(), old.as_bytes()));
+    let new = format!("{}:/{}", fixture.dir.path().display(), "n".repeat(400));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&new)
+            .arg(&program),
+    );
+    let bytes = fs_err::read(&program).unwrap();
+    assert!(
+        !contains(&bytes, old.as_bytes()),
+        "the old run path survived"
+    );
+    assert!(!contains(&bytes, b"stale-path"));
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{new}\n")
+    );
+    assert_healthy_program(&program);
+}
