@@ -20,6 +20,13 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("patchelf")) {
         return exit::report(commands::elf::run(args.split_off(1)), false);
     }
+    // `storepatch --set-rpath /x lib.so`: a patchelf command line, run as `storepatch elf …`.
+    if args
+        .get(1)
+        .is_some_and(|first| commands::elf::is_patchelf_command_line(first))
+    {
+        return exit::report(commands::elf::run(args.split_off(1)));
+    }
     let cli = cli::parse(args);
     logger::init(cli.global.verbose);
     if let Some(threads) = cli.global.threads() {

@@ -50,6 +50,17 @@ pub enum Error {
         /// The value that came out wrong.
         what: &'static str,
     },
+    /// A file to read or to replace is not a regular file (a device, FIFO, socket or
+    /// directory): it is never read without bound, waited on, or renamed over.
+    #[error("{}: {kind}, not a regular file; refusing to {action} it", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is, such as "a FIFO".
+        kind: &'static str,
+        /// "read" or "replace".
+        action: &'static str,
+    },
     /// Reading or writing a file failed.
     #[error("{cause}")]
     Io {
@@ -79,7 +90,7 @@ impl Error {
     /// Attaches a path to an error that lacks one.
     pub(crate) fn with_path(self, path: &std::path::Path) -> Self {
         match self {
-            Self::Io { .. } | Self::File { .. } => self,
+            Self::Io { .. } | Self::File { .. } | Self::NotRegular { .. } => self,
             other => Self::File {
                 path: path.to_path_buf(),
                 cause: Box::new(other),

@@ -66,11 +66,13 @@ pub fn apply_to_file_as(
 ) -> Result<Outcome> {
     // Mapped, not read: an in-place edit of a 450 MB library should touch only the pages that
     // the headers and strings live in. The mapping is dropped before anything is written.
-    let size = fs_err::metadata(input).map_err(io(input))?.len();
-    let bytes = map(input, size)?;
+    let bytes = read_file(input)?;
     let planned =
         crate::plan::plan_layout(&bytes, edits, options).map_err(|err| err.with_path(input))?;
     let same_file = input == output;
+    if !same_file && output_target(output)? == Target::Device {
+        return write_to_device(output, &bytes, planned).map_err(|err| err.with_path(input));
+    }
     match planned {
         Planned::Unchanged if same_file => Ok(Outcome::Unchanged),
         Planned::Unchanged => {
@@ -109,6 +111,113 @@ pub fn apply_to_file_as(
             Ok(Outcome::Relayout { old_size, new_size })
         }
     }
+}
+
+/// Reads an ELF file: mapped or, when small, read, never more than the size `stat` gives.
+///
+/// Only a regular file is read (symbolic links are followed): a device such as `/dev/zero`
+/// would give bytes without end and a FIFO would block, so both are refused with
+/// [`Error::NotRegular`] before anything is opened.
+pub fn read_file(path: &Path) -> Result<storepatch_walk::Contents> {
+    let metadata = fs_err::metadata(path).map_err(io(path))?;
+    if let Some(kind) = special_kind(metadata.file_type()) {
+        return Err(Error::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+            action: "read",
+        });
+    }
+    map(path, metadata.len())
+}
+
+/// What a file that is not a regular file is, for messages; `None` for a regular file.
+fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if file_type.is_file() {
+        return None;
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    })
+}
+
+/// How a separate output is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A new regular file renamed into place (over a regular file or a symbolic link, which
+    /// is replaced, not followed).
+    Replace,
+    /// A character device (such as `/dev/null`) is written into, as patchelf does; it is never
+    /// renamed over.
+    Device,
+}
+
+/// Decides, from `lstat`, how `output` is written; a FIFO, socket, directory or block device is
+/// refused (a FIFO would block, and renaming over any of them destroys it).
+fn output_target(output: &Path) -> Result<Target> {
+    let metadata = match fs_err::symlink_metadata(output) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Target::Replace),
+        Err(error) => return Err(io(output)(error)),
+    };
+    let file_type = metadata.file_type();
+    if file_type.is_file() || file_type.is_symlink() {
+        return Ok(Target::Replace);
+    }
+    if std::os::unix::fs::FileTypeExt::is_char_device(&file_type) {
+        return Ok(Target::Device);
+    }
+    Err(Error::NotRegular {
+        path: output.to_path_buf(),
+        kind: special_kind(file_type).unwrap_or("a special file"),
+        action: "replace",
+    })
+}
+
+/// Writes the whole result into the character device `output`, opened for writing only (not
+/// created, not truncated, not renamed over).
+fn write_to_device(output: &Path, bytes: &[u8], planned: Planned) -> Result<Outcome> {
+    let old_size = bytes.len() as u64;
+    let (contents, outcome) = match planned {
+        Planned::Unchanged => (bytes.to_vec(), Outcome::Unchanged),
+        Planned::InPlace(writes) => {
+            let mut copy = bytes.to_vec();
+            let written: u64 = writes
+                .iter()
+                .map(|write| write.apply_within(&mut copy, 0) as u64)
+                .sum();
+            (
+                copy,
+                Outcome::InPlace {
+                    bytes_written: written,
+                },
+            )
+        }
+        Planned::Relayout(layout) => {
+            let new_bytes = layout.build(bytes)?;
+            layout.verify(&new_bytes)?;
+            let new_size = new_bytes.len() as u64;
+            (new_bytes, Outcome::Relayout { old_size, new_size })
+        }
+    };
+    let mut device = fs_err::OpenOptions::new()
+        .write(true)
+        .open(output)
+        .map_err(io(output))?;
+    device.write_all(&contents).map_err(io(output))?;
+    device.flush().map_err(io(output))?;
+    Ok(outcome)
 }
 
 /// `path` mapped (or, when small, read), expected to be `size` bytes long.

@@ -58,7 +58,7 @@ mod read;
 mod tests;
 
 pub use error::{Error, Result};
-pub use file::{Outcome, apply_to_file, apply_to_file_as};
+pub use file::{Outcome, apply_to_file, apply_to_file_as, read_file};
 pub use plan::{Patch, Write, plan};
 
 use read::{DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, Parsed};
@@ -128,6 +128,8 @@ pub struct ElfInfo {
     pub has_dynamic: bool,
     /// The file has section headers.
     pub has_section_headers: bool,
+    /// `PT_GNU_STACK`'s `PF_X`: whether the stack is executable; `None` without `PT_GNU_STACK`.
+    pub execstack: Option<bool>,
 }
 
 impl ElfInfo {
@@ -187,6 +189,11 @@ impl ElfInfo {
             dlopen: parsed.dlopen.clone(),
             has_dynamic: parsed.dynamic.is_some(),
             has_section_headers: !parsed.sections.is_empty(),
+            execstack: parsed
+                .segments
+                .iter()
+                .find(|segment| segment.p_type == goblin::elf::program_header::PT_GNU_STACK)
+                .map(|segment| segment.flags & goblin::elf::program_header::PF_X != 0),
         }
     }
 
@@ -246,6 +253,10 @@ pub struct ElfEdits {
     pub os_abi: Option<u8>,
     /// Set `DF_1_NODEFLIB` in `DT_FLAGS_1`.
     pub no_default_lib: bool,
+    /// Set (`true`) or clear (`false`) `PF_X` of `PT_GNU_STACK`: whether the stack is executable.
+    pub execstack: Option<bool>,
+    /// Add a `DT_DEBUG` entry (zero) in front of `.dynamic`, unless there is one.
+    pub add_debug_tag: bool,
     /// Dynamic symbols whose version to clear (their `.gnu.version` entry becomes 1, global).
     pub clear_symbol_version: Vec<Vec<u8>>,
 }
@@ -253,8 +264,8 @@ pub struct ElfEdits {
 /// Layout options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Alignment of a new `PT_LOAD`; default: the ABI's largest page size (64 KiB on aarch64,
-    /// ppc64, mips, loongarch; 4 KiB on x86).
+    /// Alignment of a new `PT_LOAD`; default: the largest alignment of the file's LOADs, but at
+    /// least the ABI's largest page size (64 KiB on aarch64, ppc64, mips, loongarch; 4 KiB on x86).
     pub page_size: Option<u64>,
 }
 

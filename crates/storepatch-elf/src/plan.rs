@@ -7,15 +7,16 @@
 use std::ops::Range;
 use std::path::Path;
 
+use goblin::elf::dynamic::DT_DEBUG;
 use goblin::elf::program_header::{
-    PF_R, PF_W, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
+    PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR,
 };
 use goblin::elf::section_header::{SHT_NOBITS, SHT_STRTAB};
 
 use crate::error::{Error, Result};
 use crate::read::{
-    Codec, DF_1_NODEFLIB, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ,
-    DT_STRTAB, DynEntry, Parsed, Segment, file_range, is_string_tag,
+    Codec, DF_1_NODEFLIB, DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME,
+    DT_STRSZ, DT_STRTAB, DynEntry, Parsed, Segment, file_range, is_string_tag,
 };
 use crate::{ElfEdits, ElfInfo, Options, RunPathEdit};
 
@@ -121,6 +122,12 @@ pub(crate) fn abi_page_size(machine: u16) -> u64 {
 
 fn align_up(value: u64, align: u64) -> Option<u64> {
     value.checked_next_multiple_of(align)
+}
+
+/// Whether `edits` give the file a non-empty run path.
+fn sets_run_path(edits: &ElfEdits) -> bool {
+    matches!(&edits.run_path, Some(RunPathEdit::Set(value)) if !value.is_empty())
+        || edits.add_run_path.iter().any(|entry| !entry.is_empty())
 }
 
 /// Appends writes for the bytes of `new` at `offset` that differ from `original`.
@@ -256,13 +263,34 @@ impl Planner<'_> {
                     value: size.to_string(),
                 });
             }
-            None => abi_page_size(self.parsed.machine),
+            // The alignment the file's LOADs use, as patchelf keeps one (a library linked
+            // with `-z max-page-size=0x10000` gets a 0x10000-aligned new one), but never less
+            // than the ABI's largest page size, so that the file loads on every kernel.
+            None => self
+                .parsed
+                .segments
+                .iter()
+                .filter(|s| s.p_type == PT_LOAD)
+                .map(|s| s.align)
+                .filter(|align| align.is_power_of_two() && (0x1000..=0x4000_0000).contains(align))
+                .max()
+                .unwrap_or(0)
+                .max(abi_page_size(self.parsed.machine)),
         };
+        if self.is_static_pie() && sets_run_path(edits) {
+            return Err(Error::Unsupported {
+                what: "a run path in a static-pie (glibc's static-pie startup crashes on one)",
+            });
+        }
         if let Some(abi) = edits.os_abi {
             push_diff(&mut self.writes, self.bytes, 7, &[abi]);
         }
+        if let Some(executable) = edits.execstack {
+            self.set_execstack(executable)?;
+        }
         let mut entries = self.model_entries()?;
         let needs_dynamic = edits.soname.is_some()
+            || edits.add_debug_tag
             || edits.run_path.is_some()
             || !edits.add_run_path.is_empty()
             || !edits.remove_needed.is_empty()
@@ -336,6 +364,44 @@ impl Planner<'_> {
             entries,
             edits: edits.clone(),
         })))
+    }
+
+    /// `ET_DYN` with `DF_1_PIE` and a dynamic section but no interpreter: it relocates itself.
+    fn is_static_pie(&self) -> bool {
+        self.parsed.e_type == goblin::elf::header::ET_DYN
+            && self.parsed.interp.is_none()
+            && self.parsed.dynamic.is_some()
+            && self.parsed.dyn_value(DT_FLAGS_1).unwrap_or(0) & DF_1_PIE != 0
+    }
+
+    /// Sets or clears `PF_X` of `PT_GNU_STACK` (patchelf's `--set-execstack`/`--clear-execstack`).
+    fn set_execstack(&mut self, executable: bool) -> Result<()> {
+        let Some(index) = self
+            .parsed
+            .segments
+            .iter()
+            .position(|s| s.p_type == PT_GNU_STACK)
+        else {
+            return Err(Error::Unsupported {
+                what: "adding a PT_GNU_STACK program header to a file that has none",
+            });
+        };
+        let segment = &mut self.parsed.segments[index];
+        let flags = if executable {
+            segment.flags | PF_X
+        } else {
+            segment.flags & !PF_X
+        };
+        if flags == segment.flags {
+            return Ok(());
+        }
+        // The relayout re-encodes program headers from `segments`, so it keeps the new flags.
+        segment.flags = flags;
+        let field = if self.codec.is64 { 4 } else { 24 };
+        let at = self.parsed.phoff + index as u64 * self.codec.phdr_size() + field;
+        let encoded = self.codec.encode_u32(flags);
+        push_diff(&mut self.writes, self.bytes, at, &encoded);
+        Ok(())
     }
 
     /// Maps a file offset to a virtual address through the `PT_LOAD` segments.
@@ -478,6 +544,17 @@ impl Planner<'_> {
                 entries.insert(added, Entry::new_text(DT_NEEDED, name));
                 added += 1;
             }
+        }
+        // patchelf's `--add-debug-tag`: a `DT_DEBUG` in front, unless there is one.
+        if edits.add_debug_tag && !entries.iter().any(|e| e.tag == DT_DEBUG) {
+            entries.insert(
+                0,
+                Entry {
+                    tag: DT_DEBUG,
+                    value: Value::Number(0),
+                    original: None,
+                },
+            );
         }
         if edits.no_default_lib {
             match entries.iter_mut().find(|e| e.tag == DT_FLAGS_1) {
@@ -1352,6 +1429,13 @@ impl Planner<'_> {
         if let Some(at) = strings_at {
             put(at, grown_strings);
             let old_offset = self.parsed.dynstr.as_ref().map_or(0, |t| t.offset);
+            // The old table is no longer referenced (DT_STRTAB and its section header move):
+            // cleared, as patchelf clobbers moved sections, so no old string or store path
+            // survives in it.
+            if let Some(table) = &self.parsed.dynstr {
+                let zeros = vec![0u8; table.bytes.len()];
+                push_diff(&mut self.writes, self.bytes, table.offset, &zeros);
+            }
             if let Some(section) = self
                 .parsed
                 .section_at(old_offset, Some(SHT_STRTAB))

@@ -19,7 +19,7 @@ use storepatch_elf::{ElfEdits, ElfInfo, Options, Outcome, RunPathEdit};
 const VERSION: &str = concat!(
     "storepatch-elf ",
     env!("CARGO_PKG_VERSION"),
-    " (patchelf 0.18 compatible)"
+    " (patchelf 0.19 compatible)"
 );
 
 const USAGE: &str = "\
@@ -37,6 +37,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--shrink-rpath]
   [--allowed-rpath-prefixes PREFIXES]  With --shrink-rpath, drop entries outside these prefixes
   [--print-rpath]
+  [--print-execstack]              Prints whether the object requests an executable stack
+  [--clear-execstack]
+  [--set-execstack]
   [--force-rpath]
   [--add-needed LIBRARY]
   [--remove-needed LIBRARY]
@@ -44,6 +47,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--print-needed]
   [--no-default-lib]
   [--clear-symbol-version SYMBOL]
+  [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
+  [--no-sort]                      Accepted; new segments are never sorted here
+  [--no-clobber-old-sections]      Accepted; the old copy of a moved .dynstr is cleared anyway
   [--output FILE]
   [--debug]
   [--version]
@@ -52,6 +58,50 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
 An option value of the form @FILE is replaced by the contents of FILE.
 Exit status: 0 on success, 1 on any error (as patchelf).
 ";
+
+/// Every option of patchelf 0.19's command line. None is an option of `storepatch` itself, so a
+/// `storepatch` command line starting with one is a patchelf command line.
+const PATCHELF_OPTIONS: &[&str] = &[
+    "--set-interpreter",
+    "--interpreter",
+    "--page-size",
+    "--print-interpreter",
+    "--print-os-abi",
+    "--set-os-abi",
+    "--print-soname",
+    "--set-soname",
+    "--set-rpath",
+    "--add-rpath",
+    "--remove-rpath",
+    "--shrink-rpath",
+    "--allowed-rpath-prefixes",
+    "--print-rpath",
+    "--force-rpath",
+    "--add-needed",
+    "--remove-needed",
+    "--replace-needed",
+    "--print-needed",
+    "--no-default-lib",
+    "--clear-symbol-version",
+    "--print-execstack",
+    "--set-execstack",
+    "--clear-execstack",
+    "--add-debug-tag",
+    "--rename-dynamic-symbols",
+    "--build-resolution-cache",
+    "--no-sort",
+    "--no-clobber-old-sections",
+    "--output",
+    "--debug",
+];
+
+/// Whether `storepatch ARG …` is unambiguously a patchelf command line, to be run as
+/// `storepatch elf ARG …`.
+pub(crate) fn is_patchelf_command_line(first: &OsStr) -> bool {
+    first
+        .to_str()
+        .is_some_and(|first| PATCHELF_OPTIONS.contains(&first))
+}
 
 /// Parsed command line.
 #[derive(Debug, Default)]
@@ -63,6 +113,9 @@ struct Invocation {
     print_soname: bool,
     print_rpath: bool,
     print_needed: bool,
+    print_execstack: bool,
+    set_execstack: bool,
+    clear_execstack: bool,
     shrink_rpath: bool,
     remove_rpath: bool,
     set_rpath: Option<Vec<u8>>,
@@ -87,7 +140,13 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     let raw = raw.into_vec();
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
-        return fs_err::read(path).with_context(|| format!("reading the value of {option}"));
+        // Named as patchelf names it, so scripts matching its message keep working.
+        return fs_err::read(path).with_context(|| {
+            format!(
+                "getting info about '{}' (the value of {option})",
+                path.display()
+            )
+        });
     }
     Ok(raw)
 }
@@ -156,6 +215,17 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.replace_needed.push((old, new));
             }
             Some("--print-needed") => invocation.print_needed = true,
+            Some("--print-execstack") => invocation.print_execstack = true,
+            Some("--set-execstack") => invocation.set_execstack = true,
+            Some("--clear-execstack") => invocation.clear_execstack = true,
+            Some("--add-debug-tag") => invocation.edits.add_debug_tag = true,
+            // Both only change how patchelf lays out its rewrite. This layout never sorts
+            // segments, and always clears the old copy of a moved `.dynstr` (nothing refers
+            // to it, and it may hold old store paths).
+            Some("--no-sort" | "--no-clobber-old-sections") => {}
+            Some(option @ ("--rename-dynamic-symbols" | "--build-resolution-cache")) => {
+                bail!("{option} is not supported by this version of storepatch elf");
+            }
             Some("--no-default-lib") => invocation.edits.no_default_lib = true,
             Some("--clear-symbol-version") => {
                 let name = value(&mut args, "--clear-symbol-version")?;
@@ -173,6 +243,14 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--") => invocation.files.extend(args.by_ref().map(PathBuf::from)),
             Some(option) if option.starts_with("--") => bail!("unknown option `{option}`"),
             _ => invocation.files.push(PathBuf::from(arg)),
+        }
+    }
+    // patchelf's precedence: printing wins over clearing, clearing over setting.
+    if !invocation.print_execstack {
+        if invocation.clear_execstack {
+            invocation.edits.execstack = Some(false);
+        } else if invocation.set_execstack {
+            invocation.edits.execstack = Some(true);
         }
     }
     // patchelf's precedence among run path operations.
@@ -255,18 +333,19 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         || invocation.print_os_abi
         || invocation.print_soname
         || invocation.print_rpath
+        || invocation.print_execstack
         || invocation.print_needed;
     if wants_print {
-        let bytes = fs_err::read(file)?;
+        // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
+        let bytes = storepatch_elf::read_file(file)?;
         let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);
-    if invocation.edits == ElfEdits::default() {
-        if output != file {
-            let bytes = fs_err::read(file)?;
-            fs_err::write(output, bytes)?;
-        }
+    if invocation.edits == ElfEdits::default() && output == file {
+        // Still parsed and validated, as patchelf does: malformed input is an error.
+        let bytes = storepatch_elf::read_file(file)?;
+        ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         return Ok(());
     }
     // The error names the file already.
@@ -324,6 +403,14 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
         }
         out.write_all(info.run_path().unwrap_or_default())?;
         out.write_all(b"\n")?;
+    }
+    if invocation.print_execstack {
+        let state = match info.execstack {
+            Some(true) => 'X',
+            Some(false) => '-',
+            None => '?',
+        };
+        writeln!(out, "execstack: {state}")?;
     }
     if invocation.print_needed {
         if !info.has_dynamic {

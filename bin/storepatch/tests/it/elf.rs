@@ -214,7 +214,7 @@ fn version_says_patchelf_compatible() {
     let output = checked(fixture.patchelf().arg("--version"));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.18 compatible"),
+        stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.19 compatible"),
         "{stdout}"
     );
     let output = checked(
@@ -1362,4 +1362,374 @@ fn library_without_section_headers_moves_its_program_headers() {
     );
     assert_eq!(phoff(&library), before);
     assert_eq!(run_program(&program), EXPECTED);
+}
+
+/// A character device, a FIFO, a socket and a directory as `--output`, input, or in-place file:
+/// a device is written into (never renamed over), the rest is refused with an error naming the
+/// file, nothing is read without bound, nothing blocks, and no file is left behind. The devices
+/// are made with mknod in the test's own directory (the machine's `/dev/null` is not touched).
+#[test]
+fn special_files_are_never_replaced_nor_read_without_bound() {
+    use std::os::unix::fs::FileTypeExt;
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let null = fixture.path("null");
+    let zero = fixture.path("zero");
+    let have_devices = run(Command::new("mknod").arg(&null).args(["c", "1", "3"]))
+        .status
+        .success()
+        && run(Command::new("mknod").arg(&zero).args(["c", "1", "5"]))
+            .status
+            .success();
+    if !have_devices {
+        eprintln!("skipping the device cases: mknod is not permitted here");
+    }
+    let fifo = fixture.path("fifo");
+    checked(Command::new("mkfifo").arg(&fifo));
+    let socket = fixture.path("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let directory = fixture.path("directory");
+    fs_err::create_dir(&directory).unwrap();
+    let entries = |dir: &Path| {
+        let mut names: Vec<_> = fs_err::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = entries(fixture.dir.path());
+    let copy = fixture.path("copy");
+    let long = format!("/{}", "x".repeat(300));
+    // With a timeout: a FIFO must be refused, not waited on.
+    let patchelf = |args: &[&OsStr]| {
+        run(Command::new("timeout")
+            .arg("20")
+            .arg(fixture.path("patchelf"))
+            .args(args))
+    };
+    if have_devices {
+        // In place, in the layout, and unchanged: written into, still a character device.
+        for rpath in ["/x", long.as_str(), ""] {
+            let mut args: Vec<&OsStr> = Vec::new();
+            if !rpath.is_empty() {
+                args.extend([OsStr::new("--set-rpath"), OsStr::new(rpath)]);
+            }
+            args.extend([
+                OsStr::new("--output"),
+                null.as_os_str(),
+                library.as_os_str(),
+            ]);
+            let output = patchelf(&args);
+            assert!(output.status.success(), "{rpath}: {output:?}");
+            assert!(
+                fs_err::metadata(&null)
+                    .unwrap()
+                    .file_type()
+                    .is_char_device(),
+                "{rpath}"
+            );
+        }
+        // `/dev/zero` gives bytes without end: refused at once, not read.
+        for print in ["--print-rpath", "--print-needed"] {
+            let output = patchelf(&[OsStr::new(print), zero.as_os_str()]);
+            assert_eq!(output.status.code(), Some(1), "{output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("zero: a character device, not a regular file; refusing to read"),
+                "{stderr}"
+            );
+        }
+        let output = patchelf(&[
+            OsStr::new("--set-rpath"),
+            OsStr::new("/x"),
+            null.as_os_str(),
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(
+            fs_err::metadata(&null)
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+    let refused = [
+        (&fifo, "a FIFO"),
+        (&socket, "a socket"),
+        (&directory, "a directory"),
+    ];
+    for (file, kind) in refused {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for rpath in ["/x", long.as_str()] {
+            let output = patchelf(&[
+                OsStr::new("--set-rpath"),
+                OsStr::new(rpath),
+                OsStr::new("--output"),
+                file.as_os_str(),
+                library.as_os_str(),
+            ]);
+            assert_eq!(output.status.code(), Some(1), "{name}: {output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "{name}: {kind}, not a regular file; refusing to replace it"
+                )),
+                "{stderr}"
+            );
+        }
+        // As input: to print, to edit in place, to copy.
+        for args in [
+            vec![OsStr::new("--print-rpath"), file.as_os_str()],
+            vec![
+                OsStr::new("--set-rpath"),
+                OsStr::new("/x"),
+                file.as_os_str(),
+            ],
+            vec![OsStr::new("--output"), copy.as_os_str(), file.as_os_str()],
+        ] {
+            let output = patchelf(&args);
+            assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {output:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "{name}: {kind}, not a regular file; refusing to read it"
+                )),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(fs_err::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs_err::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert_eq!(before, entries(fixture.dir.path()), "no file left behind");
+    assert!(entries(&directory).is_empty());
+}
+
+/// `--print-execstack`, `--set-execstack`, `--clear-execstack` and `--add-debug-tag` (patchelf
+/// 0.19): the execstack edits give byte-identical files to the real patchelf, the printed state
+/// matches, the edited programs still run (an executable stack is really granted: readelf says
+/// `RWE`), and a library with a new `DT_DEBUG` still loads.
+#[test]
+fn execstack_and_debug_tag_options() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let rpath = format!("-Wl,-rpath,{}", fixture.dir.path().display());
+    let program = fixture.program("main", &[&rpath]);
+    for (name, file) in [("library", &library), ("program", &program)] {
+        for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
+            let ours = fixture.copy(file, "ours");
+            checked(fixture.patchelf().arg(operation).arg(&ours));
+            let printed = print(&fixture, "--print-execstack", &ours);
+            assert_eq!(
+                printed,
+                format!("execstack: {state}\n"),
+                "{name} {operation}"
+            );
+            if let Some(theirs) = real_patchelf(&fixture, file, &[operation]) {
+                assert_eq!(
+                    fs_err::read(&ours).unwrap(),
+                    fs_err::read(&theirs).unwrap(),
+                    "{name} {operation}: differs from patchelf"
+                );
+                let output = checked(
+                    Command::new("patchelf")
+                        .arg("--print-execstack")
+                        .arg(&theirs),
+                );
+                assert_eq!(String::from_utf8_lossy(&output.stdout), printed);
+            }
+            let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&ours));
+            let stack = String::from_utf8_lossy(&headers.stdout)
+                .lines()
+                .find(|line| line.contains("GNU_STACK"))
+                .map(str::to_owned)
+                .unwrap();
+            assert_eq!(stack.contains("RWE"), state == "X", "{stack}");
+            assert_readelf_clean(&ours);
+            if name == "program" {
+                assert_eq!(run_program(&ours), EXPECTED);
+            }
+            // The same edit again changes nothing.
+            let before = fs_err::read(&ours).unwrap();
+            checked(fixture.patchelf().arg(operation).arg(&ours));
+            assert_eq!(before, fs_err::read(&ours).unwrap());
+        }
+    }
+    // Printing wins over an edit given with it, as in patchelf.
+    let ours = fixture.copy(&program, "ours");
+    let before = fs_err::read(&ours).unwrap();
+    let output = checked(
+        fixture
+            .patchelf()
+            .args(["--print-execstack", "--set-execstack"])
+            .arg(&ours),
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "execstack: -\n");
+    assert_eq!(before, fs_err::read(&ours).unwrap());
+
+    let debug_entries = |file: &Path| -> Vec<usize> {
+        let output = checked(Command::new("readelf").args(["-d", "-W"]).arg(file));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.trim().starts_with("0x"))
+            .enumerate()
+            .filter(|(_, line)| line.contains("(DEBUG)"))
+            .map(|(index, _)| index)
+            .collect()
+    };
+    // A library gets a DT_DEBUG in front; the program loading it still runs; twice is once.
+    let tagged = fixture.path("libanswer.so");
+    assert!(debug_entries(&tagged).is_empty());
+    for _ in 0..2 {
+        checked(fixture.patchelf().arg("--add-debug-tag").arg(&tagged));
+        assert_eq!(debug_entries(&tagged), [0]);
+    }
+    assert_readelf_clean(&tagged);
+    assert_eq!(run_program(&program), EXPECTED);
+    // The two options patchelf 0.19 has and this does not say so.
+    for option in ["--rename-dynamic-symbols", "--build-resolution-cache"] {
+        let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("not supported"),
+            "{option}"
+        );
+    }
+}
+
+/// A new `PT_LOAD` takes the alignment the file's LOADs use (here 0x10000 on x86-64, whose ABI
+/// page is 0x1000), and the library still loads; a run path is refused for a static-pie, which
+/// glibc cannot start with one; a missing `@FILE` value is named as patchelf names it.
+#[test]
+fn new_load_alignment_static_pie_and_at_file_errors() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &["-Wl,-z,max-page-size=0x10000"]);
+    let program = fixture.program("main", &[]);
+    let long = format!("{}:/{}", fixture.dir.path().display(), "r".repeat(300));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&long)
+            .arg(&library),
+    );
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&long)
+            .arg(&program),
+    );
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let aligns: Vec<String> = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD"))
+        .map(|line| line.split_whitespace().last().unwrap().to_owned())
+        .collect();
+    assert!(aligns.len() >= 5, "a new LOAD was added: {aligns:?}");
+    assert!(aligns.iter().all(|align| align == "0x10000"), "{aligns:?}");
+    assert_readelf_clean(&library);
+    assert_eq!(run_program(&program), EXPECTED);
+
+    let static_pie = fixture.path("static-pie");
+    let built = run(Command::new("gcc")
+        .current_dir(fixture.dir.path())
+        .args(["-static-pie", "-o"])
+        .arg(&static_pie)
+        .arg("main.c")
+        .arg("answer.c"));
+    if built.status.success() {
+        let before = fs_err::read(&static_pie).unwrap();
+        let output = run(fixture
+            .patchelf()
+            .args(["--set-rpath", "/x"])
+            .arg(&static_pie));
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("static-pie") && stderr.contains("static-pie:"),
+            "{stderr}"
+        );
+        assert_eq!(before, fs_err::read(&static_pie).unwrap());
+        assert_eq!(run_program(&static_pie), EXPECTED);
+    } else {
+        eprintln!("skipping the static-pie case: gcc -static-pie failed (no static libc?)");
+    }
+
+    let output = run(fixture
+        .patchelf()
+        .args(["--set-rpath", "@no-such-value-file"])
+        .arg(&program));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("getting info about 'no-such-value-file'"),
+        "{stderr}"
+    );
+}
+
+/// `storepatch --set-rpath … FILE` (no `elf`) is a patchelf command line and runs as
+/// `storepatch elf`; other unknown options stay clap errors.
+#[test]
+fn patchelf_command_line_without_the_subcommand() {
+    let fixture = Fixture::new();
+    let program = fixture.program("main", &[]);
+    let dir = fixture.dir.path().display().to_string();
+    let storepatch = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_storepatch"));
+        command.current_dir(fixture.dir.path());
+        command
+    };
+    checked(storepatch().args(["--set-rpath", &dir]).arg(&program));
+    let output = checked(storepatch().arg("--print-rpath").arg(&program));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
+    assert_eq!(run_program(&program), EXPECTED);
+    let output = checked(fixture.patchelf().arg("--print-rpath").arg(&program));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
+    // patchelf's exit status on errors, not storepatch's.
+    let output = run(storepatch()
+        .arg("--print-rpath")
+        .arg(fixture.path("missing")));
+    assert_eq!(output.status.code(), Some(1));
+    let output = run(storepatch().arg("--no-such-option").arg(&program));
+    assert_eq!(output.status.code(), Some(2));
+}
+
+/// When `.dynstr` moves into the new segment, its old copy is cleared: the old run path (a store
+/// path) is gone from every byte of the file, and the program still runs, strips and reads clean.
+#[test]
+fn moved_string_table_leaves_no_stale_strings() {
+    let fixture = Fixture::new();
+    let old = "/nix/store/00000000000000000000000000000000-stale-path/lib";
+    let program = fixture.program(
+        "main",
+        &[&format!(
+            "-Wl,-rpath,{old}:{}",
+            fixture.dir.path().display()
+        )],
+    );
+    assert!(contains(&fs_err::read(&program).unwrap(), old.as_bytes()));
+    let new = format!("{}:/{}", fixture.dir.path().display(), "n".repeat(400));
+    checked(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&new)
+            .arg(&program),
+    );
+    let bytes = fs_err::read(&program).unwrap();
+    assert!(
+        !contains(&bytes, old.as_bytes()),
+        "the old run path survived"
+    );
+    assert!(!contains(&bytes, b"stale-path"));
+    assert_eq!(
+        print(&fixture, "--print-rpath", &program),
+        format!("{new}\n")
+    );
+    assert_healthy_program(&program);
 }

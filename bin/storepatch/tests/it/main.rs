@@ -4,6 +4,8 @@
 mod audit;
 /// Helpers shared by the modules below.
 mod common;
+/// Foreign architectures under qemu-user: edit, relink, run.
+mod cross;
 mod elf;
 /// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
 mod faults;
