@@ -13,7 +13,17 @@ use crate::error::{Error, Result};
 /// rewritten to a new inode (the other names keep the old contents). A read-only file is made
 /// writable for the edit and gets its mode back afterwards.
 pub fn apply(path: &Path, bytes: &[u8], edits: &ElfEdits) -> Result<Outcome> {
-    let options = Options::default();
+    apply_with_options(path, bytes, edits, &Options::default())
+}
+
+/// [`apply`] with layout options (`patchelfFlags`' `--page-size`).
+pub fn apply_with_options(
+    path: &Path,
+    bytes: &[u8],
+    edits: &ElfEdits,
+    options: &Options,
+) -> Result<Outcome> {
+    let options = options.clone();
     let patch =
         storepatch_elf::plan(bytes, edits, &options).map_err(|error| Error::engine(path, error))?;
     if patch == Patch::Unchanged {
