@@ -270,9 +270,12 @@ pub(crate) fn parse(args: Vec<OsString>) -> Cli {
         && let Some(("relink", sub)) = matches.subcommand()
     {
         let mut sources: Vec<(usize, LibrarySource)> = Vec::new();
-        for (id, tree) in [("library_path", false), ("libs", false), ("library_tree", true)] {
-            let (Some(indices), Some(values)) =
-                (sub.indices_of(id), sub.get_many::<PathBuf>(id))
+        for (id, tree) in [
+            ("library_path", false),
+            ("libs", false),
+            ("library_tree", true),
+        ] {
+            let (Some(indices), Some(values)) = (sub.indices_of(id), sub.get_many::<PathBuf>(id))
             else {
                 continue;
             };
@@ -339,8 +342,8 @@ fn auto_patchelf_arguments(args: Vec<OsString>) -> Vec<OsString> {
             }
             return out;
         }
-        let multi = MULTI.iter().any(|name| arg == *name)
-            || (nixpkgs_style && arg == "--ignore-missing");
+        let multi =
+            MULTI.iter().any(|name| arg == *name) || (nixpkgs_style && arg == "--ignore-missing");
         if !multi {
             out.push(arg.clone());
             continue;
@@ -418,6 +421,9 @@ mod tests {
             "--libs",
         ];
         assert_eq!(rewrite(&plain), plain);
-        assert_eq!(rewrite(&["storepatch", "scan", "--libs", "a"]), ["storepatch", "scan", "--libs", "a"]);
+        assert_eq!(
+            rewrite(&["storepatch", "scan", "--libs", "a"]),
+            ["storepatch", "scan", "--libs", "a"]
+        );
     }
 }

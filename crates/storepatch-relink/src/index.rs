@@ -111,7 +111,10 @@ impl LibraryIndex {
 #[derive(Debug, Clone)]
 enum Source {
     Directory(PathBuf),
-    Tree { root: PathBuf, recursive: bool },
+    Tree {
+        root: PathBuf,
+        recursive: bool,
+    },
     /// A run path entry of an indexed library: a directory that may not exist.
     RunPath(PathBuf),
 }

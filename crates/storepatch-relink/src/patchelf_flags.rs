@@ -141,7 +141,10 @@ mod tests {
     fn refuses_the_rest_by_name() {
         let error = parse(&["--set-soname", "libx.so"]).unwrap_err();
         assert_eq!(error.flag, "--set-soname");
-        assert!(error.to_string().contains("accepted: --force-rpath"), "{error}");
+        assert!(
+            error.to_string().contains("accepted: --force-rpath"),
+            "{error}"
+        );
         assert_eq!(parse(&["--print-rpath"]).unwrap_err().flag, "--print-rpath");
         assert_eq!(parse(&["--page-size"]).unwrap_err().flag, "--page-size");
         assert_eq!(

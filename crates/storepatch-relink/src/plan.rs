@@ -59,8 +59,8 @@ use storepatch_walk::ReadPolicy;
 
 use crate::error::{Error, Result};
 use crate::index::LibraryIndex;
-pub use crate::patchelf_flags::PatchelfFlags;
 use crate::libc::LibcNames;
+pub use crate::patchelf_flags::PatchelfFlags;
 use crate::runpath::{self, RestoreMap, normalize};
 use crate::target::Target;
 
@@ -416,8 +416,9 @@ impl Relinker {
             push_unique(&mut fresh, entry.clone());
         }
 
-        let kept_run_path = self.is_equivalent(&current, &dependencies, &extra, origin, file_target)
-            && starts_with_runtime(&current, runtime);
+        let kept_run_path =
+            self.is_equivalent(&current, &dependencies, &extra, origin, file_target)
+                && starts_with_runtime(&current, runtime);
         let new_run_path = if kept_run_path || fresh.is_empty() {
             // Equivalent already, or nothing to point at (autoPatchelfHook then leaves the run
             // path alone too): only restore scrubbed entries.
@@ -445,8 +446,8 @@ impl Relinker {
         }
         // The hook calls patchelf (with `patchelfFlags`) to set the interpreter of every dynamic
         // executable, and to set the run path of every file that gets one.
-        let patchelf_called = (is_dynamic_executable && self.settings.interpreter.is_some())
-            || !fresh.is_empty();
+        let patchelf_called =
+            (is_dynamic_executable && self.settings.interpreter.is_some()) || !fresh.is_empty();
         if patchelf_called {
             let flags = &self.settings.patchelf;
             edits.no_default_lib |= flags.no_default_lib;

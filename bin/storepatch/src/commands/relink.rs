@@ -103,7 +103,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             Ok(names) => libc = names,
             Err(err) => output::message(
                 global.quiet,
-                &format!("warning: libc directory from $NIX_BINTOOLS: {err}; using glibc's sonames"),
+                &format!(
+                    "warning: libc directory from $NIX_BINTOOLS: {err}; using glibc's sonames"
+                ),
             ),
         }
     }

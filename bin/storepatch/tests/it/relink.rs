@@ -224,7 +224,9 @@ fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
 }
 
 #[test]
-fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
+/// Runtime dependencies go to dynamic executables only (autoPatchelfHook's rule): extension
+/// modules get the directories they need and the appended run paths.
+fn libraries_elsewhere_get_a_new_run_path_without_runtime_dependencies() {
     let scrubbed = Scrubbed::new();
     let fixture = &scrubbed.fixture;
     let elsewhere = scrubbed.dir.path().join("elsewhere");
@@ -247,8 +249,8 @@ fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:[TMP]/runtime/lib:/opt/extra/lib
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:[TMP]/runtime/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:/opt/extra/lib
 
     ----- stderr -----
     patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
