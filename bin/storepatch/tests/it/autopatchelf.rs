@@ -582,3 +582,130 @@ fn unknown_flags_and_no_paths_are_clear_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--relative-rpaths"), "{stderr}");
 }
+
+/// Side by side with nixpkgs' real `auto-patchelf.py` (run with `patchelf` and `pyelftools`) on
+/// one tree of gcc-built files covering runtime dependencies, appended run paths, `.note.dlopen`
+/// groups, `libgcc_s.so.1` outside libc's directory, the search order of `--libs` and the
+/// output's own libraries: every file gets the very same run path string, and the programs run.
+///
+/// Needs a copy of `pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` outside the
+/// repository, named by `$STOREPATCH_AUTO_PATCHELF` (the test is skipped without it), and
+/// `$STOREPATCH_AUTO_PATCHELF_PYTHON` (default `python3`).
+#[test]
+fn same_run_paths_as_auto_patchelf_py() {
+    let Some(script) = std::env::var_os("STOREPATCH_AUTO_PATCHELF") else {
+        eprintln!(
+            "skipping autopatchelf::same_run_paths_as_auto_patchelf_py: set STOREPATCH_AUTO_PATCHELF to a copy of nixpkgs' auto-patchelf.py"
+        );
+        return;
+    };
+    let python = std::env::var_os("STOREPATCH_AUTO_PATCHELF_PYTHON").unwrap_or("python3".into());
+    let build = Build::new();
+    let foo = build.library("deps/foo/lib", "foo", 41, &[]);
+    build.library("deps/foo2/lib", "foo", 99, &[]);
+    build.library("deps/rt/lib", "plugin", 1, &[]);
+    build.library("deps/second/lib", "second", 2, &[]);
+    let gcc_lib = build.path("deps/gcc/lib");
+    fs_err::create_dir_all(&gcc_lib).unwrap();
+    let system_copy = [
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ]
+    .into_iter()
+    .find(|path| Path::new(path).is_file())
+    .expect("the system's libgcc_s.so.1");
+    fs_err::copy(system_copy, gcc_lib.join("libgcc_s.so.1")).unwrap();
+    let link = format!("-L{}", foo.parent().unwrap().display());
+    build.gcc(
+        "out/bin/app",
+        MAIN_FOO_PLUGIN,
+        &[&link, "-lfoo", "-ldl", "-Wl,--no-as-needed", "-lgcc_s"],
+    );
+    build.library("out/lib", "own", 5, &[]);
+    let own_link = format!("-L{}", build.path("out/lib").display());
+    build.gcc(
+        "out/lib/libuse.so",
+        "int foo(void); int own(void);\nint use(void) { return foo() + own(); }\n",
+        &["-shared", "-fPIC", &link, &own_link, "-lfoo", "-lown"],
+    );
+    build.gcc(
+        "out/lib/libmodule.so",
+        &dlopen_note_library(
+            r#"[{"soname":["libabsent.so.9","libsecond.so"]},{"soname":["libnothere.so.1"]}]"#,
+        ),
+        &["-shared", "-fPIC"],
+    );
+    let libs = [
+        foo.parent().unwrap().to_path_buf(),
+        build.path("deps/foo2/lib"),
+        build.path("deps/second/lib"),
+        gcc_lib.clone(),
+    ];
+    let hook_tree = build.path("hook-out");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(build.path("out"))
+        .arg(&hook_tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let runtime = build.path("deps/rt/lib");
+    let theirs = Command::new(&python)
+        .arg(&script)
+        .args(["--ignore-missing", "libnothere.so.1", "--paths"])
+        .arg(&hook_tree)
+        .arg("--libs")
+        .args(&libs)
+        .arg("--runtime-dependencies")
+        .arg(&runtime)
+        .args(["--append-rpaths", "/opt/extra/lib", "--extra-args"])
+        .env("NIX_BINTOOLS", build.path("bintools"))
+        .output()
+        .unwrap();
+    assert!(
+        theirs.status.success(),
+        "auto-patchelf.py: {}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    run_ok(
+        build
+            .relink()
+            .args([
+                "--follow-run-paths",
+                "--ignore-missing",
+                "libnothere.so.1",
+                "--paths",
+            ])
+            .arg(build.path("out"))
+            .arg("--libs")
+            .args(&libs)
+            .arg("--runtime-dependencies")
+            .arg(&runtime)
+            .args(["--append-rpaths", "/opt/extra/lib", "--extra-args"]),
+    );
+    let out = text(&build.path("out"));
+    let hook_out = text(&hook_tree);
+    for file in [
+        "bin/app",
+        "lib/libuse.so",
+        "lib/libmodule.so",
+        "lib/libown.so",
+    ] {
+        let ours = run_path(&build.path("out").join(file));
+        let theirs = run_path(&hook_tree.join(file));
+        let theirs = (theirs.0.map(|path| path.replace(&hook_out, &out)), theirs.1);
+        assert_eq!(ours, theirs, "{file}");
+    }
+    assert_eq!(
+        run_path(&build.path("out/bin/app")).0,
+        Some(format!(
+            "{}:{}:{}:/opt/extra/lib",
+            text(&runtime),
+            text(foo.parent().unwrap()),
+            text(&gcc_lib)
+        ))
+    );
+    assert_eq!(stdout_of(&build.path("out/bin/app")), "41 1\n");
+    assert_eq!(stdout_of(&hook_tree.join("bin/app")), "41 1\n");
+}
