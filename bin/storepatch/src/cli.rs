@@ -74,7 +74,7 @@ pub(crate) enum Command {
     Scrub(ScrubArgs),
     /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
     #[command(after_help = EXIT_CODES_REWRITE)]
-    Relink(RelinkArgs),
+    Relink(Box<RelinkArgs>),
     /// Check a tree: store references, libraries the loader would not find, missing
     /// interpreters and shebangs, dangling symlinks.
     #[command(after_help = EXIT_CODES_REWRITE)]

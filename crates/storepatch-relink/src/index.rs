@@ -193,7 +193,7 @@ impl LibraryIndexBuilder {
                         Err(err) => errors.push(err),
                     }
                 }
-                let parsed: Vec<Result<Option<(Library, Option<Vec<u8>>)>>> =
+                let parsed: Vec<Result<Option<Parsed>>> =
                     candidates.par_iter().map(|path| library(path)).collect();
                 let mut next = Vec::new();
                 for result in parsed {
@@ -278,9 +278,12 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// An indexed library and its run path.
+type Parsed = (Library, Option<Vec<u8>>);
+
 /// Parses one candidate, with its run path; `None` when it is not a (readable, regular) ELF
 /// file.
-fn library(path: &Path) -> Result<Option<(Library, Option<Vec<u8>>)>> {
+fn library(path: &Path) -> Result<Option<Parsed>> {
     // Symlinks count when they lead to a regular file; dangling ones are left out.
     let Ok(metadata) = fs_err::metadata(path) else {
         return Ok(None);

@@ -371,7 +371,7 @@ impl Relinker {
         for group in &info.dlopen_groups {
             let resolved = group.iter().find_map(|name| {
                 let resolution = self.resolve(name, origin, file_target, &current, keep_libc);
-                (!matches!(resolution, Resolution::Missing { .. })).then(|| (name, resolution))
+                (!matches!(resolution, Resolution::Missing { .. })).then_some((name, resolution))
             });
             let (name, resolution) = match resolved {
                 Some((name, resolution)) => (name.clone(), resolution),

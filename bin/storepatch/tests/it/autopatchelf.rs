@@ -3,6 +3,7 @@
 //! groups, `patchelfFlags`, libc decided by its directory, search order, and the scenarios of
 //! nixpkgs' own tests of the hook (`pkgs/test/auto-patchelf-hook*`).
 use std::ffi::OsStr;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -594,7 +595,8 @@ fn unknown_flags_and_no_paths_are_clear_errors() {
 #[test]
 fn same_run_paths_as_auto_patchelf_py() {
     let Some(script) = std::env::var_os("STOREPATCH_AUTO_PATCHELF") else {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "skipping autopatchelf::same_run_paths_as_auto_patchelf_py: set STOREPATCH_AUTO_PATCHELF to a copy of nixpkgs' auto-patchelf.py"
         );
         return;

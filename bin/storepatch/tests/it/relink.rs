@@ -826,8 +826,9 @@ fn run_path_dirs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<String>
 /// Parity with nixpkgs' `auto-patchelf.py` (autoPatchelfHook's engine) on the realistic tree: the
 /// same directories per file. Differences by design, which this comparison sees through:
 /// `$ORIGIN` entries that resolve a library are kept where the hook writes the absolute
-/// directory (compared after expansion), order is dependency order without the hook's
-/// runtime-dependencies-first quirk (compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+/// directory (compared after expansion, so compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+/// The exact run path strings are compared on gcc-built files by
+/// `autopatchelf::same_run_paths_as_auto_patchelf_py`.
 ///
 /// Needs a copy of `pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` outside the
 /// repository, named by `$STOREPATCH_AUTO_PATCHELF`, plus `patchelf` and `pyelftools` for
