@@ -293,17 +293,25 @@ _storepatch() {
             return 0
             ;;
         storepatch__subcmd__relink)
-            opts="-q -v -h --library-path --library-tree --interpreter --runtime-dependency --append-rpath --ignore-missing --keep-libc --no-recurse --dry-run --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help"
+            opts="-q -v -h --paths --library-path --library-tree --libs --follow-run-paths --ignore-existing --preserve-origin --interpreter --runtime-dependency --runtime-dependencies --append-rpath --append-rpaths --ignore-missing --patchelf-flag --keep-libc --no-recurse --dry-run --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --paths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --library-path)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --library-tree)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --libs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -315,11 +323,23 @@ _storepatch() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --runtime-dependencies)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --append-rpath)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --append-rpaths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --ignore-missing)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --patchelf-flag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

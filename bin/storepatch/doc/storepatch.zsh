@@ -100,14 +100,22 @@ _arguments "${_arguments_options[@]}" : \
 ;;
 (relink)
 _arguments "${_arguments_options[@]}" : \
-'*--library-path=[Search this directory for libraries, not recursively (repeatable, in order)]:DIR:_files' \
-'*--library-tree=[Search this tree for libraries, recursively (repeatable; after every --library-path)]:DIR:_files' \
+'*--paths=[Trees or files to relink, as auto-patchelf.py spells it (joined to PATH)]:PATH:_files' \
+'*--library-path=[Search this directory (or library file) for libraries, not recursively (repeatable; library sources are searched in command-line order)]:DIR:_files' \
+'*--library-tree=[Search this tree for libraries, recursively (repeatable; in command-line order with --library-path and --libs), as \`addAutoPatchelfSearchPath\` does]:DIR:_files' \
+'*--libs=[auto-patchelf.py'\''s \`--libs\`\: the same as --library-path]:DIR:_files' \
 '--interpreter=[Dynamic linker for executables \[default\: \`\$NIX_BINTOOLS/nix-support/dynamic-linker\`\]]:FILE:_files' \
-'*--runtime-dependency=[Add DIR to the run path of every ELF file, after the directories it needs (repeatable). autoPatchelfHook'\''s \`runtimeDependencies\` are \`<dep>/lib\` here]:DIR:_files' \
+'*--runtime-dependency=[Put DIR first in the run path of dynamic executables (repeatable), like \`runtimeDependencies\` (whose entries are \`<dep>/lib\` here). Libraries do not get it]:DIR:_files' \
+'*--runtime-dependencies=[auto-patchelf.py'\''s \`--runtime-dependencies\`\: the same as --runtime-dependency]:DIR:_files' \
 '*--append-rpath=[Add DIR at the end of the run path of every ELF file (repeatable), like \`appendRunpaths\`]:DIR:_files' \
+'*--append-rpaths=[auto-patchelf.py'\''s \`--append-rpaths\`\: the same as --append-rpath]:DIR:_files' \
 '*--ignore-missing=[Do not fail when a missing soname matches this pattern (repeatable; \`*\`, \`?\`, \`\[...\]\`)]:PATTERN:_default' \
+'*--patchelf-flag=[patchelf flag for every file patchelf would be called on, like \`patchelfFlags\` (repeatable)\: --force-rpath, --no-default-lib, --page-size N, --debug]:FLAG:_default' \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
+'--follow-run-paths[Also search the run paths of indexed libraries (without \`\$ORIGIN\` entries), as autoPatchelfHook does]' \
+'--ignore-existing[Do not search the trees being relinked for libraries (auto-patchelf.py'\''s flag)]' \
+'--preserve-origin[Keep \`\$ORIGIN\` run path entries that resolve a library\: always done; accepted for auto-patchelf.py'\''s flag]' \
 '--keep-libc[Look libc'\''s own libraries up like any other instead of leaving them to the dynamic linker]' \
 '--no-recurse[Only relink files directly in the given directories]' \
 '--dry-run[Report what would change without writing anything]' \
@@ -118,8 +126,8 @@ _arguments "${_arguments_options[@]}" : \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '*::paths -- Trees or files to relink; their own libraries are searched first:_files' \
 && ret=0
 ;;

@@ -2,7 +2,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 const EXIT_CODES_SCAN: &str = "\
 Exit status:
@@ -86,7 +86,7 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
     #[command(after_help = EXIT_CODES_REWRITE)]
-    Relink(RelinkArgs),
+    Relink(Box<RelinkArgs>),
     /// Check a tree: store references, libraries the loader would not find, missing
     /// interpreters and shebangs, dangling symlinks.
     #[command(after_help = EXIT_CODES_REWRITE)]
@@ -180,30 +180,65 @@ pub(crate) struct RestoreArgs {
     pub(crate) dry_run: bool,
 }
 
+const RELINK_AUTO_PATCHELF: &str = "\
+auto-patchelf.py's command line (autoPatchelfFlags) is accepted too: --paths, --libs,
+--runtime-dependencies, --append-rpaths and (with --paths) --ignore-missing take every following
+value up to the next option; --extra-args takes the rest of the line as patchelf flags.";
+
 #[derive(Clone, Debug, Args)]
+#[command(after_long_help = RELINK_AUTO_PATCHELF)]
 pub(crate) struct RelinkArgs {
     /// Trees or files to relink; their own libraries are searched first.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     pub(crate) paths: Vec<PathBuf>,
-    /// Search this directory for libraries, not recursively (repeatable, in order).
+    /// Trees or files to relink, as auto-patchelf.py spells it (joined to PATH).
+    #[arg(long = "paths", value_name = "PATH")]
+    pub(crate) more_paths: Vec<PathBuf>,
+    /// Search this directory (or library file) for libraries, not recursively (repeatable;
+    /// library sources are searched in command-line order).
     #[arg(long, value_name = "DIR")]
     pub(crate) library_path: Vec<PathBuf>,
-    /// Search this tree for libraries, recursively (repeatable; after every --library-path).
+    /// Search this tree for libraries, recursively (repeatable; in command-line order with
+    /// --library-path and --libs), as `addAutoPatchelfSearchPath` does.
     #[arg(long, value_name = "DIR")]
     pub(crate) library_tree: Vec<PathBuf>,
+    /// auto-patchelf.py's `--libs`: the same as --library-path.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) libs: Vec<PathBuf>,
+    /// Also search the run paths of indexed libraries (without `$ORIGIN` entries), as
+    /// autoPatchelfHook does.
+    #[arg(long)]
+    pub(crate) follow_run_paths: bool,
+    /// Do not search the trees being relinked for libraries (auto-patchelf.py's flag).
+    #[arg(long)]
+    pub(crate) ignore_existing: bool,
+    /// Keep `$ORIGIN` run path entries that resolve a library: always done; accepted for
+    /// auto-patchelf.py's flag.
+    #[arg(long)]
+    pub(crate) preserve_origin: bool,
     /// Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`].
     #[arg(long, value_name = "FILE")]
     pub(crate) interpreter: Option<PathBuf>,
-    /// Add DIR to the run path of every ELF file, after the directories it needs (repeatable).
-    /// autoPatchelfHook's `runtimeDependencies` are `<dep>/lib` here.
+    /// Put DIR first in the run path of dynamic executables (repeatable), like
+    /// `runtimeDependencies` (whose entries are `<dep>/lib` here). Libraries do not get it.
     #[arg(long, value_name = "DIR")]
     pub(crate) runtime_dependency: Vec<PathBuf>,
+    /// auto-patchelf.py's `--runtime-dependencies`: the same as --runtime-dependency.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) runtime_dependencies: Vec<PathBuf>,
     /// Add DIR at the end of the run path of every ELF file (repeatable), like `appendRunpaths`.
     #[arg(long, value_name = "DIR")]
     pub(crate) append_rpath: Vec<PathBuf>,
+    /// auto-patchelf.py's `--append-rpaths`: the same as --append-rpath.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) append_rpaths: Vec<PathBuf>,
     /// Do not fail when a missing soname matches this pattern (repeatable; `*`, `?`, `[...]`).
     #[arg(long, value_name = "PATTERN")]
     pub(crate) ignore_missing: Vec<String>,
+    /// patchelf flag for every file patchelf would be called on, like `patchelfFlags`
+    /// (repeatable): --force-rpath, --no-default-lib, --page-size N, --debug.
+    #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
+    pub(crate) patchelf_flag: Vec<OsString>,
     /// Look libc's own libraries up like any other instead of leaving them to the dynamic linker.
     #[arg(long)]
     pub(crate) keep_libc: bool,
@@ -213,6 +248,32 @@ pub(crate) struct RelinkArgs {
     /// Report what would change without writing anything.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// --library-path, --libs and --library-tree in command-line order.
+    #[arg(skip)]
+    pub(crate) library_sources: Vec<LibrarySource>,
+}
+
+/// Where `relink` looks for libraries, besides the trees it relinks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LibrarySource {
+    /// Directly in this directory (or this one file).
+    Directory(PathBuf),
+    /// Anywhere below this directory.
+    Tree(PathBuf),
+}
+
+impl LibrarySource {
+    pub(crate) fn path(&self) -> &PathBuf {
+        match self {
+            Self::Directory(path) | Self::Tree(path) => path,
+        }
+    }
+
+    pub(crate) fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            Self::Directory(path) | Self::Tree(path) => path,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -239,5 +300,167 @@ pub(crate) enum Generated {
 }
 
 pub(crate) fn parse(args: Vec<OsString>) -> Cli {
-    Cli::parse_from(args)
+    let args = auto_patchelf_arguments(args);
+    let matches = Cli::command().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Command::Relink(relink) = &mut cli.command
+        && let Some(("relink", sub)) = matches.subcommand()
+    {
+        let mut sources: Vec<(usize, LibrarySource)> = Vec::new();
+        for (id, tree) in [
+            ("library_path", false),
+            ("libs", false),
+            ("library_tree", true),
+        ] {
+            let (Some(indices), Some(values)) = (sub.indices_of(id), sub.get_many::<PathBuf>(id))
+            else {
+                continue;
+            };
+            sources.extend(indices.zip(values).map(|(index, path)| {
+                let path = path.clone();
+                (
+                    index,
+                    if tree {
+                        LibrarySource::Tree(path)
+                    } else {
+                        LibrarySource::Directory(path)
+                    },
+                )
+            }));
+        }
+        sources.sort_by_key(|(index, _)| *index);
+        relink.library_sources = sources.into_iter().map(|(_, source)| source).collect();
+        relink.paths.append(&mut relink.more_paths);
+        relink
+            .runtime_dependency
+            .append(&mut relink.runtime_dependencies);
+        relink.append_rpath.append(&mut relink.append_rpaths);
+    }
+    cli
+}
+
+/// Rewrites auto-patchelf.py's argparse-style options of `relink` into repeated single-value
+/// options: `--libs a b` becomes `--libs=a --libs=b` (values up to the next argument that starts
+/// with `-`; none at all drops the option), and everything after `--extra-args` becomes
+/// `--patchelf-flag=…` (empty strings, from an empty `patchelfFlags`, are dropped).
+/// `--ignore-missing` is only read that way when `--paths` is used, since with positional paths
+/// `--ignore-missing PATTERN PATH` means one pattern. Arguments after `--` stay as they are.
+fn auto_patchelf_arguments(args: Vec<OsString>) -> Vec<OsString> {
+    const MULTI: [&str; 4] = [
+        "--paths",
+        "--libs",
+        "--runtime-dependencies",
+        "--append-rpaths",
+    ];
+    let Some(start) = args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .position(|arg| arg == "relink")
+    else {
+        return args;
+    };
+    let end = args[start..]
+        .iter()
+        .position(|arg| arg == "--")
+        .map_or(args.len(), |offset| start + offset);
+    let nixpkgs_style = args[start..end].iter().any(|arg| arg == "--paths");
+    let mut out: Vec<OsString> = args[..=start].to_vec();
+    let mut index = start + 1;
+    while index < end {
+        let arg = &args[index];
+        index += 1;
+        if arg == "--extra-args" {
+            for flag in &args[index..] {
+                if !flag.is_empty() {
+                    let mut option = OsString::from("--patchelf-flag=");
+                    option.push(flag);
+                    out.push(option);
+                }
+            }
+            return out;
+        }
+        let multi =
+            MULTI.iter().any(|name| arg == *name) || (nixpkgs_style && arg == "--ignore-missing");
+        if !multi {
+            out.push(arg.clone());
+            continue;
+        }
+        while index < end && !args[index].as_encoded_bytes().starts_with(b"-") {
+            let mut option = arg.clone();
+            option.push("=");
+            option.push(&args[index]);
+            out.push(option);
+            index += 1;
+        }
+    }
+    out.extend_from_slice(&args[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        auto_patchelf_arguments(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn auto_patchelf_style_arguments_become_single_values() {
+        assert_eq!(
+            rewrite(&[
+                "storepatch",
+                "relink",
+                "--ignore-missing",
+                "--paths",
+                "/out",
+                "/lib",
+                "--libs",
+                "/a/lib",
+                "/b/lib",
+                "--runtime-dependencies",
+                "--ignore-missing",
+                "libx*",
+                "liby.so",
+                "--keep-libc",
+                "--extra-args",
+                "",
+                "--force-rpath",
+                "--page-size",
+                "4096",
+            ]),
+            [
+                "storepatch",
+                "relink",
+                "--paths=/out",
+                "--paths=/lib",
+                "--libs=/a/lib",
+                "--libs=/b/lib",
+                "--ignore-missing=libx*",
+                "--ignore-missing=liby.so",
+                "--keep-libc",
+                "--patchelf-flag=--force-rpath",
+                "--patchelf-flag=--page-size",
+                "--patchelf-flag=4096",
+            ]
+        );
+        // Positional paths: `--ignore-missing` takes one value; nothing after `--` changes.
+        let plain = [
+            "storepatch",
+            "relink",
+            "--ignore-missing",
+            "libx*",
+            "venv",
+            "--",
+            "--libs",
+        ];
+        assert_eq!(rewrite(&plain), plain);
+        assert_eq!(
+            rewrite(&["storepatch", "scan", "--libs", "a"]),
+            ["storepatch", "scan", "--libs", "a"]
+        );
+    }
 }

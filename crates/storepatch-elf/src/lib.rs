@@ -124,6 +124,9 @@ pub struct ElfInfo {
     pub runpath: Option<Vec<u8>>,
     /// Sonames from `.note.dlopen` notes, in order, without duplicates.
     pub dlopen: Vec<Vec<u8>>,
+    /// The same notes as groups: each entry's `soname` list, alternatives of which one found is
+    /// enough, in order, without duplicate groups.
+    pub dlopen_groups: Vec<Vec<Vec<u8>>>,
     /// The file has a `PT_DYNAMIC` segment.
     pub has_dynamic: bool,
     /// The file has section headers.
@@ -187,6 +190,7 @@ impl ElfInfo {
             rpath: strings(DT_RPATH).into_iter().next(),
             runpath: strings(DT_RUNPATH).into_iter().next(),
             dlopen: parsed.dlopen.clone(),
+            dlopen_groups: parsed.dlopen_groups.clone(),
             has_dynamic: parsed.dynamic.is_some(),
             has_section_headers: !parsed.sections.is_empty(),
             execstack: parsed

@@ -224,6 +224,7 @@ pub(crate) struct Parsed {
     pub(crate) dynsym: Option<(u64, u64)>,
     pub(crate) versym: Option<u64>,
     pub(crate) dlopen: Vec<Vec<u8>>,
+    pub(crate) dlopen_groups: Vec<Vec<Vec<u8>>>,
 }
 
 fn usize_of(value: u64, what: &'static str) -> Result<usize> {
@@ -300,6 +301,7 @@ impl Parsed {
             dynsym: None,
             versym: None,
             dlopen: Vec::new(),
+            dlopen_groups: Vec::new(),
         };
         parsed.read_interp(bytes)?;
         parsed.read_dynamic(bytes)?;
@@ -587,19 +589,26 @@ impl Parsed {
         ranges.sort_unstable();
         ranges.dedup_by_key(|range| (range.0, range.1));
         let mut sonames = Vec::new();
+        let mut groups: Vec<Vec<Vec<u8>>> = Vec::new();
         for (offset, size, align) in ranges {
             let Some(range) = file_range(bytes, offset, size) else {
                 continue;
             };
             for desc in notes(&bytes[range], self.codec, align, b"FDO", 0x407c_0c0a) {
-                for soname in crate::dlopen::sonames(desc) {
-                    if !sonames.contains(&soname) {
-                        sonames.push(soname);
+                for group in crate::dlopen::groups(desc) {
+                    for soname in &group {
+                        if !sonames.contains(soname) {
+                            sonames.push(soname.clone());
+                        }
+                    }
+                    if !groups.contains(&group) {
+                        groups.push(group);
                     }
                 }
             }
         }
         self.dlopen = sonames;
+        self.dlopen_groups = groups;
     }
 
     /// Finds the section header that describes the loader's view of a structure.

@@ -13,7 +13,17 @@ use crate::error::{Error, Result};
 /// writable for an edit in place and gets its mode back afterwards; a rewritten file gets the
 /// original's mode.
 pub fn apply(path: &Path, bytes: &[u8], edits: &ElfEdits) -> Result<Outcome> {
-    let options = Options::default();
+    apply_with_options(path, bytes, edits, &Options::default())
+}
+
+/// [`apply`] with layout options (`patchelfFlags`' `--page-size`).
+pub fn apply_with_options(
+    path: &Path,
+    bytes: &[u8],
+    edits: &ElfEdits,
+    options: &Options,
+) -> Result<Outcome> {
+    let options = options.clone();
     let patch =
         storepatch_elf::plan(bytes, edits, &options).map_err(|error| Error::engine(path, error))?;
     if patch == Patch::Unchanged {

@@ -6,6 +6,12 @@
 //! source the walk order (names sorted byte-wise, parents before children), never the order the
 //! file system returns. Files are parsed in parallel; the result does not depend on the thread
 //! count.
+//!
+//! With [`LibraryIndexBuilder::follow_run_paths`], as autoPatchelfHook does, the run path
+//! entries of the indexed libraries (without `$ORIGIN` ones) are searched too, as directories
+//! (not recursively), breadth first: after every source of the same group
+//! ([`LibraryIndexBuilder::end_group`]), before the next group. Directories that do not exist
+//! (scrubbed entries) add nothing, silently; a directory is listed once.
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -105,28 +111,61 @@ impl LibraryIndex {
 #[derive(Debug, Clone)]
 enum Source {
     Directory(PathBuf),
-    Tree { root: PathBuf, recursive: bool },
+    Tree {
+        root: PathBuf,
+        recursive: bool,
+    },
+    /// A run path entry of an indexed library: a directory that may not exist.
+    RunPath(PathBuf),
 }
 
 /// Collects library sources, then parses them all (see [`LibraryIndex::builder`]).
 #[derive(Debug, Clone, Default)]
 pub struct LibraryIndexBuilder {
-    sources: Vec<Source>,
+    /// Groups of sources, in order.
+    groups: Vec<Vec<Source>>,
+    follow_run_paths: bool,
 }
 
 impl LibraryIndexBuilder {
     /// Adds the libraries directly in `dir` (not in its subdirectories), like `--library-path`.
+    /// `dir` may also be one library file.
     #[must_use]
     pub fn directory(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.sources.push(Source::Directory(dir.into()));
+        self.push(Source::Directory(dir.into()));
         self
+    }
+
+    /// Also searches the run paths of indexed libraries (see the module docs).
+    #[must_use]
+    pub fn follow_run_paths(mut self, follow: bool) -> Self {
+        self.follow_run_paths = follow;
+        self
+    }
+
+    /// Ends a group of sources: run paths followed from its libraries come before the sources
+    /// added next (autoPatchelfHook indexes the output and what its libraries' run paths name,
+    /// then the search paths and what theirs name).
+    #[must_use]
+    pub fn end_group(mut self) -> Self {
+        if self.groups.last().is_some_and(|group| !group.is_empty()) {
+            self.groups.push(Vec::new());
+        }
+        self
+    }
+
+    fn push(&mut self, source: Source) {
+        match self.groups.last_mut() {
+            Some(group) => group.push(source),
+            None => self.groups.push(vec![source]),
+        }
     }
 
     /// Adds the libraries anywhere below `root` (or only directly in it when `recursive` is
     /// false), like the trees being patched and `--library-tree`. `root` may also be one file.
     #[must_use]
     pub fn tree(mut self, root: impl Into<PathBuf>, recursive: bool) -> Self {
-        self.sources.push(Source::Tree {
+        self.push(Source::Tree {
             root: root.into(),
             recursive,
         });
@@ -138,21 +177,50 @@ impl LibraryIndexBuilder {
     /// to the index, which holds everything else.
     pub fn build(self) -> (LibraryIndex, Vec<Error>) {
         let mut errors = Vec::new();
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        for source in &self.sources {
-            match list(source) {
-                Ok(found) => candidates.extend(found),
-                Err(err) => errors.push(err),
-            }
-        }
-        let parsed: Vec<Result<Option<Library>>> =
-            candidates.par_iter().map(|path| library(path)).collect();
         let mut index = LibraryIndex::default();
-        for result in parsed {
-            match result {
-                Ok(Some(library)) => index.push(library),
-                Ok(None) => {}
-                Err(err) => errors.push(err),
+        // Directories already listed as run path sources (normalised), so each is listed once.
+        let mut followed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for group in self.groups {
+            let mut round = group;
+            while !round.is_empty() {
+                let mut candidates: Vec<PathBuf> = Vec::new();
+                for source in &round {
+                    if let Source::Directory(dir) | Source::RunPath(dir) = source {
+                        followed.insert(normalize(dir.as_os_str().as_bytes()));
+                    }
+                    match list(source) {
+                        Ok(found) => candidates.extend(found),
+                        Err(err) => errors.push(err),
+                    }
+                }
+                let parsed: Vec<Result<Option<Parsed>>> =
+                    candidates.par_iter().map(|path| library(path)).collect();
+                let mut next = Vec::new();
+                for result in parsed {
+                    match result {
+                        Ok(Some((library, run_path))) => {
+                            if self.follow_run_paths
+                                && let Some(run_path) = run_path
+                            {
+                                for entry in crate::runpath::split(&run_path) {
+                                    if crate::runpath::uses_origin(&entry)
+                                        || entry.first() != Some(&b'/')
+                                        || !followed.insert(normalize(&entry))
+                                    {
+                                        continue;
+                                    }
+                                    next.push(Source::RunPath(PathBuf::from(OsStr::from_bytes(
+                                        &entry,
+                                    ))));
+                                }
+                            }
+                            index.push(library);
+                        }
+                        Ok(None) => {}
+                        Err(err) => errors.push(err),
+                    }
+                }
+                round = next;
             }
         }
         log::debug!("indexed {} libraries", index.libraries.len());
@@ -173,7 +241,16 @@ fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn list(source: &Source) -> Result<Vec<PathBuf>> {
     match source {
-        Source::Directory(dir) => {
+        Source::RunPath(dir) if !dir.is_dir() => Ok(Vec::new()),
+        Source::Directory(file) if fs_err::metadata(file).is_ok_and(|meta| meta.is_file()) => {
+            Ok(file
+                .file_name()
+                .is_some_and(looks_like_library)
+                .then(|| file.clone())
+                .into_iter()
+                .collect())
+        }
+        Source::Directory(dir) | Source::RunPath(dir) => {
             let mut names: Vec<PathBuf> = fs_err::read_dir(dir)
                 .map_err(Error::Fs)?
                 .filter_map(std::result::Result::ok)
@@ -201,8 +278,12 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// Parses one candidate; `None` when it is not a (readable, regular) ELF file.
-fn library(path: &Path) -> Result<Option<Library>> {
+/// An indexed library and its run path.
+type Parsed = (Library, Option<Vec<u8>>);
+
+/// Parses one candidate, with its run path; `None` when it is not a (readable, regular) ELF
+/// file.
+fn library(path: &Path) -> Result<Option<Parsed>> {
     // Symlinks count when they lead to a regular file; dangling ones are left out.
     let Ok(metadata) = fs_err::metadata(path) else {
         return Ok(None);
@@ -221,11 +302,14 @@ fn library(path: &Path) -> Result<Option<Library>> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(None);
     };
-    Ok(Some(Library {
-        path: path.to_path_buf(),
-        dir: dir.to_path_buf(),
-        name: name.as_bytes().to_vec(),
-        soname: info.soname.clone(),
-        target: Target::of(&info),
-    }))
+    Ok(Some((
+        Library {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            name: name.as_bytes().to_vec(),
+            soname: info.soname.clone(),
+            target: Target::of(&info),
+        },
+        info.run_path().map(<[u8]>::to_vec),
+    )))
 }

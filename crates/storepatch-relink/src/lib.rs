@@ -41,16 +41,20 @@ mod glob;
 mod index;
 mod libc;
 mod loader;
+mod patchelf_flags;
 mod plan;
 pub mod runpath;
 mod target;
 
-pub use apply::apply;
+pub use apply::{apply, apply_with_options};
 pub use error::{Error, Result};
 pub use glob::Pattern;
 pub use index::{Library, LibraryIndex, LibraryIndexBuilder};
 pub use libc::LibcNames;
 pub use loader::{Loader, LoaderSearch, Unresolved};
-pub use plan::{Dependency, DependencyKind, Plan, Relink, Relinker, Resolution, Settings, Skip};
+pub use patchelf_flags::PatchelfFlagError;
+pub use plan::{
+    Dependency, DependencyKind, PatchelfFlags, Plan, Relink, Relinker, Resolution, Settings, Skip,
+};
 pub use runpath::RestoreMap;
 pub use target::Target;

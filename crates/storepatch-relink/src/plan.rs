@@ -11,8 +11,14 @@
 //! 5. with `keep_libc`, a libc object that is not in the index is still left to the linker;
 //! 6. otherwise the dependency is missing.
 //!
-//! The new run path is the directories of step 3 and 4 in dependency order, without duplicates,
-//! then the runtime dependencies and the appended run paths. The file's current run path (with
+//! A `.note.dlopen` entry is a group of alternatives: its sonames are tried in order with the
+//! steps above, and the first one satisfied satisfies the group (one [`Dependency`] per group,
+//! missing only when no alternative is found), as autoPatchelfHook does.
+//!
+//! The new run path is, for dynamic executables (with `PT_INTERP`) only, the runtime
+//! dependencies first; then the directories of step 3 and 4 in dependency order; then the
+//! appended run paths; without duplicates (the first occurrence stays), as autoPatchelfHook
+//! builds it. The file's current run path (with
 //! scrubbed entries restored, see [`RestoreMap`](crate::RestoreMap)) is kept instead when it is
 //! already equivalent: every entry is one of those directories, and the loader would find every
 //! dependency through it in the chosen directory. That makes a relink idempotent, and turns a
@@ -26,20 +32,23 @@
 //! - `$ORIGIN` entries that still resolve a library are kept; the hook writes the absolute
 //!   directory, which breaks when the tree is copied.
 //! - The index is built in sorted walk order, never file system order.
-//! - Runtime dependencies go into every ELF file's run path, after the directories it needs;
-//!   the hook prepends them for dynamic executables only (useless for a venv, whose ELF files
-//!   are extension modules).
 //! - A file with `DT_RPATH` keeps `DT_RPATH` (its dependencies' lookups rely on it); the hook's
-//!   `patchelf --set-rpath` turns it into `DT_RUNPATH`.
+//!   `patchelf --set-rpath` turns it into `DT_RUNPATH` (unless `patchelfFlags` has
+//!   `--force-rpath`, which [`PatchelfFlags`] also honours).
+//! - [`PatchelfFlags`] (the hook's `patchelfFlags`, which it passes to every `patchelf` call)
+//!   are applied to the files the hook would call `patchelf` on: dynamic executables, and files
+//!   that get a run path. Only flags that mean something for such a call are accepted.
 //! - A run path that is already equivalent is left as it is (after restoring scrubbed
 //!   entries), so a second run writes nothing.
 //! - A library found through a symlink is used from the symlink's directory; the hook uses the
 //!   target's directory when the names match.
-//! - The run paths of indexed libraries are not added to the search directories.
-//! - libc's objects are glibc's sonames plus, in a Nix build, the files in
-//!   `$NIX_BINTOOLS/nix-support/orig-libc`'s `lib` (the hook's only source).
-//! - Each `.note.dlopen` soname counts as its own dependency: the ELF engine reports the
-//!   sonames of the note without their grouping into alternatives.
+//! - The run paths of indexed libraries are added to the search directories only when asked
+//!   ([`LibraryIndexBuilder::follow_run_paths`](crate::LibraryIndexBuilder::follow_run_paths));
+//!   the hook always does.
+//! - libc's objects are, in a Nix build, the files in `$NIX_BINTOOLS/nix-support/orig-libc`'s
+//!   `lib` (the hook's only source), else glibc's sonames (see [`LibcNames`]).
+//! - A missing `.note.dlopen` group is ignored when an ignore pattern matches one of its
+//!   alternatives; the hook matches the pattern against the text `any(a, b)`.
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +60,7 @@ use storepatch_walk::ReadPolicy;
 use crate::error::{Error, Result};
 use crate::index::LibraryIndex;
 use crate::libc::LibcNames;
+pub use crate::patchelf_flags::PatchelfFlags;
 use crate::runpath::{self, RestoreMap, normalize};
 use crate::target::Target;
 
@@ -65,7 +75,8 @@ pub struct Settings {
     pub target: Target,
     /// The dynamic linker for executables (`PT_INTERP`), if it should be set.
     pub interpreter: Option<Vec<u8>>,
-    /// Run path entries every file gets after the directories it needs (`<dep>/lib`).
+    /// Run path entries dynamic executables get first, before the directories they need
+    /// (`<dep>/lib`, autoPatchelfHook's `runtimeDependencies`).
     pub runtime_dependencies: Vec<Vec<u8>>,
     /// Run path entries every file gets last.
     pub append_run_paths: Vec<Vec<u8>>,
@@ -75,6 +86,8 @@ pub struct Settings {
     pub libc: LibcNames,
     /// How to restore scrubbed run path entries.
     pub restore: RestoreMap,
+    /// patchelf flags for every file patchelf would be called on.
+    pub patchelf: PatchelfFlags,
 }
 
 impl Default for Settings {
@@ -87,6 +100,7 @@ impl Default for Settings {
             keep_libc: false,
             libc: LibcNames::default(),
             restore: RestoreMap::default(),
+            patchelf: PatchelfFlags::default(),
         }
     }
 }
@@ -150,7 +164,7 @@ impl std::fmt::Display for Skip {
 pub enum DependencyKind {
     /// A `DT_NEEDED` entry.
     Needed,
-    /// A `.note.dlopen` soname.
+    /// A `.note.dlopen` group of alternative sonames.
     Dlopen,
 }
 
@@ -184,8 +198,11 @@ pub enum Resolution {
 /// One dependency of a file and its resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependency {
-    /// The soname (or path) wanted.
+    /// The soname (or path) wanted: of a `.note.dlopen` group, the alternative that was found,
+    /// or the first one when none was.
     pub name: Vec<u8>,
+    /// Of a `.note.dlopen` group, every alternative in order; empty for `DT_NEEDED`.
+    pub alternatives: Vec<Vec<u8>>,
     /// Where it was listed.
     pub kind: DependencyKind,
     /// How it is satisfied.
@@ -202,7 +219,7 @@ impl Dependency {
 /// The decision for one ELF file that is relinked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relink {
-    /// Every dependency, `DT_NEEDED` first, then `.note.dlopen`.
+    /// Every dependency, `DT_NEEDED` first, then `.note.dlopen` groups.
     pub dependencies: Vec<Dependency>,
     /// The run path now (`DT_RUNPATH`, else `DT_RPATH`).
     pub old_run_path: Option<Vec<u8>>,
@@ -301,7 +318,18 @@ impl Relinker {
         if !target.accepts(&found) {
             return Ok(Plan::Skip(Skip::OsAbi { found, target }));
         }
-        Ok(Plan::Relink(Box::new(self.relink(path, &info))))
+        let mut relink = self.relink(path, &info);
+        if self.settings.patchelf.has_edits() && relink.changes_file() {
+            // The flags may ask for what the file already has (DF_1_NODEFLIB set, DT_RPATH
+            // already): then there is nothing to write.
+            let options = self.settings.patchelf.options();
+            let patch = storepatch_elf::plan(bytes, &relink.edits, &options)
+                .map_err(|error| Error::engine(path, error))?;
+            if patch == storepatch_elf::Patch::Unchanged {
+                relink.edits = ElfEdits::default();
+            }
+        }
+        Ok(Plan::Relink(Box::new(relink)))
     }
 
     fn relink(&self, path: &Path, info: &ElfInfo) -> Relink {
@@ -330,30 +358,52 @@ impl Relinker {
             .unwrap_or_default();
 
         let keep_libc = self.settings.keep_libc || OS_ABIS_KEEPING_LIBC.contains(&info.os_abi);
-        let dependencies: Vec<Dependency> = info
+        let mut dependencies: Vec<Dependency> = info
             .needed
             .iter()
-            .map(|name| (name, DependencyKind::Needed))
-            .chain(
-                info.dlopen
-                    .iter()
-                    .map(|name| (name, DependencyKind::Dlopen)),
-            )
-            .map(|(name, kind)| Dependency {
+            .map(|name| Dependency {
                 name: name.clone(),
-                kind,
+                alternatives: Vec::new(),
+                kind: DependencyKind::Needed,
                 resolution: self.resolve(name, origin, file_target, &current, keep_libc),
             })
             .collect();
+        for group in &info.dlopen_groups {
+            let resolved = group.iter().find_map(|name| {
+                let resolution = self.resolve(name, origin, file_target, &current, keep_libc);
+                (!matches!(resolution, Resolution::Missing { .. })).then_some((name, resolution))
+            });
+            let (name, resolution) = match resolved {
+                Some((name, resolution)) => (name.clone(), resolution),
+                None => (
+                    group[0].clone(),
+                    self.resolve(&group[0], origin, file_target, &current, keep_libc),
+                ),
+            };
+            dependencies.push(Dependency {
+                name,
+                alternatives: group.clone(),
+                kind: DependencyKind::Dlopen,
+                resolution,
+            });
+        }
 
-        let extra: Vec<Vec<u8>> = self
-            .settings
-            .runtime_dependencies
+        // autoPatchelfHook gives runtime dependencies to dynamic executables only, first.
+        let is_dynamic_executable = info.interpreter.is_some();
+        let runtime: &[Vec<u8>] = if is_dynamic_executable {
+            &self.settings.runtime_dependencies
+        } else {
+            &[]
+        };
+        let extra: Vec<Vec<u8>> = runtime
             .iter()
             .chain(&self.settings.append_run_paths)
             .cloned()
             .collect();
         let mut fresh: Vec<Vec<u8>> = Vec::new();
+        for entry in runtime {
+            push_unique(&mut fresh, entry.clone());
+        }
         for dependency in &dependencies {
             let entry = match &dependency.resolution {
                 Resolution::Origin { entry } => entry.clone(),
@@ -362,12 +412,13 @@ impl Relinker {
             };
             push_unique(&mut fresh, entry);
         }
-        for entry in &extra {
+        for entry in &self.settings.append_run_paths {
             push_unique(&mut fresh, entry.clone());
         }
 
         let kept_run_path =
-            self.is_equivalent(&current, &dependencies, &extra, origin, file_target);
+            self.is_equivalent(&current, &dependencies, &extra, origin, file_target)
+                && starts_with_runtime(&current, runtime);
         let new_run_path = if kept_run_path || fresh.is_empty() {
             // Equivalent already, or nothing to point at (autoPatchelfHook then leaves the run
             // path alone too): only restore scrubbed entries.
@@ -392,6 +443,20 @@ impl Relinker {
         {
             edits.interpreter = Some(wanted.clone());
             new_interpreter = Some(wanted.clone());
+        }
+        // The hook calls patchelf (with `patchelfFlags`) to set the interpreter of every dynamic
+        // executable, and to set the run path of every file that gets one.
+        let patchelf_called =
+            (is_dynamic_executable && self.settings.interpreter.is_some()) || !fresh.is_empty();
+        if patchelf_called {
+            let flags = &self.settings.patchelf;
+            edits.no_default_lib |= flags.no_default_lib;
+            if flags.force_rpath
+                && let Some(new) = &new_run_path
+            {
+                edits.run_path = Some(RunPathEdit::Set(new.clone()));
+                edits.force_rpath = true;
+            }
         }
         Relink {
             dependencies,
@@ -534,6 +599,20 @@ impl Relinker {
         };
         target.is_some_and(|target| wanted.accepts(&target))
     }
+}
+
+/// Whether the run path `entries` starts with the runtime dependencies, in order (after
+/// normalisation), as a fresh one would.
+fn starts_with_runtime(entries: &[Vec<u8>], runtime: &[Vec<u8>]) -> bool {
+    let mut wanted: Vec<Vec<u8>> = Vec::new();
+    for entry in runtime {
+        push_unique(&mut wanted, entry.clone());
+    }
+    wanted.len() <= entries.len()
+        && wanted
+            .iter()
+            .zip(entries)
+            .all(|(wanted, entry)| normalize(wanted) == normalize(entry))
 }
 
 fn push_unique(entries: &mut Vec<Vec<u8>>, entry: Vec<u8>) {

@@ -16,12 +16,12 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 use storepatch_elf::{ElfInfo, Outcome};
 use storepatch_relink::{
-    Dependency, DependencyKind, LibcNames, LibraryIndex, Pattern, Plan, Relink, Relinker,
-    Resolution, RestoreMap, Settings, Skip, Target,
+    Dependency, DependencyKind, LibcNames, LibraryIndex, PatchelfFlags, Pattern, Plan, Relink,
+    Relinker, Resolution, RestoreMap, Settings, Skip, Target,
 };
 use storepatch_walk::{EntryKind, ReadPolicy};
 
-use crate::cli::{GlobalArgs, RelinkArgs};
+use crate::cli::{GlobalArgs, LibrarySource, RelinkArgs};
 use crate::output::{self, Output, bytes_value, path_value};
 
 /// What happened to one file.
@@ -53,6 +53,10 @@ struct File {
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<ExitCode> {
+    if args.paths.is_empty() {
+        anyhow::bail!("no paths to relink: give them as arguments or after --paths");
+    }
+    let patchelf = PatchelfFlags::parse(&args.patchelf_flag)?;
     for root in &args.paths {
         fs_err::symlink_metadata(root)?;
     }
@@ -62,8 +66,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     for path in args
         .paths
         .iter_mut()
-        .chain(&mut args.library_path)
-        .chain(&mut args.library_tree)
+        .chain(args.library_sources.iter_mut().map(LibrarySource::path_mut))
     {
         *path = std::path::absolute(&*path)
             .with_context(|| format!("making `{}` absolute", path.display()))?;
@@ -92,25 +95,37 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         }
         None => Target::host(),
     };
+    // In a Nix build, what libc's `lib` directory holds decides, as for autoPatchelfHook.
     let mut libc = LibcNames::glibc();
     if let Some(bintools) = &bintools
         && let Ok(text) = fs_err::read(bintools.join("nix-support/orig-libc"))
     {
         let libc_dir = Path::new(std::ffi::OsStr::from_bytes(text.trim_ascii())).join("lib");
-        libc = libc.with_directory(&libc_dir);
+        match LibcNames::from_directory(&libc_dir) {
+            Ok(names) => libc = names,
+            Err(err) => output::message(
+                global.quiet,
+                &format!(
+                    "warning: libc directory from $NIX_BINTOOLS: {err}; using glibc's sonames"
+                ),
+            ),
+        }
     }
     let patterns: Vec<Pattern> = args.ignore_missing.iter().map(Pattern::new).collect();
 
     let recursive = !args.no_recurse;
-    let mut builder = LibraryIndex::builder();
-    for root in &args.paths {
-        builder = builder.tree(root, recursive);
+    let mut builder = LibraryIndex::builder().follow_run_paths(args.follow_run_paths);
+    if !args.ignore_existing {
+        for root in &args.paths {
+            builder = builder.tree(root, recursive);
+        }
     }
-    for dir in &args.library_path {
-        builder = builder.directory(dir);
-    }
-    for dir in &args.library_tree {
-        builder = builder.tree(dir, true);
+    builder = builder.end_group();
+    for source in &args.library_sources {
+        builder = match source {
+            LibrarySource::Directory(dir) => builder.directory(dir),
+            LibrarySource::Tree(dir) => builder.tree(dir, true),
+        };
     }
     let (index, index_errors) = builder.build();
     for err in &index_errors {
@@ -118,9 +133,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     }
 
     let supplied: Vec<&Path> = args
-        .library_path
+        .library_sources
         .iter()
-        .chain(&args.library_tree)
+        .map(LibrarySource::path)
         .chain(&args.runtime_dependency)
         .chain(&args.append_rpath)
         .map(PathBuf::as_path)
@@ -141,6 +156,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         keep_libc: args.keep_libc,
         libc,
         restore: RestoreMap::new(store_dir, supplied),
+        patchelf,
     };
     let relinker = Relinker::new(index, settings);
 
@@ -285,7 +301,8 @@ fn relink_file(
                     outcome: None,
                 };
             }
-            match storepatch_relink::apply(path, &contents, &relink.edits) {
+            let options = relinker.settings().patchelf.options();
+            match storepatch_relink::apply_with_options(path, &contents, &relink.edits, &options) {
                 Ok(outcome) => FileResult::Relinked {
                     relink,
                     outcome: Some(outcome),
@@ -382,13 +399,20 @@ impl<'run> Report<'run> {
         report
     }
 
+    /// The first pattern matching the dependency's name (of a `.note.dlopen` group, any
+    /// alternative's).
     fn ignored_by(&self, dependency: &Dependency) -> Option<&'run Pattern> {
-        let name = dependency
-            .name
-            .rsplit(|&byte| byte == b'/')
-            .next()
-            .unwrap_or(&dependency.name);
-        self.patterns.iter().find(|pattern| pattern.matches(name))
+        let names: Vec<&[u8]> = if dependency.alternatives.is_empty() {
+            vec![&dependency.name]
+        } else {
+            dependency.alternatives.iter().map(Vec::as_slice).collect()
+        };
+        self.patterns.iter().find(|pattern| {
+            names.iter().any(|name| {
+                let name = name.rsplit(|&byte| byte == b'/').next().unwrap_or(name);
+                pattern.matches(name)
+            })
+        })
     }
 
     fn print(&self, global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<()> {
@@ -571,7 +595,7 @@ impl<'run> Report<'run> {
                 }))?;
                 continue;
             }
-            let name = String::from_utf8_lossy(&dependency.name);
+            let name = missing_name(dependency);
             let hint = match &dependency.resolution {
                 Resolution::Missing {
                     same_soname: Some(library),
@@ -606,6 +630,21 @@ fn is_noted(path: &Path, skip: &Skip) -> bool {
             .is_some_and(|name| name.as_bytes().windows(3).any(|w| w == b".so"))
 }
 
+/// How a missing dependency is named: a `.note.dlopen` group with several alternatives as
+/// `any(a, b)`, as autoPatchelfHook does.
+fn missing_name(dependency: &Dependency) -> String {
+    if dependency.alternatives.len() > 1 {
+        let names: Vec<String> = dependency
+            .alternatives
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        format!("any({})", names.join(", "))
+    } else {
+        String::from_utf8_lossy(&dependency.name).into_owned()
+    }
+}
+
 fn kind_name(kind: &DependencyKind) -> &'static str {
     match kind {
         DependencyKind::Needed => "needed",
@@ -621,10 +660,18 @@ fn dependency_value(dependency: &Dependency) -> Value {
         Resolution::Library { dir, .. } => ("library", Some(path_value(dir))),
         Resolution::Missing { .. } => ("missing", None),
     };
-    json!({
+    let mut value = json!({
         "name": bytes_value(&dependency.name),
         "kind": kind_name(&dependency.kind),
         "resolution": resolution,
         "dir": dir,
-    })
+    });
+    if !dependency.alternatives.is_empty() {
+        value["alternatives"] = dependency
+            .alternatives
+            .iter()
+            .map(|name| bytes_value(name))
+            .collect();
+    }
+    value
 }

@@ -17,7 +17,9 @@
 //!   "run_path_new", "interpreter_old", "interpreter_new", "dependencies"}`: `relink` looked at one
 //!   ELF file. `action` is `patched`, `would_patch` or `unchanged`; `write` is `in_place`,
 //!   `relayout` or `none`; each dependency has `name`, `kind` (`needed` or `dlopen`), `resolution`
-//!   (`absolute`, `libc`, `origin`, `library` or `missing`) and `dir`.
+//!   (`absolute`, `libc`, `origin`, `library` or `missing`) and `dir`; a `dlopen` one (a
+//!   `.note.dlopen` group) also has `alternatives`, every soname of the group, and its `name` is
+//!   the alternative found (the first when none was).
 //! - `{"type":"missing", "path", "name", "kind", "ignored"}`: a dependency `relink` did not find.
 //! - `{"type":"skip", "path", "reason"}`: a file `relink` left alone, and why.
 //! - `{"type":"hard_link", "path", "first", "relinked"}`: another name of a file `relink` handled

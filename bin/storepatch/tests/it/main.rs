@@ -2,6 +2,8 @@
 
 /// `storepatch audit`: health checks of relinked, scrubbed and broken trees.
 mod audit;
+/// autoPatchelfHook parity of `storepatch relink`, knob by knob, on real gcc-built programs.
+mod autopatchelf;
 /// Helpers shared by the modules below.
 mod common;
 /// Foreign architectures under qemu-user: edit, relink, run.

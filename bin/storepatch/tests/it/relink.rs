@@ -224,7 +224,9 @@ fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
 }
 
 #[test]
-fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
+/// Runtime dependencies go to dynamic executables only (autoPatchelfHook's rule): extension
+/// modules get the directories they need and the appended run paths.
+fn libraries_elsewhere_get_a_new_run_path_without_runtime_dependencies() {
     let scrubbed = Scrubbed::new();
     let fixture = &scrubbed.fixture;
     let elsewhere = scrubbed.dir.path().join("elsewhere");
@@ -247,8 +249,8 @@ fn libraries_elsewhere_get_a_new_run_path_with_runtime_dependencies_last() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:[TMP]/runtime/lib:/opt/extra/lib
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:[TMP]/runtime/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:/opt/extra/lib
 
     ----- stderr -----
     patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
@@ -824,8 +826,9 @@ fn run_path_dirs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<String>
 /// Parity with nixpkgs' `auto-patchelf.py` (autoPatchelfHook's engine) on the realistic tree: the
 /// same directories per file. Differences by design, which this comparison sees through:
 /// `$ORIGIN` entries that resolve a library are kept where the hook writes the absolute
-/// directory (compared after expansion), order is dependency order without the hook's
-/// runtime-dependencies-first quirk (compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+/// directory (compared after expansion, so compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+/// The exact run path strings are compared on gcc-built files by
+/// `autopatchelf::same_run_paths_as_auto_patchelf_py`.
 ///
 /// Needs a copy of `pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` outside the
 /// repository, named by `$STOREPATCH_AUTO_PATCHELF`, plus `patchelf` and `pyelftools` for
