@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
+use storepatch_test::stdenv;
 use storepatch_test::nix::{
     NOT_ALLOWED_TO_REFER, NixJudge, hash_part, nix_string, store_path_list, unique_marker,
 };
@@ -475,105 +476,71 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Setup hooks.
 
-/// Just enough of nixpkgs' `stdenv/generic/setup.sh` to run setup hooks the way stdenv does:
-/// `addEnvHooks` applied to `buildInputs`, `runHook` (the implicit hook variable first, then the
-/// `<name>Hooks` array), an install phase, `fixupOutputHooks` once per output with `$prefix` set,
-/// then `postFixupHooks`, then an install check. Runs under `set -euo pipefail`, as stdenv does.
-const STDENV_LITE: &str = r#"set -euo pipefail
-declare -a envHooks=() postInstallHooks=() fixupOutputHooks=() postFixupHooks=()
-hostOffset=0
-targetOffset=1
-outputs="${outputs:-out}"
-
-addEnvHooks() {
-    shift
-    envHooks+=("$@")
-}
-
-getAllOutputNames() {
-    echo "$outputs"
-}
-
-runHook() {
-    local hookName="$1"
-    shift
-    if [[ -n "${!hookName-}" ]]; then
-        eval "${!hookName}"
-    fi
-    declare -p "${hookName}Hooks" >/dev/null 2>&1 || return 0
-    local -n stdenvLiteHooks="${hookName}Hooks"
-    local stdenvLiteHook
-    for stdenvLiteHook in "${stdenvLiteHooks[@]}"; do
-        eval "$stdenvLiteHook"
-    done
-}
-
-for stdenvLiteSetupHook in ${setupHooks-}; do
-    # shellcheck disable=SC1090
-    source "$stdenvLiteSetupHook"
-done
-for stdenvLiteInput in ${buildInputs-}; do
-    for stdenvLiteEnvHook in "${envHooks[@]}"; do
-        "$stdenvLiteEnvHook" "$stdenvLiteInput"
-    done
-done
-
-eval "${installPhase:?}"
-runHook postInstall
-if [[ -z "${dontFixup-}" ]]; then
-    for stdenvLiteOutput in $(getAllOutputNames); do
-        prefix="${!stdenvLiteOutput}"
-        runHook fixupOutput
-    done
-    runHook postFixup
-fi
-eval "${installCheckPhase-}"
-"#;
-
-/// The hook scripts with `@storepatch@` pointing at `storepatch_bin`, plus `stdenv-lite.sh`,
-/// written to `dir`.
-fn write_hook_harness(dir: &Path, storepatch_bin: &Path) -> Result<()> {
-    for hook in ["storepatch-scrub-hook.sh", "storepatch-relink-hook.sh"] {
-        let text = fs_err::read_to_string(repo_root().join("nix/hooks").join(hook))?;
+/// The hook scripts as setup-hook packages under `dir` (`<dir>/<hook name>/nix-support/setup-hook`,
+/// as makeSetupHook makes them), with `@storepatch@` replaced by `storepatch_bin`; the relink
+/// hook propagates `bintools`, as package.nix does.
+fn write_hook_packages(dir: &Path, storepatch_bin: &Path, bintools: &Path) -> Result<()> {
+    for hook in ["storepatch-scrub-hook", "storepatch-relink-hook"] {
+        let text = fs_err::read_to_string(repo_root().join(format!("nix/hooks/{hook}.sh")))?;
         ensure!(
             text.contains("@storepatch@"),
             "{hook} does not call @storepatch@"
         );
         write(
-            &dir.join("hooks").join(hook),
+            &dir.join(hook).join("nix-support/setup-hook"),
             text.replace("@storepatch@", path_str(storepatch_bin)?),
         )?;
     }
-    write(&dir.join("stdenv-lite.sh"), STDENV_LITE)
+    write(
+        &dir.join("storepatch-relink-hook/nix-support/propagated-build-inputs"),
+        format!("{}\n", path_str(bintools)?),
+    )
 }
 
-/// A store path holding the freshly built `storepatch` (in `bin/`), the hooks wired to it, and
-/// `stdenv-lite.sh`. The binary is linked against the host's glibc, which the sandbox exposes
+/// The store paths a hook test builds with.
+struct Harness {
+    /// The stdenv model (`storepatch_test::stdenv`) plus `bin/storepatch`, freshly built.
+    model: PathBuf,
+    /// `storepatch.scrubHook`: a setup-hook package.
+    scrub_hook: PathBuf,
+    /// `storepatch.relinkHook`: a setup-hook package propagating the model's bintools.
+    relink_hook: PathBuf,
+}
+
+/// Put the stdenv model with the freshly built `storepatch` into the store, then the two hook
+/// packages calling it. The binary is linked against the host's glibc, which the sandbox exposes
 /// through `extra-sandbox-paths`.
-fn store_harness(nix: &NixJudge, dir: &Path) -> Result<PathBuf> {
+fn store_harness(nix: &NixJudge, dir: &Path) -> Result<Harness> {
     let staging = dir.join("storepatch-harness");
-    let bin = staging.join("bin/storepatch");
     fs_err::create_dir_all(staging.join("bin"))?;
-    fs_err::copy(env!("CARGO_BIN_EXE_storepatch"), &bin)?;
-    // The store path is not known before adding, so the hooks call the binary through PATH's
-    // directory, which the derivation sets to `<harness>/bin`.
-    write_hook_harness(&staging, Path::new("storepatch"))?;
-    nix.add(&staging)
+    fs_err::copy(
+        env!("CARGO_BIN_EXE_storepatch"),
+        staging.join("bin/storepatch"),
+    )?;
+    stdenv::write_model(&staging)?;
+    let model = nix.add(&staging)?;
+    let hooks = dir.join("storepatch-hooks");
+    write_hook_packages(
+        &hooks,
+        &model.join("bin/storepatch"),
+        &model.join("bintools"),
+    )?;
+    Ok(Harness {
+        scrub_hook: nix.add(&hooks.join("storepatch-scrub-hook"))?,
+        relink_hook: nix.add(&hooks.join("storepatch-relink-hook"))?,
+        model,
+    })
 }
 
-/// A `builtins.derivation` that runs `stdenv-lite.sh` from `harness` with `/bin/bash`, sources
-/// `hook`, and copies `tree` to `$out` in its install phase. `extra` is spliced into the
-/// (recursive) attribute set.
-fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Result<String> {
+/// A `builtins.derivation` built by the stdenv model with `hook` in its `nativeBuildInputs`,
+/// copying `tree` to `$out` in its install phase. `extra` is spliced into the (recursive)
+/// attribute set.
+fn hook_derivation(harness: &Harness, hook: &Path, tree: &Path, extra: &str) -> Result<String> {
     Ok(format!(
-        r#"let harness = builtins.storePath {harness}; in
-        builtins.derivation (rec {{
+        r#"builtins.derivation (rec {{
           name = "storepatch-hook-test";
-          system = builtins.currentSystem;
-          builder = "/bin/bash";
-          args = [ "${{harness}}/stdenv-lite.sh" ];
-          PATH = "${{harness}}/bin:/usr/bin:/bin";
-          setupHooks = [ "${{harness}}/hooks/{hook}" ];
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {hook}) ];
           tree = builtins.storePath {tree};
           installPhase = ''
             cp -R "$tree" "$out"
@@ -581,7 +548,8 @@ fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Resu
           '';
           {extra}
         }})"#,
-        harness = nix_string(path_str(harness)?),
+        model = stdenv::derivation_attributes(&harness.model)?,
+        hook = nix_string(path_str(hook)?),
         tree = nix_string(path_str(tree)?),
     ))
 }
@@ -592,7 +560,7 @@ fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Resu
 /// pass `--candidates` through `scrubFlags` instead.
 fn scrub_hook_derivation(
     nix: &NixJudge,
-    harness: &Path,
+    harness: &Harness,
     reference_tree: &ReferenceTree,
     extra: &str,
 ) -> Result<String> {
@@ -600,7 +568,7 @@ fn scrub_hook_derivation(
     let candidates = nix.add(&reference_tree.candidates)?;
     hook_derivation(
         harness,
-        "storepatch-scrub-hook.sh",
+        &harness.scrub_hook,
         &tree,
         &format!(
             "deps = {deps};\n candidates = builtins.storePath {candidates};\n{extra}",
@@ -735,12 +703,10 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
 
 /// Store paths for the relink hook tests.
 struct RelinkFixture {
-    /// `storepatch`, the hooks and `stdenv-lite.sh`.
-    harness: PathBuf,
+    /// The stdenv model and the hooks.
+    harness: Harness,
     /// A library package (`lib/libgreet.so.1`), given to the build as a build input.
     greet: PathBuf,
-    /// A stand-in for bintools: just `nix-support/dynamic-linker`.
-    bintools: PathBuf,
     /// The payload: `bin/hello` and an extension module, both needing `libgreet.so.1`.
     tree: PathBuf,
 }
@@ -776,13 +742,6 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     )?;
     let greet = nix.add(&greet_root)?;
 
-    let bintools_root = dir.join("staging/bintools");
-    write(
-        &bintools_root.join("nix-support/dynamic-linker"),
-        "/lib64/ld-linux-x86-64.so.2\n",
-    )?;
-    write(&bintools_root.join("marker"), &marker)?;
-    let bintools = nix.add(&bintools_root)?;
 
     let tree = dir.join("tree");
     let main_source = dir.join("main.c");
@@ -830,21 +789,21 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     Ok(RelinkFixture {
         harness,
         greet,
-        bintools,
         tree,
     })
 }
 
-/// A derivation running the relink hook on the fixture, with `extra` attributes. Its install
-/// check runs `bin/hello` and asks the dynamic loader to resolve the extension module.
+/// A derivation running the relink hook on the fixture under the stdenv model (stdenvNoCC: the
+/// dynamic linker comes from the bintools the hook propagates), with `extra` attributes. Its
+/// install check runs `bin/hello` and asks the dynamic loader to resolve the extension module.
 fn relink_derivation(fixture: &RelinkFixture, extra_check: &str, extra: &str) -> Result<String> {
     hook_derivation(
         &fixture.harness,
-        "storepatch-relink-hook.sh",
+        &fixture.harness.relink_hook,
         &fixture.tree,
         &format!(
             r#"buildInputs = [ (builtins.storePath {greet}) ];
-               NIX_BINTOOLS = builtins.storePath {bintools};
+               doInstallCheck = true;
                installCheckPhase = ''
                  LD_BIND_NOW=1 "$out/bin/hello" | grep "hello from libgreet"
                  resolved=$(/lib64/ld-linux-x86-64.so.2 --list \
@@ -855,7 +814,6 @@ fn relink_derivation(fixture: &RelinkFixture, extra_check: &str, extra: &str) ->
                '';
                {extra}"#,
             greet = nix_string(path_str(&fixture.greet)?),
-            bintools = nix_string(path_str(&fixture.bintools)?),
         ),
     )
 }
@@ -881,6 +839,7 @@ fn relink_fixture_needs_relinking() -> Result<()> {
         );
         fs_err::remove_dir_all(dir.path().join("staging"))?;
         fs_err::remove_dir_all(dir.path().join("storepatch-harness"))?;
+        fs_err::remove_dir_all(dir.path().join("storepatch-hooks"))?;
         fs_err::remove_dir_all(dir.path().join("tree"))?;
     }
     Ok(())
@@ -941,22 +900,32 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
         ),
     )?;
     make_executable(&stub)?;
-    write_hook_harness(dir.path(), &stub)?;
+    stdenv::write_model(dir.path())?;
+    write_hook_packages(
+        &dir.path().join("hooks"),
+        &stub,
+        &dir.path().join("bintools"),
+    )?;
     let out = dir.path().join("out");
     let mut command = Command::new("bash");
     command
-        .arg(dir.path().join("stdenv-lite.sh"))
+        .arg(dir.path().join("stdenv/default-builder.sh"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("out", &out)
         .env("TMPDIR", dir.path())
-        .env("setupHooks", dir.path().join("hooks").join(hook))
+        .env("nativeBuildInputs", dir.path().join("hooks").join(hook))
         .env("installPhase", "mkdir -p \"$out\"");
     for (name, value) in variables {
         command.env(name, value);
     }
     let output = run_ok(&mut command)?;
-    let log = String::from_utf8_lossy(&output.stdout).into_owned();
+    // Only the hooks' own lines, not the phase headers or patchELF's.
+    let log: String = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("storepatch-") || line.starts_with("autoPatchelf"))
+        .map(|line| format!("{line}\n"))
+        .collect();
     let recorded = if calls.exists() {
         fs_err::read_to_string(&calls)?
     } else {
@@ -972,7 +941,7 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
 #[test]
 fn scrub_hook_arguments() -> Result<()> {
     let recorded = run_hook_with_stub(
-        "storepatch-scrub-hook.sh",
+        "storepatch-scrub-hook",
         &[
             ("scrubFlags", "--threads 2  --candidates list.txt"),
             ("scrubKeepRefs", "/nix/store/a /nix/store/b"),
@@ -987,14 +956,14 @@ fn scrub_hook_arguments() -> Result<()> {
          /nix/store/b)\n"
     );
 
-    let skipped = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontScrubStoreRefs", "1")])?;
+    let skipped = run_hook_with_stub("storepatch-scrub-hook", &[("dontScrubStoreRefs", "1")])?;
     assert_eq!(
         skipped,
         "--- log\nstorepatch-scrub-hook: dontScrubStoreRefs is set, leaving $out alone\n"
     );
 
-    // With dontFixup, it runs once after the install phase instead.
-    let no_fixup = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontFixup", "1")])?;
+    // With dontFixup, it still runs, as the last phase.
+    let no_fixup = run_hook_with_stub("storepatch-scrub-hook", &[("dontFixup", "1")])?;
     assert!(
         no_fixup.starts_with("--- call\nscrub\n--json\n--candidates-from-env\n--\n$out\n"),
         "{no_fixup}"
@@ -1006,61 +975,73 @@ fn scrub_hook_arguments() -> Result<()> {
 fn relink_hook_arguments() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("input");
-    let bintools = dir.path().join("bintools");
     fs_err::create_dir_all(input.join("lib"))?;
     fs_err::create_dir_all(dir.path().join("no-lib"))?;
-    write(
-        &bintools.join("nix-support/dynamic-linker"),
-        "/lib64/ld-linux-x86-64.so.2\n",
-    )?;
     let buildinputs = format!(
         "{} {}",
         path_str(&input)?,
         path_str(&dir.path().join("no-lib"))?
     );
+    // Multi-line values with tabs split on all whitespace, as nixpkgs' concatTo does.
     let recorded = run_hook_with_stub(
-        "storepatch-relink-hook.sh",
+        "storepatch-relink-hook",
         &[
             ("buildInputs", &buildinputs),
-            ("NIX_BINTOOLS", path_str(&bintools)?),
             (
                 "autoPatchelfIgnoreMissingDeps",
-                "libcuda.so.1 libnvidia-*.so",
+                "libcuda.so.1\n\tlibnvidia-*.so",
             ),
             ("runtimeDependencies", "/nix/store/x-systemd"),
             ("appendRunpaths", "/run/opengl-driver/lib"),
-            ("autoPatchelfFlags", "--keep-libc"),
+            ("autoPatchelfFlags", "--keep-libc\n--no-recurse"),
             (
-                "postInstall",
-                "mkdir -p \"$out/flat\"; addAutoPatchelfSearchPath \"$out/vendor\"; \
-                 addAutoPatchelfSearchPath --no-recurse \"$out/flat\"",
+                "installPhase",
+                "mkdir -p \"$out/flat/deeper\" \"$out/vendor/a/b\" \"$out/vendor/c\"; \
+                 touch \"$out/flat/libf.so.1\" \"$out/flat/deeper/libd.so\" \
+                   \"$out/vendor/a/b/libv.so\" \"$out/vendor/c/libw.so.2.1\" \"$out/vendor/c/x.txt\"; \
+                 addAutoPatchelfSearchPath \"$out/vendor\"; \
+                 addAutoPatchelfSearchPath --no-recurse \"$out/flat\"; \
+                 cd \"$out/vendor/c\"; addAutoPatchelfSearchPath",
             ),
         ],
     )?;
     let input_lib = format!("{}/lib", path_str(&input)?);
+    let libraries = format!(
+        "--library-path\n{input_lib}\n--library-path\n$out/vendor/a/b\n--library-path\n$out/vendor/c\n\
+         --library-path\n$out/flat\n--library-path\n.\n--interpreter\n{}\n",
+        stdenv::DYNAMIC_LINKER
+    );
     assert_eq!(
         recorded,
         format!(
-            "--- call\nrelink\n--library-path\n{input_lib}\n--library-path\n$out/flat\n--library-tree\n$out/vendor\n\
-             --interpreter\n/lib64/ld-linux-x86-64.so.2\n\
+            // First the restore before patchELF's shrink-rpath, then autoPatchelfPostFixup.
+            "--- call\nrelink\n{libraries}--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
+             --- call\nrelink\n{libraries}\
              --runtime-dependency\n/nix/store/x-systemd/lib\n\
              --append-rpath\n/run/opengl-driver/lib\n\
              --ignore-missing\nlibcuda.so.1\n--ignore-missing\nlibnvidia-*.so\n\
-             --keep-libc\n--\n$out\n--- log\nautoPatchelf: storepatch relink of $out\n"
+             --keep-libc\n--no-recurse\n--\n$out\n--- log\n\
+             autoPatchelf: storepatch relink of $out before patchELF shrinks run paths\n\
+             autoPatchelf: storepatch relink of $out\n"
         )
     );
 
-    // `true` arrives as "1" and means every missing dependency may stay; dontAutoPatchelf
-    // disables the automatic run.
+    // `true` arrives as "1" and means every missing dependency may stay; with dontPatchELF
+    // there is no shrink-rpath to race, so only the post-fixup run happens.
     let ignore_all = run_hook_with_stub(
-        "storepatch-relink-hook.sh",
-        &[("autoPatchelfIgnoreMissingDeps", "1")],
+        "storepatch-relink-hook",
+        &[("autoPatchelfIgnoreMissingDeps", "1"), ("dontPatchELF", "1")],
     )?;
+    assert_eq!(
+        ignore_all.matches("--- call").count(),
+        1,
+        "{ignore_all}"
+    );
     assert!(
         ignore_all.contains("--ignore-missing\n*\n--\n$out\n"),
         "{ignore_all}"
     );
-    let disabled = run_hook_with_stub("storepatch-relink-hook.sh", &[("dontAutoPatchelf", "1")])?;
+    let disabled = run_hook_with_stub("storepatch-relink-hook", &[("dontAutoPatchelf", "1")])?;
     assert_eq!(disabled, "--- log\n");
     Ok(())
 }
@@ -1073,6 +1054,11 @@ fn hook_scripts_are_valid_bash() -> Result<()> {
                 .arg("-n")
                 .arg(repo_root().join("nix/hooks").join(hook)),
         )?;
+    }
+    for model in ["setup.sh", "default-builder.sh"] {
+        run_ok(Command::new("bash").arg("-n").arg(
+            repo_root().join("crates/storepatch-test/src/stdenv").join(model),
+        ))?;
     }
     Ok(())
 }
