@@ -112,7 +112,8 @@ fn is_elf(path: &Path) -> bool {
 }
 
 /// The attributes of a `builtins.derivation` that builds with the model stored at `model` (a
-/// store path holding [`write_model`]'s tree): `builder`, `args`, `system`, `PATH`.
+/// store path holding [`write_model`]'s tree, made an input with `builtins.storePath`):
+/// `builder`, `args`, `system`, `PATH`.
 pub fn derivation_attributes(model: &Path) -> anyhow::Result<String> {
     let model = model
         .to_str()
@@ -120,7 +121,7 @@ pub fn derivation_attributes(model: &Path) -> anyhow::Result<String> {
     Ok(format!(
         r#"system = builtins.currentSystem;
            builder = "/bin/bash";
-           args = [ "{model}/stdenv/default-builder.sh" ];
+           args = [ "${{builtins.storePath "{model}"}}/stdenv/default-builder.sh" ];
            PATH = "/usr/bin:/bin";"#
     ))
 }

@@ -760,7 +760,8 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     let hello = tree.join("bin/hello");
     let extension = tree.join("lib/python3.12/site-packages/_greet.so");
     gcc(&[
-        &["-o", path_str(&hello)?, path_str(&main_source)?],
+        // With debug info, for strip to remove.
+        &["-g", "-o", path_str(&hello)?, path_str(&main_source)?],
         &link_flags[..],
     ]
     .concat())?;
@@ -864,18 +865,73 @@ fn relink_hook_makes_binaries_run() -> Result<()> {
     Ok(())
 }
 
+/// The install check of the in-place restore: the RUNPATH is exactly `<greet>/lib` again, and
+/// size, program headers and section headers are those of the scrubbed input.
+fn restored_in_place_check(greet: &Path) -> Result<String> {
+    Ok(format!(
+        r#"for file in bin/hello lib/python3.12/site-packages/_greet.so; do
+             readelf -dW "$out/$file" | grep -F "(RUNPATH)" | grep -F "[{greet}/lib]"
+             test "$(stat -c %s "$tree/$file")" = "$(stat -c %s "$out/$file")"
+             test "$(readelf -lW "$tree/$file" | grep -v '^Elf file type')" = \
+                  "$(readelf -lW "$out/$file" | grep -v '^Elf file type')"
+             test "$(readelf -SW "$tree/$file")" = "$(readelf -SW "$out/$file")"
+           done"#,
+        greet = path_str(greet)?,
+    ))
+}
+
 #[test]
 fn relink_hook_restores_scrubbed_runpath_in_place() -> Result<()> {
+    // Under the stdenv model with patchELF active: the hook's pass before patchELF restores the
+    // scrubbed entry, so shrink-rpath keeps it. Strip is off only because it rewrites the file.
     let nix = nix_judge_or_skip!("nix::relink_hook_restores_scrubbed_runpath_in_place");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), true)?;
+    let build = nix.build_logged(&relink_derivation(
+        &fixture,
+        &restored_in_place_check(&fixture.greet)?,
+        "dontStrip = true;",
+    )?)?;
+    assert!(
+        build.stderr.contains("shrinking RPATHs of ELF executables"),
+        "patchELF did not run:\n{}",
+        build.stderr
+    );
+    assert_eq!(nix.references(&build.out)?, vec![fixture.greet.clone()]);
+
+    // Without that pass (autoPatchelf called by hand in postFixup, after patchELF), shrink-rpath
+    // has already deleted the scrubbed entry: the binaries still run, but not in place.
+    let late = nix.build_logged(&relink_derivation(
+        &fixture,
+        r#"test "$(stat -c %s "$tree/bin/hello")" != "$(stat -c %s "$out/bin/hello")""#,
+        r#"dontStrip = true;
+           dontAutoPatchelf = true;
+           postFixup = "dontAutoPatchelf= autoPatchelfPostFixup";"#,
+    )?)?;
+    assert!(
+        !late.stderr.contains("before patchELF shrinks run paths"),
+        "{}",
+        late.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn relink_hook_under_the_stdenv_with_strip() -> Result<()> {
+    // The stdenv (with a compiler's bintools) strips after the relink passes: the restored
+    // RUNPATH survives, the binaries run.
+    let nix = nix_judge_or_skip!("nix::relink_hook_under_the_stdenv_with_strip");
     let dir = tempfile::tempdir()?;
     let fixture = relink_fixture(&nix, dir.path(), true)?;
     let out = nix.build(&relink_derivation(
         &fixture,
-        // The restore fast path edits the RUNPATH string in place: no relayout, same size.
-        r#"for file in bin/hello lib/python3.12/site-packages/_greet.so; do
-             test "$(stat -c %s "$tree/$file")" = "$(stat -c %s "$out/$file")"
-           done"#,
-        "",
+        &format!(
+            r#"readelf -dW "$out/bin/hello" | grep -F "(RUNPATH)" | grep -F "[{greet}/lib]"
+               readelf -SW "$tree/bin/hello" | grep -qF .debug_
+               ! readelf -SW "$out/bin/hello" | grep -F .debug_"#,
+            greet = path_str(&fixture.greet)?,
+        ),
+        r#"stdenvModelCC = "1";"#,
     )?)?;
     assert_eq!(nix.references(&out)?, vec![fixture.greet]);
     Ok(())
