@@ -16,7 +16,9 @@
 #
 # Besides full `/nix/store/<hash>-<name>` paths, `storepatch scrub` is given
 # `--candidates-from-env`: the bare hash part of every store path in the build's environment (the
-# inputs, $out) is searched for too, as Nix's own reference scanner does.
+# inputs, $out) is searched for too, as Nix's own reference scanner does. With __structuredAttrs
+# the attributes live in .attrs.sh instead of the environment; the store paths named there are
+# passed with `--candidates FILE` (a temporary file in $TMPDIR).
 #
 # When it runs: last. The hook appends `storepatchScrubPhase` to `postPhases`, which genericBuild
 # runs after every other phase: after fixupPhase (patchShebangs, strip, patchELF and every other
@@ -61,6 +63,17 @@ storepatchScrub() {
     # Like Nix, look for the bare hash part of every store path the build was given (they are all
     # in its environment), not only for full paths.
     local -a flags=(--candidates-from-env) keep=()
+    # With __structuredAttrs the attributes are not in the environment but in .attrs.sh: give
+    # the store paths named there as candidates too.
+    local attrs candidates="${TMPDIR:-/tmp}/storepatch-scrub-candidates"
+    for attrs in "${NIX_ATTRS_SH_FILE-}" "${NIX_BUILD_TOP-}/.attrs.sh"; do
+        if [[ -f "$attrs" ]]; then
+            grep -oE "${NIX_STORE:-/nix/store}/[0-9a-df-np-sv-z]{32}-[-+._?=0-9a-zA-Z]*" "$attrs" |
+                sort -u >"$candidates" || true
+            flags+=(--candidates "$candidates")
+            break
+        fi
+    done
     _storepatchScrubWords flags scrubFlags
     _storepatchScrubWords keep scrubKeepRefs
     local ref
@@ -82,6 +95,7 @@ storepatchScrub() {
         echo "storepatch-scrub-hook: $dir: $(_storepatchScrubSummary "$report")${flags[*]:+ (flags: ${flags[*]})}"
         rm -f "$report"
     done
+    rm -f "$candidates"
 }
 
 # The value of number field $1 in the JSON object $2, or "?".

@@ -543,8 +543,10 @@ fn hook_derivation(harness: &Harness, hook: &Path, tree: &Path, extra: &str) -> 
           nativeBuildInputs = [ (builtins.storePath {hook}) ];
           tree = builtins.storePath {tree};
           installPhase = ''
+            runHook preInstall
             cp -R "$tree" "$out"
             chmod -R u+w "$out"
+            runHook postInstall
           '';
           {extra}
         }})"#,
@@ -696,8 +698,147 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
             hash = hashes[0].2,
         ),
     )?)?;
+    assert!(nix.is_valid(&fixed_output)?, "{}", fixed_output.display());
     assert_eq!(nix.nar_hash(&fixed_output)?, hashes[0].2);
     assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
+    Ok(())
+}
+
+#[test]
+fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
+    // Every stdenv fixup switched back on (the stdenv with bintools: strip too), a script that
+    // patchShebangs points at a store path, references written by postFixup and by the install
+    // check: the scrub, the last phase, still leaves none. no-broken-symlinks ran before it on
+    // the unscrubbed tree (the scrubbed symlink into `linked` dangles by design).
+    let nix = nix_judge_or_skip!("nix::scrub_hook_runs_last_under_the_stdenv");
+    let dir = tempfile::tempdir()?;
+    let reference_tree = reference_tree(&nix, dir.path())?;
+    let harness = store_harness(&nix, dir.path())?;
+    let interp = reference_tree
+        .referenced
+        .iter()
+        .find(|path| path.to_string_lossy().ends_with("-interp"))
+        .context("no interp fixture")?;
+    let attributes = format!(
+        r#"stdenvModelCC = "1";
+           dontPatchShebangs = false;
+           dontPatchELF = false;
+           dontStrip = false;
+           buildInputs = [ (builtins.storePath {interp}) ];
+           postInstall = ''
+             printf '#!/usr/bin/env interp\necho late\n' > "$out/bin/late-tool"
+             chmod +x "$out/bin/late-tool"
+           '';
+           postFixup = ''
+             echo "$buildInputs" > "$out/share/written-in-postFixup"
+           '';
+           doInstallCheck = true;
+           installCheckPhase = ''
+             echo "$buildInputs" > "$out/share/written-in-installCheck"
+           '';"#,
+        interp = nix_string(path_str(interp)?),
+    );
+    let build = nix.build_logged(&scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        &format!("{attributes}\nallowedReferences = [ ];"),
+    )?)?;
+    assert_eq!(nix.references(&build.out)?, Vec::<PathBuf>::new());
+    let log = &build.stderr;
+    for expected in [
+        "late-tool: interpreter directive changed from \"#!/usr/bin/env interp\"",
+        "shrinking RPATHs of ELF executables",
+        "Running phase: installCheckPhase",
+        "Running phase: storepatchScrubPhase",
+    ] {
+        assert!(log.contains(expected), "{expected:?} not in the log:\n{log}");
+    }
+    let position = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(
+        position("Running phase: installCheckPhase") < position("storepatch-scrub-hook: /"),
+        "{log}"
+    );
+    let late_tool = fs_err::read_to_string(build.out.join("bin/late-tool"))?;
+    assert!(
+        late_tool.starts_with(&format!(
+            "#!{}/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-interp/bin/interp",
+            nix.store_dir().display()
+        )),
+        "{late_tool}"
+    );
+
+    // The same as a real fixed-output derivation, judged by its printed path being valid and
+    // free of references (Nix 2.8 would otherwise register it elsewhere and exit 0).
+    let fixed_output = nix.build(&scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        &format!(
+            r#"{attributes}
+               outputHashMode = "recursive";
+               outputHashAlgo = "sha256";
+               outputHash = "{hash}";"#,
+            hash = nix.nar_hash(&build.out)?,
+        ),
+    )?)?;
+    assert!(nix.is_valid(&fixed_output)?, "{}", fixed_output.display());
+    assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
+
+    // no-broken-symlinks does run: a link that is broken before the scrub fails the build.
+    let broken = nix
+        .build(&scrub_hook_derivation(
+            &nix,
+            &harness,
+            &reference_tree,
+            r#"postInstall = "ln -s /nonexistent-target $out/broken";"#,
+        )?)
+        .expect_err("a dangling symlink must fail no-broken-symlinks");
+    assert!(
+        broken.stderr.contains("points to a missing target /nonexistent-target"),
+        "{broken}"
+    );
+    Ok(())
+}
+
+#[test]
+fn scrub_hook_with_structured_attrs_and_outputs() -> Result<()> {
+    // __structuredAttrs: the variables are bash arrays, the outputs an associative array; every
+    // output is scrubbed.
+    let nix = nix_judge_or_skip!("nix::scrub_hook_with_structured_attrs_and_outputs");
+    let dir = tempfile::tempdir()?;
+    let reference_tree = reference_tree(&nix, dir.path())?;
+    let harness = store_harness(&nix, dir.path())?;
+    let expression = scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        r#"__structuredAttrs = true;
+           outputs = [ "out" "lib" ];
+           scrubFlags = [ "--threads" "2" ];
+           postInstall = ''
+             mkdir -p "$lib"
+             printf '%s\n' "''${deps[@]}" > "$lib/deps.txt"
+           '';"#,
+    )?;
+    let build = nix.build_logged(&expression)?;
+    let lib = nix.build(&format!("({expression}).lib"))?;
+    assert_ne!(build.out, lib);
+    for output in [&build.out, &lib] {
+        assert_eq!(
+            nix.references(output)?,
+            Vec::<PathBuf>::new(),
+            "{}",
+            output.display()
+        );
+    }
+    assert_eq!(
+        build.stderr.matches("storepatch-scrub-hook: /").count(),
+        2,
+        "{}",
+        build.stderr
+    );
+    assert!(build.stderr.contains("--threads 2"), "{}", build.stderr);
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
 # Models pkgs/stdenv/generic/default-builder.sh: source the setup script, run every phase.
 # shellcheck disable=SC1091
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "${BASH_SOURCE[0]%/*}/setup.sh"
 genericBuild

@@ -34,13 +34,22 @@ set -eu
 set -o pipefail
 shopt -s inherit_errexit
 
-stdenvModelDir=$(dirname "${BASH_SOURCE[0]}")
-stdenvModelRoot=$(dirname "$stdenvModelDir")
+stdenvModelDir="${BASH_SOURCE[0]%/*}"
+stdenvModelRoot="${stdenvModelDir%/*}"
 
-if [[ -n "${__structuredAttrs-}" ]]; then
-    # Nix 2.8 writes the attributes as bash declarations into the build directory.
+# With __structuredAttrs the attributes are not in the environment: Nix writes them as bash
+# declarations into the build directory. (Nix 2.8's NIX_ATTRS_SH_FILE names the file outside the
+# sandbox, so the build directory is tried as well.) __structuredAttrs itself is not among them.
+if [[ -f "${NIX_ATTRS_SH_FILE-}" ]]; then
+    # shellcheck disable=SC1090
+    source "$NIX_ATTRS_SH_FILE"
+    __structuredAttrs=1
+elif [[ -f "${NIX_BUILD_TOP-.}/.attrs.sh" ]]; then
     # shellcheck disable=SC1091
-    source "${NIX_ATTRS_SH_FILE:-$NIX_BUILD_TOP/.attrs.sh}"
+    source "${NIX_BUILD_TOP-.}/.attrs.sh"
+    __structuredAttrs=1
+fi
+if [[ -n "${__structuredAttrs-}" ]]; then
     for stdenvModelOutput in "${!outputs[@]}"; do
         export "$stdenvModelOutput=${outputs[$stdenvModelOutput]}"
     done
