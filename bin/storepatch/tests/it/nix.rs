@@ -385,6 +385,7 @@ const STUB_NIXPKGS: &str = r#"
         maybeMissing = file: file;
       };
       getExe = package: "${package.outPath}/bin/${package.meta.mainProgram}";
+      optionalString = condition: string: if condition then string else "";
       licenses = { mit = "MIT"; asl20 = "Apache-2.0"; };
       platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
     };
@@ -394,23 +395,26 @@ const STUB_NIXPKGS: &str = r#"
         package = attrs // { outPath = "/nix/store/00000000000000000000000000000000-storepatch"; };
       in package;
     makeSetupHook = arguments: script: arguments // { script = toString script; };
+    installShellFiles = "installShellFiles";
+    bintools = "bintools";
   in
-    import PACKAGE { inherit lib rustPlatform makeSetupHook; }
+    import PACKAGE ({ inherit lib rustPlatform makeSetupHook installShellFiles bintools; } // ARGUMENTS)
 "#;
 
-#[test]
-fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
-    let nix = nix_judge_or_skip!("nix::package_nix_evaluates_against_stub_nixpkgs");
+/// Evaluate `package.nix` against [`STUB_NIXPKGS`] with `arguments` (a Nix attribute set).
+fn evaluate_package(nix: &NixJudge, arguments: &str) -> Result<serde_json::Value> {
     let package_file = repo_root().join("nix/package.nix").canonicalize()?;
     let expression = format!(
         "let package = {}; in {{
-           inherit (package) pname version doCheck cargoBuildFlags cargoTestFlags postInstall meta;
+           inherit (package) pname version doCheck cargoBuildFlags cargoTestFlags postInstall meta
+             nativeBuildInputs;
            lockFile = toString package.cargoLock.lockFile;
            sources = package.src.fileset;
-           scrubHook = package.passthru.scrubHook;
-           relinkHook = package.passthru.relinkHook;
+           inherit (package.passthru) scrubHook relinkHook restoreHook;
          }}",
-        STUB_NIXPKGS.replace("PACKAGE", path_str(&package_file)?)
+        STUB_NIXPKGS
+            .replace("PACKAGE", path_str(&package_file)?)
+            .replace("ARGUMENTS", arguments)
     );
     let output = run_ok(nix.command("nix-instantiate").args([
         "--eval",
@@ -419,7 +423,13 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
         "--expr",
         &expression,
     ]))?;
-    let package: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[test]
+fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::package_nix_evaluates_against_stub_nixpkgs");
+    let package = evaluate_package(&nix, "{ }")?;
     let root = repo_root().canonicalize()?;
     let exe = "/nix/store/00000000000000000000000000000000-storepatch/bin/storepatch";
     assert_eq!(package["pname"], "storepatch");
@@ -431,13 +441,45 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
         path_str(&root.join("Cargo.lock"))?,
         "cargoLock.lockFile must be the workspace's Cargo.lock"
     );
-    assert!(
-        package["postInstall"]
-            .as_str()
-            .is_some_and(|script| script.contains("ln -s storepatch \"$out/bin/patchelf\"")),
-        "{}",
-        package["postInstall"]
+    // The check phase runs no crate whose tests need tools outside the build.
+    let test_flags = package["cargoTestFlags"].to_string();
+    for excluded in ["storepatch-test", "storepatch-benches"] {
+        assert!(
+            test_flags.contains(&format!(r#""--exclude","{excluded}""#)),
+            "{test_flags}"
+        );
+    }
+    assert_eq!(
+        package["nativeBuildInputs"],
+        serde_json::json!(["installShellFiles"])
     );
+    // Man pages and completions are installed from the files in the repository, which exist.
+    let post_install = package["postInstall"].as_str().context("postInstall")?;
+    for file in [
+        "bin/storepatch/doc/man/*.1",
+        "bin/storepatch/doc/storepatch.bash",
+        "bin/storepatch/doc/storepatch.zsh",
+        "bin/storepatch/doc/storepatch.fish",
+    ] {
+        assert!(post_install.contains(file), "{post_install}");
+        let path = root.join(file.trim_end_matches("*.1"));
+        assert!(path.exists(), "{} is missing", path.display());
+    }
+    assert!(post_install.contains("installManPage"), "{post_install}");
+    assert!(
+        post_install.contains("installShellCompletion --cmd storepatch"),
+        "{post_install}"
+    );
+    // No patchelf unless asked, and then a hard link, never a symlink.
+    assert!(!post_install.contains("patchelf"), "{post_install}");
+    let aliased = evaluate_package(&nix, "{ withPatchelfAlias = true; }")?;
+    let aliased_install = aliased["postInstall"].as_str().context("postInstall")?;
+    assert!(
+        aliased_install.contains(r#"ln "$out/bin/storepatch" "$out/bin/patchelf""#),
+        "{aliased_install}"
+    );
+    assert!(!aliased_install.contains("ln -s"), "{aliased_install}");
+
     for source in package["sources"].as_array().context("sources")? {
         let source = Path::new(source.as_str().context("source path")?);
         assert!(
@@ -449,6 +491,7 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
     for (hook, name) in [
         ("scrubHook", "storepatch-scrub-hook"),
         ("relinkHook", "storepatch-relink-hook"),
+        ("restoreHook", "storepatch-restore-hook"),
     ] {
         assert_eq!(package[hook]["name"], name);
         assert_eq!(package[hook]["substitutions"]["storepatch"], exe);
@@ -457,6 +500,41 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
             path_str(&root.join(format!("nix/hooks/{name}.sh")))?
         );
     }
+    // Like autoPatchelfHook, the relink hook brings bintools (the dynamic linker) along.
+    assert_eq!(
+        package["relinkHook"]["propagatedBuildInputs"],
+        serde_json::json!(["bintools"])
+    );
+    Ok(())
+}
+
+#[test]
+fn hard_linked_as_patchelf_it_is_patchelf() -> Result<()> {
+    // What `withPatchelfAlias = true` installs: a hard link named patchelf. Scripts that resolve
+    // `readlink -f $(command -v patchelf)` land on a file named patchelf that takes patchelf's
+    // command line.
+    let dir = tempfile::tempdir()?;
+    let bin = dir.path().join("bin");
+    fs_err::create_dir_all(&bin)?;
+    fs_err::copy(env!("CARGO_BIN_EXE_storepatch"), bin.join("storepatch"))?;
+    fs_err::hard_link(bin.join("storepatch"), bin.join("patchelf"))?;
+    let source = dir.path().join("main.c");
+    write(&source, "int main(void) { return 0; }\n")?;
+    let program = dir.path().join("program");
+    gcc(&[
+        "-o",
+        path_str(&program)?,
+        path_str(&source)?,
+        "-Wl,-rpath,/opt/somewhere/lib",
+    ])?;
+    let script = format!(
+        r#"set -e; PATH="{bin}:$PATH"; real=$(readlink -f "$(command -v patchelf)"); \
+           test "${{real##*/}}" = patchelf; "$real" --print-rpath "{program}""#,
+        bin = path_str(&bin)?,
+        program = path_str(&program)?,
+    );
+    let output = run_ok(Command::new("bash").arg("-c").arg(&script))?;
+    assert_eq!(String::from_utf8(output.stdout)?, "/opt/somewhere/lib\n");
     Ok(())
 }
 
