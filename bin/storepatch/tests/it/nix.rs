@@ -18,10 +18,10 @@ use std::process::{Command, Output};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
-use storepatch_test::stdenv;
 use storepatch_test::nix::{
     NOT_ALLOWED_TO_REFER, NixJudge, hash_part, nix_string, store_path_list, unique_marker,
 };
+use storepatch_test::stdenv;
 
 /// Skip (or, under `CI=true`, fail) the calling test when Nix is not installed.
 macro_rules! nix_judge_or_skip {
@@ -830,7 +830,10 @@ fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
         "Running phase: installCheckPhase",
         "Running phase: storepatchScrubPhase",
     ] {
-        assert!(log.contains(expected), "{expected:?} not in the log:\n{log}");
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
     }
     let position = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
     assert!(
@@ -873,7 +876,9 @@ fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
         )?)
         .expect_err("a dangling symlink must fail no-broken-symlinks");
     assert!(
-        broken.stderr.contains("points to a missing target /nonexistent-target"),
+        broken
+            .stderr
+            .contains("points to a missing target /nonexistent-target"),
         "{broken}"
     );
     Ok(())
@@ -960,7 +965,6 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
         &greet_root.join("lib/libgreet.so"),
     )?;
     let greet = nix.add(&greet_root)?;
-
 
     let tree = dir.join("tree");
     let main_source = dir.join("main.c");
@@ -1196,11 +1200,14 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
     }
     let output = run_ok(&mut command)?;
     // Only the hooks' own lines, not the phase headers or patchELF's.
-    let log: String = String::from_utf8_lossy(&output.stdout)
+    let mut log = String::new();
+    for line in String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.starts_with("storepatch-") || line.starts_with("autoPatchelf"))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    {
+        log.push_str(line);
+        log.push('\n');
+    }
     let recorded = if calls.exists() {
         fs_err::read_to_string(&calls)?
     } else {
@@ -1305,13 +1312,12 @@ fn relink_hook_arguments() -> Result<()> {
     // there is no shrink-rpath to race, so only the post-fixup run happens.
     let ignore_all = run_hook_with_stub(
         "storepatch-relink-hook",
-        &[("autoPatchelfIgnoreMissingDeps", "1"), ("dontPatchELF", "1")],
+        &[
+            ("autoPatchelfIgnoreMissingDeps", "1"),
+            ("dontPatchELF", "1"),
+        ],
     )?;
-    assert_eq!(
-        ignore_all.matches("--- call").count(),
-        1,
-        "{ignore_all}"
-    );
+    assert_eq!(ignore_all.matches("--- call").count(), 1, "{ignore_all}");
     assert!(
         ignore_all.contains("--ignore-missing\n*\n--\n$out\n"),
         "{ignore_all}"
@@ -1331,9 +1337,13 @@ fn hook_scripts_are_valid_bash() -> Result<()> {
         )?;
     }
     for model in ["setup.sh", "default-builder.sh"] {
-        run_ok(Command::new("bash").arg("-n").arg(
-            repo_root().join("crates/storepatch-test/src/stdenv").join(model),
-        ))?;
+        run_ok(
+            Command::new("bash").arg("-n").arg(
+                repo_root()
+                    .join("crates/storepatch-test/src/stdenv")
+                    .join(model),
+            ),
+        )?;
     }
     Ok(())
 }
