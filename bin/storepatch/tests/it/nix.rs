@@ -1160,6 +1160,59 @@ fn relink_hook_under_the_stdenv_with_strip() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn relink_hook_with_structured_attrs_and_outputs() -> Result<()> {
+    // __structuredAttrs (variables as bash arrays, outputs as an associative array) and a
+    // second output holding the library: the outputs are indexed first, so `out` is linked
+    // against `lib`'s copy, and both outputs are relinked in one run.
+    let nix = nix_judge_or_skip!("nix::relink_hook_with_structured_attrs_and_outputs");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), false)?;
+    let expression = hook_derivation(
+        &fixture.harness,
+        &fixture.harness.relink_hook,
+        &fixture.tree,
+        &format!(
+            r#"__structuredAttrs = true;
+               outputs = [ "out" "lib" ];
+               greet = builtins.storePath {greet};
+               autoPatchelfIgnoreMissingDeps = [ "libnotthere.so.9" "libalso-not.so.1" ];
+               postInstall = ''
+                 mkdir -p "$lib/lib"
+                 cp "$greet/lib/libgreet.so.1" "$lib/lib/"
+               '';
+               doInstallCheck = true;
+               installCheckPhase = ''
+                 LD_BIND_NOW=1 "$out/bin/hello" | grep "hello from libgreet"
+                 readelf -dW "$out/bin/hello" | grep -F "(RUNPATH)" | grep -F "[$lib/lib]"
+               '';"#,
+            greet = nix_string(path_str(&fixture.greet)?),
+        ),
+    )?;
+    let build = nix.build_logged(&expression)?;
+    let lib = nix.build(&format!("({expression}).lib"))?;
+    assert_eq!(
+        nix.references(&build.out)?,
+        vec![lib.clone()],
+        "{}",
+        build.stderr
+    );
+    // One run over both outputs (in getAllOutputNames' order).
+    let runs: Vec<&str> = build
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("autoPatchelf: storepatch relink of "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", build.stderr);
+    for run in runs {
+        assert!(
+            run.contains(path_str(&build.out)?) && run.contains(path_str(&lib)?),
+            "{run}"
+        );
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The hooks' argument handling, on the host with a stub `storepatch` (no Nix needed).
 
