@@ -4,11 +4,13 @@
 //!
 //! - `scan` must report exactly the store paths Nix's own scanner records.
 //! - After `scrub`, a derivation with `allowedReferences = [ ]` must build; before, it must not.
-//! - The setup hooks in `nix/hooks/` run for real inside `nix-build`, under a tiny stand-in for
-//!   stdenv's hook machinery (`STDENV_LITE` below): the scrub hook makes an output pass
-//!   `allowedReferences = [ ]` and a real fixed-output derivation reproduce its hash with another
-//!   thread count; the relink hook makes prebuilt binaries run. Their argument handling is
-//!   checked against a stub `storepatch` on the host.
+//! - The setup hooks in `nix/hooks/` run for real inside `nix-build`, as setup-hook packages under
+//!   the model of nixpkgs' stdenv in `storepatch_test::stdenv` (input order, phases, fixup hooks,
+//!   patchELF with the real patchelf, patchShebangs, strip, no-broken-symlinks, multiple outputs,
+//!   `__structuredAttrs`): the scrub hook runs last and leaves a real fixed-output derivation
+//!   without references, reproducibly for any thread count; the relink hook makes prebuilt
+//!   binaries run and restores scrubbed run paths in place despite patchELF's shrink-rpath.
+//!   Their argument handling is checked against a stub `storepatch` on the host.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
