@@ -1,12 +1,17 @@
-# Example: the main (normal) derivation that turns the scrubbed dependency tree of
-# python-deps.nix into a working virtualenv, with the relink hook instead of autoPatchelfHook.
+# Example: authentik's Django application, from the scrubbed dependency tree of python-deps.nix,
+# with storepatch's restore and relink hooks (the relink hook instead of autoPatchelfHook).
 #
-# No hand-written repair: the restore hook (a fixupOutputHook, so before patchShebangs and
-# patchELF) gives every scrubbed `/nix/store/eeee...-NAME` whose NAME belongs to exactly one input
-# (python312, the libraries below) its hash back: `bin/python`, `home =` in pyvenv.cfg, RUNPATHs.
-# It also relocates the venv from where the FOD built it (read from bin/activate) to $out, so
-# console-script shebangs and activate scripts name $out. Then the relink hook (postFixup)
-# resolves every NEEDED library against the library directories of buildInputs.
+# This is the "final-image" stage of authentik's Dockerfile: the virtualenv, the in-tree
+# workspace packages (packages/*), and the application (authentik/, lifecycle/, manage.py,
+# blueprints, schemas, locale).
+#
+# - storepatch.restoreHook (`storepatch restore`, see nix/hooks/storepatch-restore-hook.sh) puts
+#   the virtualenv's scrubbed text references back: `bin/python*` symlinks, `home =` in
+#   pyvenv.cfg, console script shebangs. Nothing is repaired by hand here.
+# - storepatch.relinkHook resolves every NEEDED library against the library directories of
+#   buildInputs and, where a scrubbed RUNPATH entry (`/nix/store/eeee...-libxml2-2.13.8/lib`)
+#   names exactly one supplied package, restores it in place. It runs before stdenv's patchELF
+#   shrinks run paths, and again in postFixup like autoPatchelfHook.
 #
 #   authentik-django = pkgs.callPackage ./nix/examples/authentik-django.nix {
 #     storepatch = pkgs.callPackage ./nix/package.nix { };
@@ -16,7 +21,7 @@
 {
   lib,
   stdenv,
-  python312,
+  python313,
   storepatch,
   pythonDeps,
   src,
@@ -28,25 +33,29 @@
   libpq,
   zlib,
   libffi,
+  libtool,
+  libmaxminddb,
 }:
 
+let
+  python = python313;
+  sitePackages = "$out/lib/${python.libPrefix}/site-packages";
+in
 stdenv.mkDerivation {
   pname = "authentik-django";
   version = "0";
   inherit src;
 
   nativeBuildInputs = [
-    # `storepatch restore --candidates-from-env` on every output, early in fixup.
     storepatch.restoreHook
-    # Replaces autoPatchelfHook: runs `storepatch relink` on every output in postFixup.
     storepatch.relinkHook
   ];
 
-  # Every package here contributes its lib/ to the library search path (in this order), exactly
-  # as with autoPatchelfHook.
+  # What the compiled extensions load at run time (authentik's image installs libpq5,
+  # libmaxminddb0, libkrb5-3 and the kadm5 libraries, libltdl7, libxslt1.1), each contributing
+  # its lib/ to the library search path in this order, as with autoPatchelfHook.
   buildInputs = [
-    # The interpreter the FOD's venv was made with: the restore hook finds it here by name.
-    python312
+    python
     libxml2
     libxslt
     xmlsec
@@ -55,6 +64,8 @@ stdenv.mkDerivation {
     libpq
     zlib
     libffi
+    libtool
+    libmaxminddb
   ];
 
   dontConfigure = true;
@@ -67,51 +78,61 @@ stdenv.mkDerivation {
     cp -r ${pythonDeps}/. "$out/"
     chmod -R u+w "$out"
 
-    # The project itself.
-    mkdir -p "$out/src"
-    cp -r ./authentik ./lifecycle ./manage.py "$out/src/"
+    # The application, laid out as in authentik's image (its working directory is the root).
+    mkdir -p "$out/share/authentik"
+    cp -r authentik lifecycle manage.py blueprints schemas locale packages \
+      "$out/share/authentik/"
+
+    # The application and the in-tree workspace packages (flat layout, pure Python) on sys.path.
+    {
+      echo "$out/share/authentik"
+      for package in "$out"/share/authentik/packages/*/; do
+        if [ -f "$package/pyproject.toml" ]; then echo "''${package%/}"; fi
+      done
+    } > "${sitePackages}/authentik.pth"
 
     runHook postInstall
+  '';
+
+  # Byte-compile here, not in the FOD (see python-deps.nix), once the tree is final: after the
+  # restore, so the recorded source paths are the real ones.
+  postFixup = ''
+    ${python.interpreter} -m compileall -q -j "$NIX_BUILD_CORES" \
+      "${sitePackages}" "$out/share/authentik" >/dev/null
   '';
 
   # --- restore hook knobs --------------------------------------------------------------------
 
   # More OLD=NEW relocations for text files (the venv's own build location is found by itself).
-  #   storepatchRelocate = [ "/build/source=${placeholder "out"}/src" ];
+  #   storepatchRelocate = [ "/build/source=${placeholder "out"}/share/authentik" ];
   # Set to true to skip the automatic restore.
   dontStorepatchRestore = false;
 
   # --- relink hook knobs (same names as autoPatchelfHook) ----------------------------------
 
-  # Sonames that may stay unresolved (glob patterns). `true` (or "*") accepts every missing
-  # library, which hides real problems: list them instead.
-  autoPatchelfIgnoreMissingDeps = [
-    # Provided by the graphics driver at run time, never by a package.
-    "libcuda.so.1"
-  ];
+  # Every library the extensions need is in buildInputs: nothing may stay unresolved.
+  autoPatchelfIgnoreMissingDeps = [ ];
 
-  # Packages whose lib/ is added to every RUNPATH: for libraries that are only dlopen()ed and so
-  # never appear as NEEDED (e.g. libgssapi from krb5, loaded by libpq's GSSAPI support).
+  # libpq loads krb5's GSSAPI library with dlopen() only: it never appears as NEEDED.
   runtimeDependencies = [ (lib.getLib krb5) ];
 
-  # Directories appended to every RUNPATH as they are (nothing is checked there).
-  appendRunpaths = [ "/run/opengl-driver/lib" ];
+  # --- checks ------------------------------------------------------------------------------
 
-  # Extra flags for `storepatch relink` (see `storepatch relink --help`).
-  autoPatchelfFlags = [ ];
+  doInstallCheck = true;
+  installCheckPhase = ''
+    runHook preInstallCheck
+    export HOME="$TMPDIR"
+    # The venv's own interpreter, as the image runs it; every compiled extension loads.
+    "$out/bin/python" -c '
+    import lxml.etree, xmlsec, psycopg, cryptography.hazmat.bindings._rust, kadmin, maxminddb
+    import guardian, akql, channels_postgres
+    import authentik
+    print("authentik", authentik.__version__)
+    '
+    runHook postInstallCheck
+  '';
 
-  # Set to true to skip the automatic run (call `autoPatchelf DIR...` yourself, e.g. in
-  # postFixup, to patch only part of the tree).
-  dontAutoPatchelf = false;
-
-  # More library directories outside the outputs and buildInputs, searched recursively (or,
-  # with --no-recurse, just the directory itself), e.g. a vendor SDK. The outputs themselves are
-  # always indexed first, so wheel-vendored libraries (`pillow.libs/`) need nothing here.
-  #   preFixup = ''
-  #     addAutoPatchelfSearchPath ${someVendorSdk}/lib64
-  #   '';
-
-  # Nothing may point back into the FOD or at the build-time tools.
+  # Nothing may point back into the FOD.
   disallowedReferences = [ pythonDeps ];
 
   meta = {

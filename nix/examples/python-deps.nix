@@ -1,47 +1,94 @@
-# Example: the Python dependencies of a project (here authentik) as a fixed-output derivation.
+# Example: the Python dependencies of authentik as a fixed-output derivation.
+#
+# This is the "python-deps" stage of authentik's Dockerfile: `uv sync --frozen
+# --no-install-project --no-dev` with the lock file, with the same packages built from source
+# (UV_NO_BINARY_PACKAGE) and the same build tools. `--no-install-workspace` also leaves out the
+# in-tree workspace packages (packages/*); like the project itself they are source, not
+# downloads, and authentik-django.nix installs them.
 #
 # `uv sync` needs the network, so it can only run in a fixed-output derivation (FOD), and an FOD
 # must not refer to any store path. But a virtualenv is full of them: the interpreter in every
-# shebang, `home =` in pyvenv.cfg, `bin/python` symlinks, RUNPATHs of wheels built from source.
-# The scrub hook rewrites the hash part of every such reference to `eeee...` (same length), after
-# everything else has run. The main derivation (authentik-django.nix) puts the real paths back.
+# shebang, `home =` in pyvenv.cfg, `bin/python` symlinks, RUNPATHs of the extensions built from
+# source against libxml2, libxslt, xmlsec, openssl, krb5. The scrub hook rewrites the hash part of
+# every such reference to `eeee...` (same length) as the very last phase. authentik-django.nix
+# puts the real paths back.
 #
 #   deps = pkgs.callPackage ./nix/examples/python-deps.nix {
 #     storepatch = pkgs.callPackage ./nix/package.nix { };
-#     src = ./.;
-#     hash = "sha256-...";   # start with lib.fakeHash; the first build prints the real one
+#     src = ./.;               # an authentik checkout
+#     hash = "sha256-...";     # start with lib.fakeHash; the first build prints the real one
 #   };
+#
+# When is the result right? Not when nix-build exits 0: with Nix 2.8 an FOD whose output still
+# refers to store paths is registered under another path. Check that the printed path is valid
+# and that `nix-store -q --references` prints nothing.
 {
   lib,
-  stdenvNoCC,
+  stdenv,
   uv,
-  python312,
+  python313,
   cacert,
+  git,
+  pkg-config,
+  rustc,
+  cargo,
+  clang,
+  libffi,
+  libxml2,
+  libxslt,
+  zlib,
+  libpq,
+  krb5,
+  xmlsec,
+  openssl,
+  libtool,
   storepatch,
   src,
   hash ? lib.fakeHash,
 }:
 
-stdenvNoCC.mkDerivation {
+stdenv.mkDerivation {
   pname = "authentik-python-deps";
   version = "0";
 
-  # Only the lock file and the project metadata matter to `uv sync --no-install-project`; a
-  # narrower src keeps the hash stable while the code changes.
+  # Only what `uv sync --no-install-project --no-install-workspace` reads: the lock file and the
+  # project and workspace metadata. A narrower src keeps the hash stable while the code changes.
   src = lib.fileset.toSource {
     root = src;
     fileset = lib.fileset.unions [
       (src + "/pyproject.toml")
       (src + "/uv.lock")
+      (lib.fileset.fileFilter (file: file.name == "pyproject.toml") (src + "/packages"))
     ];
   };
 
   nativeBuildInputs = [
     uv
-    python312
+    python313
     cacert
-    # Registers `storepatch scrub` as a fixup hook for every output.
+    git
+    pkg-config
+    # python-kadmin-rs is a Rust extension; its bindgen needs clang.
+    rustc
+    cargo
+    clang
+    # Scrubs every output as the last phase; see nix/hooks/storepatch-scrub-hook.sh.
     storepatch.scrubHook
+  ];
+
+  # What the packages built from source link against (authentik's Dockerfile installs the same
+  # -dev packages): lxml (libxml2, libxslt, zlib), xmlsec (xmlsec, libtool's libltdl, openssl),
+  # psycopg (libpq), python-kadmin-rs (krb5), cffi (libffi), cryptography (openssl).
+  buildInputs = [
+    libffi
+    libxml2
+    libxslt
+    zlib
+    libpq
+    krb5
+    xmlsec
+    openssl
+    libtool
   ];
 
   # The fixed-output part: the result is identified by its content alone.
@@ -51,19 +98,24 @@ stdenvNoCC.mkDerivation {
 
   env = {
     # Use the interpreter from nixpkgs; never let uv download one.
-    UV_PYTHON = python312.interpreter;
+    UV_PYTHON = python313.interpreter;
     UV_PYTHON_DOWNLOADS = "never";
     # Real copies, not hard links into a cache that is gone after the build.
     UV_LINK_MODE = "copy";
     UV_NO_CACHE = "1";
-    # Byte-compiled files embed timestamps and absolute paths; the main derivation compiles.
+    # As authentik builds them.
+    UV_NO_BINARY_PACKAGE = "cryptography lxml python-kadmin-rs xmlsec";
+    # Byte-compiled files record source paths and would make the hash depend on them; the main
+    # derivation compiles instead (authentik's image sets UV_COMPILE_BYTECODE=1 at this step).
     UV_COMPILE_BYTECODE = "0";
     SSL_CERT_FILE = "${cacert}/etc/ssl/certs/ca-bundle.crt";
   };
 
+  dontConfigure = true;
+
   buildPhase = ''
     runHook preBuild
-    uv sync --frozen --no-install-project --no-dev --no-editable
+    uv sync --frozen --no-install-project --no-install-workspace --no-dev
     runHook postBuild
   '';
 
@@ -75,12 +127,10 @@ stdenvNoCC.mkDerivation {
 
   # --- scrub hook knobs -------------------------------------------------------------------
 
-  # Set to true to see what Nix would reject (the build then fails with
-  # "... is not allowed to refer to the following paths" on newer Nix).
+  # Set to true to see what Nix would reject.
   dontScrubStoreRefs = false;
 
-  # Store paths that may stay: none in an FOD. (In a normal derivation, e.g. [ "$out" ]-like
-  # self references or a runtime dependency you mean to keep.)
+  # Store paths that may stay: none in an FOD.
   scrubKeepRefs = [ ];
 
   # Extra flags for `storepatch scrub`. The output is identical for any thread count, so this
@@ -90,11 +140,7 @@ stdenvNoCC.mkDerivation {
     "4"
   ];
 
-  # --- stdenv fixup knobs -----------------------------------------------------------------
-
-  # patchShebangs would point scripts at the build-time python: pointless in an FOD, since the
-  # scrub hook removes it again. Stripping would make the content depend on the binutils
-  # version, and so would the hash.
-  dontPatchShebangs = true;
-  dontStrip = true;
+  # The hook already turns off patchELF, strip and patchShebangs (their results would tie the
+  # hash to the nixpkgs revision's tool versions); set one to false to have it anyway.
+  # no-broken-symlinks stays on: it runs before the scrub, on links that still resolve.
 }

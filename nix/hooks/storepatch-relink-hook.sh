@@ -2,34 +2,49 @@
 # storepatch relink hook: a drop-in replacement for nixpkgs' autoPatchelfHook.
 #
 # It keeps the hook's interface (variables, functions, the postFixup timing) and hands all the
-# work to one `storepatch relink` call: library index, NEEDED resolution, RUNPATH and
-# interpreter. See nix/README.md for the mapping and DESIGN.md §4 for the semantics.
+# work to `storepatch relink`: library index, NEEDED resolution, RUNPATH and interpreter. See
+# nix/README.md for the mapping and DESIGN.md §4 for the semantics.
 #
-# Variables (all optional; space-separated strings, or bash arrays with __structuredAttrs):
-#   dontAutoPatchelf                non-empty: skip the automatic run in postFixup.
-#   autoPatchelfIgnoreMissingDeps   sonames (glob patterns) that may stay unresolved;
-#                                   `true` (which Nix passes as "1") or "*" ignores all.
-#   runtimeDependencies             packages whose lib/ goes into every RUNPATH
-#                                   (for libraries loaded with dlopen).
-#   appendRunpaths                  directories appended to every RUNPATH.
-#   autoPatchelfFlags               extra flags for `storepatch relink`.
-#   patchelfFlags                   patchelf flags; not supported (warned about, ignored).
+# Variables (all optional; strings split on all whitespace like nixpkgs' concatTo, or bash
+# arrays with __structuredAttrs), each mapped to `storepatch relink` flags:
+#   dontAutoPatchelf                non-empty: skip the automatic runs.
+#   autoPatchelfIgnoreMissingDeps   each word -> `--ignore-missing WORD` (a glob pattern);
+#                                   `true` (which Nix passes as "1") -> `--ignore-missing '*'`.
+#   runtimeDependencies             each package P -> `--runtime-dependency P/lib`.
+#   appendRunpaths                  each directory D -> `--append-rpath D`.
+#   autoPatchelfFlags               words appended to the `storepatch relink` command line as
+#                                   they are (after every flag above, before `--`).
+#   patchelfFlags                   not passed on (warned about); `storepatch relink` has no
+#                                   per-call patchelf arguments.
+#   extraAutoPatchelfLibs           each directory D -> `--library-path D`.
 #
 # Functions:
-#   addAutoPatchelfSearchPath [--no-recurse] DIR...   more library directories (searched
-#                                                     recursively unless --no-recurse).
-#   autoPatchelf [--no-recurse] [--] PATH...          relink now.
+#   addAutoPatchelfSearchPath [--no-recurse] [DIR...]  like nixpkgs': every directory holding a
+#       `*.so` or `*.so.*` file below each DIR (only DIR itself with --no-recurse; the current
+#       directory without DIR) is appended to extraAutoPatchelfLibs. Per call the directories
+#       are sorted (nixpkgs takes find's order).
+#   autoPatchelf [--no-recurse] [--] PATH...           relink now (`--no-recurse` passed on).
+#   autoPatchelfPostFixup                              the automatic run over every output but
+#       `debug`, in postFixupHooks (named as in nixpkgs; other hooks look for it by name).
 #
-# Library directories come, in this order, from: the outputs being patched (storepatch indexes
-# them itself, first), `lib/` of every build input (collected by an env hook, as the original
-# does, in `autoPatchelfLibs`), then `extraAutoPatchelfLibs` and addAutoPatchelfSearchPath.
-# The dynamic linker is read from $NIX_BINTOOLS/nix-support/dynamic-linker.
+# Library directories, in this order (each `--library-path`): `lib/` of every build input
+# (collected by an env hook into autoPatchelfLibs, as the original does), then
+# extraAutoPatchelfLibs in the order added; storepatch indexes the outputs themselves first.
+# The dynamic linker is read from $NIX_BINTOOLS/nix-support/dynamic-linker (the package
+# propagates bintools, as nixpkgs' hook does, so stdenvNoCC has one too), else $NIX_CC's.
+#
+# Against stdenv's patchELF: patchelf's setup hook runs `patchelf --shrink-rpath` on every ELF in
+# fixupOutputHooks, before postFixup, and would delete the scrubbed `<store>/eeee...` run path
+# entries `storepatch relink` restores in place. So this hook, sourced before stdenv's default
+# hooks, also registers a fixupOutputHook that runs first: on its first call it relinks every
+# output once (missing libraries are not an error there; runtimeDependencies and appendRunpaths
+# are left to the real run), which restores those entries to existing directories that
+# shrink-rpath keeps. It does nothing with dontAutoPatchelf or dontPatchELF set.
 #
 # @storepatch@ is replaced by makeSetupHook's substitutions with the storepatch executable.
 
-declare -a autoPatchelfLibs
-declare -a extraAutoPatchelfLibs
-declare -a storepatchRelinkLibraryTrees
+declare -ga autoPatchelfLibs
+declare -ga extraAutoPatchelfLibs
 
 # Env hook: called by stdenv once per dependency, with its store path.
 _storepatchRelinkGatherLibraries() {
@@ -39,22 +54,25 @@ _storepatchRelinkGatherLibraries() {
 # shellcheck disable=SC2154 # targetOffset is set by stdenv's setup.sh
 addEnvHooks "$targetOffset" _storepatchRelinkGatherLibraries
 
-# Append the words of variable $2 (a string or, with structured attrs, an array) to array $1.
+# Append the words of variable $2 to array $1 as nixpkgs' concatTo does: a bash array (structured
+# attrs) element by element, a string split on all whitespace (spaces, tabs, newlines), no globbing.
 _storepatchRelinkWords() {
+    local -
+    set -o noglob
     local -n _storepatchRelinkWordsInto=$1
     local _storepatchRelinkWordsFrom=$2
     if [[ "$(declare -p "$_storepatchRelinkWordsFrom" 2>/dev/null)" == "declare -a"* ]]; then
         local -n _storepatchRelinkWordsArray=$_storepatchRelinkWordsFrom
         _storepatchRelinkWordsInto+=("${_storepatchRelinkWordsArray[@]}")
     else
-        local -a _storepatchRelinkWordsSplit=()
-        read -r -a _storepatchRelinkWordsSplit <<<"${!_storepatchRelinkWordsFrom-}"
-        _storepatchRelinkWordsInto+=("${_storepatchRelinkWordsSplit[@]}")
+        local IFS=$' \t\n'
+        # shellcheck disable=SC2206 # splitting is the point
+        _storepatchRelinkWordsInto+=(${!_storepatchRelinkWordsFrom-})
     fi
 }
 
 addAutoPatchelfSearchPath() {
-    local recurse=1
+    local -a findOptions=()
     while (($# > 0)); do
         case "$1" in
         --)
@@ -62,7 +80,7 @@ addAutoPatchelfSearchPath() {
             break
             ;;
         --no-recurse)
-            recurse=
+            findOptions+=(-maxdepth 1)
             shift
             ;;
         --*)
@@ -72,11 +90,32 @@ addAutoPatchelfSearchPath() {
         *) break ;;
         esac
     done
-    if [[ -n "$recurse" ]]; then
-        storepatchRelinkLibraryTrees+=("$@")
-    else
-        extraAutoPatchelfLibs+=("$@")
-    fi
+    local dir
+    while IFS= read -r -d '' dir; do
+        extraAutoPatchelfLibs+=("$dir")
+    done < <(find "$@" "${findOptions[@]}" ! -type d \( -name '*.so' -o -name '*.so.*' \) -print0 |
+        sed -z 's#/[^/]*$##' | sort -z -u)
+}
+
+# The `storepatch relink` flags for the library directories and the dynamic linker, into array $1.
+_storepatchRelinkSearchFlags() {
+    local -n _storepatchRelinkSearchInto=$1
+    local item linkerFile
+    local -a dirs=()
+    _storepatchRelinkWords dirs autoPatchelfLibs
+    _storepatchRelinkWords dirs extraAutoPatchelfLibs
+    # A dependency without lib/ is simply not a library directory.
+    for item in "${dirs[@]}"; do
+        if [[ -d "$item" ]]; then
+            _storepatchRelinkSearchInto+=(--library-path "$item")
+        fi
+    done
+    for linkerFile in "${NIX_BINTOOLS-}/nix-support/dynamic-linker" "${NIX_CC-}/nix-support/dynamic-linker"; do
+        if [[ -f "$linkerFile" ]]; then
+            _storepatchRelinkSearchInto+=(--interpreter "$(<"$linkerFile")")
+            break
+        fi
+    done
 }
 
 autoPatchelf() {
@@ -111,24 +150,7 @@ autoPatchelf() {
 
     local -a args=()
     local item
-    # Each directory is searched on its own (not recursively); a dependency without lib/ is
-    # simply not a library directory.
-    for item in "${autoPatchelfLibs[@]}" "${extraAutoPatchelfLibs[@]}"; do
-        if [[ -d "$item" ]]; then
-            args+=(--library-path "$item")
-        fi
-    done
-    for item in "${storepatchRelinkLibraryTrees[@]}"; do
-        args+=(--library-tree "$item")
-    done
-
-    local linkerFile
-    for linkerFile in "${NIX_BINTOOLS-}/nix-support/dynamic-linker" "${NIX_CC-}/nix-support/dynamic-linker"; do
-        if [[ -f "$linkerFile" ]]; then
-            args+=(--interpreter "$(<"$linkerFile")")
-            break
-        fi
-    done
+    _storepatchRelinkSearchFlags args
 
     for item in "${runtimeDeps[@]}"; do
         args+=(--runtime-dependency "$item/lib")
@@ -151,28 +173,42 @@ autoPatchelf() {
     @storepatch@ relink "${args[@]}" "${extraFlags[@]}" -- "$@"
 }
 
-_storepatchRelinkPostFixup() {
-    [[ -z "${dontAutoPatchelf-}" ]] || return 0
+# The paths of every output but `debug` (separate debug info is not patched, as with the
+# original hook) that exist, into array $1.
+_storepatchRelinkOutputs() {
+    local -n _storepatchRelinkOutputsInto=$1
     local output
-    local -a names=() paths=()
-    if declare -F getAllOutputNames >/dev/null; then
-        read -r -a names <<<"$(getAllOutputNames)"
-    else
-        read -r -a names <<<"${outputs:-out}"
-    fi
-    for output in "${names[@]}"; do
-        # Separate debug info is not patched, as with the original hook.
-        if [[ "$output" == debug ]]; then
-            continue
-        fi
-        if [[ -e "${!output}" ]]; then
-            paths+=("${!output}")
+    for output in $(getAllOutputNames); do
+        if [[ "$output" != debug && -e "${!output}" ]]; then
+            _storepatchRelinkOutputsInto+=("${!output}")
         fi
     done
+}
+
+autoPatchelfPostFixup() {
+    [[ -z "${dontAutoPatchelf-}" ]] || return 0
+    local -a paths=()
+    _storepatchRelinkOutputs paths
     ((${#paths[@]} > 0)) || return 0
     autoPatchelf -- "${paths[@]}"
 }
 
-# postFixup rather than fixupOutputHooks, like the original: it must run after every other
-# fixup hook (strip, patchelf's shrink-rpath) has had its say.
-postFixupHooks+=(_storepatchRelinkPostFixup)
+# The first fixupOutputHook (see the top of this file): restore scrubbed run path entries of
+# every output before patchELF's shrink-rpath of the first one can delete them.
+_storepatchRelinkBeforeShrink() {
+    [[ -z "${_storepatchRelinkBeforeShrinkDone-}" ]] || return 0
+    _storepatchRelinkBeforeShrinkDone=1
+    [[ -z "${dontAutoPatchelf-}" && -z "${dontPatchELF-}" ]] || return 0
+    local -a paths=() args=() extraFlags=()
+    _storepatchRelinkOutputs paths
+    ((${#paths[@]} > 0)) || return 0
+    _storepatchRelinkSearchFlags args
+    _storepatchRelinkWords extraFlags autoPatchelfFlags
+    echo "autoPatchelf: storepatch relink of ${paths[*]} before patchELF shrinks run paths"
+    @storepatch@ relink "${args[@]}" --ignore-missing '*' "${extraFlags[@]}" -- "${paths[@]}"
+}
+
+fixupOutputHooks+=(_storepatchRelinkBeforeShrink)
+# postFixup rather than fixupOutputHooks, like the original: it runs after every fixupOutputHook
+# of every output and after the derivation's own postFixup.
+postFixupHooks+=(autoPatchelfPostFixup)

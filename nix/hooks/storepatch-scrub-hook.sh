@@ -16,25 +16,41 @@
 #
 # Besides full `/nix/store/<hash>-<name>` paths, `storepatch scrub` is given
 # `--candidates-from-env`: the bare hash part of every store path in the build's environment (the
-# inputs, $out) is searched for too, as Nix's own reference scanner does.
+# inputs, $out) is searched for too, as Nix's own reference scanner does. With __structuredAttrs
+# the attributes live in .attrs.sh instead of the environment; the store paths named there are
+# passed with `--candidates FILE` (a temporary file in $TMPDIR).
 #
-# When it runs: as a fixupOutputHook (once per output, with $prefix set, after stdenv's own
-# fixup hooks such as patchShebangs, since this hook is sourced later). Derivations that set
-# dontFixup get it in postInstallHooks instead, once for all outputs.
+# When it runs: last. The hook appends `storepatchScrubPhase` to `postPhases`, which genericBuild
+# runs after every other phase: after fixupPhase (patchShebangs, strip, patchELF and every other
+# fixupOutputHook, `postFixup` and every postFixupHook, including no-broken-symlinks, which so
+# still checks the unscrubbed tree, whose symlinks resolve), after installCheckPhase and distPhase.
+# Only a phase appended to postPhases after this hook was sourced, or a derivation that sets
+# `phases` itself (then list storepatchScrubPhase last in it), escapes it. It runs with
+# `dontFixup` as well.
 #
+# stdenv's own fixups are off by default in a derivation using this hook: `dontPatchELF`,
+# `dontStrip` and `dontPatchShebangs` are set to 1 unless the derivation sets them (to false, i.e.
+# the empty string, to keep them). Their results would make the fixed output's hash depend on the
+# patchelf, binutils and interpreter versions of the nixpkgs used, not on the downloaded content;
+# patchELF's shrink-rpath would also be the only thing deciding which run path entries survive for
+# `storepatch relink` to restore, and patchShebangs only writes store paths that get scrubbed.
+
 # @storepatch@ is replaced by makeSetupHook's substitutions with the storepatch executable.
 
-# Append the words of variable $2 (a string or, with structured attrs, an array) to array $1.
+# Append the words of variable $2 to array $1 as nixpkgs' concatTo does: a bash array (structured
+# attrs) element by element, a string split on all whitespace (spaces, tabs, newlines), no globbing.
 _storepatchScrubWords() {
+    local -
+    set -o noglob
     local -n _storepatchScrubWordsInto=$1
     local _storepatchScrubWordsFrom=$2
     if [[ "$(declare -p "$_storepatchScrubWordsFrom" 2>/dev/null)" == "declare -a"* ]]; then
         local -n _storepatchScrubWordsArray=$_storepatchScrubWordsFrom
         _storepatchScrubWordsInto+=("${_storepatchScrubWordsArray[@]}")
     else
-        local -a _storepatchScrubWordsSplit=()
-        read -r -a _storepatchScrubWordsSplit <<<"${!_storepatchScrubWordsFrom-}"
-        _storepatchScrubWordsInto+=("${_storepatchScrubWordsSplit[@]}")
+        local IFS=$' \t\n'
+        # shellcheck disable=SC2206 # splitting is the point
+        _storepatchScrubWordsInto+=(${!_storepatchScrubWordsFrom-})
     fi
 }
 
@@ -47,6 +63,17 @@ storepatchScrub() {
     # Like Nix, look for the bare hash part of every store path the build was given (they are all
     # in its environment), not only for full paths.
     local -a flags=(--candidates-from-env) keep=()
+    # With __structuredAttrs the attributes are not in the environment but in .attrs.sh: give
+    # the store paths named there as candidates too.
+    local attrs candidates="${TMPDIR:-/tmp}/storepatch-scrub-candidates"
+    for attrs in "${NIX_ATTRS_SH_FILE-}" "${NIX_BUILD_TOP-}/.attrs.sh"; do
+        if [[ -f "$attrs" ]]; then
+            grep -oE "${NIX_STORE:-/nix/store}/[0-9a-df-np-sv-z]{32}-[-+._?=0-9a-zA-Z]*" "$attrs" |
+                sort -u >"$candidates" || true
+            flags+=(--candidates "$candidates")
+            break
+        fi
+    done
     _storepatchScrubWords flags scrubFlags
     _storepatchScrubWords keep scrubKeepRefs
     local ref
@@ -68,6 +95,7 @@ storepatchScrub() {
         echo "storepatch-scrub-hook: $dir: $(_storepatchScrubSummary "$report")${flags[*]:+ (flags: ${flags[*]})}"
         rm -f "$report"
     done
+    rm -f "$candidates"
 }
 
 # The value of number field $1 in the JSON object $2, or "?".
@@ -92,23 +120,18 @@ _storepatchScrubSummary() {
         "$(_storepatchScrubCount names "$summary") name(s) changed"
 }
 
-_storepatchScrubFixupOutput() {
-    storepatchScrub "$prefix"
-}
-
-_storepatchScrubAllOutputs() {
+storepatchScrubPhase() {
     local output
     local -a dirs=()
-    if declare -F getAllOutputNames >/dev/null; then
-        for output in $(getAllOutputNames); do dirs+=("${!output}"); done
-    else
-        for output in ${outputs:-out}; do dirs+=("${!output}"); done
-    fi
+    for output in $(getAllOutputNames); do dirs+=("${!output}"); done
     storepatchScrub "${dirs[@]}"
 }
 
-if [[ -n "${dontFixup-}" ]]; then
-    postInstallHooks+=(_storepatchScrubAllOutputs)
-else
-    fixupOutputHooks+=(_storepatchScrubFixupOutput)
-fi
+for _storepatchScrubSwitch in dontPatchELF dontStrip dontPatchShebangs; do
+    if [[ -z "${!_storepatchScrubSwitch+set}" ]]; then
+        declare "$_storepatchScrubSwitch=1"
+    fi
+done
+unset _storepatchScrubSwitch
+
+postPhases+=(storepatchScrubPhase)

@@ -6,4 +6,5 @@ pub mod nix;
 pub mod fixture_store;
 pub mod pipeline;
 pub mod snapshot;
+pub mod stdenv;
 pub mod venv;

@@ -214,6 +214,20 @@ impl NixJudge {
         Ok(references)
     }
 
+    /// Whether a store path is valid, i.e. registered in the store (`nix-store --check-validity`).
+    ///
+    /// Nix 2.8 builds a fixed-output derivation whose output still refers to store paths without
+    /// an error, but registers the result under another path: the printed path stays invalid.
+    pub fn is_valid(&self, store_path: &Path) -> anyhow::Result<bool> {
+        let output = self
+            .command("nix-store")
+            .arg("--check-validity")
+            .arg(store_path)
+            .output()
+            .context("running nix-store --check-validity")?;
+        Ok(output.status.success())
+    }
+
     /// The recursive (NAR) sha256 of a store path as Nix recorded it, in Nix's base-32
     /// (`nix-store --query --hash`, without the `sha256:` prefix).
     pub fn nar_hash(&self, store_path: &Path) -> anyhow::Result<String> {

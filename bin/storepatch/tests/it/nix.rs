@@ -4,11 +4,13 @@
 //!
 //! - `scan` must report exactly the store paths Nix's own scanner records.
 //! - After `scrub`, a derivation with `allowedReferences = [ ]` must build; before, it must not.
-//! - The setup hooks in `nix/hooks/` run for real inside `nix-build`, under a tiny stand-in for
-//!   stdenv's hook machinery (`STDENV_LITE` below): the scrub hook makes an output pass
-//!   `allowedReferences = [ ]` and a real fixed-output derivation reproduce its hash with another
-//!   thread count; the relink hook makes prebuilt binaries run. Their argument handling is
-//!   checked against a stub `storepatch` on the host.
+//! - The setup hooks in `nix/hooks/` run for real inside `nix-build`, as setup-hook packages under
+//!   the model of nixpkgs' stdenv in `storepatch_test::stdenv` (input order, phases, fixup hooks,
+//!   patchELF with the real patchelf, patchShebangs, strip, no-broken-symlinks, multiple outputs,
+//!   `__structuredAttrs`): the scrub hook runs last and leaves a real fixed-output derivation
+//!   without references, reproducibly for any thread count; the relink hook makes prebuilt
+//!   binaries run and restores scrubbed run paths in place despite patchELF's shrink-rpath.
+//!   Their argument handling is checked against a stub `storepatch` on the host.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
@@ -21,6 +23,7 @@ use base64::Engine as _;
 use storepatch_test::nix::{
     NOT_ALLOWED_TO_REFER, NixJudge, hash_part, nix_string, store_path_list, unique_marker,
 };
+use storepatch_test::stdenv;
 
 /// Skip (or, under `CI=true`, fail) the calling test when Nix is not installed.
 macro_rules! nix_judge_or_skip {
@@ -384,6 +387,7 @@ const STUB_NIXPKGS: &str = r#"
         maybeMissing = file: file;
       };
       getExe = package: "${package.outPath}/bin/${package.meta.mainProgram}";
+      optionalString = condition: string: if condition then string else "";
       licenses = { mit = "MIT"; asl20 = "Apache-2.0"; };
       platforms.linux = [ "x86_64-linux" "aarch64-linux" ];
     };
@@ -393,23 +397,26 @@ const STUB_NIXPKGS: &str = r#"
         package = attrs // { outPath = "/nix/store/00000000000000000000000000000000-storepatch"; };
       in package;
     makeSetupHook = arguments: script: arguments // { script = toString script; };
+    installShellFiles = "installShellFiles";
+    bintools = "bintools";
   in
-    import PACKAGE { inherit lib rustPlatform makeSetupHook; }
+    import PACKAGE ({ inherit lib rustPlatform makeSetupHook installShellFiles bintools; } // ARGUMENTS)
 "#;
 
-#[test]
-fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
-    let nix = nix_judge_or_skip!("nix::package_nix_evaluates_against_stub_nixpkgs");
+/// Evaluate `package.nix` against [`STUB_NIXPKGS`] with `arguments` (a Nix attribute set).
+fn evaluate_package(nix: &NixJudge, arguments: &str) -> Result<serde_json::Value> {
     let package_file = repo_root().join("nix/package.nix").canonicalize()?;
     let expression = format!(
         "let package = {}; in {{
-           inherit (package) pname version doCheck cargoBuildFlags cargoTestFlags postInstall meta;
+           inherit (package) pname version doCheck cargoBuildFlags cargoTestFlags postInstall meta
+             nativeBuildInputs;
            lockFile = toString package.cargoLock.lockFile;
            sources = package.src.fileset;
-           scrubHook = package.passthru.scrubHook;
-           relinkHook = package.passthru.relinkHook;
+           inherit (package.passthru) scrubHook relinkHook restoreHook;
          }}",
-        STUB_NIXPKGS.replace("PACKAGE", path_str(&package_file)?)
+        STUB_NIXPKGS
+            .replace("PACKAGE", path_str(&package_file)?)
+            .replace("ARGUMENTS", arguments)
     );
     let output = run_ok(nix.command("nix-instantiate").args([
         "--eval",
@@ -418,7 +425,13 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
         "--expr",
         &expression,
     ]))?;
-    let package: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[test]
+fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::package_nix_evaluates_against_stub_nixpkgs");
+    let package = evaluate_package(&nix, "{ }")?;
     let root = repo_root().canonicalize()?;
     let exe = "/nix/store/00000000000000000000000000000000-storepatch/bin/storepatch";
     assert_eq!(package["pname"], "storepatch");
@@ -430,13 +443,45 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
         path_str(&root.join("Cargo.lock"))?,
         "cargoLock.lockFile must be the workspace's Cargo.lock"
     );
-    assert!(
-        package["postInstall"]
-            .as_str()
-            .is_some_and(|script| script.contains("ln -s storepatch \"$out/bin/patchelf\"")),
-        "{}",
-        package["postInstall"]
+    // The check phase runs no crate whose tests need tools outside the build.
+    let test_flags = package["cargoTestFlags"].to_string();
+    for excluded in ["storepatch-test", "storepatch-benches"] {
+        assert!(
+            test_flags.contains(&format!(r#""--exclude","{excluded}""#)),
+            "{test_flags}"
+        );
+    }
+    assert_eq!(
+        package["nativeBuildInputs"],
+        serde_json::json!(["installShellFiles"])
     );
+    // Man pages and completions are installed from the files in the repository, which exist.
+    let post_install = package["postInstall"].as_str().context("postInstall")?;
+    for file in [
+        "bin/storepatch/doc/man/*.1",
+        "bin/storepatch/doc/storepatch.bash",
+        "bin/storepatch/doc/storepatch.zsh",
+        "bin/storepatch/doc/storepatch.fish",
+    ] {
+        assert!(post_install.contains(file), "{post_install}");
+        let path = root.join(file.trim_end_matches("*.1"));
+        assert!(path.exists(), "{} is missing", path.display());
+    }
+    assert!(post_install.contains("installManPage"), "{post_install}");
+    assert!(
+        post_install.contains("installShellCompletion --cmd storepatch"),
+        "{post_install}"
+    );
+    // No patchelf unless asked, and then a hard link, never a symlink.
+    assert!(!post_install.contains("patchelf"), "{post_install}");
+    let aliased = evaluate_package(&nix, "{ withPatchelfAlias = true; }")?;
+    let aliased_install = aliased["postInstall"].as_str().context("postInstall")?;
+    assert!(
+        aliased_install.contains(r#"ln "$out/bin/storepatch" "$out/bin/patchelf""#),
+        "{aliased_install}"
+    );
+    assert!(!aliased_install.contains("ln -s"), "{aliased_install}");
+
     for source in package["sources"].as_array().context("sources")? {
         let source = Path::new(source.as_str().context("source path")?);
         assert!(
@@ -448,6 +493,7 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
     for (hook, name) in [
         ("scrubHook", "storepatch-scrub-hook"),
         ("relinkHook", "storepatch-relink-hook"),
+        ("restoreHook", "storepatch-restore-hook"),
     ] {
         assert_eq!(package[hook]["name"], name);
         assert_eq!(package[hook]["substitutions"]["storepatch"], exe);
@@ -456,6 +502,41 @@ fn package_nix_evaluates_against_stub_nixpkgs() -> Result<()> {
             path_str(&root.join(format!("nix/hooks/{name}.sh")))?
         );
     }
+    // Like autoPatchelfHook, the relink hook brings bintools (the dynamic linker) along.
+    assert_eq!(
+        package["relinkHook"]["propagatedBuildInputs"],
+        serde_json::json!(["bintools"])
+    );
+    Ok(())
+}
+
+#[test]
+fn hard_linked_as_patchelf_it_is_patchelf() -> Result<()> {
+    // What `withPatchelfAlias = true` installs: a hard link named patchelf. Scripts that resolve
+    // `readlink -f $(command -v patchelf)` land on a file named patchelf that takes patchelf's
+    // command line.
+    let dir = tempfile::tempdir()?;
+    let bin = dir.path().join("bin");
+    fs_err::create_dir_all(&bin)?;
+    fs_err::copy(env!("CARGO_BIN_EXE_storepatch"), bin.join("storepatch"))?;
+    fs_err::hard_link(bin.join("storepatch"), bin.join("patchelf"))?;
+    let source = dir.path().join("main.c");
+    write(&source, "int main(void) { return 0; }\n")?;
+    let program = dir.path().join("program");
+    gcc(&[
+        "-o",
+        path_str(&program)?,
+        path_str(&source)?,
+        "-Wl,-rpath,/opt/somewhere/lib",
+    ])?;
+    let script = format!(
+        r#"set -e; PATH="{bin}:$PATH"; real=$(readlink -f "$(command -v patchelf)"); \
+           test "${{real##*/}}" = patchelf; "$real" --print-rpath "{program}""#,
+        bin = path_str(&bin)?,
+        program = path_str(&program)?,
+    );
+    let output = run_ok(Command::new("bash").arg("-c").arg(&script))?;
+    assert_eq!(String::from_utf8(output.stdout)?, "/opt/somewhere/lib\n");
     Ok(())
 }
 
@@ -475,113 +556,82 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 // ---------------------------------------------------------------------------------------------
 // Setup hooks.
 
-/// Just enough of nixpkgs' `stdenv/generic/setup.sh` to run setup hooks the way stdenv does:
-/// `addEnvHooks` applied to `buildInputs`, `runHook` (the implicit hook variable first, then the
-/// `<name>Hooks` array), an install phase, `fixupOutputHooks` once per output with `$prefix` set,
-/// then `postFixupHooks`, then an install check. Runs under `set -euo pipefail`, as stdenv does.
-const STDENV_LITE: &str = r#"set -euo pipefail
-declare -a envHooks=() postInstallHooks=() fixupOutputHooks=() postFixupHooks=()
-hostOffset=0
-targetOffset=1
-outputs="${outputs:-out}"
-
-addEnvHooks() {
-    shift
-    envHooks+=("$@")
-}
-
-getAllOutputNames() {
-    echo "$outputs"
-}
-
-runHook() {
-    local hookName="$1"
-    shift
-    if [[ -n "${!hookName-}" ]]; then
-        eval "${!hookName}"
-    fi
-    declare -p "${hookName}Hooks" >/dev/null 2>&1 || return 0
-    local -n stdenvLiteHooks="${hookName}Hooks"
-    local stdenvLiteHook
-    for stdenvLiteHook in "${stdenvLiteHooks[@]}"; do
-        eval "$stdenvLiteHook"
-    done
-}
-
-for stdenvLiteSetupHook in ${setupHooks-}; do
-    # shellcheck disable=SC1090
-    source "$stdenvLiteSetupHook"
-done
-for stdenvLiteInput in ${buildInputs-}; do
-    for stdenvLiteEnvHook in "${envHooks[@]}"; do
-        "$stdenvLiteEnvHook" "$stdenvLiteInput"
-    done
-done
-
-eval "${installPhase:?}"
-runHook postInstall
-if [[ -z "${dontFixup-}" ]]; then
-    for stdenvLiteOutput in $(getAllOutputNames); do
-        prefix="${!stdenvLiteOutput}"
-        runHook fixupOutput
-    done
-    runHook postFixup
-fi
-eval "${installCheckPhase-}"
-"#;
-
-/// The hook scripts with `@storepatch@` pointing at `storepatch_bin`, plus `stdenv-lite.sh`,
-/// written to `dir`.
-fn write_hook_harness(dir: &Path, storepatch_bin: &Path) -> Result<()> {
-    for hook in ["storepatch-scrub-hook.sh", "storepatch-relink-hook.sh"] {
-        let text = fs_err::read_to_string(repo_root().join("nix/hooks").join(hook))?;
+/// The hook scripts as setup-hook packages under `dir` (`<dir>/<hook name>/nix-support/setup-hook`,
+/// as makeSetupHook makes them), with `@storepatch@` replaced by `storepatch_bin`; the relink
+/// hook propagates `bintools`, as package.nix does.
+fn write_hook_packages(dir: &Path, storepatch_bin: &Path, bintools: &Path) -> Result<()> {
+    for hook in ["storepatch-scrub-hook", "storepatch-relink-hook"] {
+        let text = fs_err::read_to_string(repo_root().join(format!("nix/hooks/{hook}.sh")))?;
         ensure!(
             text.contains("@storepatch@"),
             "{hook} does not call @storepatch@"
         );
         write(
-            &dir.join("hooks").join(hook),
+            &dir.join(hook).join("nix-support/setup-hook"),
             text.replace("@storepatch@", path_str(storepatch_bin)?),
         )?;
     }
-    write(&dir.join("stdenv-lite.sh"), STDENV_LITE)
+    write(
+        &dir.join("storepatch-relink-hook/nix-support/propagated-build-inputs"),
+        format!("{}\n", path_str(bintools)?),
+    )
 }
 
-/// A store path holding the freshly built `storepatch` (in `bin/`), the hooks wired to it, and
-/// `stdenv-lite.sh`. The binary is linked against the host's glibc, which the sandbox exposes
+/// The store paths a hook test builds with.
+struct Harness {
+    /// The stdenv model (`storepatch_test::stdenv`) plus `bin/storepatch`, freshly built.
+    model: PathBuf,
+    /// `storepatch.scrubHook`: a setup-hook package.
+    scrub_hook: PathBuf,
+    /// `storepatch.relinkHook`: a setup-hook package propagating the model's bintools.
+    relink_hook: PathBuf,
+}
+
+/// Put the stdenv model with the freshly built `storepatch` into the store, then the two hook
+/// packages calling it. The binary is linked against the host's glibc, which the sandbox exposes
 /// through `extra-sandbox-paths`.
-fn store_harness(nix: &NixJudge, dir: &Path) -> Result<PathBuf> {
+fn store_harness(nix: &NixJudge, dir: &Path) -> Result<Harness> {
     let staging = dir.join("storepatch-harness");
-    let bin = staging.join("bin/storepatch");
     fs_err::create_dir_all(staging.join("bin"))?;
-    fs_err::copy(env!("CARGO_BIN_EXE_storepatch"), &bin)?;
-    // The store path is not known before adding, so the hooks call the binary through PATH's
-    // directory, which the derivation sets to `<harness>/bin`.
-    write_hook_harness(&staging, Path::new("storepatch"))?;
-    nix.add(&staging)
+    fs_err::copy(
+        env!("CARGO_BIN_EXE_storepatch"),
+        staging.join("bin/storepatch"),
+    )?;
+    stdenv::write_model(&staging)?;
+    let model = nix.add(&staging)?;
+    let hooks = dir.join("storepatch-hooks");
+    write_hook_packages(
+        &hooks,
+        &model.join("bin/storepatch"),
+        &model.join("bintools"),
+    )?;
+    Ok(Harness {
+        scrub_hook: nix.add(&hooks.join("storepatch-scrub-hook"))?,
+        relink_hook: nix.add(&hooks.join("storepatch-relink-hook"))?,
+        model,
+    })
 }
 
-/// A `builtins.derivation` that runs `stdenv-lite.sh` from `harness` with `/bin/bash`, sources
-/// `hook`, and copies `tree` to `$out` in its install phase. `extra` is spliced into the
-/// (recursive) attribute set.
-fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Result<String> {
+/// A `builtins.derivation` built by the stdenv model with `hook` in its `nativeBuildInputs`,
+/// copying `tree` to `$out` in its install phase. `extra` is spliced into the (recursive)
+/// attribute set.
+fn hook_derivation(harness: &Harness, hook: &Path, tree: &Path, extra: &str) -> Result<String> {
     Ok(format!(
-        r#"let harness = builtins.storePath {harness}; in
-        builtins.derivation (rec {{
+        r#"builtins.derivation (rec {{
           name = "storepatch-hook-test";
-          system = builtins.currentSystem;
-          builder = "/bin/bash";
-          args = [ "${{harness}}/stdenv-lite.sh" ];
-          PATH = "${{harness}}/bin:/usr/bin:/bin";
-          setupHooks = [ "${{harness}}/hooks/{hook}" ];
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {hook}) ];
           tree = builtins.storePath {tree};
           installPhase = ''
+            runHook preInstall
             cp -R "$tree" "$out"
             chmod -R u+w "$out"
+            runHook postInstall
           '';
           {extra}
         }})"#,
-        harness = nix_string(path_str(harness)?),
+        model = stdenv::derivation_attributes(&harness.model)?,
+        hook = nix_string(path_str(hook)?),
         tree = nix_string(path_str(tree)?),
     ))
 }
@@ -592,7 +642,7 @@ fn hook_derivation(harness: &Path, hook: &str, tree: &Path, extra: &str) -> Resu
 /// pass `--candidates` through `scrubFlags` instead.
 fn scrub_hook_derivation(
     nix: &NixJudge,
-    harness: &Path,
+    harness: &Harness,
     reference_tree: &ReferenceTree,
     extra: &str,
 ) -> Result<String> {
@@ -600,7 +650,7 @@ fn scrub_hook_derivation(
     let candidates = nix.add(&reference_tree.candidates)?;
     hook_derivation(
         harness,
-        "storepatch-scrub-hook.sh",
+        &harness.scrub_hook,
         &tree,
         &format!(
             "deps = {deps};\n candidates = builtins.storePath {candidates};\n{extra}",
@@ -728,19 +778,161 @@ fn scrub_hook_output_is_identical_for_any_thread_count() -> Result<()> {
             hash = hashes[0].2,
         ),
     )?)?;
+    assert!(nix.is_valid(&fixed_output)?, "{}", fixed_output.display());
     assert_eq!(nix.nar_hash(&fixed_output)?, hashes[0].2);
     assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
     Ok(())
 }
 
+#[test]
+fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
+    // Every stdenv fixup switched back on (the stdenv with bintools: strip too), a script that
+    // patchShebangs points at a store path, references written by postFixup and by the install
+    // check: the scrub, the last phase, still leaves none. no-broken-symlinks ran before it on
+    // the unscrubbed tree (the scrubbed symlink into `linked` dangles by design).
+    let nix = nix_judge_or_skip!("nix::scrub_hook_runs_last_under_the_stdenv");
+    let dir = tempfile::tempdir()?;
+    let reference_tree = reference_tree(&nix, dir.path())?;
+    let harness = store_harness(&nix, dir.path())?;
+    let interp = reference_tree
+        .referenced
+        .iter()
+        .find(|path| path.to_string_lossy().ends_with("-interp"))
+        .context("no interp fixture")?;
+    let attributes = format!(
+        r#"stdenvModelCC = "1";
+           dontPatchShebangs = false;
+           dontPatchELF = false;
+           dontStrip = false;
+           buildInputs = [ (builtins.storePath {interp}) ];
+           postInstall = ''
+             printf '#!/usr/bin/env interp\necho late\n' > "$out/bin/late-tool"
+             chmod +x "$out/bin/late-tool"
+           '';
+           postFixup = ''
+             echo "$buildInputs" > "$out/share/written-in-postFixup"
+           '';
+           doInstallCheck = true;
+           installCheckPhase = ''
+             echo "$buildInputs" > "$out/share/written-in-installCheck"
+           '';"#,
+        interp = nix_string(path_str(interp)?),
+    );
+    let build = nix.build_logged(&scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        &format!("{attributes}\nallowedReferences = [ ];"),
+    )?)?;
+    assert_eq!(nix.references(&build.out)?, Vec::<PathBuf>::new());
+    let log = &build.stderr;
+    for expected in [
+        "late-tool: interpreter directive changed from \"#!/usr/bin/env interp\"",
+        "shrinking RPATHs of ELF executables",
+        "Running phase: installCheckPhase",
+        "Running phase: storepatchScrubPhase",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
+    }
+    let position = |needle: &str| log.find(needle).unwrap_or(usize::MAX);
+    assert!(
+        position("Running phase: installCheckPhase") < position("storepatch-scrub-hook: /"),
+        "{log}"
+    );
+    let late_tool = fs_err::read_to_string(build.out.join("bin/late-tool"))?;
+    assert!(
+        late_tool.starts_with(&format!(
+            "#!{}/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-interp/bin/interp",
+            nix.store_dir().display()
+        )),
+        "{late_tool}"
+    );
+
+    // The same as a real fixed-output derivation, judged by its printed path being valid and
+    // free of references (Nix 2.8 would otherwise register it elsewhere and exit 0).
+    let fixed_output = nix.build(&scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        &format!(
+            r#"{attributes}
+               outputHashMode = "recursive";
+               outputHashAlgo = "sha256";
+               outputHash = "{hash}";"#,
+            hash = nix.nar_hash(&build.out)?,
+        ),
+    )?)?;
+    assert!(nix.is_valid(&fixed_output)?, "{}", fixed_output.display());
+    assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
+
+    // no-broken-symlinks does run: a link that is broken before the scrub fails the build.
+    let broken = nix
+        .build(&scrub_hook_derivation(
+            &nix,
+            &harness,
+            &reference_tree,
+            r#"postInstall = "ln -s /nonexistent-target $out/broken";"#,
+        )?)
+        .expect_err("a dangling symlink must fail no-broken-symlinks");
+    assert!(
+        broken
+            .stderr
+            .contains("points to a missing target /nonexistent-target"),
+        "{broken}"
+    );
+    Ok(())
+}
+
+#[test]
+fn scrub_hook_with_structured_attrs_and_outputs() -> Result<()> {
+    // __structuredAttrs: the variables are bash arrays, the outputs an associative array; every
+    // output is scrubbed.
+    let nix = nix_judge_or_skip!("nix::scrub_hook_with_structured_attrs_and_outputs");
+    let dir = tempfile::tempdir()?;
+    let reference_tree = reference_tree(&nix, dir.path())?;
+    let harness = store_harness(&nix, dir.path())?;
+    let expression = scrub_hook_derivation(
+        &nix,
+        &harness,
+        &reference_tree,
+        r#"__structuredAttrs = true;
+           outputs = [ "out" "lib" ];
+           scrubFlags = [ "--threads" "2" ];
+           postInstall = ''
+             mkdir -p "$lib"
+             printf '%s\n' "''${deps[@]}" > "$lib/deps.txt"
+           '';"#,
+    )?;
+    let build = nix.build_logged(&expression)?;
+    let lib = nix.build(&format!("({expression}).lib"))?;
+    assert_ne!(build.out, lib);
+    for output in [&build.out, &lib] {
+        assert_eq!(
+            nix.references(output)?,
+            Vec::<PathBuf>::new(),
+            "{}",
+            output.display()
+        );
+    }
+    assert_eq!(
+        build.stderr.matches("storepatch-scrub-hook: /").count(),
+        2,
+        "{}",
+        build.stderr
+    );
+    assert!(build.stderr.contains("--threads 2"), "{}", build.stderr);
+    Ok(())
+}
+
 /// Store paths for the relink hook tests.
 struct RelinkFixture {
-    /// `storepatch`, the hooks and `stdenv-lite.sh`.
-    harness: PathBuf,
+    /// The stdenv model and the hooks.
+    harness: Harness,
     /// A library package (`lib/libgreet.so.1`), given to the build as a build input.
     greet: PathBuf,
-    /// A stand-in for bintools: just `nix-support/dynamic-linker`.
-    bintools: PathBuf,
     /// The payload: `bin/hello` and an extension module, both needing `libgreet.so.1`.
     tree: PathBuf,
 }
@@ -776,14 +968,6 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     )?;
     let greet = nix.add(&greet_root)?;
 
-    let bintools_root = dir.join("staging/bintools");
-    write(
-        &bintools_root.join("nix-support/dynamic-linker"),
-        "/lib64/ld-linux-x86-64.so.2\n",
-    )?;
-    write(&bintools_root.join("marker"), &marker)?;
-    let bintools = nix.add(&bintools_root)?;
-
     let tree = dir.join("tree");
     let main_source = dir.join("main.c");
     write(
@@ -801,7 +985,8 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     let hello = tree.join("bin/hello");
     let extension = tree.join("lib/python3.12/site-packages/_greet.so");
     gcc(&[
-        &["-o", path_str(&hello)?, path_str(&main_source)?],
+        // With debug info, for strip to remove.
+        &["-g", "-o", path_str(&hello)?, path_str(&main_source)?],
         &link_flags[..],
     ]
     .concat())?;
@@ -830,21 +1015,21 @@ fn relink_fixture(nix: &NixJudge, dir: &Path, scrubbed_runpath: bool) -> Result<
     Ok(RelinkFixture {
         harness,
         greet,
-        bintools,
         tree,
     })
 }
 
-/// A derivation running the relink hook on the fixture, with `extra` attributes. Its install
-/// check runs `bin/hello` and asks the dynamic loader to resolve the extension module.
+/// A derivation running the relink hook on the fixture under the stdenv model (stdenvNoCC: the
+/// dynamic linker comes from the bintools the hook propagates), with `extra` attributes. Its
+/// install check runs `bin/hello` and asks the dynamic loader to resolve the extension module.
 fn relink_derivation(fixture: &RelinkFixture, extra_check: &str, extra: &str) -> Result<String> {
     hook_derivation(
         &fixture.harness,
-        "storepatch-relink-hook.sh",
+        &fixture.harness.relink_hook,
         &fixture.tree,
         &format!(
             r#"buildInputs = [ (builtins.storePath {greet}) ];
-               NIX_BINTOOLS = builtins.storePath {bintools};
+               doInstallCheck = true;
                installCheckPhase = ''
                  LD_BIND_NOW=1 "$out/bin/hello" | grep "hello from libgreet"
                  resolved=$(/lib64/ld-linux-x86-64.so.2 --list \
@@ -855,7 +1040,6 @@ fn relink_derivation(fixture: &RelinkFixture, extra_check: &str, extra: &str) ->
                '';
                {extra}"#,
             greet = nix_string(path_str(&fixture.greet)?),
-            bintools = nix_string(path_str(&fixture.bintools)?),
         ),
     )
 }
@@ -881,6 +1065,7 @@ fn relink_fixture_needs_relinking() -> Result<()> {
         );
         fs_err::remove_dir_all(dir.path().join("staging"))?;
         fs_err::remove_dir_all(dir.path().join("storepatch-harness"))?;
+        fs_err::remove_dir_all(dir.path().join("storepatch-hooks"))?;
         fs_err::remove_dir_all(dir.path().join("tree"))?;
     }
     Ok(())
@@ -905,20 +1090,128 @@ fn relink_hook_makes_binaries_run() -> Result<()> {
     Ok(())
 }
 
+/// The install check of the in-place restore: the RUNPATH is exactly `<greet>/lib` again, and
+/// size, program headers and section headers are those of the scrubbed input.
+fn restored_in_place_check(greet: &Path) -> Result<String> {
+    Ok(format!(
+        r#"for file in bin/hello lib/python3.12/site-packages/_greet.so; do
+             readelf -dW "$out/$file" | grep -F "(RUNPATH)" | grep -F "[{greet}/lib]"
+             test "$(stat -c %s "$tree/$file")" = "$(stat -c %s "$out/$file")"
+             test "$(readelf -lW "$tree/$file" | grep -v '^Elf file type')" = \
+                  "$(readelf -lW "$out/$file" | grep -v '^Elf file type')"
+             test "$(readelf -SW "$tree/$file")" = "$(readelf -SW "$out/$file")"
+           done"#,
+        greet = path_str(greet)?,
+    ))
+}
+
 #[test]
 fn relink_hook_restores_scrubbed_runpath_in_place() -> Result<()> {
+    // Under the stdenv model with patchELF active: the hook's pass before patchELF restores the
+    // scrubbed entry, so shrink-rpath keeps it. Strip is off only because it rewrites the file.
     let nix = nix_judge_or_skip!("nix::relink_hook_restores_scrubbed_runpath_in_place");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), true)?;
+    let build = nix.build_logged(&relink_derivation(
+        &fixture,
+        &restored_in_place_check(&fixture.greet)?,
+        "dontStrip = true;",
+    )?)?;
+    assert!(
+        build.stderr.contains("shrinking RPATHs of ELF executables"),
+        "patchELF did not run:\n{}",
+        build.stderr
+    );
+    assert_eq!(nix.references(&build.out)?, vec![fixture.greet.clone()]);
+
+    // Without that pass (autoPatchelf called by hand in postFixup, after patchELF), shrink-rpath
+    // has already deleted the scrubbed entry: the binaries still run, but not in place.
+    let late = nix.build_logged(&relink_derivation(
+        &fixture,
+        r#"test "$(stat -c %s "$tree/bin/hello")" != "$(stat -c %s "$out/bin/hello")""#,
+        r#"dontStrip = true;
+           dontAutoPatchelf = true;
+           postFixup = "dontAutoPatchelf= autoPatchelfPostFixup";"#,
+    )?)?;
+    assert!(
+        !late.stderr.contains("before patchELF shrinks run paths"),
+        "{}",
+        late.stderr
+    );
+    Ok(())
+}
+
+#[test]
+fn relink_hook_under_the_stdenv_with_strip() -> Result<()> {
+    // The stdenv (with a compiler's bintools) strips after the relink passes: the restored
+    // RUNPATH survives, the binaries run.
+    let nix = nix_judge_or_skip!("nix::relink_hook_under_the_stdenv_with_strip");
     let dir = tempfile::tempdir()?;
     let fixture = relink_fixture(&nix, dir.path(), true)?;
     let out = nix.build(&relink_derivation(
         &fixture,
-        // The restore fast path edits the RUNPATH string in place: no relayout, same size.
-        r#"for file in bin/hello lib/python3.12/site-packages/_greet.so; do
-             test "$(stat -c %s "$tree/$file")" = "$(stat -c %s "$out/$file")"
-           done"#,
-        "",
+        &format!(
+            r#"readelf -dW "$out/bin/hello" | grep -F "(RUNPATH)" | grep -F "[{greet}/lib]"
+               readelf -SW "$tree/bin/hello" | grep -qF .debug_
+               ! readelf -SW "$out/bin/hello" | grep -F .debug_"#,
+            greet = path_str(&fixture.greet)?,
+        ),
+        r#"stdenvModelCC = "1";"#,
     )?)?;
     assert_eq!(nix.references(&out)?, vec![fixture.greet]);
+    Ok(())
+}
+
+#[test]
+fn relink_hook_with_structured_attrs_and_outputs() -> Result<()> {
+    // __structuredAttrs (variables as bash arrays, outputs as an associative array) and a
+    // second output holding the library: the outputs are indexed first, so `out` is linked
+    // against `lib`'s copy, and both outputs are relinked in one run.
+    let nix = nix_judge_or_skip!("nix::relink_hook_with_structured_attrs_and_outputs");
+    let dir = tempfile::tempdir()?;
+    let fixture = relink_fixture(&nix, dir.path(), false)?;
+    let expression = hook_derivation(
+        &fixture.harness,
+        &fixture.harness.relink_hook,
+        &fixture.tree,
+        &format!(
+            r#"__structuredAttrs = true;
+               outputs = [ "out" "lib" ];
+               greet = builtins.storePath {greet};
+               autoPatchelfIgnoreMissingDeps = [ "libnotthere.so.9" "libalso-not.so.1" ];
+               postInstall = ''
+                 mkdir -p "$lib/lib"
+                 cp "$greet/lib/libgreet.so.1" "$lib/lib/"
+               '';
+               doInstallCheck = true;
+               installCheckPhase = ''
+                 LD_BIND_NOW=1 "$out/bin/hello" | grep "hello from libgreet"
+                 readelf -dW "$out/bin/hello" | grep -F "(RUNPATH)" | grep -F "[$lib/lib]"
+               '';"#,
+            greet = nix_string(path_str(&fixture.greet)?),
+        ),
+    )?;
+    let build = nix.build_logged(&expression)?;
+    let lib = nix.build(&format!("({expression}).lib"))?;
+    assert_eq!(
+        nix.references(&build.out)?,
+        vec![lib.clone()],
+        "{}",
+        build.stderr
+    );
+    // One run over both outputs (in getAllOutputNames' order).
+    let runs: Vec<&str> = build
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("autoPatchelf: storepatch relink of "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", build.stderr);
+    for run in runs {
+        assert!(
+            run.contains(path_str(&build.out)?) && run.contains(path_str(&lib)?),
+            "{run}"
+        );
+    }
     Ok(())
 }
 
@@ -941,22 +1234,35 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
         ),
     )?;
     make_executable(&stub)?;
-    write_hook_harness(dir.path(), &stub)?;
+    stdenv::write_model(dir.path())?;
+    write_hook_packages(
+        &dir.path().join("hooks"),
+        &stub,
+        &dir.path().join("bintools"),
+    )?;
     let out = dir.path().join("out");
     let mut command = Command::new("bash");
     command
-        .arg(dir.path().join("stdenv-lite.sh"))
+        .arg(dir.path().join("stdenv/default-builder.sh"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("out", &out)
         .env("TMPDIR", dir.path())
-        .env("setupHooks", dir.path().join("hooks").join(hook))
+        .env("nativeBuildInputs", dir.path().join("hooks").join(hook))
         .env("installPhase", "mkdir -p \"$out\"");
     for (name, value) in variables {
         command.env(name, value);
     }
     let output = run_ok(&mut command)?;
-    let log = String::from_utf8_lossy(&output.stdout).into_owned();
+    // Only the hooks' own lines, not the phase headers or patchELF's.
+    let mut log = String::new();
+    for line in String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("storepatch-") || line.starts_with("autoPatchelf"))
+    {
+        log.push_str(line);
+        log.push('\n');
+    }
     let recorded = if calls.exists() {
         fs_err::read_to_string(&calls)?
     } else {
@@ -972,7 +1278,7 @@ fn run_hook_with_stub(hook: &str, variables: &[(&str, &str)]) -> Result<String> 
 #[test]
 fn scrub_hook_arguments() -> Result<()> {
     let recorded = run_hook_with_stub(
-        "storepatch-scrub-hook.sh",
+        "storepatch-scrub-hook",
         &[
             ("scrubFlags", "--threads 2  --candidates list.txt"),
             ("scrubKeepRefs", "/nix/store/a /nix/store/b"),
@@ -987,14 +1293,14 @@ fn scrub_hook_arguments() -> Result<()> {
          /nix/store/b)\n"
     );
 
-    let skipped = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontScrubStoreRefs", "1")])?;
+    let skipped = run_hook_with_stub("storepatch-scrub-hook", &[("dontScrubStoreRefs", "1")])?;
     assert_eq!(
         skipped,
         "--- log\nstorepatch-scrub-hook: dontScrubStoreRefs is set, leaving $out alone\n"
     );
 
-    // With dontFixup, it runs once after the install phase instead.
-    let no_fixup = run_hook_with_stub("storepatch-scrub-hook.sh", &[("dontFixup", "1")])?;
+    // With dontFixup, it still runs, as the last phase.
+    let no_fixup = run_hook_with_stub("storepatch-scrub-hook", &[("dontFixup", "1")])?;
     assert!(
         no_fixup.starts_with("--- call\nscrub\n--json\n--candidates-from-env\n--\n$out\n"),
         "{no_fixup}"
@@ -1006,61 +1312,72 @@ fn scrub_hook_arguments() -> Result<()> {
 fn relink_hook_arguments() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let input = dir.path().join("input");
-    let bintools = dir.path().join("bintools");
     fs_err::create_dir_all(input.join("lib"))?;
     fs_err::create_dir_all(dir.path().join("no-lib"))?;
-    write(
-        &bintools.join("nix-support/dynamic-linker"),
-        "/lib64/ld-linux-x86-64.so.2\n",
-    )?;
     let buildinputs = format!(
         "{} {}",
         path_str(&input)?,
         path_str(&dir.path().join("no-lib"))?
     );
+    // Multi-line values with tabs split on all whitespace, as nixpkgs' concatTo does.
     let recorded = run_hook_with_stub(
-        "storepatch-relink-hook.sh",
+        "storepatch-relink-hook",
         &[
             ("buildInputs", &buildinputs),
-            ("NIX_BINTOOLS", path_str(&bintools)?),
             (
                 "autoPatchelfIgnoreMissingDeps",
-                "libcuda.so.1 libnvidia-*.so",
+                "libcuda.so.1\n\tlibnvidia-*.so",
             ),
             ("runtimeDependencies", "/nix/store/x-systemd"),
             ("appendRunpaths", "/run/opengl-driver/lib"),
-            ("autoPatchelfFlags", "--keep-libc"),
+            ("autoPatchelfFlags", "--keep-libc\n--no-recurse"),
             (
-                "postInstall",
-                "mkdir -p \"$out/flat\"; addAutoPatchelfSearchPath \"$out/vendor\"; \
-                 addAutoPatchelfSearchPath --no-recurse \"$out/flat\"",
+                "installPhase",
+                "mkdir -p \"$out/flat/deeper\" \"$out/vendor/a/b\" \"$out/vendor/c\"; \
+                 touch \"$out/flat/libf.so.1\" \"$out/flat/deeper/libd.so\" \
+                   \"$out/vendor/a/b/libv.so\" \"$out/vendor/c/libw.so.2.1\" \"$out/vendor/c/x.txt\"; \
+                 addAutoPatchelfSearchPath \"$out/vendor\"; \
+                 addAutoPatchelfSearchPath --no-recurse \"$out/flat\"; \
+                 cd \"$out/vendor/c\"; addAutoPatchelfSearchPath",
             ),
         ],
     )?;
     let input_lib = format!("{}/lib", path_str(&input)?);
+    let libraries = format!(
+        "--library-path\n{input_lib}\n--library-path\n$out/vendor/a/b\n--library-path\n$out/vendor/c\n\
+         --library-path\n$out/flat\n--library-path\n.\n--interpreter\n{}\n",
+        stdenv::DYNAMIC_LINKER
+    );
     assert_eq!(
         recorded,
         format!(
-            "--- call\nrelink\n--library-path\n{input_lib}\n--library-path\n$out/flat\n--library-tree\n$out/vendor\n\
-             --interpreter\n/lib64/ld-linux-x86-64.so.2\n\
+            // First the restore before patchELF's shrink-rpath, then autoPatchelfPostFixup.
+            "--- call\nrelink\n{libraries}--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
+             --- call\nrelink\n{libraries}\
              --runtime-dependency\n/nix/store/x-systemd/lib\n\
              --append-rpath\n/run/opengl-driver/lib\n\
              --ignore-missing\nlibcuda.so.1\n--ignore-missing\nlibnvidia-*.so\n\
-             --keep-libc\n--\n$out\n--- log\nautoPatchelf: storepatch relink of $out\n"
+             --keep-libc\n--no-recurse\n--\n$out\n--- log\n\
+             autoPatchelf: storepatch relink of $out before patchELF shrinks run paths\n\
+             autoPatchelf: storepatch relink of $out\n"
         )
     );
 
-    // `true` arrives as "1" and means every missing dependency may stay; dontAutoPatchelf
-    // disables the automatic run.
+    // `true` arrives as "1" and means every missing dependency may stay; with dontPatchELF
+    // there is no shrink-rpath to race, so only the post-fixup run happens.
     let ignore_all = run_hook_with_stub(
-        "storepatch-relink-hook.sh",
-        &[("autoPatchelfIgnoreMissingDeps", "1")],
+        "storepatch-relink-hook",
+        &[
+            ("autoPatchelfIgnoreMissingDeps", "1"),
+            ("dontPatchELF", "1"),
+        ],
     )?;
+    assert_eq!(ignore_all.matches("--- call").count(), 1, "{ignore_all}");
     assert!(
         ignore_all.contains("--ignore-missing\n*\n--\n$out\n"),
         "{ignore_all}"
     );
-    let disabled = run_hook_with_stub("storepatch-relink-hook.sh", &[("dontAutoPatchelf", "1")])?;
+    let disabled = run_hook_with_stub("storepatch-relink-hook", &[("dontAutoPatchelf", "1")])?;
     assert_eq!(disabled, "--- log\n");
     Ok(())
 }
@@ -1072,6 +1389,15 @@ fn hook_scripts_are_valid_bash() -> Result<()> {
             Command::new("bash")
                 .arg("-n")
                 .arg(repo_root().join("nix/hooks").join(hook)),
+        )?;
+    }
+    for model in ["setup.sh", "default-builder.sh"] {
+        run_ok(
+            Command::new("bash").arg("-n").arg(
+                repo_root()
+                    .join("crates/storepatch-test/src/stdenv")
+                    .join(model),
+            ),
         )?;
     }
     Ok(())
