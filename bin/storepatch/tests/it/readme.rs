@@ -1,7 +1,7 @@
 //! Every `console` block of README.md, run against the bundled example and compared.
 //!
-//! A block is a sequence of `$ command` lines, each followed by the output it prints (stdout,
-//! then stderr). The blocks run in order in one `bash` session that starts at the repository
+//! A block is a sequence of `$ command` lines, each followed by the output it prints (stdout
+//! and stderr, as a terminal shows them). The blocks run in order in one `bash` session that starts at the repository
 //! root with the binary under test first on `PATH`, so `cd` and `export` carry over from one
 //! block to the next. `/tmp/demo` in a command stands for a fresh temporary directory, and that
 //! directory is shown as `/tmp/demo` again in the output. Before comparing, both sides go through
@@ -12,8 +12,9 @@
 //! status $?"`).
 //!
 //! A block preceded by the line `<!-- needs: restore -->` shows the main derivation's side of
-//! the round trip, which starts with `storepatch restore`. [`readme_examples`] runs the blocks
-//! up to the first such block; [`readme_examples_with_restore`] runs them all.
+//! the round trip, which starts with `storepatch restore`. [`readme_examples`] runs every other
+//! block (none of which uses what those blocks make); [`readme_examples_with_restore`] runs them
+//! all.
 //!
 //! With `STOREPATCH_README_UPDATE=1`, the README's outputs are rewritten from what the commands
 //! printed instead (review the diff).
@@ -115,16 +116,14 @@ fn matches(expected: &[String], actual: &[String]) -> bool {
 fn run_steps(steps: &[&Step], demo: &Path) -> Vec<(i32, Vec<String>)> {
     let scratch = tempfile::tempdir().expect("tempdir");
     let out = scratch.path().join("out");
-    let err = scratch.path().join("err");
     let mut script = String::from("set -u\n");
     for (number, step) in steps.iter().enumerate() {
         let command = step.command.replace(DEMO_DIR, &demo.display().to_string());
         writeln!(
             script,
-            "{{ {command}\n}} >'{out}' 2>'{err}' </dev/null; status=$?\n\
-             printf '\\n@@step {number} %s@@\\n' \"$status\"; cat '{out}' '{err}'",
+            "{{ {command}\n}} >'{out}' 2>&1 </dev/null; status=$?\n\
+             printf '\\n@@step {number} %s@@\\n' \"$status\"; cat '{out}'",
             out = out.display(),
-            err = err.display(),
         )
         .unwrap();
     }
@@ -180,7 +179,7 @@ fn check_readme(with_restore: bool) {
     let blocks = parse(&readme);
     let steps: Vec<&Step> = blocks
         .iter()
-        .take_while(|block| with_restore || !block.needs_restore)
+        .filter(|block| with_restore || !block.needs_restore)
         .flat_map(|block| &block.steps)
         .collect();
     assert!(steps.len() > 10, "README.md has only {} commands", steps.len());
