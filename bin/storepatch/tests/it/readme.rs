@@ -93,7 +93,10 @@ fn normalize(text: &str) -> String {
         .regex(r"python3-3\.[0-9]+\.[0-9]+", "python3-3.X.Y")
         .regex(r"version_info = 3\.[0-9]+\.[0-9]+", "version_info = 3.X.Y")
         .regex(r"python3\.[0-9]+", "python3.X")
-        .regex(r"cpython-3[0-9]+-[a-z0-9_]+-linux-gnu", "cpython-3X-PLATFORM")
+        .regex(
+            r"cpython-3[0-9]+-[a-z0-9_]+-linux-gnu",
+            "cpython-3X-PLATFORM",
+        )
         .regex(r"(\.so):[0-9]+:", "$1:OFFSET:")
         .regex(r" {2,}", " ")
         .apply(text)
@@ -106,9 +109,9 @@ fn matches(expected: &[String], actual: &[String]) -> bool {
         Some((first, rest)) if first.trim() == "..." => {
             (0..=actual.len()).any(|skip| matches(rest, &actual[skip..]))
         }
-        Some((first, rest)) => actual
-            .split_first()
-            .is_some_and(|(line, others)| normalize(first) == normalize(line) && matches(rest, others)),
+        Some((first, rest)) => actual.split_first().is_some_and(|(line, others)| {
+            normalize(first) == normalize(line) && matches(rest, others)
+        }),
     }
 }
 
@@ -127,11 +130,12 @@ fn run_steps(steps: &[&Step], demo: &Path) -> Vec<(i32, Vec<String>)> {
         )
         .unwrap();
     }
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_storepatch")).parent().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_storepatch"))
+        .parent()
+        .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let output = Command::new("bash")
         .arg("-c")
@@ -148,8 +152,14 @@ fn run_steps(steps: &[&Step], demo: &Path) -> Vec<(i32, Vec<String>)> {
     let text = Filters::new().path(demo, DEMO_DIR).apply(&text);
     let mut results: Vec<(i32, Vec<String>)> = Vec::new();
     for line in text.lines() {
-        if let Some(marker) = line.strip_prefix("@@step ").and_then(|rest| rest.strip_suffix("@@")) {
-            let status = marker.split(' ').nth(1).and_then(|status| status.parse().ok());
+        if let Some(marker) = line
+            .strip_prefix("@@step ")
+            .and_then(|rest| rest.strip_suffix("@@"))
+        {
+            let status = marker
+                .split(' ')
+                .nth(1)
+                .and_then(|status| status.parse().ok());
             results.push((status.unwrap_or(-1), Vec::new()));
             continue;
         }
@@ -182,7 +192,11 @@ fn check_readme(with_restore: bool) {
         .filter(|block| with_restore || !block.needs_restore)
         .flat_map(|block| &block.steps)
         .collect();
-    assert!(steps.len() > 10, "README.md has only {} commands", steps.len());
+    assert!(
+        steps.len() > 10,
+        "README.md has only {} commands",
+        steps.len()
+    );
     let demo_parent = tempfile::tempdir().expect("tempdir");
     let demo = demo_parent.path().join("demo");
     let results = run_steps(&steps, &demo);
@@ -216,7 +230,10 @@ fn check_readme(with_restore: bool) {
             .unwrap();
         }
     }
-    assert!(failures.is_empty(), "README.md is out of date:\n\n{failures}");
+    assert!(
+        failures.is_empty(),
+        "README.md is out of date:\n\n{failures}"
+    );
 }
 
 #[test]
