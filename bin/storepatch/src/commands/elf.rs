@@ -257,8 +257,9 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         || invocation.print_rpath
         || invocation.print_needed;
     if wants_print {
-        let bytes = fs_err::read(file)?;
-        let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        let bytes = fs_err::read(file).map_err(|err| crate::exit::cannot("read", file, &err))?;
+        let info =
+            ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);

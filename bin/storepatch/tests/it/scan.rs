@@ -374,3 +374,56 @@ fn each_subcommand_help_lists_its_own_exit_status() {
       2  an error occurred (usage, or a file that could not be read)
     ");
 }
+
+#[test]
+fn every_command_names_the_path_and_the_cause_in_one_form() {
+    let tree = TestTree::new();
+    let missing = tree.path("missing");
+    let not_elf = tree.write("not-elf", "text\n");
+    let mut messages = Vec::new();
+    for args in [
+        vec!["scan".as_ref(), missing.as_os_str()],
+        vec!["scrub".as_ref(), missing.as_os_str()],
+        vec!["relink".as_ref(), missing.as_os_str()],
+        vec!["audit".as_ref(), missing.as_os_str()],
+        vec![
+            "scan".as_ref(),
+            "--candidates".as_ref(),
+            missing.as_os_str(),
+            tree.root.as_os_str(),
+        ],
+        vec![
+            "elf".as_ref(),
+            "--print-rpath".as_ref(),
+            missing.as_os_str(),
+        ],
+        vec![
+            "elf".as_ref(),
+            "--print-rpath".as_ref(),
+            not_elf.as_os_str(),
+        ],
+        vec![
+            "relink".as_ref(),
+            "--interpreter".as_ref(),
+            not_elf.as_os_str(),
+            tree.root.as_os_str(),
+        ],
+    ] {
+        let output = storepatch().args(&args).output().unwrap();
+        assert!(!output.status.success());
+        messages.push(
+            tree.filters()
+                .apply(&String::from_utf8_lossy(&output.stderr)),
+        );
+    }
+    insta::assert_snapshot!(messages.concat(), @"
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/not-elf`: not an ELF file: missing ELF magic
+    error: cannot use `[TMP]/tree/not-elf` as the interpreter: not an ELF file: missing ELF magic
+    ");
+}
