@@ -27,7 +27,7 @@ end
 complete -c storepatch -n "__fish_storepatch_needs_command" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_needs_command" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
 complete -c storepatch -n "__fish_storepatch_needs_command" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_needs_command" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_needs_command" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_needs_command" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_needs_command" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_needs_command" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -47,7 +47,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l store-dir
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l candidates-from-env -d 'Take candidate store paths from the environment (as inside a Nix build)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l files -d 'List every file with its references instead of the per-store-path summary'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -60,7 +60,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l store-di
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l candidates-from-env -d 'Take candidate store paths from the environment (as inside a Nix build)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l dry-run -d 'Report what would change without writing anything'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -90,7 +90,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l keep-li
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-recurse -d 'Only relink files directly in the given directories'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l dry-run -d 'Report what would change without writing anything'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -99,7 +99,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l library-
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -107,7 +107,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s h -l hel
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -115,7 +115,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l out-d
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'

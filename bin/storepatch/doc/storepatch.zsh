@@ -18,8 +18,8 @@ _storepatch() {
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -45,8 +45,8 @@ _arguments "${_arguments_options[@]}" : \
 '--candidates-from-env[Take candidate store paths from the environment (as inside a Nix build)]' \
 '--files[List every file with its references instead of the per-store-path summary]' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -66,8 +66,8 @@ _arguments "${_arguments_options[@]}" : \
 '--candidates-from-env[Take candidate store paths from the environment (as inside a Nix build)]' \
 '--dry-run[Report what would change without writing anything]' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -87,8 +87,8 @@ _arguments "${_arguments_options[@]}" : \
 '--candidates-from-env[Restore references to the store paths named in the environment (inside a Nix build\: the build'\''s inputs)]' \
 '--dry-run[Report what would change without writing anything]' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -137,8 +137,8 @@ _arguments "${_arguments_options[@]}" : \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -153,8 +153,8 @@ _arguments "${_arguments_options[@]}" : \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
@@ -168,8 +168,8 @@ _arguments "${_arguments_options[@]}" : \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \

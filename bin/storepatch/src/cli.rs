@@ -5,17 +5,19 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 const EXIT_CODES_SCAN: &str = "\
-Exit status:
+Exit status (with -q the answer is the exit status alone):
   0  store references were found
   1  no store references were found
   2  an error occurred (usage, or a file that could not be read)";
 
 const EXIT_CODES_ALL: &str = "\
 Exit status:
-  scan:                   0 references found, 1 none found, 2 error
-  restore:                0 success, 1 something left unrestored, 2 error
-  scrub, relink, audit:   0 success, 1 findings (missing dependencies, problems), 2 error
-  elf:                    as patchelf: 0 success, non-zero on error";
+  scan:     0 references found, 1 none found, 2 error
+  scrub:    0 success, 2 error
+  restore:  0 success, 1 something left unrestored, 2 error
+  relink:   0 success, 1 missing dependencies, 2 error
+  audit:    0 healthy, 1 problems found, 2 error
+  elf:      as patchelf: 0 success, non-zero on error";
 
 const EXIT_CODES_RESTORE: &str = "\
 Exit status:
@@ -24,11 +26,23 @@ Exit status:
      have; or an old location in a binary file (ELF, .pyc), whose length cannot change
   2  an error occurred (usage, or a file that could not be read or written)";
 
-const EXIT_CODES_REWRITE: &str = "\
+const EXIT_CODES_SCRUB: &str = "\
+Exit status:
+  0  success (also when there was nothing to scrub)
+  2  an error occurred (usage, or an entry that could not be read or written; the others are
+     still scrubbed)";
+
+const EXIT_CODES_RELINK: &str = "\
 Exit status:
   0  success
-  1  checks failed (missing dependencies, problems found)
+  1  missing dependencies (each is listed; see --ignore-missing)
   2  an error occurred (usage, or a file that could not be read or written)";
+
+const EXIT_CODES_AUDIT: &str = "\
+Exit status:
+  0  healthy
+  1  problems found (each is listed)
+  2  an error occurred (usage, or a file that could not be read)";
 
 /// Find, scrub and relink Nix store references in Python virtual environments and ELF files.
 #[derive(Debug, Parser)]
@@ -52,7 +66,7 @@ pub(crate) struct GlobalArgs {
     /// Emit JSON Lines on stdout instead of the human report.
     #[arg(long, global = true)]
     pub(crate) json: bool,
-    /// Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone.
+    /// Print nothing but errors (and the `--json` output when asked for).
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
     /// Never show a progress bar (it is only shown when stderr is a terminal).
@@ -78,18 +92,18 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES_SCAN)]
     Scan(ScanArgs),
     /// Rewrite every live store reference's hash part to 32 `e`s (same length), in place.
-    #[command(after_help = EXIT_CODES_REWRITE)]
+    #[command(after_help = EXIT_CODES_SCRUB)]
     Scrub(ScrubArgs),
     /// Undo a scrub: give scrubbed references whose name matches exactly one supplied store path
     /// their hash back (same length), and relocate the tree's old location in text files.
     #[command(after_help = EXIT_CODES_RESTORE)]
     Restore(RestoreArgs),
     /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
-    #[command(after_help = EXIT_CODES_REWRITE)]
+    #[command(after_help = EXIT_CODES_RELINK)]
     Relink(Box<RelinkArgs>),
     /// Check a tree: store references, libraries the loader would not find, missing
     /// interpreters and shebangs, dangling symlinks.
-    #[command(after_help = EXIT_CODES_REWRITE)]
+    #[command(after_help = EXIT_CODES_AUDIT)]
     Audit(AuditArgs),
     /// Edit ELF files; accepts patchelf's command line (`storepatch elf --help`).
     #[command(disable_help_flag = true, disable_version_flag = true)]

@@ -1,4 +1,5 @@
 //! Maps results to exit codes in one place: 0 ok, 1 findings or failed checks, 2 errors.
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Exit status for usage and I/O errors.
@@ -24,6 +25,23 @@ pub(crate) fn install_signal_handlers() {
         if let Err(err) = registered {
             log::warn!("cannot handle signal {signal}: {err}");
         }
+    }
+}
+
+/// The one form of a message about a file: ``cannot ACTION `PATH`: CAUSE``, where the cause is
+/// what the system said (`fs_err`'s own wording of the operation is dropped, the path is kept).
+pub(crate) fn cannot(action: &str, path: &Path, err: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot {action} `{}`: {}", path.display(), io_cause(err))
+}
+
+/// What the system said about `err` (`No such file or directory (os error 2)`). `fs_err` words
+/// its errors as ``failed to OPERATION `PATH`: CAUSE``; the path is in our message already, so
+/// only the cause is kept.
+pub(crate) fn io_cause(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.split_once("`: ") {
+        Some((operation, cause)) if operation.starts_with("failed to ") => cause.to_owned(),
+        _ => text,
     }
 }
 

@@ -1,35 +1,144 @@
-//! The progress bar: only on a terminal, never with `--json` or `--quiet`.
+//! Progress: a bar on a terminal; in a build log (stderr not a terminal), a short line every few
+//! seconds once a run takes that long. Never with `--json`, `--quiet` or `--no-progress`.
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-pub(crate) struct Progress(Option<ProgressBar>);
+/// How often a line is printed when stderr is not a terminal
+/// (`STOREPATCH_PROGRESS_INTERVAL_MS` overrides it, for tests).
+const LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The time is checked once every this many entries, not on each.
+const CHECK_EVERY: u64 = 256;
+
+pub(crate) struct Progress(Option<Display>);
+
+enum Display {
+    Bar(ProgressBar),
+    Log(Log),
+}
+
+struct Log {
+    message: &'static str,
+    done: AtomicU64,
+    start: Instant,
+    interval: Duration,
+    last: Mutex<Instant>,
+}
 
 impl Progress {
     /// A counter of the entries done so far (their number is not known until the walk ends).
     pub(crate) fn new(message: &'static str, enabled: bool) -> Self {
-        if !enabled || !std::io::stderr().is_terminal() {
+        if !enabled {
             return Self(None);
+        }
+        if !std::io::stderr().is_terminal() {
+            let interval = std::env::var("STOREPATCH_PROGRESS_INTERVAL_MS")
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .map_or(LOG_INTERVAL, Duration::from_millis);
+            let start = Instant::now();
+            return Self(Some(Display::Log(Log {
+                message,
+                done: AtomicU64::new(0),
+                start,
+                interval,
+                last: Mutex::new(start),
+            })));
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         if let Ok(style) =
-            ProgressStyle::with_template("{msg:>10} {spinner} {pos} entries ({per_sec})")
+            ProgressStyle::with_template("{msg:>10} {spinner} {human_pos} entries ({rate})")
         {
-            bar.set_style(style);
+            bar.set_style(style.with_key(
+                "rate",
+                |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{}/s", thousands(rate(state.pos(), state.elapsed())));
+                },
+            ));
         }
         bar.set_message(message);
-        Self(Some(bar))
+        Self(Some(Display::Bar(bar)))
     }
 
     pub(crate) fn inc(&self) {
-        if let Some(bar) = &self.0 {
-            bar.inc(1);
+        match &self.0 {
+            None => {}
+            Some(Display::Bar(bar)) => bar.inc(1),
+            Some(Display::Log(log)) => log.inc(),
         }
     }
 
     pub(crate) fn finish(&self) {
-        if let Some(bar) = &self.0 {
+        if let Some(Display::Bar(bar)) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+impl Log {
+    #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
+    fn inc(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if !done.is_multiple_of(CHECK_EVERY) {
+            return;
+        }
+        // Another thread printing right now will do.
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(*last) < self.interval {
+            return;
+        }
+        *last = now;
+        let elapsed = now.duration_since(self.start);
+        eprintln!(
+            "{}: {} entries so far ({}/s)",
+            self.message,
+            thousands(done),
+            thousands(rate(done, elapsed))
+        );
+    }
+}
+
+/// Entries per second, rounded to a whole number.
+fn rate(done: u64, elapsed: Duration) -> u64 {
+    let millis = u64::try_from(elapsed.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    done.saturating_mul(1000) / millis
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(number: u64) -> String {
+    let digits = number.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_whole_numbers_with_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(8_831), "8,831");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(rate(8_831, Duration::from_secs(1)), 8_831);
+        assert_eq!(rate(17_663, Duration::from_millis(2_001)), 8_827);
+        assert_eq!(rate(5, Duration::ZERO), 5_000);
     }
 }

@@ -445,7 +445,7 @@ pub(crate) fn load_candidates(
 ) -> anyhow::Result<Vec<StorePath>> {
     let mut candidates = Vec::new();
     for file in files {
-        let text = fs_err::read(file)?;
+        let text = fs_err::read(file).map_err(|err| crate::exit::cannot("read", file, &err))?;
         for (number, line) in text.split(|&byte| byte == b'\n').enumerate() {
             let line = line.trim_ascii();
             if line.is_empty() || line.starts_with(b"#") {
@@ -508,10 +508,11 @@ pub(crate) fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
 
 /// Checks that `root` is a directory (not a symlink to one).
 pub(crate) fn require_directory(root: &Path) -> anyhow::Result<()> {
-    let metadata = fs_err::symlink_metadata(root)?;
+    let metadata =
+        fs_err::symlink_metadata(root).map_err(|err| crate::exit::cannot("read", root, &err))?;
     anyhow::ensure!(
         metadata.file_type().is_dir(),
-        "`{}` is not a directory",
+        "cannot scrub `{}`: not a directory",
         root.display()
     );
     Ok(())

@@ -123,7 +123,7 @@ struct Checked {
 
 pub(crate) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitCode> {
     for root in &args.paths {
-        fs_err::symlink_metadata(root)?;
+        super::check_root(root)?;
     }
     let store_dir = super::store_dir(global)?;
     let read_policy = if global.no_mmap {

@@ -338,7 +338,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     if wants_print {
         // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
         let bytes = storepatch_elf::read_file(file)?;
-        let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        let info = ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);

@@ -27,6 +27,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Checks that a path given on the command line exists (without following a symlink).
+pub(crate) fn check_root(root: &std::path::Path) -> anyhow::Result<()> {
+    fs_err::symlink_metadata(root)
+        .map(drop)
+        .map_err(|err| crate::exit::cannot("read", root, &err))
+}
+
 /// The store dir from `--store-dir`, `$NIX_STORE` or the default.
 pub(crate) fn store_dir(global: &GlobalArgs) -> anyhow::Result<StoreDir> {
     Ok(StoreDir::resolve(global.store_dir.as_deref())?)

@@ -58,7 +58,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     }
     let patchelf = PatchelfFlags::parse(&args.patchelf_flag)?;
     for root in &args.paths {
-        fs_err::symlink_metadata(root)?;
+        super::check_root(root)?;
     }
     // Directories end up in run paths, which the loader reads relative to its working directory:
     // a tree or library directory given as a relative path must become absolute first.
@@ -79,7 +79,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         (None, Some(bintools)) => {
             let file = bintools.join("nix-support/dynamic-linker");
             let text = fs_err::read(&file)
-                .with_context(|| "reading the dynamic linker from $NIX_BINTOOLS".to_owned())?;
+                .map_err(|err| crate::exit::cannot("read", &file, &err))
+                .context("$NIX_BINTOOLS names no dynamic linker")?;
             Some(PathBuf::from(std::ffi::OsStr::from_bytes(
                 text.trim_ascii(),
             )))
@@ -88,9 +89,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     };
     let target = match &interpreter {
         Some(path) => {
-            let bytes = fs_err::read(path).context("reading the interpreter")?;
+            let bytes =
+                fs_err::read(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
             let info = ElfInfo::parse(&bytes)
-                .with_context(|| format!("interpreter {} is not usable", path.display()))?;
+                .with_context(|| format!("cannot use `{}` as the interpreter", path.display()))?;
             Target::of(&info)
         }
         None => Target::host(),
@@ -263,7 +265,7 @@ fn relink_hard_links(files: &[File], results: &mut [FileResult]) {
         results[index] = match linked {
             Ok(relinked) => FileResult::HardLink { first, relinked },
             Err(err) => FileResult::Failed(format!(
-                "{}: cannot link it to {} again: {err:#}",
+                "cannot link `{}` to `{}` again: {err:#}",
                 file.path.display(),
                 first_file.path.display(),
             )),
@@ -282,7 +284,7 @@ fn relink_file(
     match has_elf_magic(path) {
         Ok(true) => {}
         Ok(false) => return FileResult::Skipped(Skip::NotElf),
-        Err(err) => return FileResult::Failed(err.to_string()),
+        Err(err) => return FileResult::Failed(crate::exit::cannot("read", path, &err).to_string()),
     }
     let contents = match storepatch_walk::read(path, len, read_policy) {
         Ok(contents) => contents,
@@ -421,7 +423,8 @@ impl<'run> Report<'run> {
             if global.json {
                 out.json(&json!({"type": "error", "path": path_value(path), "message": message}))?;
             } else {
-                output::entry_error(&format!("{}: {message}", path.display()));
+                // The walk's message names the path already.
+                output::entry_error(message);
             }
         }
         for (file, result) in self.files.iter().zip(self.results) {

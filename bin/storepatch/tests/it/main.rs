@@ -14,6 +14,8 @@ mod faults;
 /// The committed man pages and completions are current.
 mod generated;
 mod nix;
+/// Every README example, run against the bundled example and compared.
+mod readme;
 /// One test per fixed bug.
 mod regression;
 /// `storepatch relink`: relinking scrubbed trees, missing dependencies, skipped files, parity.

@@ -298,3 +298,132 @@ fn quiet_answers_by_exit_status_alone() {
     clean.write("a.txt", "nothing\n");
     assert_eq!(quiet("-q", &clean.root), (Some(1), 0, 0));
 }
+
+#[test]
+fn progress_lines_in_a_build_log_unless_quiet() {
+    let tree = TestTree::new();
+    for index in 0..600 {
+        tree.write(&format!("file{index}"), "no references here\n");
+    }
+    let scan = |quiet: bool| {
+        let mut command = storepatch();
+        command
+            .env_remove("STOREPATCH_NO_PROGRESS")
+            .env("STOREPATCH_PROGRESS_INTERVAL_MS", "0")
+            .args(["scan", "--threads", "1"]);
+        if quiet {
+            command.arg("--quiet");
+        }
+        command.arg(&tree.root).output().unwrap()
+    };
+    // stderr is a pipe here, as in a Nix build log: a line every 256 entries with a zero interval.
+    let output = scan(false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let progress = storepatch_test::snapshot::Filters::new()
+        .regex(r"\([0-9,]+/s\)", "(RATE/s)")
+        .apply(&lines[..lines.len() - 1].join("\n"));
+    insta::assert_snapshot!(progress, @"
+    scanning: 256 entries so far (RATE/s)
+    scanning: 512 entries so far (RATE/s)
+    ");
+    assert!(
+        lines
+            .iter()
+            .all(|line| !line.contains("entries so far") || !line.contains('.')),
+        "rates are whole numbers: {stderr}"
+    );
+    let quiet = scan(true);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
+
+#[test]
+fn each_subcommand_help_lists_its_own_exit_status() {
+    let help = |command: &str| {
+        let output = storepatch().args([command, "--help"]).output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        text[text.find("Exit status").unwrap()..].to_owned()
+    };
+    insta::assert_snapshot!(help("scrub"), @"
+    Exit status:
+      0  success (also when there was nothing to scrub)
+      2  an error occurred (usage, or an entry that could not be read or written; the others are
+         still scrubbed)
+    ");
+    insta::assert_snapshot!(help("relink"), @"
+    Exit status:
+      0  success
+      1  missing dependencies (each is listed; see --ignore-missing)
+      2  an error occurred (usage, or a file that could not be read or written)
+    ");
+    insta::assert_snapshot!(help("audit"), @"
+    Exit status:
+      0  healthy
+      1  problems found (each is listed)
+      2  an error occurred (usage, or a file that could not be read)
+    ");
+    insta::assert_snapshot!(help("scan"), @"
+    Exit status (with -q the answer is the exit status alone):
+      0  store references were found
+      1  no store references were found
+      2  an error occurred (usage, or a file that could not be read)
+    ");
+}
+
+#[test]
+fn every_command_names_the_path_and_the_cause_in_one_form() {
+    let tree = TestTree::new();
+    let missing = tree.path("missing");
+    let not_elf = tree.write("not-elf", "text\n");
+    let mut messages = Vec::new();
+    for args in [
+        vec!["scan".as_ref(), missing.as_os_str()],
+        vec!["scrub".as_ref(), missing.as_os_str()],
+        vec!["relink".as_ref(), missing.as_os_str()],
+        vec!["audit".as_ref(), missing.as_os_str()],
+        vec![
+            "scan".as_ref(),
+            "--candidates".as_ref(),
+            missing.as_os_str(),
+            tree.root.as_os_str(),
+        ],
+        vec![
+            "elf".as_ref(),
+            "--print-rpath".as_ref(),
+            missing.as_os_str(),
+        ],
+        vec![
+            "elf".as_ref(),
+            "--print-rpath".as_ref(),
+            not_elf.as_os_str(),
+        ],
+        vec![
+            "relink".as_ref(),
+            "--interpreter".as_ref(),
+            not_elf.as_os_str(),
+            tree.root.as_os_str(),
+        ],
+    ] {
+        let output = storepatch().args(&args).output().unwrap();
+        assert!(!output.status.success());
+        messages.push(
+            tree.filters()
+                .apply(&String::from_utf8_lossy(&output.stderr)),
+        );
+    }
+    insta::assert_snapshot!(messages.concat(), @"
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/missing`: No such file or directory (os error 2)
+    error: cannot read `[TMP]/tree/not-elf`: not an ELF file: missing ELF magic
+    error: cannot use `[TMP]/tree/not-elf` as the interpreter: not an ELF file: missing ELF magic
+    ");
+}

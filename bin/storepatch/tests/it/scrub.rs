@@ -270,7 +270,7 @@ fn symlinks_are_never_followed_out_of_the_tree() {
     ----- stdout -----
 
     ----- stderr -----
-    error: `[TMP]/tree/dir-link` is not a directory
+    error: cannot scrub `[TMP]/tree/dir-link`: not a directory
     ");
     assert_eq!(fs_err::read_to_string(&outside_file).unwrap(), contents);
 }
@@ -285,7 +285,7 @@ fn bad_roots_and_store_dirs_are_errors() {
     ----- stdout -----
 
     ----- stderr -----
-    error: `[TMP]/tree/file` is not a directory
+    error: cannot scrub `[TMP]/tree/file`: not a directory
     ");
     cmd_snapshot!(tree.filters(), storepatch().args(["scrub", "--store-dir", "relative"]).arg(&tree.root), @"
     success: false
