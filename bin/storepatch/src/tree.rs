@@ -197,7 +197,7 @@ fn resolve(
     let mut late: Vec<(Location, Vec<Hit>)> = Vec::new();
     for (location, windows) in &scan.windows {
         let hits = windows.hits_for(found);
-        rescan |= windows.overflowed || (options.with_context && !hits.is_empty());
+        rescan |= windows.needs_rescan(found) || (options.with_context && !hits.is_empty());
         if !hits.is_empty() {
             late.push((*location, hits));
         }
