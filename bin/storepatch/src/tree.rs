@@ -324,8 +324,8 @@ fn scan_places(
 
 fn overflowed() -> Windows {
     Windows {
-        windows: Vec::new(),
         overflowed: true,
+        ..Windows::default()
     }
 }
 

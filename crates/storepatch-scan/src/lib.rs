@@ -300,10 +300,6 @@ struct Packed {
 impl Packed {
     /// The window moved on by one byte whose digit is `digit` (the oldest byte drops out).
     #[inline]
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the oldest digit's bits are meant to drop out"
-    )]
     fn push(self, digit: u8) -> Self {
         Self {
             high: (self.high << 5) | (self.low >> 123) as u32,
@@ -661,7 +657,7 @@ impl Scanner {
         };
         let mut finder_work = 0;
         for_each_hash_run(haystack, &mut finder_work, |start, end| {
-            runs.run(start, end)
+            runs.run(start, end);
         });
         *work += finder_work + runs.work;
         if let Some(keeper) = runs.keeper {
