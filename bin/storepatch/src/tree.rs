@@ -274,7 +274,7 @@ fn resolve(
     let mut late: Vec<(Location, Vec<Hit>)> = Vec::new();
     for (location, windows) in &scan.windows {
         let hits = windows.hits_for(found);
-        rescan |= windows.overflowed || (options.with_context && !hits.is_empty());
+        rescan |= windows.needs_rescan(found) || (options.with_context && !hits.is_empty());
         if !hits.is_empty() {
             late.push((*location, hits));
         }
@@ -401,8 +401,8 @@ fn scan_places(
 
 fn overflowed() -> Windows {
     Windows {
-        windows: Vec::new(),
         overflowed: true,
+        ..Windows::default()
     }
 }
 

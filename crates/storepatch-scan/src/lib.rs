@@ -108,17 +108,13 @@ impl ScannerBuilder {
     /// Builds the scanner.
     pub fn build(self) -> Scanner {
         let candidates: Vec<StorePath> = self.candidates.into_values().collect();
-        let by_hash = candidates
-            .iter()
-            .enumerate()
-            .map(|(index, path)| (*path.hash().as_bytes(), index))
-            .collect();
+        let table = CandidateTable::new(&candidates);
         let prefix_finder = memmem::Finder::new(self.store_dir.prefix()).into_owned();
         Scanner {
             store_dir: self.store_dir,
             prefix_finder,
             candidates,
-            by_hash,
+            table,
         }
     }
 }
@@ -130,24 +126,32 @@ pub struct Scanner {
     prefix_finder: memmem::Finder<'static>,
     /// Sorted by hash.
     candidates: Vec<StorePath>,
-    /// Hash part -> index into `candidates`.
-    by_hash: HashMap<[u8; HASH_LEN], usize>,
+    /// Packed hash part -> index into `candidates`.
+    table: CandidateTable,
 }
 
 /// 32-byte runs of hash-alphabet bytes that matched no candidate, kept by
 /// [`Scanner::scan_keeping_windows`] so that candidates learnt later can be checked against them
 /// without reading the bytes again.
+///
+/// Each distinct run is kept once, at its first offset; runs seen again are only named in
+/// [`Windows::repeated`], so a long stretch of one repeated pattern (a megabyte of `0`s) costs one
+/// entry, not one per offset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Windows {
-    /// `(offset, hash)` of each window, in offset order.
+    /// `(offset, hash)` of the first occurrence of each distinct window, in offset order.
     pub windows: Vec<(u64, HashPart)>,
-    /// More windows than the limit were seen and the rest were dropped: the caller must scan the
-    /// bytes again to learn about later candidates.
+    /// The hashes (sorted) of [`Windows::windows`] that occur at more offsets than their first: a
+    /// later candidate among them needs the bytes scanned again to learn those offsets.
+    pub repeated: Vec<HashPart>,
+    /// More distinct windows than the limit were seen and the rest were dropped: the caller must
+    /// scan the bytes again to learn about later candidates.
     pub overflowed: bool,
 }
 
 impl Windows {
-    /// Bare hits for the windows whose hash is one of `candidates`.
+    /// Bare hits at the first offsets of the windows whose hash is one of `candidates`; complete
+    /// unless [`Windows::needs_rescan`] says otherwise.
     pub fn hits_for(&self, candidates: &HashMap<HashPart, StorePath>) -> Vec<Hit> {
         self.windows
             .iter()
@@ -162,6 +166,16 @@ impl Windows {
             })
             .collect()
     }
+
+    /// Whether [`Windows::hits_for`] may miss hits of `candidates`: windows were dropped, or one
+    /// of the candidates occurs at more than one offset.
+    pub fn needs_rescan(&self, candidates: &HashMap<HashPart, StorePath>) -> bool {
+        self.overflowed
+            || self
+                .repeated
+                .iter()
+                .any(|hash| candidates.contains_key(hash))
+    }
 }
 
 /// Whether each byte value is in Nix's base-32 alphabet, as a table for the hot loop.
@@ -171,6 +185,18 @@ const HASH_BYTE: [bool; 256] = {
     while byte < 256 {
         table[byte] = storepatch_core::is_hash_byte(byte as u8);
         byte += 1;
+    }
+    table
+};
+
+/// Each alphabet byte's digit value (its index in the alphabet); other bytes map to 0 and are
+/// never looked up.
+const DIGIT: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut digit = 0;
+    while digit < 32 {
+        table[storepatch_core::NIX_BASE32_ALPHABET[digit] as usize] = digit as u8;
+        digit += 1;
     }
     table
 };
@@ -200,23 +226,39 @@ fn maybe_all_hash(word: u64) -> bool {
     in_class == HIGH
 }
 
-/// Calls `found` with the start of every 32-byte window made only of hash-alphabet bytes, in
-/// ascending order.
+/// Whether every byte of `word` is a hash byte: [`maybe_all_hash`], and none of the four letters
+/// the alphabet leaves out. Exact, on all eight bytes at once.
+#[inline]
+fn all_hash(word: u64) -> bool {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero exactly when some byte of `value` is zero.
+    let has_zero = |value: u64| value.wrapping_sub(LOW) & !value & HIGH != 0;
+    maybe_all_hash(word)
+        && !b"eotu"
+            .iter()
+            .any(|&letter| has_zero(word ^ u64::from_ne_bytes([letter; 8])))
+}
+
+/// Calls `found(start, end)` for every maximal run of at least 32 hash-alphabet bytes, in
+/// ascending order, adding the steps taken to `work`.
 ///
 /// Most data has no such runs, so the search is a cheap filter over one word in every [`STRIDE`]
 /// bytes ([`maybe_all_hash`], a few arithmetic operations and a branch that is almost never
 /// taken). A word that passes and is made of alphabet bytes only is grown into its whole run, byte
-/// by byte both ways; a run of at least 32 bytes yields all its windows, and the filter goes on
-/// after the run.
-fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
+/// by byte both ways (never back into a run already reported), and the filter goes on after the
+/// run: every byte is looked at a bounded number of times.
+fn for_each_hash_run(haystack: &[u8], work: &mut u64, mut found: impl FnMut(usize, usize)) {
     let len = haystack.len();
     let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
     let mut word_start = 0;
     // Every run ending before this has been dealt with; the byte here (if any) is not a hash byte.
     let mut done = 0;
+    let mut steps = 0;
     while let Some(bytes) = haystack.get(word_start..word_start + WORD) {
+        steps += 1;
         let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
-        if !maybe_all_hash(word) || !(word_start..word_start + WORD).all(is_hash) {
+        if !maybe_all_hash(word) || !all_hash(word) {
             word_start += STRIDE;
             continue;
         }
@@ -225,14 +267,309 @@ fn for_each_hash_window(haystack: &[u8], mut found: impl FnMut(usize)) {
             start -= 1;
         }
         let mut end = word_start + WORD;
+        while let Some(bytes) = haystack.get(end..end + WORD)
+            && all_hash(u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD])))
+        {
+            end += WORD;
+        }
         while end < len && is_hash(end) {
             end += 1;
         }
+        // Backwards byte by byte (under a word), forwards a word at a time.
+        steps += (word_start - start) + (end - word_start) / WORD + WORD;
         if end - start >= HASH_LEN {
-            (start..=end - HASH_LEN).for_each(&mut found);
+            found(start, end);
         }
         done = end;
         word_start = end.next_multiple_of(STRIDE);
+    }
+    *work += steps as u64;
+}
+
+/// A 32-byte window of alphabet bytes packed into 160 bits, five per byte: two packed windows are
+/// equal exactly when their bytes are. Sliding it one byte on is a few shifts, so every window of
+/// a run is looked up in constant time, however long the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Packed {
+    /// The first 32 bits (the oldest bytes' digits).
+    high: u32,
+    /// The last 128 bits.
+    low: u128,
+}
+
+impl Packed {
+    /// The window moved on by one byte whose digit is `digit` (the oldest byte drops out).
+    #[inline]
+    fn push(self, digit: u8) -> Self {
+        Self {
+            high: (self.high << 5) | (self.low >> 123) as u32,
+            low: (self.low << 5) | u128::from(digit),
+        }
+    }
+
+    fn of(bytes: &[u8]) -> Self {
+        bytes.iter().fold(Self::default(), |packed, &byte| {
+            packed.push(DIGIT[usize::from(byte)])
+        })
+    }
+
+    /// A well-mixed 64-bit digest of the value.
+    #[inline]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "folding 160 bits into 64 on purpose"
+    )]
+    fn mix(self) -> u64 {
+        let folded = (self.low as u64)
+            ^ ((self.low >> 64) as u64).rotate_left(29)
+            ^ u64::from(self.high).rotate_left(47);
+        folded.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+impl std::hash::Hash for Packed {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.mix());
+    }
+}
+
+/// Hasher for [`Packed`] keys, which hash themselves ([`Packed::mix`]).
+#[derive(Default)]
+struct PackedHasher(u64);
+
+impl std::hash::Hasher for PackedHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+}
+
+type PackedMap<V> = HashMap<Packed, V, std::hash::BuildHasherDefault<PackedHasher>>;
+
+/// The candidates' hash parts, packed, behind a bit filter that turns away almost every window
+/// with one memory access.
+#[derive(Debug)]
+struct CandidateTable {
+    filter: Vec<u64>,
+    /// The filter's bit of a value is its [`Packed::mix`] shifted right by this.
+    shift: u32,
+    /// Sorted by value; the `usize` indexes the scanner's candidates.
+    sorted: Vec<(Packed, usize)>,
+}
+
+impl CandidateTable {
+    fn new(candidates: &[StorePath]) -> Self {
+        let bits = (candidates.len() * 64)
+            .next_power_of_two()
+            .clamp(1 << 12, 1 << 24);
+        let shift = 64 - bits.trailing_zeros();
+        let mut filter = vec![0; bits / 64];
+        let mut sorted: Vec<(Packed, usize)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(index, path)| (Packed::of(path.hash().as_bytes()), index))
+            .collect();
+        sorted.sort_unstable();
+        for (packed, _) in &sorted {
+            let (word, bit) = Self::bit(packed.mix() >> shift);
+            filter[word] |= bit;
+        }
+        Self {
+            filter,
+            shift,
+            sorted,
+        }
+    }
+
+    #[inline]
+    fn bit(index: u64) -> (usize, u64) {
+        (usize::try_from(index >> 6).unwrap_or(0), 1 << (index & 63))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The candidate whose hash part is `packed`.
+    #[inline]
+    fn get(&self, packed: Packed) -> Option<usize> {
+        let (word, bit) = Self::bit(packed.mix() >> self.shift);
+        if self
+            .filter
+            .get(word)
+            .is_none_or(|&filter| filter & bit == 0)
+        {
+            return None;
+        }
+        self.sorted
+            .binary_search_by(|(value, _)| value.cmp(&packed))
+            .ok()
+            .map(|at| self.sorted[at].1)
+    }
+}
+
+/// The end of the stretch of `byte`s that starts at `from` (at most `end`), eight bytes at a time.
+fn stretch_end(haystack: &[u8], from: usize, end: usize, byte: u8, work: &mut u64) -> usize {
+    let splat = u64::from_ne_bytes([byte; WORD]);
+    let mut at = from;
+    while at + WORD <= end {
+        let word = u64::from_ne_bytes(haystack[at..at + WORD].try_into().unwrap_or([0; WORD]));
+        if word != splat {
+            break;
+        }
+        at += WORD;
+    }
+    while at < end && haystack[at] == byte {
+        at += 1;
+    }
+    *work += ((at - from) / WORD + (at - from) % WORD + 1) as u64;
+    at
+}
+
+/// The windows kept by [`Scanner::scan_keeping_windows`] while they are being found.
+struct Keeper<'windows> {
+    windows: &'windows mut Windows,
+    limit: usize,
+    /// Each distinct value: its index in `windows.windows` and whether it occurred again.
+    seen: PackedMap<(usize, bool)>,
+}
+
+impl Keeper<'_> {
+    /// Records `occurrences` windows of value `packed`, the first at `offset` with bytes `bytes`.
+    fn add(&mut self, offset: u64, occurrences: usize, packed: Packed, bytes: &[u8]) {
+        if self.windows.overflowed {
+            return;
+        }
+        if let Some((_, repeated)) = self.seen.get_mut(&packed) {
+            *repeated = true;
+            return;
+        }
+        if self.windows.windows.len() >= self.limit {
+            self.windows.overflowed = true;
+            self.seen.clear();
+            return;
+        }
+        let Ok(hash) = HashPart::parse(bytes) else {
+            return;
+        };
+        self.seen
+            .insert(packed, (self.windows.windows.len(), occurrences > 1));
+        self.windows.windows.push((offset, hash));
+    }
+
+    fn finish(self) {
+        let mut repeated: Vec<HashPart> = self
+            .seen
+            .values()
+            .filter(|(_, repeated)| *repeated)
+            .map(|&(index, _)| self.windows.windows[index].1)
+            .collect();
+        repeated.sort_unstable();
+        self.windows.repeated = repeated;
+    }
+}
+
+/// The bare-form search over one haystack's runs; see [`Scanner::scan_into`].
+struct RunScan<'scan, 'windows> {
+    table: &'scan CandidateTable,
+    candidates: &'scan [StorePath],
+    haystack: &'scan [u8],
+    base: u64,
+    hits: &'scan mut Vec<Hit>,
+    /// The path hits are `hits[next_path..path_hits_end]` from here on.
+    next_path: usize,
+    path_hits_end: usize,
+    keeper: Option<Keeper<'windows>>,
+    work: u64,
+}
+
+impl RunScan<'_, '_> {
+    /// Looks at every window of the run `haystack[start..end]`, in constant time per window: the
+    /// packed value slides one byte at a time, and a stretch of one repeated byte (whose windows
+    /// are all alike) is skipped eight bytes at a time and looked up once.
+    fn run(&mut self, start: usize, end: usize) {
+        let haystack = self.haystack;
+        let mut packed = Packed::default();
+        let mut same_since = start;
+        for at in start..start + HASH_LEN - 1 {
+            packed = packed.push(DIGIT[usize::from(haystack[at])]);
+            if at > start && haystack[at] != haystack[at - 1] {
+                same_since = at;
+            }
+        }
+        let mut last = start + HASH_LEN - 1;
+        while last < end {
+            let byte = haystack[last];
+            packed = packed.push(DIGIT[usize::from(byte)]);
+            if haystack[last - 1] != byte {
+                same_since = last;
+            }
+            let window = last + 1 - HASH_LEN;
+            let mut count = 1;
+            if last + 1 - same_since >= HASH_LEN {
+                // Every window up to the stretch's end holds the same 32 bytes.
+                let stretch = stretch_end(haystack, last + 1, end, byte, &mut self.work);
+                count += stretch - (last + 1);
+                last = stretch - 1;
+            }
+            self.work += 1;
+            self.windows(window, count, packed);
+            last += 1;
+        }
+    }
+
+    /// Deals with `count` consecutive windows from `first`, all of value `packed`.
+    fn windows(&mut self, first: usize, count: usize, packed: Packed) {
+        let from = self.base + first as u64;
+        let to = from + count as u64;
+        while self.next_path < self.path_hits_end && self.hits[self.next_path].hash_offset < from {
+            self.next_path += 1;
+        }
+        // A path hit's hash is not a bare window as well.
+        let mut path_end = self.next_path;
+        while path_end < self.path_hits_end && self.hits[path_end].hash_offset < to {
+            path_end += 1;
+        }
+        let path_hits: Vec<u64> = self.hits[self.next_path..path_end]
+            .iter()
+            .map(|hit| hit.hash_offset)
+            .collect();
+        self.next_path = path_end;
+        if path_hits.len() == count {
+            return;
+        }
+        let mut bare_offsets = (from..to).filter(|offset| !path_hits.contains(offset));
+        if let Some(index) = self.table.get(packed) {
+            for offset in bare_offsets {
+                self.hits.push(Hit {
+                    offset,
+                    hash_offset: offset,
+                    len: HASH_LEN,
+                    form: Form::Bare,
+                    target: Target::Live(self.candidates[index].clone()),
+                });
+            }
+            self.work += count as u64;
+        } else if let Some(keeper) = self.keeper.as_mut()
+            && let Some(offset) = bare_offsets.next()
+        {
+            let at = usize::try_from(offset - self.base).unwrap_or(usize::MAX);
+            keeper.add(
+                offset,
+                count - path_hits.len(),
+                packed,
+                &self.haystack[at..at + HASH_LEN],
+            );
+        }
     }
 }
 
@@ -265,7 +602,7 @@ impl Scanner {
     /// a path hit is folded into the path hit.
     pub fn scan(&self, haystack: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        self.scan_into(haystack, 0, &mut hits, None);
+        self.scan_into(haystack, 0, &mut hits, None, &mut 0);
         hits
     }
 
@@ -274,7 +611,7 @@ impl Scanner {
     pub fn scan_keeping_windows(&self, haystack: &[u8], limit: usize) -> (Vec<Hit>, Windows) {
         let mut hits = Vec::new();
         let mut windows = Windows::default();
-        self.scan_into(haystack, 0, &mut hits, Some((&mut windows, limit)));
+        self.scan_into(haystack, 0, &mut hits, Some((&mut windows, limit)), &mut 0);
         (hits, windows)
     }
 
@@ -284,7 +621,8 @@ impl Scanner {
         haystack: &[u8],
         base: u64,
         hits: &mut Vec<Hit>,
-        mut keep: Option<(&mut Windows, usize)>,
+        keep: Option<(&mut Windows, usize)>,
+        work: &mut u64,
     ) {
         let first = hits.len();
         // Overlapping occurrences count: `/nix/store/nix/store/<hash>` holds the store dir twice,
@@ -298,41 +636,33 @@ impl Scanner {
             from = start + 1;
         }
         let path_hits_end = hits.len();
-        if self.by_hash.is_empty() && keep.is_none() {
+        if self.table.is_empty() && keep.is_none() {
             return;
         }
-        // Path hits and windows both come in ascending offset order: merge them.
-        let mut next_path = first;
-        for_each_hash_window(haystack, |window| {
-            let hash_offset = base + window as u64;
-            while next_path < path_hits_end && hits[next_path].hash_offset < hash_offset {
-                next_path += 1;
-            }
-            if next_path < path_hits_end && hits[next_path].hash_offset == hash_offset {
-                return;
-            }
-            let Ok(bytes) = <&[u8; HASH_LEN]>::try_from(&haystack[window..window + HASH_LEN])
-            else {
-                return;
-            };
-            if let Some(&index) = self.by_hash.get(bytes) {
-                hits.push(Hit {
-                    offset: hash_offset,
-                    hash_offset,
-                    len: HASH_LEN,
-                    form: Form::Bare,
-                    target: Target::Live(self.candidates[index].clone()),
-                });
-            } else if let Some((windows, limit)) = keep.as_mut() {
-                if windows.windows.len() < *limit {
-                    if let Ok(hash) = HashPart::parse(bytes) {
-                        windows.windows.push((hash_offset, hash));
-                    }
-                } else {
-                    windows.overflowed = true;
-                }
-            }
+        let keeper = keep.map(|(windows, limit)| Keeper {
+            windows,
+            limit,
+            seen: PackedMap::default(),
         });
+        let mut runs = RunScan {
+            table: &self.table,
+            candidates: &self.candidates,
+            haystack,
+            base,
+            hits,
+            next_path: first,
+            path_hits_end,
+            keeper,
+            work: 0,
+        };
+        let mut finder_work = 0;
+        for_each_hash_run(haystack, &mut finder_work, |start, end| {
+            runs.run(start, end);
+        });
+        *work += finder_work + runs.work;
+        if let Some(keeper) = runs.keeper {
+            keeper.finish();
+        }
         hits[first..].sort_by_key(|hit| hit.hash_offset);
     }
 
@@ -448,7 +778,7 @@ impl StreamScanner<'_> {
     fn scan_window(&self, cut: Option<u64>, hits: &mut Vec<Hit>) {
         let mut found = Vec::new();
         self.scanner
-            .scan_into(&self.window, self.window_start, &mut found, None);
+            .scan_into(&self.window, self.window_start, &mut found, None, &mut 0);
         hits.extend(found.into_iter().filter(|hit| {
             hit.hash_offset >= self.reported_until && cut.is_none_or(|cut| hit.hash_offset < cut)
         }));
@@ -632,7 +962,9 @@ mod tests {
                 })
                 .collect();
             let mut found = Vec::new();
-            for_each_hash_window(&haystack, |window| found.push(window));
+            for_each_hash_run(&haystack, &mut 0, |start, end| {
+                found.extend(start..=end - HASH_LEN);
+            });
             let expected: Vec<usize> = (0..len.saturating_sub(31))
                 .filter(|&start| {
                     haystack[start..start + 32]
@@ -641,6 +973,24 @@ mod tests {
                 })
                 .collect();
             assert_eq!(found, expected, "round {round}");
+        }
+    }
+
+    /// The exact word test agrees with the byte table, for every byte in every position.
+    #[test]
+    fn exact_word_test_is_exact_per_byte() {
+        let base = *b"a0zk9bqm";
+        assert!(all_hash(u64::from_le_bytes(base)));
+        for position in 0..WORD {
+            for byte in 0..=u8::MAX {
+                let mut word = base;
+                word[position] = byte;
+                assert_eq!(
+                    all_hash(u64::from_le_bytes(word)),
+                    HASH_BYTE[usize::from(byte)],
+                    "byte {byte:#04x} at {position}"
+                );
+            }
         }
     }
 
@@ -679,9 +1029,92 @@ mod tests {
         assert!(capped.overflowed);
     }
 
+    /// The two cliffs, at a tenth of their size: one long run of `0`, and runs of `x` that
+    /// each end at a store path. Both cost a bounded number of steps per byte.
+    #[test]
+    fn long_runs_cost_linear_work() {
+        let scanner = scanner(&[store_path(HASH_B, "b")]);
+        let count = |input: &[u8]| {
+            let mut work = 0;
+            let mut windows = Windows::default();
+            let hits = &mut Vec::new();
+            scanner.scan_into(input, 0, hits, Some((&mut windows, 4096)), &mut work);
+            (work, windows, hits.len())
+        };
+        let zeros = vec![b'0'; 5_000_000];
+        let (work, windows, hits) = count(&zeros);
+        // An eighth of a step per byte to find the run, as much to see that its windows are alike.
+        assert!(work * 3 < zeros.len() as u64, "{work} steps");
+        assert_eq!(
+            (windows.windows.len(), windows.repeated.len(), hits),
+            (1, 1, 0)
+        );
+        let mut xs = Vec::new();
+        for _ in 0..100 {
+            xs.extend(std::iter::repeat_n(b'x', 20_000));
+            xs.extend_from_slice(b"/nix/store/");
+            xs.extend_from_slice(HASH_A);
+            xs.extend_from_slice(b"-dep/lib\n");
+        }
+        let (work, windows, hits) = count(&xs);
+        assert!(
+            work * 2 < xs.len() as u64 * 3,
+            "{work} steps for {} bytes",
+            xs.len()
+        );
+        // The x window once (seen again), the path's hash never: it is a path hit.
+        assert_eq!(
+            (windows.windows.len(), windows.repeated.len(), hits),
+            (1, 1, 100)
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
+
+        /// Steps the scan took over `input`, keeping windows as the tree scan's first pass does.
+        fn work_of(scanner: &Scanner, input: &[u8]) -> u64 {
+            let mut work = 0;
+            let mut windows = Windows::default();
+            scanner.scan_into(
+                input,
+                0,
+                &mut Vec::new(),
+                Some((&mut windows, 4096)),
+                &mut work,
+            );
+            work
+        }
+
+        /// Inputs that once made the bare search slow: long runs of hash-alphabet bytes (one byte
+        /// repeated, a short pattern repeated, or random), next to store paths and candidates.
+        fn runs() -> impl Strategy<Value = Vec<u8>> {
+            let run = prop_oneof![
+                (prop::sample::select(&b"0xz19a"[..]), 0usize..3000)
+                    .prop_map(|(byte, len)| vec![byte; len]),
+                ("[0-9a-df-np-sv-z]{1,40}", 0usize..3000).prop_map(|(pattern, len)| {
+                    pattern.into_bytes().into_iter().cycle().take(len).collect()
+                }),
+                "[0-9a-df-np-sv-z]{0,800}".prop_map(String::into_bytes),
+                Just(b"/nix/store/".to_vec()),
+                Just(HASH_A.to_vec()),
+                Just(HASH_B.to_vec()),
+                Just(b"-dep-1.0/lib\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..8),
+            ];
+            proptest::collection::vec(run, 0..12).prop_map(|pieces| pieces.concat())
+        }
+
+        /// The offsets of every 32-byte window that equals `hash` and is not the hash of a path
+        /// hit: what the bare search must report, found by looking at every offset.
+        fn brute_bare(input: &[u8], hash: &[u8], path_hashes: &[u64]) -> Vec<u64> {
+            (0..input.len().saturating_sub(HASH_LEN - 1))
+                .filter(|&at| &input[at..at + HASH_LEN] == hash)
+                .map(|at| at as u64)
+                .filter(|offset| !path_hashes.contains(offset))
+                .collect()
+        }
 
         /// Pieces a haystack is made of: noise, store dir prefixes, hashes, names, separators.
         fn piece() -> impl Strategy<Value = Vec<u8>> {
@@ -702,6 +1135,104 @@ mod tests {
         }
 
         proptest! {
+            /// Bare hits are exactly the offsets where a candidate's hash sits, on inputs full of
+            /// long alphabet runs, whole and streamed.
+            #[test]
+            fn bare_hits_match_every_offset(input in runs(), chunk_size in 1usize..5000) {
+                let period = *b"0123456789abcdfghijklmnpqrsvwxyz";
+                let candidates = [
+                    store_path(HASH_A, "a"),
+                    store_path(&[b'x'; 32], "x"),
+                    store_path(&period, "p"),
+                ];
+                let scanner = scanner(&candidates);
+                let hits = scanner.scan(&input);
+                let path_hashes: Vec<u64> = hits
+                    .iter()
+                    .filter(|hit| hit.form == Form::Path)
+                    .map(|hit| hit.hash_offset)
+                    .collect();
+                for candidate in &candidates {
+                    let found: Vec<u64> = hits
+                        .iter()
+                        .filter(|hit| hit.form == Form::Bare && hit.live() == Some(candidate))
+                        .map(|hit| hit.hash_offset)
+                        .collect();
+                    let hash = candidate.hash().as_bytes();
+                    prop_assert_eq!(found, brute_bare(&input, hash, &path_hashes));
+                }
+                prop_assert_eq!(scanner.scan_reader(&input[..], chunk_size).unwrap(), hits);
+            }
+
+            /// The kept windows name every distinct window once, at its first offset, and mark the
+            /// ones seen again; a later candidate's hits come from them exactly unless a rescan is
+            /// asked for.
+            #[test]
+            fn kept_windows_answer_for_later_candidates(input in runs(), limit in 1usize..64) {
+                let scanner = scanner(&[store_path(HASH_A, "a")]);
+                let (hits, windows) = scanner.scan_keeping_windows(&input, limit);
+                let path_hashes: Vec<u64> = hits
+                    .iter()
+                    .filter(|hit| hit.form == Form::Path)
+                    .map(|hit| hit.hash_offset)
+                    .collect();
+                let mut firsts: BTreeMap<&[u8], (u64, usize)> = BTreeMap::new();
+                for at in 0..input.len().saturating_sub(HASH_LEN - 1) {
+                    let window = &input[at..at + HASH_LEN];
+                    if window == HASH_A
+                        || path_hashes.contains(&(at as u64))
+                        || !window.iter().all(|&byte| HASH_BYTE[usize::from(byte)])
+                    {
+                        continue;
+                    }
+                    firsts.entry(window).or_insert((at as u64, 0)).1 += 1;
+                }
+                let mut expected: Vec<(u64, &[u8])> =
+                    firsts.iter().map(|(window, (at, _))| (*at, *window)).collect();
+                expected.sort_unstable();
+                if expected.len() > limit {
+                    prop_assert!(windows.overflowed);
+                } else {
+                    prop_assert!(!windows.overflowed);
+                    let kept: Vec<(u64, &[u8])> = windows
+                        .windows
+                        .iter()
+                        .map(|(at, hash)| (*at, &hash.as_bytes()[..]))
+                        .collect();
+                    prop_assert_eq!(kept, expected);
+                    let repeated: Vec<&[u8]> = windows
+                        .repeated
+                        .iter()
+                        .map(|hash| &hash.as_bytes()[..])
+                        .collect();
+                    let expected_repeated: Vec<&[u8]> = firsts
+                        .iter()
+                        .filter(|(_, (_, count))| *count > 1)
+                        .map(|(window, _)| *window)
+                        .collect();
+                    prop_assert_eq!(repeated, expected_repeated);
+                }
+                for (_, hash) in windows.windows.iter().take(3) {
+                    let later: HashMap<HashPart, StorePath> =
+                        [(*hash, StorePath::new(*hash, "later"))].into();
+                    if !windows.needs_rescan(&later) {
+                        let offsets: Vec<u64> =
+                            windows.hits_for(&later).iter().map(|hit| hit.hash_offset).collect();
+                        prop_assert_eq!(offsets, brute_bare(&input, hash.as_bytes(), &path_hashes));
+                    }
+                }
+            }
+
+            /// The work is linear in the input whatever its runs: a few steps per byte, counted
+            /// (not timed), where looking up every window's 32 bytes took over 32.
+            #[test]
+            fn work_is_linear_in_the_input(input in runs()) {
+                let candidates = [store_path(HASH_A, "a"), store_path(HASH_B, "b")];
+                let scanner = scanner(&candidates);
+                let work = work_of(&scanner, &input);
+                prop_assert!(work <= 3 * input.len() as u64 + 64, "{} steps for {} bytes", work, input.len());
+            }
+
             /// Streaming in chunks of any size finds exactly what one whole scan finds.
             #[test]
             fn chunking_never_changes_hits(input in haystack(), chunk_size in 1usize..700) {
