@@ -73,19 +73,27 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l store-
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l candidates-from-env -d 'Restore references to the store paths named in the environment (inside a Nix build: the build\'s inputs)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l dry-run -d 'Report what would change without writing anything'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l json -d 'Emit JSON Lines on stdout instead of the human report'
-complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s q -l quiet -d 'Print nothing but errors (`--json` output excepted); `scan -q` answers by exit status alone'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s h -l help -d 'Print help'
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-path -d 'Search this directory for libraries, not recursively (repeatable, in order)' -r -F
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-tree -d 'Search this tree for libraries, recursively (repeatable; after every --library-path)' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l paths -d 'Trees or files to relink, as auto-patchelf.py spells it (joined to PATH)' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-path -d 'Search this directory (or library file) for libraries, not recursively (repeatable; library sources are searched in command-line order)' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l library-tree -d 'Search this tree for libraries, recursively (repeatable; in command-line order with --library-path and --libs), as `addAutoPatchelfSearchPath` does' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l libs -d 'auto-patchelf.py\'s `--libs`: the same as --library-path' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l interpreter -d 'Dynamic linker for executables [default: `$NIX_BINTOOLS/nix-support/dynamic-linker`]' -r -F
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l runtime-dependency -d 'Add DIR to the run path of every ELF file, after the directories it needs (repeatable). autoPatchelfHook\'s `runtimeDependencies` are `<dep>/lib` here' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l runtime-dependency -d 'Put DIR first in the run path of dynamic executables (repeatable), like `runtimeDependencies` (whose entries are `<dep>/lib` here). Libraries do not get it' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l runtime-dependencies -d 'auto-patchelf.py\'s `--runtime-dependencies`: the same as --runtime-dependency' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l append-rpath -d 'Add DIR at the end of the run path of every ELF file (repeatable), like `appendRunpaths`' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l append-rpaths -d 'auto-patchelf.py\'s `--append-rpaths`: the same as --append-rpath' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l ignore-missing -d 'Do not fail when a missing soname matches this pattern (repeatable; `*`, `?`, `[...]`)' -r
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l patchelf-flag -d 'patchelf flag for every file patchelf would be called on, like `patchelfFlags` (repeatable): --force-rpath, --no-default-lib, --page-size N, --debug' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l follow-run-paths -d 'Also search the run paths of indexed libraries (without `$ORIGIN` entries), as autoPatchelfHook does'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l ignore-existing -d 'Do not search the trees being relinked for libraries (auto-patchelf.py\'s flag)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l preserve-origin -d 'Keep `$ORIGIN` run path entries that resolve a library: always done; accepted for auto-patchelf.py\'s flag'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l keep-libc -d 'Look libc\'s own libraries up like any other instead of leaving them to the dynamic linker'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-recurse -d 'Only relink files directly in the given directories'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l dry-run -d 'Report what would change without writing anything'
@@ -94,7 +102,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s q -l qu
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-progress -d 'Never show a progress bar (it is only shown when stderr is a terminal)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s h -l help -d 'Print help'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l library-path -d 'Also look for libraries in this directory, before the default ones (repeatable)' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l store-dir -d 'Nix store directory [default: `$NIX_STORE`, else `/nix/store`]' -r -F

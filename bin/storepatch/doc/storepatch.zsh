@@ -120,8 +120,8 @@ _arguments "${_arguments_options[@]}" : \
 '--no-recurse[Only relink files directly in the given directories]' \
 '--dry-run[Report what would change without writing anything]' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
-'-q[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
-'--quiet[Print nothing but errors (\`--json\` output excepted); \`scan -q\` answers by exit status alone]' \
+'-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
+'--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \

@@ -194,7 +194,13 @@ pub(crate) struct RestoreArgs {
     pub(crate) dry_run: bool,
 }
 
+/// `relink --help`: the exit status (as `-h` shows it) and the auto-patchelf.py command line.
 const RELINK_AUTO_PATCHELF: &str = "\
+Exit status:
+  0  success
+  1  missing dependencies (each is listed; see --ignore-missing)
+  2  an error occurred (usage, or a file that could not be read or written)
+
 auto-patchelf.py's command line (autoPatchelfFlags) is accepted too: --paths, --libs,
 --runtime-dependencies, --append-rpaths and (with --paths) --ignore-missing take every following
 value up to the next option; --extra-args takes the rest of the line as patchelf flags.";

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         .get(1)
         .is_some_and(|first| commands::elf::is_patchelf_command_line(first))
     {
-        return exit::report(commands::elf::run(args.split_off(1)));
+        return exit::report(commands::elf::run(args.split_off(1)), false);
     }
     let cli = cli::parse(args);
     logger::init(cli.global.verbose);

@@ -337,14 +337,15 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         || invocation.print_needed;
     if wants_print {
         // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
-        let bytes = storepatch_elf::read_file(file)?;
-        let info = ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
+        let bytes = read_input(file)?;
+        let info =
+            ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);
     if invocation.edits == ElfEdits::default() && output == file {
         // Still parsed and validated, as patchelf does: malformed input is an error.
-        let bytes = storepatch_elf::read_file(file)?;
+        let bytes = read_input(file)?;
         ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         return Ok(());
     }
@@ -423,4 +424,13 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     }
     out.flush()?;
     Ok(())
+}
+
+/// Reads an input file (regular files only, see [`storepatch_elf::read_file`]), with an I/O
+/// failure worded as every other command words it.
+fn read_input(file: &Path) -> anyhow::Result<storepatch_walk::Contents> {
+    storepatch_elf::read_file(file).map_err(|err| match err {
+        storepatch_elf::Error::Io { cause, .. } => crate::exit::cannot("read", file, &cause),
+        other => anyhow::Error::from(other),
+    })
 }

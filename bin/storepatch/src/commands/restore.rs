@@ -115,6 +115,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     };
     let options = super::tree_options(global, &discovery, false)?;
     let mut scan = tree::scan_roots(&args.paths, &options)?;
+    for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
+        output::message(global.quiet, &note);
+    }
     let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
     let entries = &scan.entries;
 
@@ -256,10 +259,11 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         })
         .collect();
 
+    let mut outcomes = BTreeMap::new();
     let renamed = if args.dry_run {
         BTreeMap::new()
     } else {
-        apply(entries, &changes, &relocations, &mut errors)?
+        apply(entries, &changes, &relocations, &mut errors, &mut outcomes)?
     };
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     let report = Report {
@@ -270,6 +274,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         left: &left,
         relocations: &relocations,
         renamed: &renamed,
+        outcomes: &outcomes,
         errors: &errors,
         supplied: supplied.len(),
     };
@@ -346,6 +351,7 @@ fn apply(
     changes: &[Change],
     relocations: &[Relocation],
     errors: &mut Vec<EntryError>,
+    outcomes: &mut BTreeMap<(usize, Location), Outcome>,
 ) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
     let parents: BTreeSet<&Path> = changes
         .iter()
@@ -365,26 +371,36 @@ fn apply(
             .push(change);
     }
     let groups: Vec<Vec<&Change>> = by_inode.into_values().collect();
-    let content_errors: Vec<EntryError> = groups
+    let content_errors: Vec<(usize, Outcome, EntryError)> = groups
         .par_iter()
         .flat_map_iter(|group| rewrite_group(entries, group, relocations))
         .collect();
-    errors.extend(content_errors);
+    for (entry, outcome, error) in content_errors {
+        outcomes.insert((entry, Location::Content), outcome);
+        errors.push(error);
+    }
 
-    let link_errors: Vec<EntryError> = changes
+    let link_errors: Vec<(usize, Outcome, EntryError)> = changes
         .par_iter()
         .filter(|change| change.location == Location::Symlink)
         .filter_map(|change| {
             let path = &entries[change.entry].path;
-            retarget(path, change, relocations)
-                .err()
-                .map(|err| EntryError {
-                    path: path.clone(),
-                    message: format!("{err:#}"),
-                })
+            retarget(path, change, relocations).err().map(|err| {
+                (
+                    change.entry,
+                    Outcome::of_error(&err),
+                    EntryError {
+                        path: path.clone(),
+                        message: format!("{err:#}"),
+                    },
+                )
+            })
         })
         .collect();
-    errors.extend(link_errors);
+    for (entry, outcome, error) in link_errors {
+        outcomes.insert((entry, Location::Symlink), outcome);
+        errors.push(error);
+    }
 
     // Names last, deepest first (see scrub).
     let mut renamed = BTreeMap::new();
@@ -402,15 +418,26 @@ fn apply(
         else {
             continue;
         };
-        match storepatch_rewrite::rename_entry(path, &storepatch_rewrite::os_string(new_name)) {
+        let result = storepatch_rewrite::interrupt::check(path).and_then(|()| {
+            storepatch_rewrite::rename_entry(path, &storepatch_rewrite::os_string(new_name))
+        });
+        match result {
             Ok(new_path) => {
                 writable.renamed(path, &new_path);
                 renamed.insert(change.entry, new_path);
             }
-            Err(err) => errors.push(EntryError {
-                path: path.clone(),
-                message: tree::error_chain(&err),
-            }),
+            Err(err) => {
+                let outcome = if matches!(err, storepatch_rewrite::Error::Interrupted { .. }) {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Failed
+                };
+                outcomes.insert((change.entry, Location::Name), outcome);
+                errors.push(EntryError {
+                    path: path.clone(),
+                    message: tree::error_chain(&err),
+                });
+            }
         }
     }
     writable.restore()?;
@@ -449,10 +476,15 @@ fn rewrite_group(
     entries: &[Entry],
     group: &[&Change],
     relocations: &[Relocation],
-) -> Vec<EntryError> {
+) -> Vec<(usize, Outcome, EntryError)> {
     let leader = &entries[group[0].entry];
-    let result = Visit::detached(leader)
-        .reopen()
+    let result = storepatch_rewrite::interrupt::check(&leader.path)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            Visit::detached(leader)
+                .reopen()
+                .map_err(anyhow::Error::from)
+        })
         .and_then(|(file, metadata)| {
             let contents =
                 storepatch_walk::read_from(&file, &leader.path, leader.len, ReadPolicy::default())?;
@@ -469,10 +501,31 @@ fn rewrite_group(
             Ok(())
         });
     if let Err(err) = result {
-        return vec![EntryError {
-            path: leader.path.clone(),
-            message: format!("{err:#}"),
-        }];
+        // No name of the inode changed.
+        let outcome = Outcome::of_error(&err);
+        return group
+            .iter()
+            .enumerate()
+            .map(|(index, change)| {
+                let path = &entries[change.entry].path;
+                let message = if index == 0 {
+                    format!("{err:#}")
+                } else {
+                    format!(
+                        "not restored: another name of this file, `{}`, could not be",
+                        leader.path.display()
+                    )
+                };
+                (
+                    change.entry,
+                    outcome,
+                    EntryError {
+                        path: path.clone(),
+                        message,
+                    },
+                )
+            })
+            .collect();
     }
     group[1..]
         .iter()
@@ -480,15 +533,22 @@ fn rewrite_group(
             let path = &entries[change.entry].path;
             storepatch_rewrite::link_into_place(&leader.path, path)
                 .err()
-                .map(|err| EntryError {
-                    path: path.clone(),
-                    message: tree::error_chain(&err),
+                .map(|err| {
+                    (
+                        change.entry,
+                        Outcome::Failed,
+                        EntryError {
+                            path: path.clone(),
+                            message: tree::error_chain(&err),
+                        },
+                    )
                 })
         })
         .collect()
 }
 
 fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow::Result<()> {
+    storepatch_rewrite::interrupt::check(path)?;
     let target = fs_err::read_link(path)?;
     let target = target.as_os_str().as_bytes();
     still_planned(target, change, relocations)?;
@@ -496,6 +556,39 @@ fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow:
         .context("the planned changes do not fit the symlink's target")?;
     storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
     Ok(())
+}
+
+/// What happened to a planned change that was not carried out (a carried-out one is "done").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Writing failed (reported as an error); the entry is unchanged.
+    Failed,
+    /// A signal stopped the run first; the entry is unchanged.
+    Interrupted,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
+    fn of_error(err: &anyhow::Error) -> Self {
+        let interrupted = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<storepatch_rewrite::Error>(),
+                Some(storepatch_rewrite::Error::Interrupted { .. })
+            )
+        });
+        if interrupted {
+            Self::Interrupted
+        } else {
+            Self::Failed
+        }
+    }
 }
 
 /// Everything the report shows.
@@ -507,6 +600,8 @@ struct Report<'run> {
     left: &'run [Left],
     relocations: &'run [Relocation],
     renamed: &'run BTreeMap<usize, PathBuf>,
+    /// Planned changes that were not carried out; every other one was (unless a dry run).
+    outcomes: &'run BTreeMap<(usize, Location), Outcome>,
     errors: &'run [EntryError],
     supplied: usize,
 }
@@ -544,22 +639,33 @@ impl Report<'_> {
         path
     }
 
+    fn outcome(&self, change: &Change, dry_run: bool) -> &'static str {
+        if dry_run {
+            return "planned";
+        }
+        self.outcomes
+            .get(&(change.entry, change.location))
+            .map_or("done", |outcome| outcome.as_str())
+    }
+
     fn print(&self, global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<()> {
-        let restored: usize = self
+        let done: Vec<&Change> = self
             .changes
             .iter()
-            .map(|change| change.restorations.len())
-            .sum();
-        let relocated: usize = self
-            .changes
-            .iter()
-            .map(|change| change.occurrences.len())
-            .sum();
+            .filter(|change| !self.outcomes.contains_key(&(change.entry, change.location)))
+            .collect();
+        let failed = self
+            .outcomes
+            .values()
+            .filter(|outcome| **outcome == Outcome::Failed)
+            .count();
+        let interrupted = self.outcomes.len() - failed;
+        let restored: usize = done.iter().map(|change| change.restorations.len()).sum();
+        let relocated: usize = done.iter().map(|change| change.occurrences.len()).sum();
         let unresolved_references: usize =
             self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
-            self.changes
-                .iter()
+            done.iter()
                 .filter(|change| change.location == location)
                 .count()
         };
@@ -570,6 +676,7 @@ impl Report<'_> {
                 out.json(&json!({
                     "type": "restore",
                     "path": path_value(path),
+                    "outcome": self.outcome(change, args.dry_run),
                     "kind": change.location.as_str(),
                     "references": change.restorations.len(),
                     "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
@@ -612,6 +719,8 @@ impl Report<'_> {
                 "unresolved_names": self.unresolved.len(),
                 "unresolved_references": unresolved_references,
                 "left_files": self.left.len(),
+                "failed": failed,
+                "interrupted": interrupted,
                 "errors": self.errors.len(),
             }))?;
             out.flush()?;
@@ -623,7 +732,7 @@ impl Report<'_> {
             "restored"
         };
         if !global.quiet {
-            for change in self.changes {
+            for change in done.iter().copied() {
                 let path = &self.entries[change.entry].path;
                 let mut line = format!("{verb} {}:", path.display()).into_bytes();
                 if !change.restorations.is_empty() {
@@ -709,10 +818,15 @@ impl Report<'_> {
         for error in self.errors {
             output::entry_error(&error.message);
         }
+        let not_done = if self.outcomes.is_empty() {
+            String::new()
+        } else {
+            format!("; {failed} entries failed and {interrupted} were left unchanged by a signal")
+        };
         output::message(
             global.quiet,
             &format!(
-                "{verb} {restored} references and relocated {relocated}: {} files, {} symlinks, {} names ({} entries scanned, {} store paths supplied, {unresolved_references} places with {} names left scrubbed, {} binary files left, {} errors)",
+                "{verb} {restored} references and relocated {relocated}: {} files, {} symlinks, {} names ({} entries scanned, {} store paths supplied, {unresolved_references} places with {} names left scrubbed, {} binary files left, {} errors){not_done}",
                 count(Location::Content),
                 count(Location::Symlink),
                 count(Location::Name),

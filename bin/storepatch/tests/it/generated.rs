@@ -45,6 +45,7 @@ fn man_pages_are_current() {
     for page in [
         "storepatch-scan.1",
         "storepatch-scrub.1",
+        "storepatch-restore.1",
         "storepatch-relink.1",
         "storepatch-audit.1",
         "storepatch-elf.1",

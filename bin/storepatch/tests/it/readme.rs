@@ -242,7 +242,6 @@ fn readme_examples() {
 }
 
 #[test]
-#[ignore = "needs `storepatch restore` (#12)"]
 fn readme_examples_with_restore() {
     check_readme(true);
 }
@@ -262,7 +261,6 @@ fn an_ellipsis_matches_any_lines() {
 
 /// `testdata/demo.sh`, the README's first command, runs the whole round trip to the end.
 #[test]
-#[ignore = "needs `storepatch restore` (#12)"]
 fn demo_script_runs_the_round_trip() {
     let output = Command::new("bash")
         .arg("testdata/demo.sh")
