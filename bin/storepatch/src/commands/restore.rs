@@ -490,7 +490,6 @@ fn rewrite_group(
                 storepatch_walk::read_from(&file, &leader.path, leader.len, ReadPolicy::default())?;
             Ok((contents, metadata))
         })
-        .map_err(anyhow::Error::from)
         .and_then(|(contents, metadata)| {
             still_planned(&contents, group[0], relocations)?;
             let new = storepatch_rewrite::splice(&contents, &group[0].splices(relocations))
