@@ -442,6 +442,78 @@ fn scrub_stops_cleanly_on_sigterm() {
     scrub_interrupted_by("TERM", 143);
 }
 
+/// restore under SIGINT, as scrub above: every file is scrubbed or restored exactly as its record
+/// says, no temporary file is left, the summary counts only what was written, exit code 130.
+// See: #16
+#[test]
+fn restore_stops_cleanly_on_sigint() {
+    let tree = TestTree::new();
+    let store_path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
+    let restored = format!("{store_path}/lib\n").repeat(4);
+    let scrubbed_contents = restored.replace(ZLIB_HASH, &scrubbed());
+    let mut paths = Vec::new();
+    for index in 0..20_000 {
+        paths.push(tree.write(
+            &format!("d{:02}/f{index:05}", index % 40),
+            &scrubbed_contents,
+        ));
+    }
+    let mut by_inode: Vec<&PathBuf> = paths.iter().collect();
+    by_inode.sort_by_key(|path| fs_err::metadata(path).unwrap().ino());
+    let watched = [
+        by_inode[0].as_path(),
+        by_inode[by_inode.len() / 2].as_path(),
+    ];
+    let child = spawn_with_signals_ignored(&[
+        "restore".as_ref(),
+        "--json".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+        "--store-path".as_ref(),
+        store_path.as_ref(),
+        tree.root.as_os_str(),
+    ]);
+    signal_once_changed(&child, &watched, scrubbed_contents.as_bytes(), "INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
+    let lines = json_lines(&output.stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for line in lines.iter().filter(|line| line["type"] == "restore") {
+        let path = PathBuf::from(line["path"]["text"].as_str().unwrap());
+        outcomes.insert(path, line["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(outcomes.len(), paths.len());
+    let done = outcomes
+        .values()
+        .filter(|outcome| *outcome == "done")
+        .count();
+    let interrupted = outcomes
+        .values()
+        .filter(|outcome| *outcome == "interrupted")
+        .count();
+    assert!(
+        done > 0 && interrupted > 0,
+        "{done} done, {interrupted} interrupted"
+    );
+    assert_eq!(done + interrupted, paths.len());
+    assert_eq!(summary["files"], done);
+    assert_eq!(summary["interrupted"], interrupted);
+    for path in &paths {
+        let contents = fs_err::read_to_string(path).unwrap();
+        let expected = if outcomes[path] == "done" {
+            &restored
+        } else {
+            &scrubbed_contents
+        };
+        assert_eq!(&contents, expected, "{}", path.display());
+    }
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+}
+
 /// A temporary file left by a killed run (its pid is gone): scan reports it rather than counting
 /// it as an ordinary file, scrub removes it, and one of a live process is left alone.
 // See: #16
