@@ -360,6 +360,10 @@ fn each_subcommand_help_lists_its_own_exit_status() {
       0  success
       1  missing dependencies (each is listed; see --ignore-missing)
       2  an error occurred (usage, or a file that could not be read or written)
+
+    auto-patchelf.py's command line (autoPatchelfFlags) is accepted too: --paths, --libs,
+    --runtime-dependencies, --append-rpaths and (with --paths) --ignore-missing take every following
+    value up to the next option; --extra-args takes the rest of the line as patchelf flags.
     ");
     insta::assert_snapshot!(help("audit"), @"
     Exit status:
