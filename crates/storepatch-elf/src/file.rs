@@ -120,7 +120,7 @@ pub fn apply_to_file_as(
 /// [`Error::NotRegular`] before anything is opened.
 pub fn read_file(path: &Path) -> Result<storepatch_walk::Contents> {
     let metadata = fs_err::metadata(path).map_err(io(path))?;
-    if let Some(kind) = special_kind(metadata.file_type()) {
+    if let Some(kind) = storepatch_rewrite::special_kind(metadata.file_type()) {
         return Err(Error::NotRegular {
             path: path.to_path_buf(),
             kind,
@@ -128,28 +128,6 @@ pub fn read_file(path: &Path) -> Result<storepatch_walk::Contents> {
         });
     }
     map(path, metadata.len())
-}
-
-/// What a file that is not a regular file is, for messages; `None` for a regular file.
-fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    Some(if file_type.is_file() {
-        return None;
-    } else if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_char_device() {
-        "a character device"
-    } else if file_type.is_block_device() {
-        "a block device"
-    } else if file_type.is_symlink() {
-        "a symbolic link"
-    } else {
-        "a special file"
-    })
 }
 
 /// How a separate output is written.
@@ -180,7 +158,7 @@ fn output_target(output: &Path) -> Result<Target> {
     }
     Err(Error::NotRegular {
         path: output.to_path_buf(),
-        kind: special_kind(file_type).unwrap_or("a special file"),
+        kind: storepatch_rewrite::special_kind(file_type).unwrap_or("a special file"),
         action: "replace",
     })
 }

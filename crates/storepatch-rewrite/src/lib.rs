@@ -39,7 +39,7 @@ pub mod interrupt;
 mod temporary;
 
 use temporary::Registration;
-pub use temporary::{Cleaned, Leftover, Replacement, remove_registered};
+pub use temporary::{Cleaned, Leftover, Replacement, remove_registered, special_kind};
 
 /// Errors from rewriting, always naming the path.
 #[derive(Debug, thiserror::Error)]

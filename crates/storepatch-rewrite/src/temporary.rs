@@ -121,10 +121,12 @@ impl Drop for Registration {
     }
 }
 
-/// What kind of entry a path is, for messages.
-fn kind_name(metadata: &Metadata) -> &'static str {
-    let file_type = metadata.file_type();
-    if file_type.is_dir() {
+/// What kind of entry a file that is not a regular file is, for messages ("a FIFO"); `None`
+/// for a regular file. Every command words a refusal to read or replace such a file with it.
+pub fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
+    Some(if file_type.is_file() {
+        return None;
+    } else if file_type.is_dir() {
         "a directory"
     } else if file_type.is_symlink() {
         "a symlink"
@@ -137,8 +139,8 @@ fn kind_name(metadata: &Metadata) -> &'static str {
     } else if file_type.is_socket() {
         "a socket"
     } else {
-        "not a regular file"
-    }
+        "a special file"
+    })
 }
 
 /// Fails unless `target` is a regular file or does not exist.
@@ -147,7 +149,7 @@ pub(crate) fn check_replaceable(target: &Path) -> Result<()> {
         Ok(metadata) if metadata.file_type().is_file() => Ok(()),
         Ok(metadata) => Err(Error::NotRegular {
             path: target.to_path_buf(),
-            kind: kind_name(&metadata),
+            kind: special_kind(metadata.file_type()).unwrap_or("a special file"),
         }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(Error::Io {

@@ -28,6 +28,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Checks that a path given on the command line exists (without following a symlink).
+/// Whether `err` says a signal stopped a write (the entry is then unchanged, not failed).
+pub(crate) fn stopped_by_signal(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<storepatch_rewrite::Error>(),
+            Some(storepatch_rewrite::Error::Interrupted { .. })
+        )
+    })
+}
+
 pub(crate) fn check_root(root: &std::path::Path) -> anyhow::Result<()> {
     fs_err::symlink_metadata(root)
         .map(drop)

@@ -57,13 +57,7 @@ impl Status {
 
     /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
     fn of_error(err: &anyhow::Error) -> Self {
-        let interrupted = err.chain().any(|cause| {
-            matches!(
-                cause.downcast_ref::<storepatch_rewrite::Error>(),
-                Some(storepatch_rewrite::Error::Interrupted { .. })
-            )
-        });
-        if interrupted {
+        if super::stopped_by_signal(err) {
             Self::Interrupted
         } else {
             Self::Failed

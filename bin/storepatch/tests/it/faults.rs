@@ -354,6 +354,41 @@ fn signal_once_changed(
     assert!(status.success());
 }
 
+/// Checks an interrupted run's JSON report against the files: each record (of `record_type`)
+/// says `done` or `interrupted`, there are some of each, the file holds `new` or `old`
+/// accordingly, and the summary counts exactly the done ones.
+fn check_outcomes(stdout: &[u8], record_type: &str, paths: &[PathBuf], new: &str, old: &str) {
+    let lines = json_lines(stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for line in lines.iter().filter(|line| line["type"] == record_type) {
+        let path = PathBuf::from(line["path"]["text"].as_str().unwrap());
+        outcomes.insert(path, line["outcome"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(outcomes.len(), paths.len());
+    let done = outcomes
+        .values()
+        .filter(|outcome| *outcome == "done")
+        .count();
+    let interrupted = outcomes
+        .values()
+        .filter(|outcome| *outcome == "interrupted")
+        .count();
+    assert!(
+        done > 0 && interrupted > 0,
+        "{done} done, {interrupted} interrupted"
+    );
+    assert_eq!(done + interrupted, paths.len());
+    assert_eq!(summary["files"], done);
+    assert_eq!(summary["interrupted"], interrupted);
+    for path in paths {
+        let contents = fs_err::read_to_string(path).unwrap();
+        let expected = if outcomes[path] == "done" { new } else { old };
+        assert_eq!(contents, expected, "{}", path.display());
+    }
+}
+
 /// A signal mid-run: the run stops between files, every file is old or new (exactly as its
 /// record says), no temporary file is left, the report lists what was changed, and the exit code
 /// is 128 + the signal. A second scrub finishes the job.
@@ -387,39 +422,13 @@ fn scrub_interrupted_by(signal: &str, code: i32) {
         stderr.contains(&format!("stopped by SIG{signal}")),
         "{stderr}"
     );
-    let lines = json_lines(&output.stdout);
-    let summary = lines.last().unwrap();
-    assert_eq!(summary["type"], "summary");
-    let mut outcomes = std::collections::BTreeMap::new();
-    for line in lines.iter().filter(|line| line["type"] == "rewrite") {
-        let path = PathBuf::from(line["path"]["text"].as_str().unwrap());
-        outcomes.insert(path, line["outcome"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(outcomes.len(), paths.len());
-    let done = outcomes
-        .values()
-        .filter(|outcome| *outcome == "done")
-        .count();
-    let interrupted = outcomes
-        .values()
-        .filter(|outcome| *outcome == "interrupted")
-        .count();
-    assert!(
-        done > 0 && interrupted > 0,
-        "{done} done, {interrupted} interrupted"
+    check_outcomes(
+        &output.stdout,
+        "rewrite",
+        &paths,
+        &scrubbed_contents,
+        &reference,
     );
-    assert_eq!(done + interrupted, paths.len());
-    assert_eq!(summary["files"], done);
-    assert_eq!(summary["interrupted"], interrupted);
-    for path in &paths {
-        let contents = fs_err::read_to_string(path).unwrap();
-        let expected = if outcomes[path] == "done" {
-            &scrubbed_contents
-        } else {
-            &reference
-        };
-        assert_eq!(&contents, expected, "{}", path.display());
-    }
     assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
     let again = storepatch().arg("scrub").arg(&tree.root).output().unwrap();
     assert_eq!(again.status.code(), Some(0));
@@ -478,39 +487,13 @@ fn restore_stops_cleanly_on_sigint() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
-    let lines = json_lines(&output.stdout);
-    let summary = lines.last().unwrap();
-    assert_eq!(summary["type"], "summary");
-    let mut outcomes = std::collections::BTreeMap::new();
-    for line in lines.iter().filter(|line| line["type"] == "restore") {
-        let path = PathBuf::from(line["path"]["text"].as_str().unwrap());
-        outcomes.insert(path, line["outcome"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(outcomes.len(), paths.len());
-    let done = outcomes
-        .values()
-        .filter(|outcome| *outcome == "done")
-        .count();
-    let interrupted = outcomes
-        .values()
-        .filter(|outcome| *outcome == "interrupted")
-        .count();
-    assert!(
-        done > 0 && interrupted > 0,
-        "{done} done, {interrupted} interrupted"
+    check_outcomes(
+        &output.stdout,
+        "restore",
+        &paths,
+        &restored,
+        &scrubbed_contents,
     );
-    assert_eq!(done + interrupted, paths.len());
-    assert_eq!(summary["files"], done);
-    assert_eq!(summary["interrupted"], interrupted);
-    for path in &paths {
-        let contents = fs_err::read_to_string(path).unwrap();
-        let expected = if outcomes[path] == "done" {
-            &restored
-        } else {
-            &scrubbed_contents
-        };
-        assert_eq!(&contents, expected, "{}", path.display());
-    }
     assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
 }
 
