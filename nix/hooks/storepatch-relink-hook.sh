@@ -14,8 +14,8 @@
 #   appendRunpaths                  each directory D -> `--append-rpath D`.
 #   autoPatchelfFlags               words appended to the `storepatch relink` command line as
 #                                   they are (after every flag above, before `--`).
-#   patchelfFlags                   not passed on (warned about); `storepatch relink` has no
-#                                   per-call patchelf arguments.
+#   patchelfFlags                   each word W -> `--patchelf-flag=W` (the patchelf flags that
+#                                   make sense for relinking; others are an error, exit 2).
 #   extraAutoPatchelfLibs           each directory D -> `--library-path D`.
 #
 # Functions:
@@ -138,15 +138,12 @@ autoPatchelf() {
         esac
     done
 
-    local -a ignoreMissing=() runtimeDeps=() runpaths=() extraFlags=() unsupported=()
+    local -a ignoreMissing=() runtimeDeps=() runpaths=() extraFlags=() patchelfWords=()
     _storepatchRelinkWords ignoreMissing autoPatchelfIgnoreMissingDeps
     _storepatchRelinkWords runtimeDeps runtimeDependencies
     _storepatchRelinkWords runpaths appendRunpaths
     _storepatchRelinkWords extraFlags autoPatchelfFlags
-    _storepatchRelinkWords unsupported patchelfFlags
-    if ((${#unsupported[@]} > 0)); then
-        echo "autoPatchelf: patchelfFlags (${unsupported[*]}) are not supported by storepatch relink, ignoring them" >&2
-    fi
+    _storepatchRelinkWords patchelfWords patchelfFlags
 
     local -a args=()
     local item
@@ -164,6 +161,9 @@ autoPatchelf() {
             item='*'
         fi
         args+=(--ignore-missing "$item")
+    done
+    for item in "${patchelfWords[@]}"; do
+        args+=("--patchelf-flag=$item")
     done
     if [[ -n "$noRecurse" ]]; then
         args+=(--no-recurse)

@@ -1331,6 +1331,7 @@ fn relink_hook_arguments() -> Result<()> {
             ("runtimeDependencies", "/nix/store/x-systemd"),
             ("appendRunpaths", "/run/opengl-driver/lib"),
             ("autoPatchelfFlags", "--keep-libc\n--no-recurse"),
+            ("patchelfFlags", "--force-rpath  --page-size 65536"),
             (
                 "installPhase",
                 "mkdir -p \"$out/flat/deeper\" \"$out/vendor/a/b\" \"$out/vendor/c\"; \
@@ -1357,6 +1358,7 @@ fn relink_hook_arguments() -> Result<()> {
              --runtime-dependency\n/nix/store/x-systemd/lib\n\
              --append-rpath\n/run/opengl-driver/lib\n\
              --ignore-missing\nlibcuda.so.1\n--ignore-missing\nlibnvidia-*.so\n\
+             --patchelf-flag=--force-rpath\n--patchelf-flag=--page-size\n--patchelf-flag=65536\n\
              --keep-libc\n--no-recurse\n--\n$out\n--- log\n\
              autoPatchelf: storepatch relink of $out before patchELF shrinks run paths\n\
              autoPatchelf: storepatch relink of $out\n"
@@ -1384,7 +1386,11 @@ fn relink_hook_arguments() -> Result<()> {
 
 #[test]
 fn hook_scripts_are_valid_bash() -> Result<()> {
-    for hook in ["storepatch-scrub-hook.sh", "storepatch-relink-hook.sh"] {
+    for hook in [
+        "storepatch-scrub-hook.sh",
+        "storepatch-relink-hook.sh",
+        "storepatch-restore-hook.sh",
+    ] {
         run_ok(
             Command::new("bash")
                 .arg("-n")
