@@ -421,13 +421,36 @@ impl Relinker {
                 && starts_with_runtime(&current, runtime);
         let new_run_path = if kept_run_path || fresh.is_empty() {
             // Equivalent already, or nothing to point at (autoPatchelfHook then leaves the run
-            // path alone too): only restore scrubbed entries.
-            restored_raw.clone()
+            // path alone too): only restore scrubbed entries. A file that needs nothing also
+            // loses the scrubbed entries no supplied store path gave back: they name no
+            // directory and can never be restored by a relink (one that misses libraries keeps
+            // them, so that a later run with the libraries supplied still can).
+            restored_raw.as_ref().and_then(|raw| {
+                if !dependencies.is_empty() {
+                    return Some(raw.clone());
+                }
+                let entries: Vec<&[u8]> = raw.split(|&byte| byte == b':').collect();
+                let live: Vec<Vec<u8>> = entries
+                    .iter()
+                    .filter(|entry| !self.settings.restore.is_scrubbed(entry))
+                    .map(|entry| entry.to_vec())
+                    .collect();
+                if live.len() == entries.len() {
+                    Some(raw.clone())
+                } else if live.is_empty() {
+                    None
+                } else {
+                    Some(runpath::join(&live))
+                }
+            })
         } else {
             Some(runpath::join(&fresh))
         };
 
         let mut edits = ElfEdits::default();
+        if new_run_path.is_none() && old_run_path.is_some() {
+            edits.run_path = Some(RunPathEdit::Remove);
+        }
         if new_run_path != old_run_path
             && let Some(new) = &new_run_path
         {

@@ -224,3 +224,46 @@ fn elf_output_onto_special_files_is_refused() {
     let names: Vec<_> = fs_err::read_dir(&tree.root).unwrap().collect();
     assert_eq!(names.len(), 4, "no temporary file is left");
 }
+
+/// A library with no NEEDED kept a scrubbed RUNPATH entry that no supplied store path gave back:
+/// it names no directory, so relink drops it (and the whole run path when nothing else is left),
+/// keeping `$ORIGIN` entries.
+// See: #16
+#[test]
+fn relink_drops_dead_scrubbed_run_path_entries_of_a_library_with_no_needed() {
+    let tree = TestTree::new();
+    let source = tree.write("src/x.c", "int answer(void) { return 42; }\n");
+    let scrubbed = "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib";
+    let only_scrubbed = tree.path("lib/libonly.so");
+    let with_origin = tree.path("lib/libmixed.so");
+    fs_err::create_dir_all(tree.path("lib")).unwrap();
+    for (library, run_path) in [
+        (&only_scrubbed, scrubbed.to_owned()),
+        (&with_origin, format!("{scrubbed}:$ORIGIN/../share")),
+    ] {
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-nostdlib", "-Wl,--enable-new-dtags"])
+                .arg(format!("-Wl,-rpath,{run_path}"))
+                .arg("-o")
+                .arg(library)
+                .arg(&source),
+        );
+    }
+    let print_rpath = |library: &std::path::Path| {
+        let output = run_ok(storepatch().args(["elf", "--print-rpath"]).arg(library));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(print_rpath(&only_scrubbed), format!("{scrubbed}\n"));
+    run_ok(storepatch().arg("relink").arg(&tree.root));
+    assert_eq!(print_rpath(&only_scrubbed), "\n");
+    assert_eq!(print_rpath(&with_origin), "$ORIGIN/../share\n");
+    let readelf = run_ok(Command::new("readelf").args(["-dW"]).arg(&only_scrubbed));
+    let dynamic = String::from_utf8_lossy(&readelf.stdout);
+    assert!(!dynamic.contains("RUNPATH"), "{dynamic}");
+    assert!(readelf.stderr.is_empty());
+    // A second run has nothing left to do.
+    let again = run_ok(storepatch().args(["relink", "--json"]).arg(&tree.root));
+    let summary = json_lines(&again.stdout).pop().unwrap();
+    assert_eq!(summary["patched"], 0, "{summary}");
+}
