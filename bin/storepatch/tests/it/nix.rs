@@ -1663,8 +1663,9 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
 
     // 2. The main derivation: copy the FOD's output, and nothing else by hand. patchELF (the
     // model's default) is active.
-    let build = nix.build_logged(&format!(
-        r#"builtins.derivation (rec {{
+    let main_derivation = |extra: &str| -> Result<String> {
+        Ok(format!(
+            r#"builtins.derivation (rec {{
           name = "storepatch-round-trip-app";
           {model}
           nativeBuildInputs = [ (builtins.storePath {restore}) (builtins.storePath {relink}) ];
@@ -1676,13 +1677,27 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
             chmod -R u+w "$out"
             runHook postInstall
           '';
+          {extra}
         }})"#,
-        model = stdenv::derivation_attributes(&fixture.harness.model)?,
-        restore = nix_string(path_str(&fixture.harness.restore_hook)?),
-        relink = nix_string(path_str(&fixture.harness.relink_hook)?),
-        inputs = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
-        fod = nix_string(path_str(&fod)?),
-    ))?;
+            model = stdenv::derivation_attributes(&fixture.harness.model)?,
+            restore = nix_string(path_str(&fixture.harness.restore_hook)?),
+            relink = nix_string(path_str(&fixture.harness.relink_hook)?),
+            inputs = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
+            fod = nix_string(path_str(&fod)?),
+        ))
+    };
+    // The control: without the restore, the copy is broken (bin/python dangles), and
+    // no-broken-symlinks fails the build.
+    let unrestored = nix
+        .build(&main_derivation("dontStorepatchRestore = true;")?)
+        .expect_err("the scrubbed venv must not pass no-broken-symlinks unrestored");
+    assert!(
+        unrestored
+            .stderr
+            .contains("/bin/python points to a missing target"),
+        "{unrestored}"
+    );
+    let build = nix.build_logged(&main_derivation("")?)?;
     let out = &build.out;
     let log = &build.stderr;
     for expected in [
