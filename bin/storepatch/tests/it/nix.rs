@@ -11,6 +11,10 @@
 //!   without references, reproducibly for any thread count; the relink hook makes prebuilt
 //!   binaries run and restores scrubbed run paths in place despite patchELF's shrink-rpath.
 //!   Their argument handling is checked against a stub `storepatch` on the host.
+//! - The round trip: a fixed-output derivation scrubs a venv (a real `CPython` extension module,
+//!   a console script, the interpreter in the store), reproducibly for two thread counts; a main
+//!   derivation with the restore and relink hooks and patchELF that only copies it has a venv
+//!   that runs, refers to exactly the interpreter and the library, and has no dangling symlink.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
@@ -560,7 +564,11 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 /// as makeSetupHook makes them), with `@storepatch@` replaced by `storepatch_bin`; the relink
 /// hook propagates `bintools`, as package.nix does.
 fn write_hook_packages(dir: &Path, storepatch_bin: &Path, bintools: &Path) -> Result<()> {
-    for hook in ["storepatch-scrub-hook", "storepatch-relink-hook"] {
+    for hook in [
+        "storepatch-scrub-hook",
+        "storepatch-relink-hook",
+        "storepatch-restore-hook",
+    ] {
         let text = fs_err::read_to_string(repo_root().join(format!("nix/hooks/{hook}.sh")))?;
         ensure!(
             text.contains("@storepatch@"),
@@ -585,9 +593,11 @@ struct Harness {
     scrub_hook: PathBuf,
     /// `storepatch.relinkHook`: a setup-hook package propagating the model's bintools.
     relink_hook: PathBuf,
+    /// `storepatch.restoreHook`: a setup-hook package.
+    restore_hook: PathBuf,
 }
 
-/// Put the stdenv model with the freshly built `storepatch` into the store, then the two hook
+/// Put the stdenv model with the freshly built `storepatch` into the store, then the three hook
 /// packages calling it. The binary is linked against the host's glibc, which the sandbox exposes
 /// through `extra-sandbox-paths`.
 fn store_harness(nix: &NixJudge, dir: &Path) -> Result<Harness> {
@@ -608,6 +618,7 @@ fn store_harness(nix: &NixJudge, dir: &Path) -> Result<Harness> {
     Ok(Harness {
         scrub_hook: nix.add(&hooks.join("storepatch-scrub-hook"))?,
         relink_hook: nix.add(&hooks.join("storepatch-relink-hook"))?,
+        restore_hook: nix.add(&hooks.join("storepatch-restore-hook"))?,
         model,
     })
 }
@@ -1429,4 +1440,374 @@ fn nix_judge_rejects_what_it_should() -> Result<()> {
     assert_eq!(nix.references(&out)?, Vec::<PathBuf>::new());
     assert_eq!(nix.nar_hash(&out)?, nix.nar_hash_of_tree(&out)?);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole round trip: a fixed-output derivation scrubs a venv, a main derivation with the
+// restore and relink hooks makes it work again, with no hand-written repair.
+
+/// The Debian interpreter (visible in the sandbox through `extra-sandbox-paths`), with headers.
+const SANDBOX_PYTHON: &str = "/usr/bin/python3.11";
+
+/// Where the fixed-output derivation builds the venv (`$NIX_BUILD_TOP/source/.venv`; Nix's
+/// sandbox build directory is `/build`): what uv records in shebangs and `bin/activate`.
+const BUILD_VENV: &str = "/build/source/.venv";
+
+/// The store paths and the venv of the round trip.
+struct RoundTripFixture {
+    harness: Harness,
+    /// `python3-<version>`: `bin/python3.11` (a symlink to the real interpreter) and
+    /// `lib/python3.11` (a symlink to its standard library), so the store path is its prefix.
+    python: PathBuf,
+    /// `libfoo-1.0`: a gcc-built shared library.
+    library: PathBuf,
+    /// The venv as the FOD's `uv sync` would leave it in `/build/source/.venv`, in the store.
+    venv: PathBuf,
+}
+
+/// Build the round-trip fixture. The venv is made here, outside Nix, and handed to the FOD as a
+/// source: the package index cannot be reached from the sandbox. Its files are what uv writes
+/// (DESIGN.md §8) for a venv at [`BUILD_VENV`]: a real `CPython` extension module whose RUNPATH
+/// names the library's store path, a console script `#!/build/source/.venv/bin/python`, the
+/// absolute `bin/python` symlink into the interpreter's store path, `pyvenv.cfg` with
+/// `home = <python>/bin` and `bin/activate` with `VIRTUAL_ENV`.
+fn round_trip_fixture(nix: &NixJudge, dir: &Path) -> Result<RoundTripFixture> {
+    use storepatch_test::fixture_store::{LIBRARIES, write_library_package};
+
+    let harness = store_harness(nix, dir)?;
+    let probe = run_ok(Command::new(SANDBOX_PYTHON).args([
+        "-c",
+        "import sys, sysconfig; print('%d.%d.%d' % sys.version_info[:3]); \
+         print(sysconfig.get_config_var('EXT_SUFFIX')); print(sysconfig.get_paths()['include'])",
+    ]))?;
+    let probe = String::from_utf8(probe.stdout)?;
+    let [version, ext_suffix, include] = probe.lines().collect::<Vec<_>>()[..] else {
+        bail!("unexpected probe output {probe:?}");
+    };
+
+    let staging = dir.join("staging");
+    let python_root = staging.join(format!("python3-{version}"));
+    symlink(
+        Path::new(SANDBOX_PYTHON),
+        &python_root.join("bin/python3.11"),
+    )?;
+    symlink(Path::new("python3.11"), &python_root.join("bin/python3"))?;
+    symlink(
+        Path::new("/usr/lib/python3.11"),
+        &python_root.join("lib/python3.11"),
+    )?;
+    let python = nix.add(&python_root)?;
+
+    let spec = &LIBRARIES[0];
+    let library_root = staging.join(spec.package);
+    write_library_package(spec, &library_root)?;
+    let library = nix.add(&library_root)?;
+
+    let venv = dir.join("venv");
+    let site = venv.join("lib/python3.11/site-packages");
+    let extension_source = dir.join("fastdemo.c");
+    write(
+        &extension_source,
+        r#"#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+int foo_add(int a, int b);
+static PyObject *add(PyObject *self, PyObject *args) {
+    int a, b;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ii", &a, &b)) return NULL;
+    return PyLong_FromLong(foo_add(a, b));
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastdemo", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__fastdemo(void) { return PyModule_Create(&module); }
+"#,
+    )?;
+    fs_err::create_dir_all(&site)?;
+    let library_lib = library.join("lib");
+    gcc(&[
+        "-shared",
+        "-fPIC",
+        &format!("-I{include}"),
+        "-o",
+        path_str(&site.join(format!("_fastdemo{ext_suffix}")))?,
+        path_str(&extension_source)?,
+        &format!("-L{}", path_str(&library_lib)?),
+        &format!("-l{}", spec.link_name),
+        &format!("-Wl,-rpath,{}", path_str(&library_lib)?),
+    ])?;
+    write(&site.join("demo/__init__.py"), "")?;
+    write(
+        &site.join("demo/_marker.py"),
+        format!("MARKER = {:?}\n", unique_marker()),
+    )?;
+    write(
+        &site.join("demo/cli.py"),
+        "import sys\n\nimport _fastdemo\n\n\ndef main():\n    \
+         print(f\"demo {_fastdemo.add(2, 3)} {sys.prefix}\")\n    return 0\n",
+    )?;
+    let script = venv.join("bin/demo");
+    write(
+        &script,
+        format!(
+            "#!{BUILD_VENV}/bin/python\n# -*- coding: utf-8 -*-\nimport sys\nfrom demo.cli import main\n\
+             if __name__ == \"__main__\":\n    if sys.argv[0].endswith(\"-script.pyw\"):\n        \
+             sys.argv[0] = sys.argv[0][:-11]\n    elif sys.argv[0].endswith(\".exe\"):\n        \
+             sys.argv[0] = sys.argv[0][:-4]\n    sys.exit(main())\n"
+        ),
+    )?;
+    make_executable(&script)?;
+    symlink(&python.join("bin/python3.11"), &venv.join("bin/python"))?;
+    symlink(Path::new("python"), &venv.join("bin/python3"))?;
+    symlink(Path::new("python"), &venv.join("bin/python3.11"))?;
+    write(
+        &venv.join("bin/activate"),
+        format!(
+            "# This file must be used with \"source bin/activate\" *from bash*\n\
+             VIRTUAL_ENV='{BUILD_VENV}'\nexport VIRTUAL_ENV\n_OLD_VIRTUAL_PATH=\"$PATH\"\n\
+             PATH=\"$VIRTUAL_ENV/bin:$PATH\"\nexport PATH\n"
+        ),
+    )?;
+    write(
+        &venv.join("pyvenv.cfg"),
+        format!(
+            "home = {}/bin\nimplementation = CPython\nversion_info = {version}\n\
+             include-system-site-packages = false\nprompt = demo\n",
+            path_str(&python)?
+        ),
+    )?;
+    let venv = nix.add(&venv)?;
+    Ok(RoundTripFixture {
+        harness,
+        python,
+        library,
+        venv,
+    })
+}
+
+/// The FOD (or, without `fixed`, the same build as a normal derivation): copy the venv to where
+/// `uv sync` builds it, then to `$out`, as python-deps.nix does; the scrub hook does the rest.
+/// The interpreter and the library are inputs, so the venv's symlinks resolve and their hashes
+/// are candidates, as in a real build.
+fn round_trip_fod(fixture: &RoundTripFixture, threads: u32, fixed: &str) -> Result<String> {
+    Ok(format!(
+        r#"builtins.derivation (rec {{
+          name = "storepatch-round-trip-deps";
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {hook}) ];
+          deps = {deps};
+          venvSource = builtins.storePath {venv};
+          scrubFlags = "--threads {threads}";
+          installPhase = ''
+            runHook preInstall
+            mkdir -p "$NIX_BUILD_TOP/source"
+            cp -R "$venvSource" "$NIX_BUILD_TOP/source/.venv"
+            chmod -R u+w "$NIX_BUILD_TOP/source/.venv"
+            test "$NIX_BUILD_TOP/source/.venv" = {build_venv}
+            cp -R "$NIX_BUILD_TOP/source/.venv" "$out"
+            runHook postInstall
+          '';
+          {fixed}
+        }})"#,
+        model = stdenv::derivation_attributes(&fixture.harness.model)?,
+        hook = nix_string(path_str(&fixture.harness.scrub_hook)?),
+        deps = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
+        venv = nix_string(path_str(&fixture.venv)?),
+        build_venv = BUILD_VENV,
+    ))
+}
+
+#[test]
+fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv");
+    let dir = tempfile::tempdir()?;
+    let fixture = round_trip_fixture(&nix, dir.path())?;
+
+    // 1. The FOD. First as a normal derivation with `allowedReferences = [ ]` and one thread,
+    // for the NAR hash; then as a real FOD with that hash and two threads, judged as DESIGN.md
+    // §7 says (valid printed path, no references); then rebuilt with one thread (`--check`),
+    // which fails unless the output is identical.
+    let probe = nix.build(&round_trip_fod(&fixture, 1, "allowedReferences = [ ];")?)?;
+    let hash = nix.nar_hash(&probe)?;
+    let fixed = |threads| {
+        round_trip_fod(
+            &fixture,
+            threads,
+            &format!(
+                r#"outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = "{hash}";"#
+            ),
+        )
+    };
+    let fod = nix.build(&fixed(2)?)?;
+    assert!(nix.is_valid(&fod)?, "{} is not valid", fod.display());
+    assert_eq!(nix.references(&fod)?, Vec::<PathBuf>::new());
+    assert_eq!(nix.nar_hash(&fod)?, hash);
+    let check =
+        run_ok(
+            nix.command("nix-build")
+                .args(["--check", "--no-out-link", "--expr", &fixed(1)?]),
+        )?;
+    assert_eq!(
+        String::from_utf8(check.stdout)?.trim(),
+        path_str(&fod)?,
+        "the --threads 1 rebuild is another path"
+    );
+    let scrubbed_shebang = fs_err::read_to_string(fod.join("bin/demo"))?;
+    assert!(
+        scrubbed_shebang.starts_with(&format!("#!{BUILD_VENV}/bin/python\n")),
+        "{scrubbed_shebang}"
+    );
+    assert!(
+        fs_err::read_link(fod.join("bin/python"))?
+            .to_string_lossy()
+            .contains("/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-"),
+        "bin/python is not scrubbed"
+    );
+
+    // 2. The main derivation: copy the FOD's output, and nothing else by hand. patchELF (the
+    // model's default) is active.
+    let main_derivation = |extra: &str| -> Result<String> {
+        Ok(format!(
+            r#"builtins.derivation (rec {{
+          name = "storepatch-round-trip-app";
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {restore}) (builtins.storePath {relink}) ];
+          buildInputs = {inputs};
+          pythonDeps = builtins.storePath {fod};
+          installPhase = ''
+            runHook preInstall
+            cp -r "$pythonDeps" "$out"
+            chmod -R u+w "$out"
+            runHook postInstall
+          '';
+          {extra}
+        }})"#,
+            model = stdenv::derivation_attributes(&fixture.harness.model)?,
+            restore = nix_string(path_str(&fixture.harness.restore_hook)?),
+            relink = nix_string(path_str(&fixture.harness.relink_hook)?),
+            inputs = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
+            fod = nix_string(path_str(&fod)?),
+        ))
+    };
+    // The control: without the restore, the copy is broken (bin/python dangles), and
+    // no-broken-symlinks fails the build.
+    let unrestored = nix
+        .build(&main_derivation("dontStorepatchRestore = true;")?)
+        .expect_err("the scrubbed venv must not pass no-broken-symlinks unrestored");
+    assert!(
+        unrestored
+            .stderr
+            .contains("/bin/python points to a missing target"),
+        "{unrestored}"
+    );
+    let build = nix.build_logged(&main_derivation("")?)?;
+    let out = &build.out;
+    let log = &build.stderr;
+    for expected in [
+        "storepatchRestore: storepatch restore of ",
+        "shrinking RPATHs of ELF executables",
+        "autoPatchelf: storepatch relink of ",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
+    }
+    let out_text = path_str(out)?;
+
+    // The shebang names the output's interpreter; the activate script the output.
+    let shebang = fs_err::read_to_string(out.join("bin/demo"))?;
+    assert!(
+        shebang.starts_with(&format!("#!{out_text}/bin/python\n")),
+        "{shebang}"
+    );
+    let activate = fs_err::read_to_string(out.join("bin/activate"))?;
+    assert!(
+        activate.contains(&format!("VIRTUAL_ENV='{out_text}'\n")),
+        "{activate}"
+    );
+    let pyvenv = fs_err::read_to_string(out.join("pyvenv.cfg"))?;
+    assert!(
+        pyvenv.contains(&format!("home = {}/bin\n", path_str(&fixture.python)?)),
+        "{pyvenv}"
+    );
+
+    // Everything runs, with no help from the environment.
+    let run_clean = |program: &Path, args: &[&str]| -> Result<String> {
+        let output = run_ok(
+            Command::new(program)
+                .args(args)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("LD_LIBRARY_PATH", ""),
+        )?;
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    assert_eq!(
+        run_clean(&out.join("bin/demo"), &[])?,
+        format!("demo 6 {out_text}\n")
+    );
+    assert_eq!(
+        run_clean(
+            &out.join("bin/python"),
+            &[
+                "-c",
+                "import sys, _fastdemo; print(sys.prefix); print(_fastdemo.__file__); \
+                 print(_fastdemo.add(40, 1))"
+            ]
+        )?,
+        format!(
+            "{out_text}\n{out_text}/lib/python3.11/site-packages/_fastdemo{}\n42\n",
+            fs_err::read_dir(out.join("lib/python3.11/site-packages"))?
+                .filter_map(Result::ok)
+                .find_map(|entry| entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.strip_prefix("_fastdemo"))
+                    .map(str::to_owned))
+                .context("no extension module in the output")?
+        )
+    );
+
+    // Nix records exactly the interpreter, the library and the output itself.
+    let mut expected = vec![fixture.python.clone(), fixture.library.clone(), out.clone()];
+    expected.sort();
+    assert_eq!(nix.references(out)?, expected, "{log}");
+
+    // storepatch's own audit agrees: nothing left scrubbed, no problem.
+    let audit = run_ok(storepatch().arg("audit").arg(out))?;
+    let audit_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        audit_text.contains("healthy: 0 problems") && audit_text.contains(" and 0 scrubbed "),
+        "{audit_text}"
+    );
+
+    // No dangling symlink (no-broken-symlinks ran in the build; check it here as well).
+    for entry in walk_all(out)? {
+        if entry.is_symlink() {
+            assert!(
+                fs_err::metadata(&entry).is_ok(),
+                "{} dangles",
+                entry.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every entry below `dir`, symlinks included (not followed).
+fn walk_all(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = Vec::new();
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            entries.extend(walk_all(&path)?);
+        }
+        entries.push(path);
+    }
+    Ok(entries)
 }
