@@ -1172,20 +1172,15 @@ fn write_bulk_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
+    // How long the fixture takes to build is a benchmark question, not a test's: timing
+    // assertions fail on a loaded machine.
     #[test]
     fn extensions_import_through_their_runpath_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
         let fixture = VenvFixture::builder(dir.path().join("venv"), dir.path().join("store"))
             .build()
             .unwrap();
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed.as_secs_f64() < 3.0,
-            "building the fixture took {elapsed:?}"
-        );
         let report = fixture.import_extensions(None).unwrap();
         assert!(report.success, "{report:?}");
         assert_eq!(
