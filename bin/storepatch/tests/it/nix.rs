@@ -1999,7 +1999,15 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
         .iter()
         .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
         .collect();
-    assert_eq!(names, ["markdown_py", "pygmentize"], "{names:?}");
+    assert_eq!(
+        names,
+        ["cffi-gen-src", "markdown_py", "pygmentize"],
+        "{names:?}"
+    );
+    assert!(
+        run_clean(&out.join("bin/cffi-gen-src"), &["--help"])?.starts_with("usage: cffi-gen-src"),
+        "cffi-gen-src --help"
+    );
     assert!(
         run_clean(
             &out.join("bin/markdown_py"),
@@ -2043,8 +2051,15 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
         .collect();
     assert_eq!(holding, Vec::<String>::new());
     let audit = run_ok(storepatch().arg("audit").arg(out))?;
-    let audit_text = String::from_utf8_lossy(&audit.stdout);
-    assert!(audit_text.contains("healthy: 0 problems"), "{audit_text}");
+    let audit_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        audit_text.contains("healthy: 0 problems") && audit_text.contains(" and 0 scrubbed "),
+        "{audit_text}"
+    );
     Ok(())
 }
 
