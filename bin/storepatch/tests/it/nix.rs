@@ -1363,8 +1363,9 @@ fn relink_hook_arguments() -> Result<()> {
     assert_eq!(
         recorded,
         format!(
-            // First the restore before patchELF's shrink-rpath, then autoPatchelfPostFixup.
-            "--- call\nrelink\n{libraries}--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
+            // First the in-place restore before strip and patchELF's shrink-rpath, then
+            // autoPatchelfPostFixup.
+            "--- call\nrelink\n{libraries}--restore-only\n--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
              --- call\nrelink\n{libraries}\
              --runtime-dependency\n/nix/store/x-systemd/lib\n\
              --append-rpath\n/run/opengl-driver/lib\n\
