@@ -2047,7 +2047,7 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     let grep = run(Command::new("grep").arg("-rlF").arg(&built_text).arg(out))?;
     let holding: Vec<String> = String::from_utf8(grep.stdout)?
         .lines()
-        .filter(|path| !path.ends_with(".pyc"))
+        .filter(|path| Path::new(path).extension() != Some(std::ffi::OsStr::new("pyc")))
         .map(str::to_owned)
         .collect();
     assert_eq!(holding, Vec::<String>::new());
