@@ -15,6 +15,8 @@
 //!   a console script, the interpreter in the store), reproducibly for two thread counts; a main
 //!   derivation with the restore and relink hooks and patchELF that only copies it has a venv
 //!   that runs, refers to exactly the interpreter and the library, and has no dangling symlink.
+//!   The same for a real venv made by `uv sync --frozen` (compiled wheels, console scripts,
+//!   bytecode), whose main derivation refers to exactly the interpreter and zlib.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
@@ -2020,6 +2022,12 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     assert!(
         run_clean(&out.join("bin/pygmentize"), &["-V"])?.starts_with("Pygments version "),
         "pygmentize -V"
+    );
+
+    let pyvenv = fs_err::read_to_string(out.join("pyvenv.cfg"))?;
+    assert!(
+        pyvenv.contains(&format!("home = {}/bin\n", path_str(&python)?)),
+        "{pyvenv}"
     );
 
     // Nix records exactly the interpreter, zlib (now in the RUNPATH of psycopg-binary's
