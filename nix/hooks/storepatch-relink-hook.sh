@@ -205,7 +205,9 @@ _storepatchRelinkBeforeShrink() {
     _storepatchRelinkSearchFlags args
     _storepatchRelinkWords extraFlags autoPatchelfFlags
     echo "autoPatchelf: storepatch relink of ${paths[*]} before patchELF shrinks run paths"
-    @storepatch@ relink "${args[@]}" --ignore-missing '*' "${extraFlags[@]}" -- "${paths[@]}"
+    # Only the in-place restoration: a run path that grows moves the dynamic strings, and strip,
+    # which runs after this and before postFixup, can then misalign the segment left empty.
+    @storepatch@ relink "${args[@]}" --restore-only --ignore-missing '*' "${extraFlags[@]}" -- "${paths[@]}"
 }
 
 fixupOutputHooks+=(_storepatchRelinkBeforeShrink)

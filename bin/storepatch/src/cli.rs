@@ -262,6 +262,10 @@ pub(crate) struct RelinkArgs {
     /// Look libc's own libraries up like any other instead of leaving them to the dynamic linker.
     #[arg(long)]
     pub(crate) keep_libc: bool,
+    /// Only restore scrubbed run path entries in place (same length) and change nothing else,
+    /// for a pass before strip and patchELF's shrink-rpath.
+    #[arg(long)]
+    pub(crate) restore_only: bool,
     /// Only relink files directly in the given directories.
     #[arg(long)]
     pub(crate) no_recurse: bool,

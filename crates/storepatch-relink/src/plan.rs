@@ -88,6 +88,10 @@ pub struct Settings {
     pub restore: RestoreMap,
     /// patchelf flags for every file patchelf would be called on.
     pub patchelf: PatchelfFlags,
+    /// Only restore scrubbed run path entries (same length, in place) and change nothing else:
+    /// for a pass before `strip` and patchELF, leaving the layout-changing edits to the pass
+    /// after them (binutils' `strip` can misalign a segment a grown run path left empty).
+    pub restore_only: bool,
 }
 
 impl Default for Settings {
@@ -101,6 +105,7 @@ impl Default for Settings {
             libc: LibcNames::default(),
             restore: RestoreMap::default(),
             patchelf: PatchelfFlags::default(),
+            restore_only: false,
         }
     }
 }
@@ -386,6 +391,26 @@ impl Relinker {
                 kind: DependencyKind::Dlopen,
                 resolution,
             });
+        }
+
+        if self.settings.restore_only {
+            let mut edits = ElfEdits::default();
+            if restored_entries > 0
+                && let Some(restored) = &restored_raw
+            {
+                edits.run_path = Some(RunPathEdit::Set(restored.clone()));
+                edits.force_rpath = info.rpath.is_some() && info.runpath.is_none();
+            }
+            return Relink {
+                dependencies,
+                new_run_path: restored_raw,
+                old_run_path,
+                old_interpreter: info.interpreter.clone(),
+                new_interpreter: info.interpreter.clone(),
+                restored_entries,
+                kept_run_path: true,
+                edits,
+            };
         }
 
         // autoPatchelfHook gives runtime dependencies to dynamic executables only, first.

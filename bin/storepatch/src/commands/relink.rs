@@ -159,6 +159,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         libc,
         restore: RestoreMap::new(store_dir, supplied),
         patchelf,
+        restore_only: args.restore_only,
     };
     let relinker = Relinker::new(index, settings);
 

@@ -169,3 +169,65 @@ pub(crate) fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
         .collect()
 }
+
+/// The uv project under `testdata/venvs/uv-compiled` (compiled wheels and console scripts).
+pub(crate) fn uv_project() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/venvs/uv-compiled")
+}
+
+/// Wheels are cached under `target/`, so the index is only asked once per checkout.
+pub(crate) fn uv_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/uv-cache")
+}
+
+/// `uv`, or `None` (with a message) when it is not installed and this is not CI.
+pub(crate) fn uv_or_skip(test_name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("uv"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none_or(|value| value != "true"),
+            "{test_name}: uv not found, but CI=true requires it (pip install uv)"
+        );
+        // Straight to the process's stderr, so a skipped test never looks like a silent pass.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("skipping {test_name}: uv not found (pip install uv to run it)\n").as_bytes(),
+        );
+    }
+    found
+}
+
+/// `uv sync --frozen` of [`uv_project`] in `build` (made if missing; the venv is `build/.venv`)
+/// with `interpreter`, byte-compiled the way `UV_COMPILE_BYTECODE=1` does.
+pub(crate) fn uv_sync(uv: &Path, interpreter: &Path, build: &Path) -> anyhow::Result<()> {
+    fs_err::create_dir_all(build)?;
+    for file in ["pyproject.toml", "uv.lock"] {
+        fs_err::copy(uv_project().join(file), build.join(file))?;
+    }
+    let output = Command::new(uv)
+        .args([
+            "sync",
+            "--frozen",
+            "--no-install-project",
+            "--no-dev",
+            "--quiet",
+        ])
+        .arg("--python")
+        .arg(interpreter)
+        .current_dir(build)
+        .env("UV_CACHE_DIR", uv_cache())
+        .env("UV_LINK_MODE", "copy")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_COMPILE_BYTECODE", "1")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "uv sync failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}

@@ -15,6 +15,8 @@
 //!   a console script, the interpreter in the store), reproducibly for two thread counts; a main
 //!   derivation with the restore and relink hooks and patchELF that only copies it has a venv
 //!   that runs, refers to exactly the interpreter and the library, and has no dangling symlink.
+//!   The same for a real venv made by `uv sync --frozen` (compiled wheels, console scripts,
+//!   bytecode), whose main derivation refers to exactly the interpreter and zlib.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
@@ -1363,8 +1365,9 @@ fn relink_hook_arguments() -> Result<()> {
     assert_eq!(
         recorded,
         format!(
-            // First the restore before patchELF's shrink-rpath, then autoPatchelfPostFixup.
-            "--- call\nrelink\n{libraries}--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
+            // First the in-place restore before strip and patchELF's shrink-rpath, then
+            // autoPatchelfPostFixup.
+            "--- call\nrelink\n{libraries}--restore-only\n--ignore-missing\n*\n--keep-libc\n--no-recurse\n--\n$out\n\
              --- call\nrelink\n{libraries}\
              --runtime-dependency\n/nix/store/x-systemd/lib\n\
              --append-rpath\n/run/opengl-driver/lib\n\
@@ -1465,16 +1468,17 @@ struct RoundTripFixture {
     venv: PathBuf,
 }
 
-/// Build the round-trip fixture. The venv is made here, outside Nix, and handed to the FOD as a
-/// source: the package index cannot be reached from the sandbox. Its files are what uv writes
-/// (DESIGN.md §8) for a venv at [`BUILD_VENV`]: a real `CPython` extension module whose RUNPATH
-/// names the library's store path, a console script `#!/build/source/.venv/bin/python`, the
-/// absolute `bin/python` symlink into the interpreter's store path, `pyvenv.cfg` with
-/// `home = <python>/bin` and `bin/activate` with `VIRTUAL_ENV`.
-fn round_trip_fixture(nix: &NixJudge, dir: &Path) -> Result<RoundTripFixture> {
-    use storepatch_test::fixture_store::{LIBRARIES, write_library_package};
+/// [`SANDBOX_PYTHON`] as a store path of its own, and what the probe found.
+struct SandboxPython {
+    /// `python3-<version>`: `bin/python3.11` (a symlink to the real interpreter) and
+    /// `lib/python3.11` (a symlink to its standard library), so the store path is its prefix.
+    python: PathBuf,
+    version: String,
+    ext_suffix: String,
+    include: String,
+}
 
-    let harness = store_harness(nix, dir)?;
+fn sandbox_python(nix: &NixJudge, dir: &Path) -> Result<SandboxPython> {
     let probe = run_ok(Command::new(SANDBOX_PYTHON).args([
         "-c",
         "import sys, sysconfig; print('%d.%d.%d' % sys.version_info[:3]); \
@@ -1485,7 +1489,7 @@ fn round_trip_fixture(nix: &NixJudge, dir: &Path) -> Result<RoundTripFixture> {
         bail!("unexpected probe output {probe:?}");
     };
 
-    let staging = dir.join("staging");
+    let staging = dir.join("python-staging");
     let python_root = staging.join(format!("python3-{version}"));
     symlink(
         Path::new(SANDBOX_PYTHON),
@@ -1497,6 +1501,31 @@ fn round_trip_fixture(nix: &NixJudge, dir: &Path) -> Result<RoundTripFixture> {
         &python_root.join("lib/python3.11"),
     )?;
     let python = nix.add(&python_root)?;
+    Ok(SandboxPython {
+        python,
+        version: version.to_owned(),
+        ext_suffix: ext_suffix.to_owned(),
+        include: include.to_owned(),
+    })
+}
+
+/// Build the round-trip fixture. The venv is made here, outside Nix, and handed to the FOD as a
+/// source: the package index cannot be reached from the sandbox. Its files are what uv writes
+/// (DESIGN.md §8) for a venv at [`BUILD_VENV`]: a real `CPython` extension module whose RUNPATH
+/// names the library's store path, a console script `#!/build/source/.venv/bin/python`, the
+/// absolute `bin/python` symlink into the interpreter's store path, `pyvenv.cfg` with
+/// `home = <python>/bin` and `bin/activate` with `VIRTUAL_ENV`.
+fn round_trip_fixture(nix: &NixJudge, dir: &Path) -> Result<RoundTripFixture> {
+    use storepatch_test::fixture_store::{LIBRARIES, write_library_package};
+
+    let harness = store_harness(nix, dir)?;
+    let SandboxPython {
+        python,
+        version,
+        ext_suffix,
+        include,
+    } = sandbox_python(nix, dir)?;
+    let staging = dir.join("staging");
 
     let spec = &LIBRARIES[0];
     let library_root = staging.join(spec.package);
@@ -1589,6 +1618,23 @@ PyMODINIT_FUNC PyInit__fastdemo(void) { return PyModule_Create(&module); }
 /// The interpreter and the library are inputs, so the venv's symlinks resolve and their hashes
 /// are candidates, as in a real build.
 fn round_trip_fod(fixture: &RoundTripFixture, threads: u32, fixed: &str) -> Result<String> {
+    venv_fod(
+        &fixture.harness,
+        &[fixture.python.clone(), fixture.library.clone()],
+        &fixture.venv,
+        threads,
+        fixed,
+    )
+}
+
+/// [`round_trip_fod`] for any venv in the store and its inputs `deps`.
+fn venv_fod(
+    harness: &Harness,
+    deps: &[PathBuf],
+    venv: &Path,
+    threads: u32,
+    fixed: &str,
+) -> Result<String> {
     Ok(format!(
         r#"builtins.derivation (rec {{
           name = "storepatch-round-trip-deps";
@@ -1608,11 +1654,43 @@ fn round_trip_fod(fixture: &RoundTripFixture, threads: u32, fixed: &str) -> Resu
           '';
           {fixed}
         }})"#,
-        model = stdenv::derivation_attributes(&fixture.harness.model)?,
-        hook = nix_string(path_str(&fixture.harness.scrub_hook)?),
-        deps = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
-        venv = nix_string(path_str(&fixture.venv)?),
+        model = stdenv::derivation_attributes(&harness.model)?,
+        hook = nix_string(path_str(&harness.scrub_hook)?),
+        deps = store_path_list(deps),
+        venv = nix_string(path_str(venv)?),
         build_venv = BUILD_VENV,
+    ))
+}
+
+/// The main derivation of the round trip: copy the FOD's output `fod` to `$out` and nothing else
+/// by hand, with the restore and relink hooks and the stdenv model's patchELF; `inputs` are its
+/// `buildInputs`. `extra` is spliced into the attribute set.
+fn venv_main_derivation(
+    harness: &Harness,
+    inputs: &[PathBuf],
+    fod: &Path,
+    extra: &str,
+) -> Result<String> {
+    Ok(format!(
+        r#"builtins.derivation (rec {{
+          name = "storepatch-round-trip-app";
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {restore}) (builtins.storePath {relink}) ];
+          buildInputs = {inputs};
+          pythonDeps = builtins.storePath {fod};
+          installPhase = ''
+            runHook preInstall
+            cp -r "$pythonDeps" "$out"
+            chmod -R u+w "$out"
+            runHook postInstall
+          '';
+          {extra}
+        }})"#,
+        model = stdenv::derivation_attributes(&harness.model)?,
+        restore = nix_string(path_str(&harness.restore_hook)?),
+        relink = nix_string(path_str(&harness.relink_hook)?),
+        inputs = store_path_list(inputs),
+        fod = nix_string(path_str(fod)?),
     ))
 }
 
@@ -1665,28 +1743,13 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
 
     // 2. The main derivation: copy the FOD's output, and nothing else by hand. patchELF (the
     // model's default) is active.
-    let main_derivation = |extra: &str| -> Result<String> {
-        Ok(format!(
-            r#"builtins.derivation (rec {{
-          name = "storepatch-round-trip-app";
-          {model}
-          nativeBuildInputs = [ (builtins.storePath {restore}) (builtins.storePath {relink}) ];
-          buildInputs = {inputs};
-          pythonDeps = builtins.storePath {fod};
-          installPhase = ''
-            runHook preInstall
-            cp -r "$pythonDeps" "$out"
-            chmod -R u+w "$out"
-            runHook postInstall
-          '';
-          {extra}
-        }})"#,
-            model = stdenv::derivation_attributes(&fixture.harness.model)?,
-            restore = nix_string(path_str(&fixture.harness.restore_hook)?),
-            relink = nix_string(path_str(&fixture.harness.relink_hook)?),
-            inputs = store_path_list(&[fixture.python.clone(), fixture.library.clone()]),
-            fod = nix_string(path_str(&fod)?),
-        ))
+    let main_derivation = |extra: &str| {
+        venv_main_derivation(
+            &fixture.harness,
+            &[fixture.python.clone(), fixture.library.clone()],
+            &fod,
+            extra,
+        )
     };
     // The control: without the restore, the copy is broken (bin/python dangles), and
     // no-broken-symlinks fails the build.
@@ -1795,6 +1858,217 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The round trip of a real venv: `uv sync --frozen` of `testdata/venvs/uv-compiled` (compiled
+/// wheels bundling their own libraries, console scripts, byte-compiled) with the interpreter in
+/// the store, made outside Nix (the sandbox cannot reach the index) and handed to the FOD as its
+/// source; the restore hook relocates the location uv recorded to `$out`.
+#[test]
+fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> {
+    use crate::common::{uv_or_skip, uv_sync};
+
+    let nix =
+        nix_judge_or_skip!("nix::real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks");
+    let Some(uv) = uv_or_skip("nix::real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks")
+    else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let harness = store_harness(&nix, dir.path())?;
+    let SandboxPython { python, .. } = sandbox_python(&nix, dir.path())?;
+    let source = dir.path().join("source");
+    uv_sync(&uv, &python.join("bin/python3.11"), &source)?;
+    let built = source.join(".venv");
+    let built_text = path_str(&built)?.to_owned();
+    let shebang = fs_err::read_to_string(built.join("bin/markdown_py"))?;
+    assert!(
+        shebang.starts_with(&format!("#!{built_text}/bin/python\n")),
+        "{shebang}"
+    );
+    let venv = nix.add(&built)?;
+    // psycopg-binary's bundled libcrypto and libssl need `libz.so.1`, which the wheel does not
+    // bundle: the main derivation needs a zlib, as a real one would. The host's, in the store.
+    let host_zlib = fs_err::canonicalize("/usr/lib/x86_64-linux-gnu/libz.so.1")?;
+    let zlib_file = host_zlib
+        .file_name()
+        .and_then(|name| name.to_str())
+        .context("libz.so.1's target has no name")?
+        .to_owned();
+    let zlib_version = zlib_file
+        .strip_prefix("libz.so.")
+        .with_context(|| format!("unexpected zlib file {zlib_file}"))?;
+    let zlib_root = dir.path().join(format!("zlib-staging/zlib-{zlib_version}"));
+    fs_err::create_dir_all(zlib_root.join("lib"))?;
+    fs_err::copy(&host_zlib, zlib_root.join("lib").join(&zlib_file))?;
+    symlink(Path::new(&zlib_file), &zlib_root.join("lib/libz.so.1"))?;
+    let zlib = nix.add(&zlib_root)?;
+
+    // 1. The FOD, judged as in the round trip above: a normal derivation with
+    // `allowedReferences = [ ]` for the NAR hash, the FOD with two threads, `--check` with one.
+    let deps = [python.clone()];
+    let probe = nix.build(&venv_fod(
+        &harness,
+        &deps,
+        &venv,
+        1,
+        "allowedReferences = [ ];",
+    )?)?;
+    let hash = nix.nar_hash(&probe)?;
+    let fixed = |threads| {
+        venv_fod(
+            &harness,
+            &deps,
+            &venv,
+            threads,
+            &format!(
+                r#"outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = "{hash}";"#
+            ),
+        )
+    };
+    let fod = nix.build(&fixed(2)?)?;
+    assert!(nix.is_valid(&fod)?, "{} is not valid", fod.display());
+    assert_eq!(nix.references(&fod)?, Vec::<PathBuf>::new());
+    assert_eq!(nix.nar_hash(&fod)?, hash);
+    let check =
+        run_ok(
+            nix.command("nix-build")
+                .args(["--check", "--no-out-link", "--expr", &fixed(1)?]),
+        )?;
+    assert_eq!(
+        String::from_utf8(check.stdout)?.trim(),
+        path_str(&fod)?,
+        "the --threads 1 rebuild is another path"
+    );
+
+    // 2. The main derivation, with the interpreter and zlib as its inputs and no hand repair.
+    let inputs = [python.clone(), zlib.clone()];
+    let build = nix.build_logged(&venv_main_derivation(&harness, &inputs, &fod, "")?)?;
+    let out = &build.out;
+    let log = &build.stderr;
+    let out_text = path_str(out)?;
+    for expected in [
+        "storepatchRestore: storepatch restore of ",
+        "autoPatchelf: storepatch relink of ",
+    ] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
+    }
+
+    // Every package imports and the prefix is the output, with no help from the environment.
+    let run_clean = |program: &Path, args: &[&str]| -> Result<String> {
+        let output = run_ok(
+            Command::new(program)
+                .args(args)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("PYTHONNOUSERSITE", "1")
+                .env("LD_LIBRARY_PATH", ""),
+        )?;
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    assert_eq!(
+        run_clean(
+            &out.join("bin/python"),
+            &[
+                "-c",
+                "import sys, lxml.etree, cryptography.hazmat.bindings._rust, pydantic_core, \
+                 psycopg, psycopg_binary, yaml, markdown, pygments; print(sys.prefix); \
+                 print(psycopg.pq.__impl__)"
+            ]
+        )?,
+        format!("{out_text}\nbinary\n")
+    );
+    // Every console script runs, through its restored shebang.
+    let mut scripts = Vec::new();
+    for entry in fs_err::read_dir(out.join("bin"))? {
+        let path = entry?.path();
+        let text = fs_err::read(&path)?;
+        if text.starts_with(b"#!") && !path.to_string_lossy().contains("activate") {
+            assert!(
+                text.starts_with(format!("#!{out_text}/bin/python\n").as_bytes()),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&text[..text.len().min(200)])
+            );
+            scripts.push(path);
+        }
+    }
+    scripts.sort();
+    let names: Vec<String> = scripts
+        .iter()
+        .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        names,
+        ["cffi-gen-src", "markdown_py", "pygmentize"],
+        "{names:?}"
+    );
+    assert!(
+        run_clean(&out.join("bin/cffi-gen-src"), &["--help"])?.starts_with("usage: cffi-gen-src"),
+        "cffi-gen-src --help"
+    );
+    assert!(
+        run_clean(
+            &out.join("bin/markdown_py"),
+            &[path_str(&out.join("pyvenv.cfg"))?]
+        )?
+        .contains("home = "),
+        "markdown_py"
+    );
+    assert!(
+        run_clean(&out.join("bin/pygmentize"), &["-V"])?.starts_with("Pygments version "),
+        "pygmentize -V"
+    );
+
+    let pyvenv = fs_err::read_to_string(out.join("pyvenv.cfg"))?;
+    assert!(
+        pyvenv.contains(&format!("home = {}/bin\n", path_str(&python)?)),
+        "{pyvenv}"
+    );
+
+    // Nix records exactly the interpreter, zlib (now in the RUNPATH of psycopg-binary's
+    // libcrypto and libssl) and the output itself: the wheels bundle their other libraries
+    // (`$ORIGIN`-relative), and the host's glibc is not a store path.
+    let libcrypto_runpath = run_ok(
+        Command::new("patchelf").arg("--print-rpath").arg(
+            fs_err::read_dir(out.join("lib/python3.11/site-packages/psycopg_binary.libs"))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| path.to_string_lossy().contains("/libcrypto-"))
+                .context("no bundled libcrypto")?,
+        ),
+    )?;
+    assert!(
+        String::from_utf8(libcrypto_runpath.stdout)?.contains(&format!("{}/lib", path_str(&zlib)?)),
+        "libcrypto's run path does not name zlib"
+    );
+    let mut expected = vec![python.clone(), zlib.clone(), out.clone()];
+    expected.sort();
+    assert_eq!(nix.references(out)?, expected, "{log}");
+
+    // Nothing names uv's location any more but the byte-compiled files, whose strings cannot
+    // change length; storepatch's audit finds the venv healthy.
+    let grep = run(Command::new("grep").arg("-rlF").arg(&built_text).arg(out))?;
+    let holding: Vec<String> = String::from_utf8(grep.stdout)?
+        .lines()
+        .filter(|path| Path::new(path).extension() != Some(std::ffi::OsStr::new("pyc")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(holding, Vec::<String>::new());
+    let audit = run_ok(storepatch().arg("audit").arg(out))?;
+    let audit_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        audit_text.contains("healthy: 0 problems") && audit_text.contains(" and 0 scrubbed "),
+        "{audit_text}"
+    );
     Ok(())
 }
 

@@ -179,6 +179,43 @@ fn scrubbed_run_paths_are_restored_in_place_and_extensions_load() {
     assert_eq!(scrubbed.extension_identities(), before);
 }
 
+/// `--restore-only` (the hook's pass before strip and patchELF) restores the scrubbed entries in
+/// place and leaves every growing edit, here `--append-rpath`, to the run after them.
+#[test]
+fn restore_only_restores_in_place_and_leaves_growth_for_later() {
+    let scrubbed = Scrubbed::new();
+    let fixture = &scrubbed.fixture;
+    let sizes = |fixture: &VenvFixture| -> Vec<u64> {
+        fixture
+            .extensions
+            .iter()
+            .map(|extension| fs_err::metadata(&extension.path).unwrap().len())
+            .collect()
+    };
+    let before = sizes(fixture);
+    let output = run_ok(
+        scrubbed
+            .relink(&fixture.library_dirs())
+            .args(["--restore-only", "--append-rpath", "/opt/extra/lib"])
+            .arg(&fixture.venv),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("(restored in place)").count(), 2, "{stdout}");
+    assert!(!stdout.contains("/opt/extra/lib"), "{stdout}");
+    assert_eq!(sizes(fixture), before, "--restore-only must not relayout");
+    let report = fixture.import_extensions(Some(OsStr::new(""))).unwrap();
+    assert!(report.success, "{}", report.stderr);
+    // The real run afterwards does the rest.
+    let output = run_ok(
+        scrubbed
+            .relink(&fixture.library_dirs())
+            .args(["--append-rpath", "/opt/extra/lib"])
+            .arg(&fixture.venv),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches(":/opt/extra/lib").count(), 2, "{stdout}");
+}
+
 #[test]
 fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
     let scrubbed = Scrubbed::new();

@@ -8,7 +8,9 @@ use storepatch_test::cmd_snapshot;
 use storepatch_test::fixture_store::{host_python, write_python_package};
 use storepatch_test::nix::NixJudge;
 
-use crate::common::{PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch};
+use crate::common::{
+    PYTHON_HASH, TestTree, ZLIB_HASH, identity, json_lines, run_ok, storepatch, uv_or_skip, uv_sync,
+};
 
 const SCRUBBED: &str = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 
@@ -409,37 +411,6 @@ fn bad_relocation_is_a_usage_error() {
     ");
 }
 
-/// The uv project under `testdata/venvs/uv-compiled` (compiled wheels and console scripts).
-fn uv_project() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/venvs/uv-compiled")
-}
-
-/// Wheels are cached under `target/`, so the index is only asked once per checkout.
-fn uv_cache() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/uv-cache")
-}
-
-/// `uv`, or `None` (with a message) when it is not installed and this is not CI.
-fn uv_or_skip(test_name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("uv"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|value| value != "true"),
-            "{test_name}: uv not found, but CI=true requires it (pip install uv)"
-        );
-        // Straight to the process's stderr, so a skipped test never looks like a silent pass.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!("skipping {test_name}: uv not found (pip install uv to run it)\n").as_bytes(),
-        );
-    }
-    found
-}
-
 /// A real venv made by `uv sync` in `<dir>/build/.venv` with a Python that lives in the real
 /// store, byte-compiled the way `UV_COMPILE_BYTECODE=1` does. Returns the interpreter's store path.
 fn real_uv_venv(nix: &NixJudge, uv: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
@@ -447,32 +418,11 @@ fn real_uv_venv(nix: &NixJudge, uv: &Path, dir: &Path) -> anyhow::Result<PathBuf
     let staged = dir.join(host.package_name());
     write_python_package(host, &staged)?;
     let python = nix.add(&staged)?;
-    let build = dir.join("build");
-    fs_err::create_dir_all(&build)?;
-    for file in ["pyproject.toml", "uv.lock"] {
-        fs_err::copy(uv_project().join(file), build.join(file))?;
-    }
-    let output = Command::new(uv)
-        .args([
-            "sync",
-            "--frozen",
-            "--no-install-project",
-            "--no-dev",
-            "--quiet",
-        ])
-        .arg("--python")
-        .arg(python.join(format!("bin/python{}", host.version)))
-        .current_dir(&build)
-        .env("UV_CACHE_DIR", uv_cache())
-        .env("UV_LINK_MODE", "copy")
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .env("UV_COMPILE_BYTECODE", "1")
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "uv sync failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    uv_sync(
+        uv,
+        &python.join(format!("bin/python{}", host.version)),
+        &dir.join("build"),
+    )?;
     Ok(python)
 }
 
