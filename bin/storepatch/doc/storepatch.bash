@@ -293,7 +293,7 @@ _storepatch() {
             return 0
             ;;
         storepatch__subcmd__relink)
-            opts="-q -v -h --paths --library-path --library-tree --libs --follow-run-paths --ignore-existing --preserve-origin --interpreter --runtime-dependency --runtime-dependencies --append-rpath --append-rpaths --ignore-missing --patchelf-flag --keep-libc --no-recurse --dry-run --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help"
+            opts="-q -v -h --paths --library-path --library-tree --libs --follow-run-paths --ignore-existing --preserve-origin --interpreter --runtime-dependency --runtime-dependencies --append-rpath --append-rpaths --ignore-missing --patchelf-flag --keep-libc --restore-only --no-recurse --dry-run --threads --store-dir --json --quiet --no-progress --no-mmap --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -95,6 +95,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l follow-
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l ignore-existing -d 'Do not search the trees being relinked for libraries (auto-patchelf.py\'s flag)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l preserve-origin -d 'Keep `$ORIGIN` run path entries that resolve a library: always done; accepted for auto-patchelf.py\'s flag'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l keep-libc -d 'Look libc\'s own libraries up like any other instead of leaving them to the dynamic linker'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l restore-only -d 'Only restore scrubbed run path entries in place (same length) and change nothing else, for a pass before strip and patchELF\'s shrink-rpath'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-recurse -d 'Only relink files directly in the given directories'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l dry-run -d 'Report what would change without writing anything'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l json -d 'Emit JSON Lines on stdout instead of the human report'

@@ -117,6 +117,7 @@ _arguments "${_arguments_options[@]}" : \
 '--ignore-existing[Do not search the trees being relinked for libraries (auto-patchelf.py'\''s flag)]' \
 '--preserve-origin[Keep \`\$ORIGIN\` run path entries that resolve a library\: always done; accepted for auto-patchelf.py'\''s flag]' \
 '--keep-libc[Look libc'\''s own libraries up like any other instead of leaving them to the dynamic linker]' \
+'--restore-only[Only restore scrubbed run path entries in place (same length) and change nothing else, for a pass before strip and patchELF'\''s shrink-rpath]' \
 '--no-recurse[Only relink files directly in the given directories]' \
 '--dry-run[Report what would change without writing anything]' \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
