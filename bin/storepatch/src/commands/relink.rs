@@ -186,7 +186,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
                     .and_then(storepatch_rewrite::Leftover::from_name)
             {
                 match crate::tree::leftover(&entry, &leftover, !args.dry_run) {
-                    Ok(note) => output::message(global.quiet, &note),
+                    Ok(removed) => output::message(global.quiet, &removed.to_string()),
                     Err(err) => errors.push((err.path, err.message)),
                 }
                 continue;
