@@ -54,7 +54,7 @@ pub struct Finding {
     pub location: Location,
     /// The references, in offset order.
     pub hits: Vec<Hit>,
-    /// Up to 24 bytes either side of each hit, when asked for.
+    /// Up to [`CONTEXT_BYTES`] bytes either side of each hit, when asked for.
     pub contexts: Vec<Vec<u8>>,
 }
 
@@ -155,7 +155,8 @@ pub fn handle_leftovers(scan: &mut TreeScan, clean: bool) -> Vec<Removed> {
     notes
 }
 
-const CONTEXT_BYTES: usize = 24;
+/// How many bytes either side of a hit [`Finding::contexts`] keeps.
+pub const CONTEXT_BYTES: usize = 24;
 
 /// With `--no-mmap`, files larger than this are streamed through the scanner.
 const STREAM_ABOVE: u64 = 64 << 20;
