@@ -132,10 +132,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitC
         ReadPolicy::default()
     };
     let options = TreeOptions {
-        store_dir: store_dir.clone(),
-        candidates: Vec::new(),
-        read_policy,
-        with_context: false,
+        tree: storepatch_tree::TreeOptions {
+            store_dir: store_dir.clone(),
+            candidates: Vec::new(),
+            read_policy,
+            with_context: false,
+        },
         show_progress: !(global.json || global.quiet || global.no_progress),
     };
     let scan = tree::scan_roots(&args.paths, &options)?;

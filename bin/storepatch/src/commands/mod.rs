@@ -62,14 +62,16 @@ pub(crate) fn tree_options(
         discovery.candidates_from_env,
     )?;
     Ok(TreeOptions {
-        store_dir,
-        candidates,
-        read_policy: if global.no_mmap {
-            ReadPolicy::Read
-        } else {
-            ReadPolicy::default()
+        tree: storepatch_tree::TreeOptions {
+            store_dir,
+            candidates,
+            read_policy: if global.no_mmap {
+                ReadPolicy::Read
+            } else {
+                ReadPolicy::default()
+            },
+            with_context,
         },
-        with_context,
         show_progress: !(global.json || global.quiet || global.no_progress),
     })
 }

@@ -1,56 +1,26 @@
 //! `storepatch relink`: autoPatchelfHook in one process.
 //!
 //! Order of work: read the interpreter (to learn the target machine), index the libraries of the
-//! trees being patched and then of the search paths, plan every regular file in parallel, write
-//! the files whose headers change (one ELF engine pass each), and report in walk order, so the
-//! output never depends on the thread count. Missing dependencies are all listed before the run
+//! trees being patched and then of the search paths, relink the trees
+//! ([`storepatch_relink::relink_trees`]: every regular file planned in parallel, the ones whose
+//! headers change written in one ELF engine pass each), and report in walk order, so the output
+//! never depends on the thread count. Missing dependencies are all listed before the run
 //! fails; per-file errors are reported and the run goes on.
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use rayon::prelude::*;
 use serde_json::{Value, json};
 use storepatch_elf::{ElfInfo, Outcome};
 use storepatch_relink::{
-    Dependency, DependencyKind, LibcNames, LibraryIndex, PatchelfFlags, Pattern, Plan, Relink,
-    Relinker, Resolution, RestoreMap, Settings, Skip, Target,
+    Dependency, DependencyKind, FileResult, LibcNames, LibraryIndex, PatchelfFlags, Pattern,
+    Relink, Relinker, Resolution, RestoreMap, Settings, Skip, Target, TreeFile,
 };
-use storepatch_walk::{EntryKind, ReadPolicy};
+use storepatch_walk::ReadPolicy;
 
 use crate::cli::{GlobalArgs, LibrarySource, RelinkArgs};
 use crate::output::{self, Output, bytes_value, path_value};
-
-/// What happened to one file.
-enum FileResult {
-    Skipped(Skip),
-    Relinked {
-        relink: Box<Relink>,
-        outcome: Option<Outcome>,
-    },
-    /// Another name of a file met earlier in the walk (`files[first]`): it is relinked once, under
-    /// that name. If that rewrite made a new file, this name was linked to it again (`relinked`).
-    HardLink {
-        first: usize,
-        relinked: bool,
-    },
-    Failed(String),
-    /// A signal stopped the run before this file was looked at; it is unchanged.
-    Interrupted,
-}
-
-/// A regular file to relink.
-struct File {
-    path: PathBuf,
-    len: u64,
-    /// Device and inode as the walk saw them.
-    inode: (u64, u64),
-    /// For a file with several names in the tree, every name after the first: the first's index.
-    first_name: Option<usize>,
-}
 
 pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<ExitCode> {
     if args.paths.is_empty() {
@@ -163,71 +133,25 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     };
     let relinker = Relinker::new(index, settings);
 
-    // The files to relink: regular files only (symlinks point at files that are relinked under
-    // their own name, or are outside the tree and must not be written).
-    // Hard links inside the trees: each file is relinked once, under the name met first.
-    let mut files: Vec<File> = Vec::new();
-    let mut errors: Vec<(PathBuf, String)> = Vec::new();
-    let mut first_names: HashMap<(u64, u64), usize> = HashMap::new();
-    for root in &args.paths {
-        let walk = storepatch_walk::walk(root)?;
-        errors.extend(
-            walk.errors
-                .iter()
-                .map(|err| (err.path().to_path_buf(), crate::tree::error_chain(err))),
-        );
-        for entry in walk.entries {
-            if entry.kind != EntryKind::File || !(recursive || entry.depth <= 1) {
-                continue;
-            }
-            if entry.depth > 0
-                && let Some(leftover) = entry
-                    .path
-                    .file_name()
-                    .and_then(storepatch_rewrite::Leftover::from_name)
-            {
-                match crate::tree::leftover(&entry, &leftover, !args.dry_run) {
-                    Ok(note) => output::message(global.quiet, &note),
-                    Err(err) => errors.push((err.path, err.message)),
-                }
-                continue;
-            }
-            let inode = (entry.dev, entry.ino);
-            let first_name = if entry.nlink > 1 {
-                let index = files.len();
-                let first = *first_names.entry(inode).or_insert(index);
-                (first != index).then_some(first)
-            } else {
-                None
-            };
-            files.push(File {
-                path: entry.path,
-                len: entry.len,
-                inode,
-                first_name,
-            });
-        }
-    }
     let read_policy = if global.no_mmap {
         ReadPolicy::Read
     } else {
         ReadPolicy::default()
     };
-    let mut results: Vec<FileResult> = files
-        .par_iter()
-        .map(|file| match file.first_name {
-            Some(first) => FileResult::HardLink {
-                first,
-                relinked: false,
-            },
-            // Each file is finished or not started: a signal stops the run between files.
-            None if storepatch_rewrite::interrupt::signal().is_some() => FileResult::Interrupted,
-            None => relink_file(&relinker, &file.path, file.len, read_policy, args.dry_run),
-        })
-        .collect();
-    relink_hard_links(&files, &mut results);
+    let run = storepatch_relink::relink_trees(
+        &relinker,
+        &args.paths,
+        storepatch_relink::TreeOptions {
+            recursive,
+            dry_run: args.dry_run,
+            read_policy,
+        },
+    )?;
+    for removed in &run.removed {
+        output::message(global.quiet, &removed.to_string());
+    }
 
-    let report = Report::new(&files, &results, &patterns, &errors);
+    let report = Report::new(&run.files, &run.results, &patterns, &run.errors);
     report.print(global, args)?;
     Ok(ExitCode::from(if report.errors > 0 {
         crate::exit::ERROR
@@ -236,107 +160,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     }))
 }
 
-/// Links every later name of a file to its first name again where relinking the first name put a
-/// new file there. That is any write: a relayout is a new file, and so is an edit in place of a
-/// file with several names (the ELF engine never writes through a shared inode).
-fn relink_hard_links(files: &[File], results: &mut [FileResult]) {
-    for index in 0..files.len() {
-        let FileResult::HardLink { first, .. } = results[index] else {
-            continue;
-        };
-        if !matches!(
-            results[first],
-            FileResult::Relinked {
-                outcome: Some(_),
-                ..
-            }
-        ) {
-            continue;
-        }
-        let (first_file, file) = (&files[first], &files[index]);
-        let linked = fs_err::symlink_metadata(&first_file.path)
-            .map_err(anyhow::Error::from)
-            .and_then(|metadata| {
-                if (metadata.dev(), metadata.ino()) == first_file.inode {
-                    return Ok(false);
-                }
-                storepatch_rewrite::link_into_place(&first_file.path, &file.path)?;
-                Ok(true)
-            });
-        results[index] = match linked {
-            Ok(relinked) => FileResult::HardLink { first, relinked },
-            Err(err) => FileResult::Failed(format!(
-                "cannot link `{}` to `{}` again: {err:#}",
-                file.path.display(),
-                first_file.path.display(),
-            )),
-        };
-    }
-}
-
-fn relink_file(
-    relinker: &Relinker,
-    path: &Path,
-    len: u64,
-    read_policy: ReadPolicy,
-    dry_run: bool,
-) -> FileResult {
-    // Most files of a venv are not ELF: look at the magic before reading them whole.
-    match has_elf_magic(path) {
-        Ok(true) => {}
-        Ok(false) => return FileResult::Skipped(Skip::NotElf),
-        Err(err) => return FileResult::Failed(crate::exit::cannot("read", path, &err).to_string()),
-    }
-    let contents = match storepatch_walk::read(path, len, read_policy) {
-        Ok(contents) => contents,
-        Err(err) => return FileResult::Failed(crate::tree::error_chain(&err)),
-    };
-    let plan = match relinker.plan(path, &contents) {
-        Ok(plan) => plan,
-        Err(err) => return FileResult::Failed(crate::tree::error_chain(&err)),
-    };
-    match plan {
-        Plan::Skip(skip) => FileResult::Skipped(skip),
-        Plan::Relink(relink) => {
-            if dry_run || !relink.changes_file() {
-                return FileResult::Relinked {
-                    relink,
-                    outcome: None,
-                };
-            }
-            let options = relinker.settings().patchelf.options();
-            match storepatch_relink::apply_with_options(path, &contents, &relink.edits, &options) {
-                Ok(outcome) => FileResult::Relinked {
-                    relink,
-                    outcome: Some(outcome),
-                },
-                Err(err) if storepatch_rewrite::interrupt::signal().is_some() => {
-                    log::debug!("{}: {}", path.display(), crate::tree::error_chain(&err));
-                    FileResult::Interrupted
-                }
-                Err(err) => FileResult::Failed(crate::tree::error_chain(&err)),
-            }
-        }
-    }
-}
-
-fn has_elf_magic(path: &Path) -> std::io::Result<bool> {
-    use std::io::Read as _;
-    let mut magic = [0u8; 4];
-    let mut file = fs_err::File::open(path)?;
-    let mut filled = 0;
-    while filled < magic.len() {
-        match file.read(&mut magic[filled..])? {
-            0 => break,
-            read => filled += read,
-        }
-    }
-    Ok(filled == magic.len() && magic == *b"\x7fELF")
-}
-
 /// Totals and the lines to print, in walk order.
 struct Report<'run> {
-    files: &'run [File],
+    files: &'run [TreeFile],
     results: &'run [FileResult],
     patterns: &'run [Pattern],
     walk_errors: &'run [(PathBuf, String)],
@@ -352,7 +178,7 @@ struct Report<'run> {
 
 impl<'run> Report<'run> {
     fn new(
-        files: &'run [File],
+        files: &'run [TreeFile],
         results: &'run [FileResult],
         patterns: &'run [Pattern],
         walk_errors: &'run [(PathBuf, String)],

@@ -116,7 +116,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let options = super::tree_options(global, &discovery, false)?;
     let mut scan = tree::scan_roots(&args.paths, &options)?;
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
-        output::message(global.quiet, &note);
+        output::message(global.quiet, &note.to_string());
     }
     let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
     let entries = &scan.entries;

@@ -87,7 +87,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
 
     let mut scan = tree::scan_roots(&args.paths, &options)?;
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
-        output::message(global.quiet, &note);
+        output::message(global.quiet, &note.to_string());
     }
     let mut kept = 0usize;
     let mut changes = Vec::new();

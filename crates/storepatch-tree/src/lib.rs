@@ -1,0 +1,617 @@
+//! Finding references across whole trees: the pipeline `scan`, `scrub`, `restore` and `audit` share.
+//!
+//! Discovery reads every file once. That pass finds path-form references (and bare hashes of the
+//! candidates given on the command line), and keeps every other 32-byte run of hash-alphabet bytes
+//! it saw. Every live store path found in path form becomes a candidate too, exactly as Nix's
+//! scanner would see it if that path were an input of the build; the kept runs are then checked
+//! against those new candidates without reading anything again. Only an entry with more runs than
+//! we keep (or, with `--json`, one that gained hits and needs their context) is read a second time.
+//! Work fans out over rayon; results keep walk order, so output never depends on the thread count.
+//!
+//! `scan`, `scrub`, `restore` and `audit` all start from [`scan_roots`]; a Rust caller gets the
+//! same [`TreeScan`] without the command line. Progress is reported through [`Progress`]; nothing
+//! here prints.
+#![deny(missing_docs)]
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use storepatch_core::{HashPart, StoreDir, StorePath};
+use storepatch_scan::{Hit, Scanner, Windows};
+use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
+
+/// Where in an entry a reference sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Location {
+    /// The bytes of a regular file.
+    Content,
+    /// The target of a symlink.
+    Symlink,
+    /// The entry's own file name.
+    Name,
+}
+
+impl Location {
+    /// The word used in reports: `content`, `symlink` or `name`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Symlink => "symlink",
+            Self::Name => "name",
+        }
+    }
+}
+
+/// The references found in one place of one entry.
+#[derive(Debug)]
+pub struct Finding {
+    /// Index into [`TreeScan::entries`].
+    pub entry: usize,
+    /// Where in the entry the hits are.
+    pub location: Location,
+    /// The references, in offset order.
+    pub hits: Vec<Hit>,
+    /// Up to [`CONTEXT_BYTES`] bytes either side of each hit, when asked for.
+    pub contexts: Vec<Vec<u8>>,
+}
+
+/// A per-entry problem; the run goes on without that entry.
+#[derive(Debug)]
+pub struct EntryError {
+    /// The entry.
+    pub path: PathBuf,
+    /// What went wrong, with its causes on one line.
+    pub message: String,
+}
+
+/// The outcome of scanning some roots.
+#[derive(Debug)]
+pub struct TreeScan {
+    /// Every entry of every root, in walk order.
+    pub entries: Vec<Entry>,
+    /// The references found, in entry order, then by [`Location`].
+    pub findings: Vec<Finding>,
+    /// Per-entry problems, sorted by path.
+    pub errors: Vec<EntryError>,
+    /// The scanner of the last pass: its candidates are every hash that was searched for.
+    pub scanner: Scanner,
+    /// Entries named like the temporary files of a storepatch run (`.storepatch-<pid>-<n>.tmp`):
+    /// not scanned; see [`handle_leftovers`].
+    pub leftovers: Vec<(usize, storepatch_rewrite::Leftover)>,
+}
+
+/// A leftover temporary file that [`leftover`] removed.
+#[derive(Debug)]
+pub struct Removed {
+    /// The file that was removed.
+    pub path: PathBuf,
+    /// The process id of the run that left it.
+    pub pid: u32,
+}
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "note: removed {}, a temporary file left by an interrupted run (pid {})",
+            self.path.display(),
+            self.pid
+        )
+    }
+}
+
+/// A leftover temporary file: removed when `clean` and its run is gone, otherwise reported as an
+/// error (it would end up in the output as an ordinary file).
+///
+/// # Errors
+///
+/// The leftover is kept (not cleaning, or its run is still going) or could not be removed.
+pub fn leftover(
+    entry: &Entry,
+    leftover: &storepatch_rewrite::Leftover,
+    clean: bool,
+) -> Result<Removed, EntryError> {
+    let path = &entry.path;
+    let error = |message: String| EntryError {
+        path: path.clone(),
+        message,
+    };
+    if !clean {
+        return Err(error(format!(
+            "{}: temporary file left by an interrupted storepatch run (pid {}); `storepatch scrub` or `relink` removes it",
+            path.display(),
+            leftover.pid
+        )));
+    }
+    match leftover.clean(path) {
+        Ok(storepatch_rewrite::Cleaned::Removed) => Ok(Removed {
+            path: path.clone(),
+            pid: leftover.pid,
+        }),
+        Ok(storepatch_rewrite::Cleaned::OwnerRunning) => Err(error(format!(
+            "{}: temporary file of a storepatch run that is still going (pid {}); left alone",
+            path.display(),
+            leftover.pid
+        ))),
+        Err(err) => Err(error(error_chain(&err))),
+    }
+}
+
+/// Applies [`leftover`] to every leftover of `scan`: errors join `scan.errors`, the removed files
+/// are returned.
+pub fn handle_leftovers(scan: &mut TreeScan, clean: bool) -> Vec<Removed> {
+    let mut notes = Vec::new();
+    for (index, found) in &scan.leftovers {
+        match leftover(&scan.entries[*index], found, clean) {
+            Ok(note) => notes.push(note),
+            Err(err) => scan.errors.push(err),
+        }
+    }
+    scan.errors
+        .sort_by(|left, right| left.path.cmp(&right.path));
+    notes
+}
+
+/// How many bytes either side of a hit [`Finding::contexts`] keeps.
+pub const CONTEXT_BYTES: usize = 24;
+
+/// With `--no-mmap`, files larger than this are streamed through the scanner.
+const STREAM_ABOVE: u64 = 64 << 20;
+/// Chunk size for streamed files.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// How to scan.
+#[derive(Debug)]
+pub struct TreeOptions {
+    /// The store directory references are found in.
+    pub store_dir: StoreDir,
+    /// Store paths whose bare hashes are searched for too.
+    pub candidates: Vec<StorePath>,
+    /// How files are read.
+    pub read_policy: ReadPolicy,
+    /// Whether [`Finding::contexts`] is filled in.
+    pub with_context: bool,
+}
+
+/// Told about the run's progress; called from many threads at once.
+pub trait Progress: Sync {
+    /// One more entry was read in the first pass.
+    fn entry_done(&self);
+}
+
+/// No progress reporting.
+impl Progress for () {
+    fn entry_done(&self) {}
+}
+
+/// An error that stops the whole scan.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A root could not be walked.
+    #[error(transparent)]
+    Walk(#[from] storepatch_walk::Error),
+}
+
+/// Walks the roots (in the order given) and finds every reference.
+///
+/// # Errors
+///
+/// A root cannot be examined; problems below a root are [`TreeScan::errors`] instead.
+pub fn scan_roots(
+    roots: &[PathBuf],
+    options: &TreeOptions,
+    progress: &dyn Progress,
+) -> Result<TreeScan, Error> {
+    let scanner = Scanner::builder(options.store_dir.clone())
+        .candidates(options.candidates.iter().cloned())
+        .build();
+    let budget = AtomicUsize::new(WINDOW_BUDGET);
+    let mut entries = Vec::new();
+    let mut scans: Vec<EntryScan> = Vec::new();
+    let mut errors = Vec::new();
+    // Files are read while directories are still being listed.
+    for root in roots {
+        let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
+            // After a signal the run stops: nothing more is read.
+            if storepatch_rewrite::interrupt::signal().is_some() || is_leftover(visit) {
+                return EntryScan {
+                    findings: Vec::new(),
+                    windows: Vec::new(),
+                    error: None,
+                };
+            }
+            let scan = scan_entry(visit, &scanner, options, Some(&budget));
+            progress.entry_done();
+            scan
+        })?;
+        errors.extend(walk.errors.into_iter().map(|err| EntryError {
+            path: err.path().to_path_buf(),
+            message: error_chain(&err),
+        }));
+        entries.extend(walk.entries);
+        scans.extend(root_scans);
+    }
+    for (index, scan) in scans.iter_mut().enumerate() {
+        scan.place_at(index);
+    }
+
+    // Store paths found in path form whose hashes were not searched for yet.
+    let known: BTreeSet<HashPart> = scanner
+        .candidates()
+        .iter()
+        .map(|path| *path.hash())
+        .collect();
+    let found: HashMap<HashPart, StorePath> = scans
+        .iter()
+        .flat_map(|scan| &scan.findings)
+        .flat_map(|finding| &finding.hits)
+        .filter_map(Hit::live)
+        .filter(|path| !known.contains(path.hash()))
+        .map(|path| (*path.hash(), path.clone()))
+        .collect();
+    let scanner = if found.is_empty() {
+        scanner
+    } else {
+        // The builder keys candidates by hash, so the map's order does not matter.
+        Scanner::builder(options.store_dir.clone())
+            .candidates(options.candidates.iter().cloned())
+            .candidates(found.values().cloned())
+            .build()
+    };
+
+    let resolved: Vec<EntryScan> = scans
+        .into_par_iter()
+        .zip(entries.par_iter())
+        .enumerate()
+        .map(|(index, (scan, entry))| resolve(index, entry, scan, &found, &scanner, options))
+        .collect();
+    let mut findings = Vec::new();
+    for scan in resolved {
+        findings.extend(scan.findings);
+        errors.extend(scan.error);
+    }
+    errors.sort_by(|left, right| left.path.cmp(&right.path));
+    errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
+    let leftovers = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.depth > 0 && entry.kind != EntryKind::Dir)
+        .filter_map(|(index, entry)| {
+            let name = entry.path.file_name()?;
+            Some((index, storepatch_rewrite::Leftover::from_name(name)?))
+        })
+        .collect();
+    Ok(TreeScan {
+        entries,
+        findings,
+        errors,
+        scanner,
+        leftovers,
+    })
+}
+
+/// Whether the entry is named like a storepatch temporary file (and is not the root).
+fn is_leftover(visit: &Visit<'_>) -> bool {
+    let entry = visit.entry();
+    entry.depth > 0
+        && entry.kind != EntryKind::Dir
+        && storepatch_rewrite::Leftover::from_name(visit.name()).is_some()
+}
+
+/// At most this many unresolved hash-alphabet runs are kept per place (content, target, name).
+const WINDOWS_PER_PLACE: usize = 4096;
+/// At most this many are kept in all (40 bytes each).
+const WINDOW_BUDGET: usize = 4 << 20;
+
+/// What the first pass learnt about one entry.
+struct EntryScan {
+    findings: Vec<Finding>,
+    /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
+    windows: Vec<(Location, Windows)>,
+    error: Option<EntryError>,
+}
+
+impl EntryScan {
+    /// Records that the entry is [`TreeScan::entries`]`[index]` in every finding.
+    fn place_at(&mut self, index: usize) {
+        for finding in &mut self.findings {
+            finding.entry = index;
+        }
+    }
+}
+
+/// Adds the bare hits of candidates found elsewhere; rescans the entry if its runs were not kept.
+fn resolve(
+    index: usize,
+    entry: &Entry,
+    mut scan: EntryScan,
+    found: &HashMap<HashPart, StorePath>,
+    scanner: &Scanner,
+    options: &TreeOptions,
+) -> EntryScan {
+    if found.is_empty() || scan.error.is_some() || is_leftover(&Visit::detached(entry)) {
+        return scan;
+    }
+    let mut rescan = false;
+    let mut late: Vec<(Location, Vec<Hit>)> = Vec::new();
+    for (location, windows) in &scan.windows {
+        let hits = windows.hits_for(found);
+        rescan |= windows.needs_rescan(found) || (options.with_context && !hits.is_empty());
+        if !hits.is_empty() {
+            late.push((*location, hits));
+        }
+    }
+    if rescan {
+        let mut scan = scan_entry(&Visit::detached(entry), scanner, options, None);
+        scan.place_at(index);
+        return scan;
+    }
+    for (location, hits) in late {
+        match scan
+            .findings
+            .iter_mut()
+            .find(|finding| finding.location == location)
+        {
+            Some(finding) => {
+                finding.hits.extend(hits);
+                finding.hits.sort_by_key(|hit| hit.hash_offset);
+            }
+            None => scan.findings.push(Finding {
+                entry: index,
+                location,
+                hits,
+                contexts: Vec::new(),
+            }),
+        }
+    }
+    scan.findings.sort_by_key(|finding| finding.location);
+    scan
+}
+
+/// Scans one entry's name, contents or symlink target (see [`EntryScan::place_at`]). With a
+/// `budget`, keeps the runs that matched no candidate (first pass); without, scans with the final
+/// candidates (second pass).
+fn scan_entry(
+    visit: &Visit<'_>,
+    scanner: &Scanner,
+    options: &TreeOptions,
+    budget: Option<&AtomicUsize>,
+) -> EntryScan {
+    let mut scan = EntryScan {
+        findings: Vec::new(),
+        windows: Vec::new(),
+        error: None,
+    };
+    if let Err(err) = scan_places(visit, scanner, options, budget, &mut scan) {
+        scan.findings.clear();
+        scan.windows.clear();
+        scan.error = Some(EntryError {
+            path: visit.entry().path.clone(),
+            message: error_chain(&*err),
+        });
+    }
+    // Names come first in the entry but sort after content for readers: content, symlink, name.
+    scan.findings.sort_by_key(|finding| finding.location);
+    scan
+}
+
+fn scan_places(
+    visit: &Visit<'_>,
+    scanner: &Scanner,
+    options: &TreeOptions,
+    budget: Option<&AtomicUsize>,
+    scan: &mut EntryScan,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut record = |location, bytes: &[u8], streamed: Option<Vec<Hit>>| {
+        let (hits, windows) = match (streamed, budget) {
+            (Some(hits), Some(_)) => (hits, Some(overflowed())),
+            (Some(hits), None) => (hits, None),
+            (None, Some(budget)) => {
+                let limit = take_budget(budget);
+                let (hits, windows) = scanner.scan_keeping_windows(bytes, limit);
+                budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
+                (hits, Some(windows))
+            }
+            (None, None) => (scanner.scan(bytes), None),
+        };
+        if let Some(windows) = windows
+            && (windows.overflowed || !windows.windows.is_empty())
+        {
+            scan.windows.push((location, windows));
+        }
+        if !hits.is_empty() {
+            let contexts = if options.with_context {
+                hits.iter().map(|hit| context(bytes, hit)).collect()
+            } else {
+                Vec::new()
+            };
+            scan.findings.push(Finding {
+                // Not known while the walk is still going: see `EntryScan::place_at`.
+                entry: usize::MAX,
+                location,
+                hits,
+                contexts,
+            });
+        }
+    };
+    let entry = visit.entry();
+    // The root's own name is outside the tree (it is often `$out` itself).
+    if entry.depth > 0 {
+        record(Location::Name, visit.name().as_bytes(), None);
+    }
+    match entry.kind {
+        // Without mmap, big files are streamed in chunks rather than read whole into memory. The
+        // scanner reports the same hits whatever the chunking; the context and the unresolved
+        // runs are not kept (so a later candidate means reading such a file again).
+        EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
+            let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
+            record(Location::Content, &[], Some(hits));
+        }
+        EntryKind::File => {
+            visit.read_with(options.read_policy, |contents| {
+                record(Location::Content, contents, None);
+            })?;
+        }
+        EntryKind::Symlink => {
+            let target = visit.read_link()?;
+            record(Location::Symlink, target.as_os_str().as_bytes(), None);
+        }
+        EntryKind::Dir | EntryKind::Other => {}
+    }
+    Ok(())
+}
+
+fn overflowed() -> Windows {
+    Windows {
+        overflowed: true,
+        ..Windows::default()
+    }
+}
+
+/// Reserves up to [`WINDOWS_PER_PLACE`] windows from the shared budget.
+fn take_budget(budget: &AtomicUsize) -> usize {
+    let mut taken = 0;
+    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        taken = left.min(WINDOWS_PER_PLACE);
+        Some(left - taken)
+    });
+    taken
+}
+
+fn context(bytes: &[u8], hit: &Hit) -> Vec<u8> {
+    let start = usize::try_from(hit.offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(hit.len).min(bytes.len());
+    bytes[start.saturating_sub(CONTEXT_BYTES)..end.saturating_add(CONTEXT_BYTES).min(bytes.len())]
+        .to_vec()
+}
+
+/// `err` and its causes on one line.
+#[must_use]
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// A line of a candidates list that is not a store path.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}: not a store path", .file.display())]
+pub struct CandidateError {
+    /// The list the line is in.
+    pub file: PathBuf,
+    /// The line number, from 1.
+    pub line: usize,
+    /// Why the line is not a store path.
+    #[source]
+    pub source: storepatch_core::Error,
+}
+
+/// Parses a candidates list read from `file`: one store path (or a path below one) a line; blank
+/// lines and lines starting with `#` are skipped.
+///
+/// # Errors
+///
+/// A line is not a store path.
+pub fn parse_candidates(
+    store_dir: &StoreDir,
+    file: &Path,
+    text: &[u8],
+) -> Result<Vec<StorePath>, CandidateError> {
+    let mut candidates = Vec::new();
+    for (number, line) in text.split(|&byte| byte == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let (path, _rest) = store_dir
+            .parse_path_prefix(line)
+            .map_err(|source| CandidateError {
+                file: file.to_path_buf(),
+                line: number + 1,
+                source,
+            })?;
+        candidates.push(path);
+    }
+    Ok(candidates)
+}
+
+/// The live store paths named in the values of `vars` (as in the environment of a build, whose
+/// inputs are all named there).
+pub fn candidates_from_vars(
+    store_dir: &StoreDir,
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<StorePath> {
+    let scanner = Scanner::builder(store_dir.clone()).build();
+    let mut candidates = Vec::new();
+    for (_name, value) in vars {
+        candidates.extend(
+            scanner
+                .scan(value.as_bytes())
+                .iter()
+                .filter_map(Hit::live)
+                .cloned(),
+        );
+    }
+    candidates
+}
+
+/// An argument that is not a store path.
+#[derive(Debug, thiserror::Error)]
+#[error("`{}` is not a store path", .path.display())]
+pub struct StorePathError {
+    /// The argument.
+    pub path: PathBuf,
+    /// Why it is not a store path.
+    #[source]
+    pub source: storepatch_core::Error,
+}
+
+/// Parses `--keep`/`--only` style store path arguments (anything below a store path is allowed).
+///
+/// # Errors
+///
+/// An argument is not a store path.
+pub fn parse_store_paths(
+    store_dir: &StoreDir,
+    paths: &[PathBuf],
+) -> Result<Vec<StorePath>, StorePathError> {
+    paths
+        .iter()
+        .map(|path| {
+            store_dir
+                .parse_path_prefix(path.as_os_str().as_bytes())
+                .map(|(store_path, _)| store_path)
+                .map_err(|source| StorePathError {
+                    path: path.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Renders a hit's target as `<storedir>/<hash>-<name>`, or with `eeee…` when scrubbed.
+#[must_use]
+pub fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
+    match &hit.target {
+        storepatch_scan::Target::Live(path) => store_dir.render(path),
+        storepatch_scan::Target::Scrubbed { name } => {
+            let mut out = store_dir.prefix().to_vec();
+            out.extend_from_slice(&storepatch_core::SCRUBBED_HASH);
+            if !name.is_empty() {
+                out.push(b'-');
+                out.extend_from_slice(name);
+            }
+            out
+        }
+    }
+}
