@@ -181,6 +181,9 @@ struct Planner<'a> {
     writes: Vec<Write>,
     /// `vn_file` fields to rewrite: (field offset, final string offset).
     verneed_targets: Vec<(u64, u64)>,
+    /// A `PT_GNU_STACK` to add to a file that has none and no `PT_NULL` slot to reuse: the
+    /// program header table grows (and moves) in the relayout.
+    new_stack: Option<Segment>,
 }
 
 /// Computes what applying `edits` to the ELF file `bytes` takes.
@@ -249,6 +252,7 @@ pub(crate) fn plan_layout(bytes: &[u8], edits: &ElfEdits, options: &Options) -> 
         codec,
         writes: Vec::new(),
         verneed_targets: Vec::new(),
+        new_stack: None,
     };
     planner.run(edits, options)
 }
@@ -336,7 +340,7 @@ impl Planner<'_> {
         let grow_dynstr = !extra.is_empty();
         let capacity = self.parsed.dynamic.as_ref().map_or(0, |d| d.capacity);
         let grow_dynamic = entries.len() as u64 + 1 > capacity;
-        if !(grow_dynstr || grow_dynamic || new_interp.is_some()) {
+        if !(grow_dynstr || grow_dynamic || new_interp.is_some() || self.new_stack.is_some()) {
             self.write_dynamic_in_place(&entries);
             self.write_verneed();
             if self.writes.is_empty() {
@@ -375,6 +379,10 @@ impl Planner<'_> {
     }
 
     /// Sets or clears `PF_X` of `PT_GNU_STACK` (patchelf's `--set-execstack`/`--clear-execstack`).
+    ///
+    /// A file without `PT_GNU_STACK` gets one, as patchelf adds one: flags `RW` plus `X` when
+    /// the stack is to be executable, alignment 1, everything else zero. It goes into a `PT_NULL`
+    /// slot when there is one (no growth), otherwise the program header table grows.
     fn set_execstack(&mut self, executable: bool) -> Result<()> {
         let Some(index) = self
             .parsed
@@ -382,9 +390,30 @@ impl Planner<'_> {
             .iter()
             .position(|s| s.p_type == PT_GNU_STACK)
         else {
-            return Err(Error::Unsupported {
-                what: "adding a PT_GNU_STACK program header to a file that has none",
-            });
+            let stack = Segment {
+                p_type: PT_GNU_STACK,
+                flags: PF_R | PF_W | if executable { PF_X } else { 0 },
+                offset: 0,
+                vaddr: 0,
+                paddr: 0,
+                filesz: 0,
+                memsz: 0,
+                align: 1,
+            };
+            if let Some(null) = self
+                .parsed
+                .segments
+                .iter()
+                .position(|s| s.p_type == PT_NULL)
+            {
+                self.parsed.segments[null] = stack;
+                let at = self.parsed.phoff + null as u64 * self.codec.phdr_size();
+                let encoded = encode_segment(self.codec, &stack);
+                push_diff(&mut self.writes, self.bytes, at, &encoded);
+            } else {
+                self.new_stack = Some(stack);
+            }
+            return Ok(());
         };
         let segment = &mut self.parsed.segments[index];
         let flags = if executable {
@@ -1229,13 +1258,19 @@ impl Planner<'_> {
         {
             segments.remove(null);
         }
+        if let Some(stack) = self.new_stack {
+            segments.push(stack);
+        }
         let last_load = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .map_or(0, |index| index + 1);
         let new_count = segments.len() as u64 + u64::from(extend_index.is_none());
         let old_count = self.parsed.segments.len() as u64;
-        let room = if new_count > old_count {
+        let room = if new_count > old_count + 1 {
+            // More than one header more: the table moves.
+            None
+        } else if new_count > old_count {
             self.phdr_room()
         } else {
             Some(Vec::new())

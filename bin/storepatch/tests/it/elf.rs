@@ -1509,6 +1509,109 @@ fn special_files_are_never_replaced_nor_read_without_bound() {
     assert!(entries(&directory).is_empty());
 }
 
+/// Takes `PT_GNU_STACK` out of a real gcc-built x86-64 file: turned into `PT_NULL` (`keep_slot`), or
+/// dropped from the table (moved to the end, `e_phnum` and `PT_PHDR`'s sizes one entry smaller).
+fn without_gnu_stack(file: &Path, keep_slot: bool) {
+    const PT_GNU_STACK: u32 = 0x6474_e551;
+    const ENTRY: usize = 56;
+    let mut bytes = fs_err::read(file).unwrap();
+    let (phoff, phnum) = program_header_table(file);
+    let phoff = usize::try_from(phoff).unwrap();
+    let count = usize::from(phnum);
+    let p_type = |bytes: &[u8], index: usize| {
+        let at = phoff + index * ENTRY;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    };
+    let stack = (0..count)
+        .find(|&index| p_type(&bytes, index) == PT_GNU_STACK)
+        .expect("gcc writes PT_GNU_STACK");
+    let at = phoff + stack * ENTRY;
+    if keep_slot {
+        bytes[at..at + ENTRY].fill(0);
+    } else {
+        let last = phoff + (count - 1) * ENTRY;
+        let entry: Vec<u8> = bytes[at..at + ENTRY].to_vec();
+        bytes.copy_within(last..last + ENTRY, at);
+        bytes[last..last + ENTRY].copy_from_slice(&entry);
+        bytes[last..last + ENTRY].fill(0);
+        bytes[0x38..0x3a].copy_from_slice(&(phnum - 1).to_le_bytes());
+        for index in 0..count - 1 {
+            if p_type(&bytes, index) == 6 {
+                let entry = phoff + index * ENTRY;
+                let size = ((count - 1) * ENTRY) as u64;
+                bytes[entry + 32..entry + 40].copy_from_slice(&size.to_le_bytes());
+                bytes[entry + 40..entry + 48].copy_from_slice(&size.to_le_bytes());
+            }
+        }
+    }
+    fs_err::write(file, bytes).unwrap();
+}
+
+/// The `GNU_STACK` line of `readelf -lW`, if any.
+fn gnu_stack_line(file: &Path) -> Option<String> {
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .find(|line| line.contains("GNU_STACK"))
+        .map(str::to_owned)
+}
+
+/// `--set-execstack`/`--clear-execstack` on a file without `PT_GNU_STACK` add one, as patchelf
+/// 0.19 does: the same `GNU_STACK` header as the real patchelf writes (`RWE` or `RW`, align 1),
+/// into the `PT_NULL` slot when there is one (in place, the file does not grow), else in a grown
+/// program header table; readelf is clean, the program runs, and the edit again is a no-op.
+#[test]
+fn execstack_adds_a_missing_gnu_stack() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let rpath = format!("-Wl,-rpath,{}", fixture.dir.path().display());
+    let program = fixture.program("main", &[&rpath]);
+    let pristine = fixture.copy(&library, "libanswer.so.orig");
+    for (name, file) in [("library", &pristine), ("program", &program)] {
+        for keep_slot in [true, false] {
+            let stripped = fixture.copy(file, "nostack");
+            without_gnu_stack(&stripped, keep_slot);
+            assert_eq!(gnu_stack_line(&stripped), None);
+            assert_eq!(
+                print(&fixture, "--print-execstack", &stripped),
+                "execstack: ?\n"
+            );
+            for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
+                let ours = fixture.copy(&stripped, "ours");
+                checked(fixture.patchelf().arg(operation).arg(&ours));
+                let context = format!("{name} {operation} keep_slot={keep_slot}");
+                assert_eq!(
+                    print(&fixture, "--print-execstack", &ours),
+                    format!("execstack: {state}\n"),
+                    "{context}"
+                );
+                let line = gnu_stack_line(&ours).unwrap();
+                if let Some(theirs) = real_patchelf(&fixture, &stripped, &[operation]) {
+                    assert_eq!(Some(&line), gnu_stack_line(&theirs).as_ref(), "{context}");
+                }
+                if keep_slot {
+                    assert_eq!(
+                        fs_err::metadata(&ours).unwrap().len(),
+                        fs_err::metadata(&stripped).unwrap().len(),
+                        "{context}: the PT_NULL slot is reused"
+                    );
+                }
+                assert_readelf_clean(&ours);
+                if name == "program" {
+                    assert_eq!(run_program(&ours), EXPECTED, "{context}");
+                } else {
+                    fs_err::copy(&ours, &library).unwrap();
+                    assert_eq!(run_program(&program), EXPECTED, "{context}");
+                    fs_err::copy(&pristine, &library).unwrap();
+                }
+                let before = fs_err::read(&ours).unwrap();
+                checked(fixture.patchelf().arg(operation).arg(&ours));
+                assert_eq!(before, fs_err::read(&ours).unwrap(), "{context}: again");
+            }
+        }
+    }
+}
+
 /// `--print-execstack`, `--set-execstack`, `--clear-execstack` and `--add-debug-tag` (patchelf
 /// 0.19): the execstack edits give byte-identical files to the real patchelf, the printed state
 /// matches, the edited programs still run (an executable stack is really granted: readelf says
