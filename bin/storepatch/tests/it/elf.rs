@@ -1661,6 +1661,58 @@ fn rename_dynamic_symbols() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.map"));
     assert_eq!(before, fs_err::read(&library).unwrap());
+
+    // patchelf's own scenario: every symbol a library defines renamed, in the library and in the
+    // program calling them all; the renamed pair runs with LD_BIND_NOW=1.
+    let count = 600;
+    let library: String = (0..count)
+        .map(|i| format!("int f{i}(void) {{ return {i}; }}\n"))
+        .collect();
+    let declarations: String = (0..count).map(|i| format!("int f{i}(void);\n")).collect();
+    let calls: String = (0..count).map(|i| format!("sum += f{i}();\n")).collect();
+    fs_err::write(fixture.path("many.c"), library).unwrap();
+    fs_err::write(
+        fixture.path("many_main.c"),
+        format!(
+            "#include <stdio.h>\n{declarations}int main(void) {{ long sum = 0;\n{calls}\
+             printf(\"%ld\\n\", sum); return 0; }}\n"
+        ),
+    )
+    .unwrap();
+    let dir = fixture.path("many");
+    fs_err::create_dir(&dir).unwrap();
+    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-shared",
+        "-fPIC",
+        "-o",
+        "many/libmany.so",
+        "many.c",
+    ]));
+    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-o",
+        "many/main",
+        "many_main.c",
+        "-Lmany",
+        "-lmany",
+        "-Wl,-rpath,$ORIGIN",
+    ]));
+    let map: String = (0..count).map(|i| format!("f{i} f{i}_renamed\n")).collect();
+    fs_err::write(fixture.path("many.map"), map).unwrap();
+    checked(fixture.patchelf().args([
+        "--rename-dynamic-symbols",
+        "many.map",
+        "many/libmany.so",
+        "many/main",
+    ]));
+    let expected = format!("{}\n", (0..count).sum::<i64>());
+    assert_eq!(run_program(&dir.join("main")), expected);
+    for file in ["libmany.so", "main"] {
+        let file = dir.join(file);
+        assert_readelf_clean(&file);
+        let names = dynamic_symbol_names(&file);
+        assert!(names.contains(&"f7_renamed".to_owned()), "{names:?}");
+        assert!(!names.contains(&"f7".to_owned()), "{names:?}");
+    }
 }
 
 /// Takes `PT_GNU_STACK` out of a real gcc-built x86-64 file: turned into `PT_NULL` (`keep_slot`), or
