@@ -264,7 +264,7 @@ pub struct ElfEdits {
     /// Dynamic symbols whose version to clear (their `.gnu.version` entry becomes 1, global).
     pub clear_symbol_version: Vec<Vec<u8>>,
     /// Dynamic symbols to rename `(old, new)` (patchelf's `--rename-dynamic-symbols`); the new
-    /// names are appended to `.dynstr` and the GNU and SysV hash tables are rebuilt.
+    /// names are appended to `.dynstr` and `.gnu.hash` and `.hash` are rebuilt.
     pub rename_dynamic_symbols: Vec<(Vec<u8>, Vec<u8>)>,
 }
 

@@ -293,7 +293,7 @@ impl Planner<'_> {
             push_diff(&mut self.writes, self.bytes, 7, &[abi]);
         }
         if let Some(executable) = edits.execstack {
-            self.set_execstack(executable)?;
+            self.set_execstack(executable);
         }
         let mut entries = self.model_entries()?;
         let needs_dynamic = edits.soname.is_some()
@@ -392,7 +392,7 @@ impl Planner<'_> {
     /// A file without `PT_GNU_STACK` gets one, as patchelf adds one: flags `RW` plus `X` when
     /// the stack is to be executable, alignment 1, everything else zero. It goes into a `PT_NULL`
     /// slot when there is one (no growth), otherwise the program header table grows.
-    fn set_execstack(&mut self, executable: bool) -> Result<()> {
+    fn set_execstack(&mut self, executable: bool) {
         let Some(index) = self
             .parsed
             .segments
@@ -422,7 +422,7 @@ impl Planner<'_> {
             } else {
                 self.new_stack = Some(stack);
             }
-            return Ok(());
+            return;
         };
         let segment = &mut self.parsed.segments[index];
         let flags = if executable {
@@ -431,7 +431,7 @@ impl Planner<'_> {
             segment.flags & !PF_X
         };
         if flags == segment.flags {
-            return Ok(());
+            return;
         }
         // The relayout re-encodes program headers from `segments`, so it keeps the new flags.
         segment.flags = flags;
@@ -439,7 +439,6 @@ impl Planner<'_> {
         let at = self.parsed.phoff + index as u64 * self.codec.phdr_size() + field;
         let encoded = self.codec.encode_u32(flags);
         push_diff(&mut self.writes, self.bytes, at, &encoded);
-        Ok(())
     }
 
     /// Maps a file offset to a virtual address through the `PT_LOAD` segments.

@@ -1524,7 +1524,7 @@ fn dynamic_symbol_names(file: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `--rename-dynamic-symbols MAP` (patchelf 0.19): real gcc libraries (GNU, SysV and both hash
+/// `--rename-dynamic-symbols MAP` (patchelf 0.19): real gcc libraries (GNU, System V and both hash
 /// styles, and one with a version script) get two exported functions renamed; a program compiled
 /// against the NEW names and linked against the patched library runs with `LD_BIND_NOW=1` (every
 /// symbol is looked up through the rebuilt hash tables, versions included); readelf is clean; the
@@ -1665,11 +1665,12 @@ fn rename_dynamic_symbols() {
     // patchelf's own scenario: every symbol a library defines renamed, in the library and in the
     // program calling them all; the renamed pair runs with LD_BIND_NOW=1.
     let count = 600;
-    let library: String = (0..count)
-        .map(|i| format!("int f{i}(void) {{ return {i}; }}\n"))
-        .collect();
-    let declarations: String = (0..count).map(|i| format!("int f{i}(void);\n")).collect();
-    let calls: String = (0..count).map(|i| format!("sum += f{i}();\n")).collect();
+    let lines = |line: &dyn Fn(i64) -> String| -> String {
+        (0..count).map(line).collect::<Vec<_>>().concat()
+    };
+    let library = lines(&|i| format!("int f{i}(void) {{ return {i}; }}\n"));
+    let declarations = lines(&|i| format!("int f{i}(void);\n"));
+    let calls = lines(&|i| format!("sum += f{i}();\n"));
     fs_err::write(fixture.path("many.c"), library).unwrap();
     fs_err::write(
         fixture.path("many_main.c"),
@@ -1696,7 +1697,7 @@ fn rename_dynamic_symbols() {
         "-lmany",
         "-Wl,-rpath,$ORIGIN",
     ]));
-    let map: String = (0..count).map(|i| format!("f{i} f{i}_renamed\n")).collect();
+    let map = lines(&|i| format!("f{i} f{i}_renamed\n"));
     fs_err::write(fixture.path("many.map"), map).unwrap();
     checked(fixture.patchelf().args([
         "--rename-dynamic-symbols",
@@ -1900,7 +1901,8 @@ fn execstack_and_debug_tag_options() {
     assert_readelf_clean(&tagged);
     assert_eq!(run_program(&program), EXPECTED);
     // The two options patchelf 0.19 has and this does not say so.
-    for option in ["--build-resolution-cache"] {
+    {
+        let option = "--build-resolution-cache";
         let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
         assert_eq!(output.status.code(), Some(1));
         assert!(
