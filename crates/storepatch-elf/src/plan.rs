@@ -796,7 +796,15 @@ impl Planner<'_> {
             .parsed
             .versym
             .and_then(|at| file_range(self.bytes, at, count * 2));
-        let mut versyms: Option<Vec<u8>> = versym_range.clone().map(|r| self.bytes[r].to_vec());
+        // With the edits made so far (`--clear-symbol-version`), which move with their symbols.
+        let mut versyms: Option<Vec<u8>> = versym_range.clone().map(|r| {
+            let start = r.start as u64;
+            let mut copy = self.bytes[r].to_vec();
+            for write in &self.writes {
+                write.apply_within(&mut copy, start);
+            }
+            copy
+        });
 
         // GNU hash.
         let gnu = self
@@ -904,7 +912,12 @@ impl Planner<'_> {
         let encoded: Vec<u8> = symbols.concat();
         push_diff(&mut self.writes, self.bytes, symtab, &encoded);
         if let (Some(range), Some(versyms)) = (versym_range, versyms) {
-            push_diff(&mut self.writes, self.bytes, range.start as u64, &versyms);
+            // `versyms` holds the earlier writes into the table, moved with their symbols.
+            let (start, end) = (range.start as u64, range.end as u64);
+            self.writes.retain(|write| {
+                write.offset + write.bytes.len() as u64 <= start || write.offset >= end
+            });
+            push_diff(&mut self.writes, self.bytes, start, &versyms);
         }
         Ok(())
     }

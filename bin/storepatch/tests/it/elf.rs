@@ -1628,6 +1628,24 @@ fn rename_dynamic_symbols() {
         );
         assert_eq!(before, fs_err::read(&library).unwrap(), "{name}: again");
     }
+    // With --clear-symbol-version in the same run, the cleared version moves with its symbol.
+    let original = fixture.path("versioned.orig.so");
+    let both = fixture.copy(&original, "both-options.so");
+    let map = fixture.path("map");
+    let args = [
+        "--clear-symbol-version",
+        "beta",
+        "--rename-dynamic-symbols",
+        map.to_str().unwrap(),
+    ];
+    checked(fixture.patchelf().args(args).arg(&both));
+    let names = dynamic_symbol_names(&both);
+    assert!(names.contains(&"beta".to_owned()), "{names:?}");
+    assert!(names.contains(&"delta_v2@@SYMS_1".to_owned()), "{names:?}");
+    assert_readelf_clean(&both);
+    if let Some(theirs) = real_patchelf(&fixture, &original, &args) {
+        assert_eq!(names, dynamic_symbol_names(&theirs));
+    }
     // Map file errors, as patchelf reports them; the library is left alone.
     let library = fixture.path("gnu/libsyms.so");
     let before = fs_err::read(&library).unwrap();
