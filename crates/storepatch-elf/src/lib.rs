@@ -263,6 +263,9 @@ pub struct ElfEdits {
     pub add_debug_tag: bool,
     /// Dynamic symbols whose version to clear (their `.gnu.version` entry becomes 1, global).
     pub clear_symbol_version: Vec<Vec<u8>>,
+    /// Dynamic symbols to rename `(old, new)` (patchelf's `--rename-dynamic-symbols`); the new
+    /// names are appended to `.dynstr` and `.gnu.hash` and `.hash` are rebuilt.
+    pub rename_dynamic_symbols: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Layout options.

@@ -181,6 +181,11 @@ struct Planner<'a> {
     writes: Vec<Write>,
     /// `vn_file` fields to rewrite: (field offset, final string offset).
     verneed_targets: Vec<(u64, u64)>,
+    /// Final `.dynstr` offsets of the new names of renamed dynamic symbols, in order.
+    symbol_name_targets: Vec<u64>,
+    /// A `PT_GNU_STACK` to add to a file that has none and no `PT_NULL` slot to reuse: the
+    /// program header table grows (and moves) in the relayout.
+    new_stack: Option<Segment>,
 }
 
 /// Computes what applying `edits` to the ELF file `bytes` takes.
@@ -249,6 +254,8 @@ pub(crate) fn plan_layout(bytes: &[u8], edits: &ElfEdits, options: &Options) -> 
         codec,
         writes: Vec::new(),
         verneed_targets: Vec::new(),
+        new_stack: None,
+        symbol_name_targets: Vec::new(),
     };
     planner.run(edits, options)
 }
@@ -286,7 +293,7 @@ impl Planner<'_> {
             push_diff(&mut self.writes, self.bytes, 7, &[abi]);
         }
         if let Some(executable) = edits.execstack {
-            self.set_execstack(executable)?;
+            self.set_execstack(executable);
         }
         let mut entries = self.model_entries()?;
         let needs_dynamic = edits.soname.is_some()
@@ -297,7 +304,8 @@ impl Planner<'_> {
             || !edits.replace_needed.is_empty()
             || !edits.add_needed.is_empty()
             || edits.no_default_lib
-            || !edits.clear_symbol_version.is_empty();
+            || !edits.clear_symbol_version.is_empty()
+            || !edits.rename_dynamic_symbols.is_empty();
         if needs_dynamic && self.parsed.dynamic.is_none() {
             return Err(Error::Missing {
                 operation: "edit the dynamic section",
@@ -307,7 +315,12 @@ impl Planner<'_> {
         self.edit_entries(&mut entries, edits);
         self.clear_symbol_versions(edits)?;
         let redirected_verneed = self.redirected_verneed(edits);
-        let extra = self.lay_out_strings(&mut entries, &redirected_verneed)?;
+        let renamed = self.renamed_symbols(edits)?;
+        let new_names: Vec<Vec<u8>> = renamed.iter().map(|(_, name)| name.clone()).collect();
+        let extra = self.lay_out_strings(&mut entries, &redirected_verneed, &new_names)?;
+        if !renamed.is_empty() {
+            self.rewrite_symbols(&renamed)?;
+        }
 
         // Interpreter.
         let mut new_interp: Option<Vec<u8>> = None;
@@ -336,7 +349,7 @@ impl Planner<'_> {
         let grow_dynstr = !extra.is_empty();
         let capacity = self.parsed.dynamic.as_ref().map_or(0, |d| d.capacity);
         let grow_dynamic = entries.len() as u64 + 1 > capacity;
-        if !(grow_dynstr || grow_dynamic || new_interp.is_some()) {
+        if !(grow_dynstr || grow_dynamic || new_interp.is_some() || self.new_stack.is_some()) {
             self.write_dynamic_in_place(&entries);
             self.write_verneed();
             if self.writes.is_empty() {
@@ -375,16 +388,41 @@ impl Planner<'_> {
     }
 
     /// Sets or clears `PF_X` of `PT_GNU_STACK` (patchelf's `--set-execstack`/`--clear-execstack`).
-    fn set_execstack(&mut self, executable: bool) -> Result<()> {
+    ///
+    /// A file without `PT_GNU_STACK` gets one, as patchelf adds one: flags `RW` plus `X` when
+    /// the stack is to be executable, alignment 1, everything else zero. It goes into a `PT_NULL`
+    /// slot when there is one (no growth), otherwise the program header table grows.
+    fn set_execstack(&mut self, executable: bool) {
         let Some(index) = self
             .parsed
             .segments
             .iter()
             .position(|s| s.p_type == PT_GNU_STACK)
         else {
-            return Err(Error::Unsupported {
-                what: "adding a PT_GNU_STACK program header to a file that has none",
-            });
+            let stack = Segment {
+                p_type: PT_GNU_STACK,
+                flags: PF_R | PF_W | if executable { PF_X } else { 0 },
+                offset: 0,
+                vaddr: 0,
+                paddr: 0,
+                filesz: 0,
+                memsz: 0,
+                align: 1,
+            };
+            if let Some(null) = self
+                .parsed
+                .segments
+                .iter()
+                .position(|s| s.p_type == PT_NULL)
+            {
+                self.parsed.segments[null] = stack;
+                let at = self.parsed.phoff + null as u64 * self.codec.phdr_size();
+                let encoded = encode_segment(self.codec, &stack);
+                push_diff(&mut self.writes, self.bytes, at, &encoded);
+            } else {
+                self.new_stack = Some(stack);
+            }
+            return;
         };
         let segment = &mut self.parsed.segments[index];
         let flags = if executable {
@@ -393,7 +431,7 @@ impl Planner<'_> {
             segment.flags & !PF_X
         };
         if flags == segment.flags {
-            return Ok(());
+            return;
         }
         // The relayout re-encodes program headers from `segments`, so it keeps the new flags.
         segment.flags = flags;
@@ -401,7 +439,6 @@ impl Planner<'_> {
         let at = self.parsed.phoff + index as u64 * self.codec.phdr_size() + field;
         let encoded = self.codec.encode_u32(flags);
         push_diff(&mut self.writes, self.bytes, at, &encoded);
-        Ok(())
     }
 
     /// Maps a file offset to a virtual address through the `PT_LOAD` segments.
@@ -687,6 +724,293 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Dynamic symbols `--rename-dynamic-symbols` renames: (symbol index, new name).
+    fn renamed_symbols(&self, edits: &ElfEdits) -> Result<Vec<(u64, Vec<u8>)>> {
+        if edits.rename_dynamic_symbols.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (Some((symtab, count)), Some(table)) =
+            (self.parsed.dynsym, self.parsed.dynstr.as_ref())
+        else {
+            return Err(Error::Missing {
+                operation: "rename a dynamic symbol",
+                missing: "dynamic symbol table",
+            });
+        };
+        let entry_size = if self.codec.is64 { 24 } else { 16 };
+        let mut out = Vec::new();
+        for index in 0..count {
+            let at = symtab + index * entry_size;
+            let name = self
+                .codec
+                .u32(self.bytes, at)
+                .ok_or_else(|| Error::malformed("dynamic symbol", at))?;
+            let Some(name) = table.get(u64::from(name)) else {
+                continue;
+            };
+            if let Some((_, new)) = edits
+                .rename_dynamic_symbols
+                .iter()
+                .find(|(old, new)| old.as_slice() == name && new.as_slice() != name)
+            {
+                out.push((index, new.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Points renamed symbols at their new names and rebuilds `.gnu.hash` and `.hash` for the new
+    /// names, as patchelf does: `.gnu.hash` needs its symbols grouped by bucket, so the hashed
+    /// part of `.dynsym` (and `.gnu.version` with it) is reordered, stably, and the symbol indices
+    /// of the allocated relocation sections follow.
+    fn rewrite_symbols(&mut self, renamed: &[(u64, Vec<u8>)]) -> Result<()> {
+        let codec = self.codec;
+        let Some((symtab, count)) = self.parsed.dynsym else {
+            return Ok(());
+        };
+        let Some(table) = self.parsed.dynstr.clone() else {
+            return Ok(());
+        };
+        let entry_size: u64 = if codec.is64 { 24 } else { 16 };
+        let table_range = file_range(self.bytes, symtab, count * entry_size)
+            .ok_or_else(|| Error::malformed("dynamic symbol table", symtab))?;
+        let mut symbols: Vec<Vec<u8>> = self.bytes[table_range]
+            .chunks(entry_size as usize)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut names: Vec<Vec<u8>> = symbols
+            .iter()
+            .map(|symbol| {
+                let name = codec.u32(symbol, 0).unwrap_or(0);
+                table.get(u64::from(name)).unwrap_or_default().to_vec()
+            })
+            .collect();
+        for ((index, new), &target) in renamed.iter().zip(&self.symbol_name_targets) {
+            let index = usize::try_from(*index).unwrap_or(usize::MAX);
+            let target = u32::try_from(target)
+                .map_err(|_| Error::malformed("dynamic string table size", target))?;
+            symbols[index][..4].copy_from_slice(&codec.encode_u32(target));
+            names[index].clone_from(new);
+        }
+        let versym_range = self
+            .parsed
+            .versym
+            .and_then(|at| file_range(self.bytes, at, count * 2));
+        // With the edits made so far (`--clear-symbol-version`), which move with their symbols.
+        let mut versyms: Option<Vec<u8>> = versym_range.clone().map(|r| {
+            let start = r.start as u64;
+            let mut copy = self.bytes[r].to_vec();
+            for write in &self.writes {
+                write.apply_within(&mut copy, start);
+            }
+            copy
+        });
+
+        // GNU hash.
+        let gnu = self
+            .parsed
+            .dyn_value(crate::read::DT_GNU_HASH)
+            .and_then(|vaddr| self.parsed.offset_of(vaddr));
+        if let Some(at) = gnu {
+            let header = |field: u64| codec.u32(self.bytes, at + field * 4);
+            let (Some(buckets), Some(first), Some(mask_words), Some(shift)) =
+                (header(0), header(1), header(2), header(3))
+            else {
+                return Err(Error::malformed(".gnu.hash header", at));
+            };
+            let first = u64::from(first);
+            let word = codec.word_size();
+            let bloom_at = at + 16;
+            let buckets_at = bloom_at + u64::from(mask_words) * word;
+            let chains_at = buckets_at + u64::from(buckets) * 4;
+            if buckets == 0 || mask_words == 0 || first > count {
+                return Err(Error::malformed(".gnu.hash header", at));
+            }
+            let hashed = count - first;
+            let total = chains_at - at + hashed * 4;
+            if file_range(self.bytes, at, total).is_none() {
+                return Err(Error::malformed(".gnu.hash table", at));
+            }
+            let first_index = usize::try_from(first).unwrap_or(usize::MAX);
+            let hashes: Vec<u32> = names[first_index..].iter().map(|n| gnu_hash(n)).collect();
+            let mut order: Vec<usize> = (0..hashes.len()).collect();
+            order.sort_by_key(|&i| hashes[i] % buckets);
+            if order.iter().enumerate().any(|(new, &old)| new != old) {
+                self.reorder_symbols(
+                    first_index,
+                    &order,
+                    &mut symbols,
+                    &mut names,
+                    versyms.as_mut(),
+                )?;
+            }
+            let hashes: Vec<u32> = order.iter().map(|&old| hashes[old]).collect();
+            let bits = u32::try_from(word * 8).unwrap_or(64);
+            let mut bloom = vec![0u64; mask_words as usize];
+            for &hash in &hashes {
+                let slot = ((hash / bits) % mask_words) as usize;
+                bloom[slot] |= 1u64 << (hash % bits);
+                bloom[slot] |= 1u64 << ((hash >> shift) % bits);
+            }
+            let mut out = Vec::new();
+            for value in bloom {
+                out.extend(codec.encode_word(value));
+            }
+            let mut bucket_values = vec![0u32; buckets as usize];
+            for (position, &hash) in hashes.iter().enumerate() {
+                let bucket = (hash % buckets) as usize;
+                if bucket_values[bucket] == 0 {
+                    bucket_values[bucket] = u32::try_from(first + position as u64).unwrap_or(0);
+                }
+            }
+            for value in bucket_values {
+                out.extend(codec.encode_u32(value));
+            }
+            for (position, &hash) in hashes.iter().enumerate() {
+                let last = hashes
+                    .get(position + 1)
+                    .is_none_or(|next| next % buckets != hash % buckets);
+                out.extend(codec.encode_u32(if last { hash | 1 } else { hash & !1 }));
+            }
+            push_diff(&mut self.writes, self.bytes, bloom_at, &out);
+        }
+
+        // SysV hash.
+        let sysv = self
+            .parsed
+            .dyn_value(crate::read::DT_HASH)
+            .and_then(|vaddr| self.parsed.offset_of(vaddr));
+        if let Some(at) = sysv {
+            let (Some(buckets), Some(chains)) =
+                (codec.u32(self.bytes, at), codec.u32(self.bytes, at + 4))
+            else {
+                return Err(Error::malformed(".hash header", at));
+            };
+            let size = 8 + (u64::from(buckets) + u64::from(chains)) * 4;
+            if buckets == 0
+                || u64::from(chains) > count
+                || file_range(self.bytes, at, size).is_none()
+            {
+                return Err(Error::malformed(".hash table", at));
+            }
+            let mut bucket_values = vec![0u32; buckets as usize];
+            let mut chain_values = vec![0u32; chains as usize];
+            let first = count - u64::from(chains);
+            for index in first..count {
+                let hash = sysv_hash(&names[index as usize]) % buckets;
+                let local = (index - first) as usize;
+                chain_values[local] = bucket_values[hash as usize];
+                bucket_values[hash as usize] = u32::try_from(local).unwrap_or(0);
+            }
+            let mut out = Vec::new();
+            for value in bucket_values.into_iter().chain(chain_values) {
+                out.extend(codec.encode_u32(value));
+            }
+            push_diff(&mut self.writes, self.bytes, at + 8, &out);
+        }
+
+        let encoded: Vec<u8> = symbols.concat();
+        push_diff(&mut self.writes, self.bytes, symtab, &encoded);
+        if let (Some(range), Some(versyms)) = (versym_range, versyms) {
+            // `versyms` holds the earlier writes into the table, moved with their symbols.
+            let (start, end) = (range.start as u64, range.end as u64);
+            self.writes.retain(|write| {
+                write.offset + write.bytes.len() as u64 <= start || write.offset >= end
+            });
+            push_diff(&mut self.writes, self.bytes, start, &versyms);
+        }
+        Ok(())
+    }
+
+    /// Moves the symbols from `first` on into `order` (new position -> old position, relative to
+    /// `first`), with their `.gnu.version` entries, and renumbers the symbol indices of the
+    /// allocated `SHT_REL`/`SHT_RELA` sections.
+    fn reorder_symbols(
+        &mut self,
+        first: usize,
+        order: &[usize],
+        symbols: &mut [Vec<u8>],
+        names: &mut [Vec<u8>],
+        versyms: Option<&mut Vec<u8>>,
+    ) -> Result<()> {
+        const EM_MIPS: u16 = 8;
+        if self.parsed.machine == EM_MIPS {
+            return Err(Error::Unsupported {
+                what: "reordering the dynamic symbols of a MIPS file (its GOT follows their order)",
+            });
+        }
+        let relocations: Vec<(u64, u64, u64)> = self
+            .parsed
+            .sections
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.sh_type,
+                    goblin::elf::section_header::SHT_REL | goblin::elf::section_header::SHT_RELA
+                ) && s.flags & u64::from(goblin::elf::section_header::SHF_ALLOC) != 0
+            })
+            .map(|s| (s.offset, s.size, s.entsize))
+            .collect();
+        if relocations.is_empty() && self.parsed.sections.is_empty() {
+            return Err(Error::Unsupported {
+                what: "reordering the dynamic symbols of a file without section headers",
+            });
+        }
+        let mut new_of_old = vec![0usize; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_of_old[old] = new;
+        }
+        let old_symbols: Vec<Vec<u8>> = symbols[first..].to_vec();
+        let old_names: Vec<Vec<u8>> = names[first..].to_vec();
+        for (new, &old) in order.iter().enumerate() {
+            symbols[first + new].clone_from(&old_symbols[old]);
+            names[first + new].clone_from(&old_names[old]);
+        }
+        if let Some(versyms) = versyms {
+            let old: Vec<u8> = versyms.clone();
+            for (new, &old_index) in order.iter().enumerate() {
+                let to = (first + new) * 2;
+                let from = (first + old_index) * 2;
+                versyms[to..to + 2].copy_from_slice(&old[from..from + 2]);
+            }
+        }
+        let codec = self.codec;
+        let word = codec.word_size();
+        for (offset, size, entsize) in relocations {
+            if entsize < 2 * word || file_range(self.bytes, offset, size).is_none() {
+                return Err(Error::malformed("relocation section", offset));
+            }
+            let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            for entry in 0..size / entsize {
+                let at = offset + entry * entsize + word;
+                let info = codec
+                    .word(self.bytes, at)
+                    .ok_or_else(|| Error::malformed("relocation", at))?;
+                let (symbol, kind) = if codec.is64 {
+                    (info >> 32, info & 0xffff_ffff)
+                } else {
+                    (info >> 8, info & 0xff)
+                };
+                let symbol = usize::try_from(symbol).unwrap_or(usize::MAX);
+                let symbol = if symbol >= first && symbol - first < order.len() {
+                    first + new_of_old[symbol - first]
+                } else {
+                    symbol
+                };
+                let info = if codec.is64 {
+                    ((symbol as u64) << 32) | kind
+                } else {
+                    ((symbol as u64) << 8) | kind
+                };
+                out.push((at, codec.encode_word(info)));
+            }
+            for (at, bytes) in out {
+                push_diff(&mut self.writes, self.bytes, at, &bytes);
+            }
+        }
+        Ok(())
+    }
+
     /// `vn_file` fields to point at a new name: (field offset, new name).
     fn redirected_verneed(&self, edits: &ElfEdits) -> Vec<(u64, Vec<u8>)> {
         let Some(table) = &self.parsed.dynstr else {
@@ -714,11 +1038,13 @@ impl Planner<'_> {
         &mut self,
         entries: &mut [Entry],
         redirected: &[(u64, Vec<u8>)],
+        symbol_names: &[Vec<u8>],
     ) -> Result<Vec<u8>> {
         let any_changed = entries
             .iter()
             .any(|e| matches!(e.value, Value::Text { changed: true, .. }))
-            || !redirected.is_empty();
+            || !redirected.is_empty()
+            || !symbol_names.is_empty();
         let Some(table) = self.parsed.dynstr.clone() else {
             if any_changed {
                 return Err(Error::Missing {
@@ -864,6 +1190,10 @@ impl Planner<'_> {
             verneed_writes.push((*field, at));
         }
         self.verneed_targets = verneed_writes;
+        self.symbol_name_targets = symbol_names
+            .iter()
+            .map(|name| place(name, &work, &mut extra))
+            .collect();
         push_diff(&mut self.writes, self.bytes, table.offset, &work);
         if extra.is_empty() {
             return Ok(Vec::new());
@@ -872,6 +1202,27 @@ impl Planner<'_> {
         full.extend_from_slice(&extra);
         Ok(full)
     }
+}
+
+/// The GNU symbol hash (`.gnu.hash`).
+fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
+}
+
+/// The System V symbol hash (`.hash`).
+fn sysv_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
 }
 
 /// MIPS addresses the run-time linker map relative to this dynamic entry itself, so a file with
@@ -1229,13 +1580,19 @@ impl Planner<'_> {
         {
             segments.remove(null);
         }
+        if let Some(stack) = self.new_stack {
+            segments.push(stack);
+        }
         let last_load = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .map_or(0, |index| index + 1);
         let new_count = segments.len() as u64 + u64::from(extend_index.is_none());
         let old_count = self.parsed.segments.len() as u64;
-        let room = if new_count > old_count {
+        let room = if new_count > old_count + 1 {
+            // More than one header more: the table moves.
+            None
+        } else if new_count > old_count {
             self.phdr_room()
         } else {
             Some(Vec::new())

@@ -47,6 +47,7 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--print-needed]
   [--no-default-lib]
   [--clear-symbol-version SYMBOL]
+  [--rename-dynamic-symbols NAME_MAP_FILE]  Renames dynamic symbols: OLD NEW pairs, one a line
   [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
   [--no-sort]                      Accepted; new segments are never sorted here
   [--no-clobber-old-sections]      Accepted; the old copy of a moved .dynstr is cleared anyway
@@ -151,6 +152,57 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     Ok(raw)
 }
 
+/// Largest `--rename-dynamic-symbols` map file read.
+const MAX_MAP_FILE: u64 = 64 << 20;
+
+/// Reads a `--rename-dynamic-symbols` map file as patchelf does: one `OLD NEW` pair a line,
+/// separated by white space; reading stops at the first blank line; a line with one name, a name
+/// given twice as OLD, or a name with a version (`@`) is an error naming the file and line.
+fn read_symbol_map(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::io::Read;
+    let file = fs_err::File::open(path).with_context(|| "Cannot open map file")?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_MAP_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MAP_FILE {
+        bail!(
+            "{}: map file larger than {MAX_MAP_FILE} bytes",
+            path.display()
+        );
+    }
+    let mut renames: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let mut words = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|word| !word.is_empty());
+        let Some(old) = words.next() else {
+            break;
+        };
+        let at = format!("{}:{}", path.display(), number + 1);
+        let Some(new) = words.next() else {
+            bail!("{at}: Map file line is missing the second element");
+        };
+        if renames.iter().any(|(seen, _)| seen == old) {
+            bail!(
+                "{at}: Name '{}' appears twice in the map file",
+                String::from_utf8_lossy(old)
+            );
+        }
+        if old.contains(&b'@') || new.contains(&b'@') {
+            bail!(
+                "{at}: Name pair contains version tag: {} {}",
+                String::from_utf8_lossy(old),
+                String::from_utf8_lossy(new)
+            );
+        }
+        renames.push((old.to_vec(), new.to_vec()));
+    }
+    Ok(renames)
+}
+
 fn text_value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<String> {
     let raw = value(args, option)?;
     String::from_utf8(raw).with_context(|| format!("the value of {option} is not UTF-8"))
@@ -223,7 +275,14 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             // segments, and always clears the old copy of a moved `.dynstr` (nothing refers
             // to it, and it may hold old store paths).
             Some("--no-sort" | "--no-clobber-old-sections") => {}
-            Some(option @ ("--rename-dynamic-symbols" | "--build-resolution-cache")) => {
+            Some("--rename-dynamic-symbols") => {
+                let Some(map) = args.next() else {
+                    bail!("missing argument to --rename-dynamic-symbols");
+                };
+                let renames = read_symbol_map(Path::new(&map))?;
+                invocation.edits.rename_dynamic_symbols.extend(renames);
+            }
+            Some(option @ "--build-resolution-cache") => {
                 bail!("{option} is not supported by this version of storepatch elf");
             }
             Some("--no-default-lib") => invocation.edits.no_default_lib = true,

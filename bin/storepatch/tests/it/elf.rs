@@ -1509,6 +1509,334 @@ fn special_files_are_never_replaced_nor_read_without_bound() {
     assert!(entries(&directory).is_empty());
 }
 
+/// The dynamic symbol names of a file, in table order.
+fn dynamic_symbol_names(file: &Path) -> Vec<String> {
+    let output = checked(Command::new("readelf").args(["--dyn-syms", "-W"]).arg(file));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            line.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .filter_map(|line| line.split_whitespace().nth(7).map(str::to_owned))
+        .collect()
+}
+
+/// `--rename-dynamic-symbols MAP` (patchelf 0.19): real gcc libraries (GNU, System V and both hash
+/// styles, and one with a version script) get two exported functions renamed; a program compiled
+/// against the NEW names and linked against the patched library runs with `LD_BIND_NOW=1` (every
+/// symbol is looked up through the rebuilt hash tables, versions included); readelf is clean; the
+/// symbol names (and their order) are the real patchelf's; map file errors name file and line.
+#[test]
+fn rename_dynamic_symbols() {
+    let fixture = Fixture::new();
+    let source = "int answer(void) { return 42; }\nint alpha(void) { return 1; }\n\
+        int beta(void) { return 2; }\nint gamma_(void) { return 3; }\n\
+        int delta(void) { return answer() + 4; }\n";
+    fs_err::write(fixture.path("syms.c"), source).unwrap();
+    fs_err::write(
+        fixture.path("user.c"),
+        "#include <stdio.h>\nextern int renamed_answer(void);\nextern int delta_v2(void);\n\
+         int main(void) { printf(\"%d %d\\n\", renamed_answer(), delta_v2()); return 0; }\n",
+    )
+    .unwrap();
+    fs_err::write(
+        fixture.path("vers.map"),
+        "SYMS_1 { global: answer; alpha; beta; gamma_; delta; local: *; };\n",
+    )
+    .unwrap();
+    fs_err::write(
+        fixture.path("map"),
+        "answer renamed_answer\ndelta   delta_v2\n\nalpha never\n",
+    )
+    .unwrap();
+    let variants: [(&str, &[&str]); 4] = [
+        ("gnu", &["-Wl,--hash-style=gnu"]),
+        ("sysv", &["-Wl,--hash-style=sysv"]),
+        ("both", &["-Wl,--hash-style=both"]),
+        ("versioned", &["-Wl,--version-script=vers.map"]),
+    ];
+    for (name, flags) in variants {
+        let dir = fixture.path(name);
+        fs_err::create_dir(&dir).unwrap();
+        let library = dir.join("libsyms.so");
+        checked(
+            Command::new("gcc")
+                .current_dir(fixture.dir.path())
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(&library)
+                .args(["syms.c", "-Wl,-soname,libsyms.so"])
+                .args(flags),
+        );
+        let original = fixture.copy(&library, &format!("{name}.orig.so"));
+        checked(
+            fixture
+                .patchelf()
+                .args(["--rename-dynamic-symbols", "map"])
+                .arg(&library),
+        );
+        let names = dynamic_symbol_names(&library);
+        for (gone, present) in [("answer", "renamed_answer"), ("delta", "delta_v2")] {
+            assert!(
+                names.iter().any(|n| n.split('@').next() == Some(present)),
+                "{name}: {names:?}"
+            );
+            assert!(
+                !names.iter().any(|n| n.split('@').next() == Some(gone)),
+                "{name}: {names:?}"
+            );
+        }
+        // Reading stops at the blank line, as in patchelf.
+        assert!(
+            names.iter().any(|n| n.starts_with("alpha")),
+            "{name}: {names:?}"
+        );
+        assert_readelf_clean(&library);
+        let map = fixture.path("map");
+        if let Some(theirs) = real_patchelf(
+            &fixture,
+            &original,
+            &["--rename-dynamic-symbols", map.to_str().unwrap()],
+        ) {
+            assert_eq!(
+                names,
+                dynamic_symbol_names(&theirs),
+                "{name}: differs from patchelf"
+            );
+        }
+        let program = dir.join("user");
+        checked(
+            Command::new("gcc")
+                .current_dir(fixture.dir.path())
+                .arg("-o")
+                .arg(&program)
+                .arg("user.c")
+                .arg(format!("-L{}", dir.display()))
+                .arg("-lsyms")
+                .arg(format!("-Wl,-rpath,{}", dir.display())),
+        );
+        assert_eq!(run_program(&program), "42 46\n", "{name}");
+        // Renaming again changes nothing.
+        let before = fs_err::read(&library).unwrap();
+        checked(
+            fixture
+                .patchelf()
+                .args(["--rename-dynamic-symbols", "map"])
+                .arg(&library),
+        );
+        assert_eq!(before, fs_err::read(&library).unwrap(), "{name}: again");
+    }
+    // With --clear-symbol-version in the same run, the cleared version moves with its symbol.
+    let original = fixture.path("versioned.orig.so");
+    let both = fixture.copy(&original, "both-options.so");
+    let map = fixture.path("map");
+    let args = [
+        "--clear-symbol-version",
+        "beta",
+        "--rename-dynamic-symbols",
+        map.to_str().unwrap(),
+    ];
+    checked(fixture.patchelf().args(args).arg(&both));
+    let names = dynamic_symbol_names(&both);
+    assert!(names.contains(&"beta".to_owned()), "{names:?}");
+    assert!(names.contains(&"delta_v2@@SYMS_1".to_owned()), "{names:?}");
+    assert_readelf_clean(&both);
+    if let Some(theirs) = real_patchelf(&fixture, &original, &args) {
+        assert_eq!(names, dynamic_symbol_names(&theirs));
+    }
+    // Map file errors, as patchelf reports them; the library is left alone.
+    let library = fixture.path("gnu/libsyms.so");
+    let before = fs_err::read(&library).unwrap();
+    for (contents, message) in [
+        (
+            "answer x\nbeta\n",
+            "bad.map:2: Map file line is missing the second element",
+        ),
+        (
+            "answer x\nanswer y\n",
+            "bad.map:2: Name 'answer' appears twice in the map file",
+        ),
+        (
+            "answer x@V1\n",
+            "bad.map:1: Name pair contains version tag: answer x@V1",
+        ),
+    ] {
+        fs_err::write(fixture.path("bad.map"), contents).unwrap();
+        let output = run(fixture
+            .patchelf()
+            .args(["--rename-dynamic-symbols", "bad.map"])
+            .arg(&library));
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    let output = run(fixture
+        .patchelf()
+        .args(["--rename-dynamic-symbols", "missing.map"])
+        .arg(&library));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.map"));
+    assert_eq!(before, fs_err::read(&library).unwrap());
+
+    // patchelf's own scenario: every symbol a library defines renamed, in the library and in the
+    // program calling them all; the renamed pair runs with LD_BIND_NOW=1.
+    let count = 600;
+    let lines = |line: &dyn Fn(i64) -> String| -> String {
+        (0..count).map(line).collect::<Vec<_>>().concat()
+    };
+    let library = lines(&|i| format!("int f{i}(void) {{ return {i}; }}\n"));
+    let declarations = lines(&|i| format!("int f{i}(void);\n"));
+    let calls = lines(&|i| format!("sum += f{i}();\n"));
+    fs_err::write(fixture.path("many.c"), library).unwrap();
+    fs_err::write(
+        fixture.path("many_main.c"),
+        format!(
+            "#include <stdio.h>\n{declarations}int main(void) {{ long sum = 0;\n{calls}\
+             printf(\"%ld\\n\", sum); return 0; }}\n"
+        ),
+    )
+    .unwrap();
+    let dir = fixture.path("many");
+    fs_err::create_dir(&dir).unwrap();
+    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-shared",
+        "-fPIC",
+        "-o",
+        "many/libmany.so",
+        "many.c",
+    ]));
+    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-o",
+        "many/main",
+        "many_main.c",
+        "-Lmany",
+        "-lmany",
+        "-Wl,-rpath,$ORIGIN",
+    ]));
+    let map = lines(&|i| format!("f{i} f{i}_renamed\n"));
+    fs_err::write(fixture.path("many.map"), map).unwrap();
+    checked(fixture.patchelf().args([
+        "--rename-dynamic-symbols",
+        "many.map",
+        "many/libmany.so",
+        "many/main",
+    ]));
+    let expected = format!("{}\n", (0..count).sum::<i64>());
+    assert_eq!(run_program(&dir.join("main")), expected);
+    for file in ["libmany.so", "main"] {
+        let file = dir.join(file);
+        assert_readelf_clean(&file);
+        let names = dynamic_symbol_names(&file);
+        assert!(names.contains(&"f7_renamed".to_owned()), "{names:?}");
+        assert!(!names.contains(&"f7".to_owned()), "{names:?}");
+    }
+}
+
+/// Takes `PT_GNU_STACK` out of a real gcc-built x86-64 file: turned into `PT_NULL` (`keep_slot`), or
+/// dropped from the table (moved to the end, `e_phnum` and `PT_PHDR`'s sizes one entry smaller).
+fn without_gnu_stack(file: &Path, keep_slot: bool) {
+    const PT_GNU_STACK: u32 = 0x6474_e551;
+    const ENTRY: usize = 56;
+    let mut bytes = fs_err::read(file).unwrap();
+    let (phoff, phnum) = program_header_table(file);
+    let phoff = usize::try_from(phoff).unwrap();
+    let count = usize::from(phnum);
+    let p_type = |bytes: &[u8], index: usize| {
+        let at = phoff + index * ENTRY;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    };
+    let stack = (0..count)
+        .find(|&index| p_type(&bytes, index) == PT_GNU_STACK)
+        .expect("gcc writes PT_GNU_STACK");
+    let at = phoff + stack * ENTRY;
+    if keep_slot {
+        bytes[at..at + ENTRY].fill(0);
+    } else {
+        let last = phoff + (count - 1) * ENTRY;
+        let entry: Vec<u8> = bytes[at..at + ENTRY].to_vec();
+        bytes.copy_within(last..last + ENTRY, at);
+        bytes[last..last + ENTRY].copy_from_slice(&entry);
+        bytes[last..last + ENTRY].fill(0);
+        bytes[0x38..0x3a].copy_from_slice(&(phnum - 1).to_le_bytes());
+        for index in 0..count - 1 {
+            if p_type(&bytes, index) == 6 {
+                let entry = phoff + index * ENTRY;
+                let size = ((count - 1) * ENTRY) as u64;
+                bytes[entry + 32..entry + 40].copy_from_slice(&size.to_le_bytes());
+                bytes[entry + 40..entry + 48].copy_from_slice(&size.to_le_bytes());
+            }
+        }
+    }
+    fs_err::write(file, bytes).unwrap();
+}
+
+/// The `GNU_STACK` line of `readelf -lW`, if any.
+fn gnu_stack_line(file: &Path) -> Option<String> {
+    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .find(|line| line.contains("GNU_STACK"))
+        .map(str::to_owned)
+}
+
+/// `--set-execstack`/`--clear-execstack` on a file without `PT_GNU_STACK` add one, as patchelf
+/// 0.19 does: the same `GNU_STACK` header as the real patchelf writes (`RWE` or `RW`, align 1),
+/// into the `PT_NULL` slot when there is one (in place, the file does not grow), else in a grown
+/// program header table; readelf is clean, the program runs, and the edit again is a no-op.
+#[test]
+fn execstack_adds_a_missing_gnu_stack() {
+    let fixture = Fixture::new();
+    let library = fixture.library("answer", &[]);
+    let rpath = format!("-Wl,-rpath,{}", fixture.dir.path().display());
+    let program = fixture.program("main", &[&rpath]);
+    let pristine = fixture.copy(&library, "libanswer.so.orig");
+    for (name, file) in [("library", &pristine), ("program", &program)] {
+        for keep_slot in [true, false] {
+            let stripped = fixture.copy(file, "nostack");
+            without_gnu_stack(&stripped, keep_slot);
+            assert_eq!(gnu_stack_line(&stripped), None);
+            assert_eq!(
+                print(&fixture, "--print-execstack", &stripped),
+                "execstack: ?\n"
+            );
+            for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
+                let ours = fixture.copy(&stripped, "ours");
+                checked(fixture.patchelf().arg(operation).arg(&ours));
+                let context = format!("{name} {operation} keep_slot={keep_slot}");
+                assert_eq!(
+                    print(&fixture, "--print-execstack", &ours),
+                    format!("execstack: {state}\n"),
+                    "{context}"
+                );
+                let line = gnu_stack_line(&ours).unwrap();
+                if let Some(theirs) = real_patchelf(&fixture, &stripped, &[operation]) {
+                    assert_eq!(Some(&line), gnu_stack_line(&theirs).as_ref(), "{context}");
+                }
+                if keep_slot {
+                    assert_eq!(
+                        fs_err::metadata(&ours).unwrap().len(),
+                        fs_err::metadata(&stripped).unwrap().len(),
+                        "{context}: the PT_NULL slot is reused"
+                    );
+                }
+                assert_readelf_clean(&ours);
+                if name == "program" {
+                    assert_eq!(run_program(&ours), EXPECTED, "{context}");
+                } else {
+                    fs_err::copy(&ours, &library).unwrap();
+                    assert_eq!(run_program(&program), EXPECTED, "{context}");
+                    fs_err::copy(&pristine, &library).unwrap();
+                }
+                let before = fs_err::read(&ours).unwrap();
+                checked(fixture.patchelf().arg(operation).arg(&ours));
+                assert_eq!(before, fs_err::read(&ours).unwrap(), "{context}: again");
+            }
+        }
+    }
+}
+
 /// `--print-execstack`, `--set-execstack`, `--clear-execstack` and `--add-debug-tag` (patchelf
 /// 0.19): the execstack edits give byte-identical files to the real patchelf, the printed state
 /// matches, the edited programs still run (an executable stack is really granted: readelf says
@@ -1591,7 +1919,8 @@ fn execstack_and_debug_tag_options() {
     assert_readelf_clean(&tagged);
     assert_eq!(run_program(&program), EXPECTED);
     // The two options patchelf 0.19 has and this does not say so.
-    for option in ["--rename-dynamic-symbols", "--build-resolution-cache"] {
+    {
+        let option = "--build-resolution-cache";
         let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
         assert_eq!(output.status.code(), Some(1));
         assert!(
