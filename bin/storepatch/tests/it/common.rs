@@ -149,14 +149,21 @@ pub(crate) fn identity(path: &Path) -> (u64, u64, i64, i64) {
     )
 }
 
-/// Runs `command`, asserting that it succeeded (with its stderr in the failure message).
-pub(crate) fn run_ok(command: &mut Command) -> std::process::Output {
-    let output = command
+/// Runs `command` and returns its output, whatever its exit status.
+pub(crate) fn run(command: &mut Command) -> std::process::Output {
+    command
         .output()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"))
+}
+
+/// Runs `command`, asserting that it succeeded (with its stdout and stderr in the failure
+/// message).
+pub(crate) fn run_ok(command: &mut Command) -> std::process::Output {
+    let output = run(command);
     assert!(
         output.status.success(),
-        "{command:?} failed: {}",
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     output

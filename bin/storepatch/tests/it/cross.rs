@@ -10,7 +10,9 @@
     reason = "a skipped architecture says so loudly instead of passing silently"
 )]
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::common::run_ok;
 
 /// One target: GNU triple, qemu binary, expected `e_machine` name in readelf's header dump.
 struct Arch {
@@ -47,23 +49,6 @@ const EXTRA_SOURCE: &str = "int extra(void) { return 7; }\n";
 const PROGRAM_SOURCE: &str = "#include <stdio.h>\nextern int answer(void);\n\
     int main(void) { printf(\"answer=%d\\n\", answer()); return 0; }\n";
 const EXPECTED: &str = "answer=42\n";
-
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -113,7 +98,7 @@ impl<'a> Cross<'a> {
     }
 
     fn gcc(&self, args: &[&str]) {
-        checked(
+        run_ok(
             Command::new(format!("{}-gcc", self.arch.triple))
                 .current_dir(self.dir.path())
                 .args(args),
@@ -141,7 +126,7 @@ impl<'a> Cross<'a> {
     }
 
     fn storepatch_elf(&self, args: &[&str], file: &Path) {
-        checked(
+        run_ok(
             Command::new(env!("CARGO_BIN_EXE_storepatch"))
                 .current_dir(self.dir.path())
                 .arg("elf")
@@ -151,7 +136,7 @@ impl<'a> Cross<'a> {
     }
 
     fn print(&self, option: &str, file: &Path) -> String {
-        let output = checked(
+        let output = run_ok(
             Command::new(env!("CARGO_BIN_EXE_storepatch"))
                 .current_dir(self.dir.path())
                 .args(["elf", option])
@@ -162,7 +147,7 @@ impl<'a> Cross<'a> {
 
     /// Runs `program` under qemu with the sysroot; returns its stdout.
     fn run_program(&self, program: &Path) -> String {
-        let output = checked(
+        let output = run_ok(
             Command::new(self.arch.qemu)
                 .arg("-L")
                 .arg(&self.sysroot)
@@ -176,7 +161,7 @@ impl<'a> Cross<'a> {
 
     /// The cross readelf reads everything without a warning, and sees the right machine.
     fn assert_readelf_clean(&self, file: &Path) {
-        let output = checked(
+        let output = run_ok(
             Command::new(format!("{}-readelf", self.arch.triple))
                 .args(["-a", "-W"])
                 .arg(file),
@@ -298,7 +283,7 @@ fn foreign_architectures_edit_relink_and_run() {
         cross.assert_readelf_clean(&program);
 
         // Relink: the run path drops to what is needed, the program still runs.
-        checked(
+        run_ok(
             Command::new(env!("CARGO_BIN_EXE_storepatch"))
                 .arg("relink")
                 .arg("--interpreter")

@@ -9,7 +9,9 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::common::{run, run_ok};
 
 use tempfile::TempDir;
 
@@ -22,23 +24,6 @@ const LIBRARY_SOURCE: &str = "int answer(void) { return 42; }\n";
 const PROGRAM_SOURCE: &str = "#include <stdio.h>\nextern int answer(void);\n\
     int main(void) { printf(\"answer=%d\\n\", answer()); return 0; }\n";
 const EXPECTED: &str = "answer=42\n";
-
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 impl Fixture {
     fn new() -> Self {
@@ -62,7 +47,7 @@ impl Fixture {
     fn library(&self, name: &str, flags: &[&str]) -> PathBuf {
         let file = format!("lib{name}.so");
         let out = self.path(&file);
-        checked(
+        run_ok(
             Command::new("gcc")
                 .current_dir(self.dir.path())
                 .args(["-shared", "-fPIC", "-o"])
@@ -80,7 +65,7 @@ impl Fixture {
             self.library("answer", &[]);
         }
         let out = self.path(name);
-        checked(
+        run_ok(
             Command::new("gcc")
                 .current_dir(self.dir.path())
                 .arg("-o")
@@ -108,7 +93,7 @@ impl Fixture {
 
 /// Runs a program with `LD_BIND_NOW=1` and no `LD_LIBRARY_PATH`; returns stdout.
 fn run_program(program: &Path) -> String {
-    let output = checked(
+    let output = run_ok(
         Command::new(program)
             .env("LD_BIND_NOW", "1")
             .env_remove("LD_LIBRARY_PATH"),
@@ -118,7 +103,7 @@ fn run_program(program: &Path) -> String {
 
 /// `readelf -a -W` must succeed without a single warning.
 fn assert_readelf_clean(file: &Path) {
-    let output = checked(Command::new("readelf").args(["-a", "-W"]).arg(file));
+    let output = run_ok(Command::new("readelf").args(["-a", "-W"]).arg(file));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.trim().is_empty(),
@@ -131,7 +116,7 @@ fn assert_readelf_clean(file: &Path) {
 fn assert_strip_works(file: &Path, expected: Option<&str>) {
     let stripped = file.with_extension("stripped");
     fs_err::copy(file, &stripped).unwrap();
-    let output = checked(Command::new("strip").arg(&stripped));
+    let output = run_ok(Command::new("strip").arg(&stripped));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.trim().is_empty(), "strip warns:\n{stderr}");
     if let Some(expected) = expected {
@@ -148,7 +133,7 @@ fn assert_healthy_program(file: &Path) {
 }
 
 fn print(fixture: &Fixture, option: &str, file: &Path) -> String {
-    let output = checked(fixture.patchelf().arg(option).arg(file));
+    let output = run_ok(fixture.patchelf().arg(option).arg(file));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -160,7 +145,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Dynamic entries as `readelf -d` renders them, without addresses: `(TAG) value` lines.
 fn dynamic_entries(file: &Path) -> Vec<String> {
-    let output = checked(Command::new("readelf").args(["-d", "-W"]).arg(file));
+    let output = run_ok(Command::new("readelf").args(["-d", "-W"]).arg(file));
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| {
@@ -211,13 +196,13 @@ fn strip_section_headers(file: &Path) {
 #[test]
 fn version_says_patchelf_compatible() {
     let fixture = Fixture::new();
-    let output = checked(fixture.patchelf().arg("--version"));
+    let output = run_ok(fixture.patchelf().arg("--version"));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         stdout.starts_with("storepatch-elf ") && stdout.contains("patchelf 0.19 compatible"),
         "{stdout}"
     );
-    let output = checked(
+    let output = run_ok(
         Command::new(env!("CARGO_BIN_EXE_storepatch"))
             .args(["elf", "--version"])
             .current_dir(fixture.dir.path()),
@@ -257,7 +242,7 @@ fn set_rpath_that_fits_is_written_in_place() {
     let long = format!("{dir}/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
     let program = fixture.program("main", &[&format!("-Wl,-rpath,{long}")]);
     let before = fs_err::read(&program).unwrap();
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -287,7 +272,7 @@ fn set_rpath_that_grows_relayouts_every_variant() {
     let grown = format!("/nonexistent/{}:{dir}", "y".repeat(300));
     for (variant, program) in program_variants(&fixture) {
         let size = fs_err::metadata(&program).unwrap().len();
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .arg("--set-rpath")
@@ -306,7 +291,7 @@ fn set_rpath_that_grows_relayouts_every_variant() {
         assert_healthy_program(&program);
         // Setting the same value again changes nothing.
         let before = fs_err::read(&program).unwrap();
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .arg("--set-rpath")
@@ -328,7 +313,7 @@ fn stripped_section_headers_still_work() {
     strip_section_headers(&program);
     assert_eq!(run_program(&program), EXPECTED);
     // In place (shorter), then grown.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -341,7 +326,7 @@ fn stripped_section_headers_still_work() {
     );
     assert_eq!(run_program(&program), EXPECTED);
     let grown = format!("/nonexistent/{}:{dir}", "q".repeat(200));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -365,7 +350,7 @@ fn long_interpreter_and_many_edits_in_one_pass() {
     let dir = fixture.dir.path().display().to_string();
     let program = fixture.program("main", &[]);
     let interpreter = format!("/lib64{}/ld-linux-x86-64.so.2", "/../lib64".repeat(30));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-interpreter")
@@ -394,7 +379,7 @@ fn long_interpreter_and_many_edits_in_one_pass() {
     );
     // NODEFLIB: libc and libm must come from the run path now.
     let libc_dir = Path::new("/lib/x86_64-linux-gnu");
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--add-rpath")
@@ -412,7 +397,7 @@ fn repeated_updates_keep_working_and_grow_boundedly() {
     let mut sizes = Vec::new();
     for round in 0..12 {
         let value = format!("/nonexistent/{}:{dir}", "w".repeat(20 * round + 1));
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .arg("--set-rpath")
@@ -441,7 +426,7 @@ fn needed_edits_and_version_needs() {
     fixture.library("other", &[]);
     let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
     std::os::unix::fs::symlink(libc, fixture.path("libcopy.so.6")).unwrap();
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .args(["--replace-needed", "libanswer.so", "libother.so"])
@@ -453,14 +438,14 @@ fn needed_edits_and_version_needs() {
         "libother.so\nlibcopy.so.6\n"
     );
     // .gnu.version_r names the new file, or the loader would reject the versions.
-    let versions = checked(Command::new("readelf").arg("-V").arg(&program));
+    let versions = run_ok(Command::new("readelf").arg("-V").arg(&program));
     let versions = String::from_utf8_lossy(&versions.stdout);
     assert!(versions.contains("File: libcopy.so.6"), "{versions}");
     assert!(!versions.contains("File: libc.so.6"), "{versions}");
     assert_healthy_program(&program);
 
     // Remove and add back.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .args([
@@ -485,7 +470,7 @@ fn soname_of_a_library_and_programs_still_load_it() {
     let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
     let library = fixture.path("libanswer.so");
     let soname = format!("libanswer-{}.so", "s".repeat(80));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-soname")
@@ -501,7 +486,7 @@ fn soname_of_a_library_and_programs_still_load_it() {
     assert_eq!(run_program(&program), EXPECTED);
     // And the library still links.
     let relinked = fixture.path("relinked");
-    checked(
+    run_ok(
         Command::new("gcc")
             .current_dir(fixture.dir.path())
             .arg("-o")
@@ -527,7 +512,7 @@ fn tail_shared_strings_are_not_clobbered() {
         !contains(&bytes, b"\0libanswer.so\0"),
         "the linker did not merge the string tails; the test would prove nothing"
     );
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -562,14 +547,14 @@ fn big_dynamic_string_table() {
     let program = fixture.program("main", &[]);
     let library = fixture.path("libanswer.so");
     let grown = format!("/nonexistent/{}:{dir}", "b".repeat(150));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
             .arg(&grown)
             .arg(&library),
     );
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -579,7 +564,7 @@ fn big_dynamic_string_table() {
     assert_readelf_clean(&library);
     assert_strip_works(&library, None);
     assert_healthy_program(&program);
-    let symbols = checked(
+    let symbols = run_ok(
         Command::new("nm")
             .args(["-D", "--defined-only"])
             .arg(&library),
@@ -672,7 +657,7 @@ fn output_option_and_at_file_values_and_mode() {
     fs_err::write(&value_file, &value).unwrap();
     let output = fixture.path("out");
     let before = fs_err::read(&program).unwrap();
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -692,7 +677,7 @@ fn output_option_and_at_file_values_and_mode() {
     );
     assert_healthy_program(&output);
     // The mode survives an in-place relayout too.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -713,7 +698,7 @@ fn shrink_rpath_matches_patchelf() {
     let program = fixture.program("main", &[&format!("-Wl,-rpath,{rpath}")]);
     for extra in [vec![], vec!["--allowed-rpath-prefixes", dir.as_str()]] {
         let ours = fixture.copy(&program, "ours");
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .arg("--shrink-rpath")
@@ -784,7 +769,7 @@ fn differential_against_real_patchelf() {
         for edit in &edits {
             let args: Vec<&str> = edit.iter().map(String::as_str).collect();
             let ours = fixture.copy(&program, "ours");
-            checked(fixture.patchelf().args(&args).arg(&ours));
+            run_ok(fixture.patchelf().args(&args).arg(&ours));
             let Some(theirs) = real_patchelf(&fixture, &program, &args) else {
                 return;
             };
@@ -800,7 +785,7 @@ fn differential_against_real_patchelf() {
                 "--print-soname",
                 "--print-os-abi",
             ] {
-                let theirs_printed = checked(Command::new("patchelf").arg(option).arg(&theirs));
+                let theirs_printed = run_ok(Command::new("patchelf").arg(option).arg(&theirs));
                 assert_eq!(
                     print(&fixture, option, &ours),
                     String::from_utf8_lossy(&theirs_printed.stdout),
@@ -854,7 +839,7 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
     };
     let (phoff, phnum) = program_header_table(&theirs);
     let second = format!("{dir}:{}", "/y".repeat(400));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -863,7 +848,7 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
     );
     assert_eq!(program_header_table(&theirs), (phoff, phnum + 1));
     // PT_PHDR covers the grown table.
-    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&theirs));
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&theirs));
     let headers = String::from_utf8_lossy(&headers.stdout);
     let phdr: Vec<&str> = headers
         .lines()
@@ -887,7 +872,7 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
 #[test]
 fn symlink_named_patchelf_dispatches_on_argv0() {
     let fixture = Fixture::new();
-    let output = checked(fixture.patchelf().arg("--help"));
+    let output = run_ok(fixture.patchelf().arg("--help"));
     assert!(String::from_utf8_lossy(&output.stdout).contains("--set-rpath"));
     // Under its own name the binary needs the `elf` subcommand.
     let output = run(Command::new(env!("CARGO_BIN_EXE_storepatch")).arg("--print-rpath"));
@@ -931,7 +916,7 @@ fn wheel(package: &str) -> Option<PathBuf> {
         .map(|entry| entry.path())
         .find(|path| path.extension() == Some(OsStr::new("whl")))?;
     let _ = fs_err::remove_dir_all(&unpacked);
-    checked(
+    run_ok(
         Command::new("python3")
             .args(["-m", "zipfile", "-e"])
             .arg(&wheel)
@@ -1001,7 +986,7 @@ fn real_wheel_extension_still_imports_after_run_path_edits() {
     assert!(import().status.success(), "the unmodified wheel imports");
 
     // Break the run path: the import must fail, proving the run path matters.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .args(["--set-rpath", "/nonexistent"])
@@ -1014,7 +999,7 @@ fn real_wheel_extension_still_imports_after_run_path_edits() {
 
     // Grow it to an absolute path (relayout): imports again.
     let absolute = format!("/nonexistent/{}:{}", "p".repeat(200), libs.display());
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1034,7 +1019,7 @@ fn real_wheel_extension_still_imports_after_run_path_edits() {
     assert_readelf_clean(&module);
 
     // Back to $ORIGIN-relative, in place.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .args(["--set-rpath", "$ORIGIN/../pillow.libs"])
@@ -1059,7 +1044,7 @@ int answer(void) { return 42; }
     let info = storepatch_elf::ElfInfo::parse(&fs_err::read(&library).unwrap()).unwrap();
     assert_eq!(info.dlopen, expected);
     let grown = format!("/nonexistent/{}", "n".repeat(300));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1070,7 +1055,7 @@ int answer(void) { return 42; }
     assert_eq!(info.dlopen, expected);
     // `readelf -a` exits 1 on the (to it) unknown FDO note type even for the unpatched file, so
     // check the parts it does know, and that it never warns.
-    let output = checked(
+    let output = run_ok(
         Command::new("readelf")
             .args(["-h", "-l", "-S", "-d", "-s", "-V", "-W"])
             .arg(&library),
@@ -1089,14 +1074,14 @@ fn page_size_option_aligns_the_new_segment() {
     let dir = fixture.dir.path().display().to_string();
     let program = fixture.program("main", &[]);
     let grown = format!("/nonexistent/{}:{dir}", "g".repeat(200));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .args(["--page-size", "65536", "--set-rpath"])
             .arg(&grown)
             .arg(&program),
     );
-    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&program));
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&program));
     let headers = String::from_utf8_lossy(&headers.stdout);
     let last_load = headers
         .lines()
@@ -1128,7 +1113,7 @@ fn in_place_edit_of_a_big_file_writes_only_the_changed_bytes() {
     file.set_len(256 << 20).unwrap();
     drop(file);
     let before = fs_err::metadata(&program).unwrap();
-    let output = checked(
+    let output = run_ok(
         fixture
             .patchelf()
             .args(["--debug", "--set-rpath"])
@@ -1171,7 +1156,7 @@ fn many_new_entries_move_the_dynamic_section() {
         }
         command.args(["--set-soname", "libsoname-of-a-program.so", "--add-rpath"]);
         command.arg(format!("/nonexistent/{}", "m".repeat(50)));
-        checked(command.arg(&program));
+        run_ok(command.arg(&program));
         let needed = print(&fixture, "--print-needed", &program);
         let mut expected = libraries.join("\n");
         expected.push_str("\nlibanswer.so\nlibc.so.6\n");
@@ -1188,7 +1173,7 @@ fn many_new_entries_move_the_dynamic_section() {
 
 /// The `DYNAMIC` line of `readelf -l`.
 fn dynamic_segment_of(file: &Path) -> String {
-    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(file));
     String::from_utf8_lossy(&headers.stdout)
         .lines()
         .find(|line| line.trim_start().starts_with("DYNAMIC"))
@@ -1206,7 +1191,7 @@ fn hard_links_are_broken_and_read_only_files_restored() {
     let original = fs_err::read(&link).unwrap();
     fs_err::set_permissions(&program, std::fs::Permissions::from_mode(0o555)).unwrap();
     // Fits in place, but the inode is shared.
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1228,7 +1213,7 @@ fn hard_links_are_broken_and_read_only_files_restored() {
     );
     // Now alone and read-only: patched in place, mode restored.
     fs_err::remove_file(&link).unwrap();
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1298,7 +1283,7 @@ fn big_real_extension_module_after_interpreter_free_edits() {
         ],
         vec!["--remove-rpath"],
     ] {
-        checked(fixture.patchelf().args(&args).arg(&module));
+        run_ok(fixture.patchelf().args(&args).arg(&module));
         let output = import();
         assert!(
             output.status.success(),
@@ -1327,7 +1312,7 @@ fn library_without_section_headers_moves_its_program_headers() {
     // Without section headers nothing after the table is known to be movable, so the table
     // itself moves into the new segment (PT_PHDR, if any, follows).
     let grown = format!("/nonexistent/{}:{dir}", "h".repeat(200));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1343,7 +1328,7 @@ fn library_without_section_headers_moves_its_program_headers() {
         print(&fixture, "--print-soname", &library),
         "libanswer.so\n"
     );
-    let output = checked(
+    let output = run_ok(
         Command::new("readelf")
             .args(["-l", "-d", "-W"])
             .arg(&library),
@@ -1353,7 +1338,7 @@ fn library_without_section_headers_moves_its_program_headers() {
     // And again: the segment grows, the table stays.
     let before = phoff(&library);
     let longer = format!("{grown}:/nonexistent/{}", "i".repeat(100));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
@@ -1385,7 +1370,7 @@ fn special_files_are_never_replaced_nor_read_without_bound() {
         eprintln!("skipping the device cases: mknod is not permitted here");
     }
     let fifo = fixture.path("fifo");
-    checked(Command::new("mkfifo").arg(&fifo));
+    run_ok(Command::new("mkfifo").arg(&fifo));
     let socket = fixture.path("socket");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let directory = fixture.path("directory");
@@ -1511,7 +1496,7 @@ fn special_files_are_never_replaced_nor_read_without_bound() {
 
 /// The dynamic symbol names of a file, in table order.
 fn dynamic_symbol_names(file: &Path) -> Vec<String> {
-    let output = checked(Command::new("readelf").args(["--dyn-syms", "-W"]).arg(file));
+    let output = run_ok(Command::new("readelf").args(["--dyn-syms", "-W"]).arg(file));
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| {
@@ -1562,7 +1547,7 @@ fn rename_dynamic_symbols() {
         let dir = fixture.path(name);
         fs_err::create_dir(&dir).unwrap();
         let library = dir.join("libsyms.so");
-        checked(
+        run_ok(
             Command::new("gcc")
                 .current_dir(fixture.dir.path())
                 .args(["-shared", "-fPIC", "-o"])
@@ -1571,7 +1556,7 @@ fn rename_dynamic_symbols() {
                 .args(flags),
         );
         let original = fixture.copy(&library, &format!("{name}.orig.so"));
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .args(["--rename-dynamic-symbols", "map"])
@@ -1607,7 +1592,7 @@ fn rename_dynamic_symbols() {
             );
         }
         let program = dir.join("user");
-        checked(
+        run_ok(
             Command::new("gcc")
                 .current_dir(fixture.dir.path())
                 .arg("-o")
@@ -1620,7 +1605,7 @@ fn rename_dynamic_symbols() {
         assert_eq!(run_program(&program), "42 46\n", "{name}");
         // Renaming again changes nothing.
         let before = fs_err::read(&library).unwrap();
-        checked(
+        run_ok(
             fixture
                 .patchelf()
                 .args(["--rename-dynamic-symbols", "map"])
@@ -1638,7 +1623,7 @@ fn rename_dynamic_symbols() {
         "--rename-dynamic-symbols",
         map.to_str().unwrap(),
     ];
-    checked(fixture.patchelf().args(args).arg(&both));
+    run_ok(fixture.patchelf().args(args).arg(&both));
     let names = dynamic_symbol_names(&both);
     assert!(names.contains(&"beta".to_owned()), "{names:?}");
     assert!(names.contains(&"delta_v2@@SYMS_1".to_owned()), "{names:?}");
@@ -1700,14 +1685,14 @@ fn rename_dynamic_symbols() {
     .unwrap();
     let dir = fixture.path("many");
     fs_err::create_dir(&dir).unwrap();
-    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+    run_ok(Command::new("gcc").current_dir(fixture.dir.path()).args([
         "-shared",
         "-fPIC",
         "-o",
         "many/libmany.so",
         "many.c",
     ]));
-    checked(Command::new("gcc").current_dir(fixture.dir.path()).args([
+    run_ok(Command::new("gcc").current_dir(fixture.dir.path()).args([
         "-o",
         "many/main",
         "many_main.c",
@@ -1717,7 +1702,7 @@ fn rename_dynamic_symbols() {
     ]));
     let map = lines(&|i| format!("f{i} f{i}_renamed\n"));
     fs_err::write(fixture.path("many.map"), map).unwrap();
-    checked(fixture.patchelf().args([
+    run_ok(fixture.patchelf().args([
         "--rename-dynamic-symbols",
         "many.map",
         "many/libmany.so",
@@ -1774,7 +1759,7 @@ fn without_gnu_stack(file: &Path, keep_slot: bool) {
 
 /// The `GNU_STACK` line of `readelf -lW`, if any.
 fn gnu_stack_line(file: &Path) -> Option<String> {
-    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(file));
     String::from_utf8_lossy(&headers.stdout)
         .lines()
         .find(|line| line.contains("GNU_STACK"))
@@ -1803,7 +1788,7 @@ fn execstack_adds_a_missing_gnu_stack() {
             );
             for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
                 let ours = fixture.copy(&stripped, "ours");
-                checked(fixture.patchelf().arg(operation).arg(&ours));
+                run_ok(fixture.patchelf().arg(operation).arg(&ours));
                 let context = format!("{name} {operation} keep_slot={keep_slot}");
                 assert_eq!(
                     print(&fixture, "--print-execstack", &ours),
@@ -1830,7 +1815,7 @@ fn execstack_adds_a_missing_gnu_stack() {
                     fs_err::copy(&pristine, &library).unwrap();
                 }
                 let before = fs_err::read(&ours).unwrap();
-                checked(fixture.patchelf().arg(operation).arg(&ours));
+                run_ok(fixture.patchelf().arg(operation).arg(&ours));
                 assert_eq!(before, fs_err::read(&ours).unwrap(), "{context}: again");
             }
         }
@@ -1850,7 +1835,7 @@ fn execstack_and_debug_tag_options() {
     for (name, file) in [("library", &library), ("program", &program)] {
         for (operation, state) in [("--set-execstack", "X"), ("--clear-execstack", "-")] {
             let ours = fixture.copy(file, "ours");
-            checked(fixture.patchelf().arg(operation).arg(&ours));
+            run_ok(fixture.patchelf().arg(operation).arg(&ours));
             let printed = print(&fixture, "--print-execstack", &ours);
             assert_eq!(
                 printed,
@@ -1863,14 +1848,14 @@ fn execstack_and_debug_tag_options() {
                     fs_err::read(&theirs).unwrap(),
                     "{name} {operation}: differs from patchelf"
                 );
-                let output = checked(
+                let output = run_ok(
                     Command::new("patchelf")
                         .arg("--print-execstack")
                         .arg(&theirs),
                 );
                 assert_eq!(String::from_utf8_lossy(&output.stdout), printed);
             }
-            let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&ours));
+            let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&ours));
             let stack = String::from_utf8_lossy(&headers.stdout)
                 .lines()
                 .find(|line| line.contains("GNU_STACK"))
@@ -1883,14 +1868,14 @@ fn execstack_and_debug_tag_options() {
             }
             // The same edit again changes nothing.
             let before = fs_err::read(&ours).unwrap();
-            checked(fixture.patchelf().arg(operation).arg(&ours));
+            run_ok(fixture.patchelf().arg(operation).arg(&ours));
             assert_eq!(before, fs_err::read(&ours).unwrap());
         }
     }
     // Printing wins over an edit given with it, as in patchelf.
     let ours = fixture.copy(&program, "ours");
     let before = fs_err::read(&ours).unwrap();
-    let output = checked(
+    let output = run_ok(
         fixture
             .patchelf()
             .args(["--print-execstack", "--set-execstack"])
@@ -1900,7 +1885,7 @@ fn execstack_and_debug_tag_options() {
     assert_eq!(before, fs_err::read(&ours).unwrap());
 
     let debug_entries = |file: &Path| -> Vec<usize> {
-        let output = checked(Command::new("readelf").args(["-d", "-W"]).arg(file));
+        let output = run_ok(Command::new("readelf").args(["-d", "-W"]).arg(file));
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter(|line| line.trim().starts_with("0x"))
@@ -1913,7 +1898,7 @@ fn execstack_and_debug_tag_options() {
     let tagged = fixture.path("libanswer.so");
     assert!(debug_entries(&tagged).is_empty());
     for _ in 0..2 {
-        checked(fixture.patchelf().arg("--add-debug-tag").arg(&tagged));
+        run_ok(fixture.patchelf().arg("--add-debug-tag").arg(&tagged));
         assert_eq!(debug_entries(&tagged), [0]);
     }
     assert_readelf_clean(&tagged);
@@ -1939,21 +1924,21 @@ fn new_load_alignment_static_pie_and_at_file_errors() {
     let library = fixture.library("answer", &["-Wl,-z,max-page-size=0x10000"]);
     let program = fixture.program("main", &[]);
     let long = format!("{}:/{}", fixture.dir.path().display(), "r".repeat(300));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
             .arg(&long)
             .arg(&library),
     );
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
             .arg(&long)
             .arg(&program),
     );
-    let headers = checked(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&library));
     let aligns: Vec<String> = String::from_utf8_lossy(&headers.stdout)
         .lines()
         .filter(|line| line.trim_start().starts_with("LOAD"))
@@ -2013,11 +1998,11 @@ fn patchelf_command_line_without_the_subcommand() {
         command.current_dir(fixture.dir.path());
         command
     };
-    checked(storepatch().args(["--set-rpath", &dir]).arg(&program));
-    let output = checked(storepatch().arg("--print-rpath").arg(&program));
+    run_ok(storepatch().args(["--set-rpath", &dir]).arg(&program));
+    let output = run_ok(storepatch().arg("--print-rpath").arg(&program));
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
     assert_eq!(run_program(&program), EXPECTED);
-    let output = checked(fixture.patchelf().arg("--print-rpath").arg(&program));
+    let output = run_ok(fixture.patchelf().arg("--print-rpath").arg(&program));
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{dir}\n"));
     // patchelf's exit status on errors, not storepatch's.
     let output = run(storepatch()
@@ -2043,7 +2028,7 @@ fn moved_string_table_leaves_no_stale_strings() {
     );
     assert!(contains(&fs_err::read(&program).unwrap(), old.as_bytes()));
     let new = format!("{}:/{}", fixture.dir.path().display(), "n".repeat(400));
-    checked(
+    run_ok(
         fixture
             .patchelf()
             .arg("--set-rpath")
