@@ -28,6 +28,39 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Checks that a path given on the command line exists (without following a symlink).
+/// What became of one planned change of scrub or restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `--dry-run`: nothing was written.
+    Planned,
+    /// Written.
+    Done,
+    /// Writing failed (reported as an error); the entry is unchanged.
+    Failed,
+    /// A signal stopped the run first; the entry is unchanged.
+    Interrupted,
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
+    pub(crate) fn of_error(err: &anyhow::Error) -> Self {
+        if stopped_by_signal(err) {
+            Self::Interrupted
+        } else {
+            Self::Failed
+        }
+    }
+}
+
 /// Whether `err` says a signal stopped a write (the entry is then unchanged, not failed).
 pub(crate) fn stopped_by_signal(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

@@ -24,6 +24,7 @@ use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
 use storepatch_scan::Target;
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
+use super::Outcome;
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::output::{self, Output, bytes_value, path_value};
 use crate::tree::{self, EntryError, Location};
@@ -555,33 +556,6 @@ fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow:
         .context("the planned changes do not fit the symlink's target")?;
     storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
     Ok(())
-}
-
-/// What happened to a planned change that was not carried out (a carried-out one is "done").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Writing failed (reported as an error); the entry is unchanged.
-    Failed,
-    /// A signal stopped the run first; the entry is unchanged.
-    Interrupted,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Failed => "failed",
-            Self::Interrupted => "interrupted",
-        }
-    }
-
-    /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
-    fn of_error(err: &anyhow::Error) -> Self {
-        if super::stopped_by_signal(err) {
-            Self::Interrupted
-        } else {
-            Self::Failed
-        }
-    }
 }
 
 /// Everything the report shows.

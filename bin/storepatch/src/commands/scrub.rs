@@ -15,6 +15,7 @@ use storepatch_core::{HashPart, SCRUBBED_HASH, StoreDir};
 use storepatch_rewrite::{Patch, WritableDirs};
 use storepatch_scan::Hit;
 
+use super::Outcome;
 use crate::cli::{GlobalArgs, ScrubArgs};
 use crate::output::{self, Output, bytes_value, path_value};
 use crate::tree::{self, EntryError, Location, TreeScan};
@@ -30,39 +31,6 @@ struct Change {
     /// Their hash parts: the summary counts store paths by hash, as `scan` and Nix do (one store
     /// path may be written with names that run on into other text).
     hashes: BTreeSet<HashPart>,
-}
-
-/// What became of one planned change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
-    /// `--dry-run`: nothing was written.
-    Planned,
-    /// Written.
-    Done,
-    /// Writing failed (reported as an error); the entry is unchanged.
-    Failed,
-    /// A signal stopped the run first; the entry is unchanged.
-    Interrupted,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Planned => "planned",
-            Self::Done => "done",
-            Self::Failed => "failed",
-            Self::Interrupted => "interrupted",
-        }
-    }
-
-    /// `Interrupted` when `err` says a signal stopped the write, else `Failed`.
-    fn of_error(err: &anyhow::Error) -> Self {
-        if super::stopped_by_signal(err) {
-            Self::Interrupted
-        } else {
-            Self::Failed
-        }
-    }
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitCode> {
@@ -117,7 +85,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
 
     let mut errors: Vec<EntryError> = std::mem::take(&mut scan.errors);
     let (renamed, statuses) = if args.dry_run {
-        (BTreeMap::new(), vec![Status::Planned; changes.len()])
+        (BTreeMap::new(), vec![Outcome::Planned; changes.len()])
     } else {
         apply(&scan, &changes, &mut errors)?
     };
@@ -136,15 +104,15 @@ fn apply(
     scan: &TreeScan,
     changes: &[Change],
     errors: &mut Vec<EntryError>,
-) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Status>)> {
+) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Outcome>)> {
     let entries = &scan.entries;
-    let mut statuses = vec![Status::Interrupted; changes.len()];
+    let mut statuses = vec![Outcome::Interrupted; changes.len()];
     let mut record = |index: usize, result: anyhow::Result<()>, errors: &mut Vec<EntryError>| {
         statuses[index] = match result {
-            Ok(()) => Status::Done,
+            Ok(()) => Outcome::Done,
             Err(err) => {
-                let status = Status::of_error(&err);
-                if status == Status::Failed {
+                let status = Outcome::of_error(&err);
+                if status == Outcome::Failed {
                     errors.push(EntryError {
                         path: entries[changes[index].entry].path.clone(),
                         message: format!("{err:#}"),
@@ -281,12 +249,12 @@ fn rewrite_group(
             Ok(())
         });
     if let Err(err) = result {
-        let status = Status::of_error(&err);
+        let status = Outcome::of_error(&err);
         let mut results = vec![(group[0], Err(err))];
         // The other names are unchanged too, for the same reason.
         results.extend(group[1..].iter().map(|&index| {
             let path = &entries[changes[index].entry].path;
-            let err = if status == Status::Interrupted {
+            let err = if status == Outcome::Interrupted {
                 anyhow::Error::from(storepatch_rewrite::Error::Interrupted {
                     path: path.clone(),
                     signal: storepatch_rewrite::interrupt::signal().unwrap_or(0),
@@ -329,14 +297,14 @@ fn report(
     args: &ScrubArgs,
     scan: &TreeScan,
     changes: &[Change],
-    statuses: &[Status],
+    statuses: &[Outcome],
     renamed: &BTreeMap<usize, PathBuf>,
     errors: &[EntryError],
     kept: usize,
     store_dir: &StoreDir,
 ) -> anyhow::Result<()> {
     // Totals count what was written (or, with `--dry-run`, would be).
-    let made = |index: &usize| matches!(statuses[*index], Status::Done | Status::Planned);
+    let made = |index: &usize| matches!(statuses[*index], Outcome::Done | Outcome::Planned);
     let written: Vec<usize> = (0..changes.len()).filter(made).collect();
     let references: usize = written
         .iter()
@@ -354,11 +322,11 @@ fn report(
     };
     let failed = statuses
         .iter()
-        .filter(|&&status| status == Status::Failed)
+        .filter(|&&status| status == Outcome::Failed)
         .count();
     let interrupted = statuses
         .iter()
-        .filter(|&&status| status == Status::Interrupted)
+        .filter(|&&status| status == Outcome::Interrupted)
         .count();
     let mut out = Output::new();
     if global.json {
