@@ -389,6 +389,19 @@ fn check_outcomes(stdout: &[u8], record_type: &str, paths: &[PathBuf], new: &str
     }
 }
 
+/// 20 000 files holding `contents` in 40 directories, and the two to watch for the first
+/// rewrite: rewrites go in inode order, split between the threads, so the first and the middle
+/// one by inode.
+fn many_files(tree: &TestTree, contents: &str) -> (Vec<PathBuf>, [PathBuf; 2]) {
+    let paths: Vec<PathBuf> = (0..20_000)
+        .map(|index| tree.write(&format!("d{:02}/f{index:05}", index % 40), contents))
+        .collect();
+    let mut by_inode: Vec<&PathBuf> = paths.iter().collect();
+    by_inode.sort_by_key(|path| fs_err::metadata(path).unwrap().ino());
+    let watched = [by_inode[0].clone(), by_inode[by_inode.len() / 2].clone()];
+    (paths, watched)
+}
+
 /// A signal mid-run: the run stops between files, every file is old or new (exactly as its
 /// record says), no temporary file is left, the report lists what was changed, and the exit code
 /// is 128 + the signal. A second scrub finishes the job.
@@ -396,17 +409,8 @@ fn scrub_interrupted_by(signal: &str, code: i32) {
     let tree = TestTree::new();
     let reference = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n").repeat(4);
     let scrubbed_contents = reference.replace(ZLIB_HASH, &scrubbed());
-    let mut paths = Vec::new();
-    for index in 0..20_000 {
-        paths.push(tree.write(&format!("d{:02}/f{index:05}", index % 40), &reference));
-    }
-    // Rewrites go in inode order, split between the threads: watch the first and the middle one.
-    let mut by_inode: Vec<&PathBuf> = paths.iter().collect();
-    by_inode.sort_by_key(|path| fs_err::metadata(path).unwrap().ino());
-    let watched = [
-        by_inode[0].as_path(),
-        by_inode[by_inode.len() / 2].as_path(),
-    ];
+    let (paths, watched) = many_files(&tree, &reference);
+    let watched = [watched[0].as_path(), watched[1].as_path()];
     let child = spawn_with_signals_ignored(&[
         "scrub".as_ref(),
         "--json".as_ref(),
@@ -460,19 +464,8 @@ fn restore_stops_cleanly_on_sigint() {
     let store_path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
     let restored = format!("{store_path}/lib\n").repeat(4);
     let scrubbed_contents = restored.replace(ZLIB_HASH, &scrubbed());
-    let mut paths = Vec::new();
-    for index in 0..20_000 {
-        paths.push(tree.write(
-            &format!("d{:02}/f{index:05}", index % 40),
-            &scrubbed_contents,
-        ));
-    }
-    let mut by_inode: Vec<&PathBuf> = paths.iter().collect();
-    by_inode.sort_by_key(|path| fs_err::metadata(path).unwrap().ino());
-    let watched = [
-        by_inode[0].as_path(),
-        by_inode[by_inode.len() / 2].as_path(),
-    ];
+    let (paths, watched) = many_files(&tree, &scrubbed_contents);
+    let watched = [watched[0].as_path(), watched[1].as_path()];
     let child = spawn_with_signals_ignored(&[
         "restore".as_ref(),
         "--json".as_ref(),
