@@ -1694,21 +1694,19 @@ fn venv_main_derivation(
     ))
 }
 
-#[test]
-fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
-    let nix = nix_judge_or_skip!("nix::fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv");
-    let dir = tempfile::tempdir()?;
-    let fixture = round_trip_fixture(&nix, dir.path())?;
-
-    // 1. The FOD. First as a normal derivation with `allowedReferences = [ ]` and one thread,
-    // for the NAR hash; then as a real FOD with that hash and two threads, judged as DESIGN.md
-    // §7 says (valid printed path, no references); then rebuilt with one thread (`--check`),
-    // which fails unless the output is identical.
-    let probe = nix.build(&round_trip_fod(&fixture, 1, "allowedReferences = [ ];")?)?;
+/// Builds a fixed-output derivation reference-free and deterministically, judged as DESIGN.md
+/// §7 says: `expression(threads, attributes)` is first built as a normal derivation with
+/// `allowedReferences = [ ]` and one thread for the NAR hash, then as the real FOD with that hash
+/// and two threads (its printed path must be valid and refer to nothing), then rebuilt with one
+/// thread under `--check`, which fails unless the output is identical. Returns the output.
+fn reference_free_fod(
+    nix: &NixJudge,
+    expression: impl Fn(u32, &str) -> Result<String>,
+) -> Result<PathBuf> {
+    let probe = nix.build(&expression(1, "allowedReferences = [ ];")?)?;
     let hash = nix.nar_hash(&probe)?;
     let fixed = |threads| {
-        round_trip_fod(
-            &fixture,
+        expression(
             threads,
             &format!(
                 r#"outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = "{hash}";"#
@@ -1729,6 +1727,22 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
         path_str(&fod)?,
         "the --threads 1 rebuild is another path"
     );
+    Ok(fod)
+}
+
+#[test]
+fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv");
+    let dir = tempfile::tempdir()?;
+    let fixture = round_trip_fixture(&nix, dir.path())?;
+
+    // 1. The FOD. First as a normal derivation with `allowedReferences = [ ]` and one thread,
+    // for the NAR hash; then as a real FOD with that hash and two threads, judged as DESIGN.md
+    // §7 says (valid printed path, no references); then rebuilt with one thread (`--check`),
+    // which fails unless the output is identical.
+    let fod = reference_free_fod(&nix, |threads, attributes| {
+        round_trip_fod(&fixture, threads, attributes)
+    })?;
     let scrubbed_shebang = fs_err::read_to_string(fod.join("bin/demo"))?;
     assert!(
         scrubbed_shebang.starts_with(&format!("#!{BUILD_VENV}/bin/python\n")),
@@ -1908,39 +1922,9 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     // 1. The FOD, judged as in the round trip above: a normal derivation with
     // `allowedReferences = [ ]` for the NAR hash, the FOD with two threads, `--check` with one.
     let deps = [python.clone()];
-    let probe = nix.build(&venv_fod(
-        &harness,
-        &deps,
-        &venv,
-        1,
-        "allowedReferences = [ ];",
-    )?)?;
-    let hash = nix.nar_hash(&probe)?;
-    let fixed = |threads| {
-        venv_fod(
-            &harness,
-            &deps,
-            &venv,
-            threads,
-            &format!(
-                r#"outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = "{hash}";"#
-            ),
-        )
-    };
-    let fod = nix.build(&fixed(2)?)?;
-    assert!(nix.is_valid(&fod)?, "{} is not valid", fod.display());
-    assert_eq!(nix.references(&fod)?, Vec::<PathBuf>::new());
-    assert_eq!(nix.nar_hash(&fod)?, hash);
-    let check =
-        run_ok(
-            nix.command("nix-build")
-                .args(["--check", "--no-out-link", "--expr", &fixed(1)?]),
-        )?;
-    assert_eq!(
-        String::from_utf8(check.stdout)?.trim(),
-        path_str(&fod)?,
-        "the --threads 1 rebuild is another path"
-    );
+    let fod = reference_free_fod(&nix, |threads, attributes| {
+        venv_fod(&harness, &deps, &venv, threads, attributes)
+    })?;
 
     // 2. The main derivation, with the interpreter and zlib as its inputs and no hand repair.
     let inputs = [python.clone(), zlib.clone()];
