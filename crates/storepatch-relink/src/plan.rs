@@ -24,6 +24,12 @@
 //! dependency through it in the chosen directory. That makes a relink idempotent, and turns a
 //! scrubbed file whose restored run path is complete into a same-length, in-place edit.
 //!
+//! A file that gets a run path ends with `DT_RUNPATH`, as after the hook's
+//! `patchelf --set-rpath`: a `DT_RPATH` becomes `DT_RUNPATH` (same value, in place), unless
+//! [`PatchelfFlags`] has `--force-rpath`, which writes `DT_RPATH`. A file that gets none (it
+//! needs only libc) keeps its tag, as the hook leaves it alone. The pass with
+//! [`Settings::restore_only`] keeps the tag too.
+//!
 //! # Differences from autoPatchelfHook
 //!
 //! (`pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` in nixpkgs.) The directories chosen
@@ -32,9 +38,6 @@
 //! - `$ORIGIN` entries that still resolve a library are kept; the hook writes the absolute
 //!   directory, which breaks when the tree is copied.
 //! - The index is built in sorted walk order, never file system order.
-//! - A file with `DT_RPATH` keeps `DT_RPATH` (its dependencies' lookups rely on it); the hook's
-//!   `patchelf --set-rpath` turns it into `DT_RUNPATH` (unless `patchelfFlags` has
-//!   `--force-rpath`, which [`PatchelfFlags`] also honours).
 //! - [`PatchelfFlags`] (the hook's `patchelfFlags`, which it passes to every `patchelf` call)
 //!   are applied to the files the hook would call `patchelf` on: dynamic executables, and files
 //!   that get a run path. Only flags that mean something for such a call are accepted.
@@ -44,11 +47,13 @@
 //!   target's directory when the names match.
 //! - The run paths of indexed libraries are added to the search directories only when asked
 //!   ([`LibraryIndexBuilder::follow_run_paths`](crate::LibraryIndexBuilder::follow_run_paths));
-//!   the hook always does.
+//!   the hook always does (and storepatch's relink hook asks).
 //! - libc's objects are, in a Nix build, the files in `$NIX_BINTOOLS/nix-support/orig-libc`'s
 //!   `lib` (the hook's only source), else glibc's sonames (see [`LibcNames`]).
-//! - A missing `.note.dlopen` group is ignored when an ignore pattern matches one of its
-//!   alternatives; the hook matches the pattern against the text `any(a, b)`.
+//! - A missing `.note.dlopen` group of two or more alternatives is ignored when an ignore
+//!   pattern matches one of them. auto-patchelf.py cannot ignore one: given any ignore pattern
+//!   it stops with a Python `AttributeError` (it calls `.name` on the text `any(a, b)`), and
+//!   without one it fails on the missing group, as storepatch does.
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -476,13 +481,22 @@ impl Relinker {
         if new_run_path.is_none() && old_run_path.is_some() {
             edits.run_path = Some(RunPathEdit::Remove);
         }
-        if new_run_path != old_run_path
-            && let Some(new) = &new_run_path
+        // The hook runs `patchelf --set-rpath` on every file that gets a run path, and patchelf
+        // then writes DT_RUNPATH (a DT_RPATH becomes one) unless `--force-rpath` is among
+        // `patchelfFlags`. A file that gets none is left as it is, tag and all.
+        let sets_run_path = !fresh.is_empty();
+        let rpath_only = info.rpath.is_some() && info.runpath.is_none();
+        let force_rpath = if sets_run_path {
+            self.settings.patchelf.force_rpath
+        } else {
+            rpath_only
+        };
+        let tag_changes = sets_run_path && force_rpath != rpath_only;
+        if let Some(new) = &new_run_path
+            && (new_run_path != old_run_path || tag_changes)
         {
             edits.run_path = Some(RunPathEdit::Set(new.clone()));
-            // Keep the kind of tag the file has: DT_RPATH also applies to the dependencies of
-            // dependencies, and some wheels rely on that.
-            edits.force_rpath = info.rpath.is_some() && info.runpath.is_none();
+            edits.force_rpath = force_rpath;
         }
         let old_interpreter = info.interpreter.clone();
         let mut new_interpreter = old_interpreter.clone();
@@ -495,16 +509,9 @@ impl Relinker {
         // The hook calls patchelf (with `patchelfFlags`) to set the interpreter of every dynamic
         // executable, and to set the run path of every file that gets one.
         let patchelf_called =
-            (is_dynamic_executable && self.settings.interpreter.is_some()) || !fresh.is_empty();
+            (is_dynamic_executable && self.settings.interpreter.is_some()) || sets_run_path;
         if patchelf_called {
-            let flags = &self.settings.patchelf;
-            edits.no_default_lib |= flags.no_default_lib;
-            if flags.force_rpath
-                && let Some(new) = &new_run_path
-            {
-                edits.run_path = Some(RunPathEdit::Set(new.clone()));
-                edits.force_rpath = true;
-            }
+            edits.no_default_lib |= self.settings.patchelf.no_default_lib;
         }
         Relink {
             dependencies,

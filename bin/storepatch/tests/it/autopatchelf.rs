@@ -565,6 +565,90 @@ fn search_order_ignore_existing_and_following_run_paths() {
     assert_eq!(stdout_of(&two), "49\n");
 }
 
+/// `DT_RPATH` as the hook leaves it: every file that gets a run path ends with `DT_RUNPATH`, as
+/// after `patchelf --set-rpath` (a run path that is already right only changes its tag, in
+/// place); `--force-rpath` among the patchelf flags writes `DT_RPATH`; a file that needs only
+/// libc gets no patchelf call and keeps its `DT_RPATH` byte for byte.
+#[test]
+fn dt_rpath_becomes_runpath_as_after_patchelf_set_rpath() {
+    let build = Build::new();
+    let foo = build.library("deps/foo/lib", "foo", 42, &[]);
+    let foo_dir = foo.parent().unwrap();
+    let link = format!("-L{}", foo_dir.display());
+    let old_tags = "-Wl,--disable-new-dtags";
+    let stale = build.gcc(
+        "out/bin/stale",
+        MAIN_FOO,
+        &[&link, "-lfoo", old_tags, "-Wl,-rpath,/opt/vendor/lib"],
+    );
+    let right = build.gcc(
+        "out/lib/libright.so",
+        "int foo(void);\nint right(void) { return foo(); }\n",
+        &[
+            "-shared",
+            "-fPIC",
+            &link,
+            "-lfoo",
+            old_tags,
+            &format!("-Wl,-rpath,{}", foo_dir.display()),
+        ],
+    );
+    let only_libc = build.library(
+        "out/lib",
+        "onlylibc",
+        1,
+        &[old_tags, "-Wl,-rpath,/opt/vendor/lib"],
+    );
+    for path in [&stale, &right, &only_libc] {
+        assert_eq!(run_path(path).1, "RPATH", "{}", path.display());
+    }
+    let right_size = fs_err::metadata(&right).unwrap().len();
+    let only_libc_before = fs_err::read(&only_libc).unwrap();
+    let forced = build.path("forced");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(build.path("out"))
+        .arg(&forced)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    let relink = |tree: &Path, extra: &[&str]| {
+        let output = run_ok(
+            build
+                .relink()
+                .arg("--json")
+                .arg("--library-path")
+                .arg(foo_dir)
+                .args(extra)
+                .arg(tree),
+        );
+        json_lines(&output.stdout).pop().unwrap()["patched"].clone()
+    };
+    assert_eq!(relink(&build.path("out"), &[]), 2);
+    assert_eq!(run_path(&stale), (Some(text(foo_dir)), "RUNPATH"));
+    assert_eq!(run_path(&right), (Some(text(foo_dir)), "RUNPATH"));
+    assert_eq!(fs_err::metadata(&right).unwrap().len(), right_size);
+    assert_eq!(fs_err::read(&only_libc).unwrap(), only_libc_before);
+    assert_eq!(stdout_of(&stale), "42\n");
+    assert_eq!(relink(&build.path("out"), &[]), 0);
+
+    assert_eq!(relink(&forced, &["--patchelf-flag=--force-rpath"]), 1);
+    assert_eq!(
+        run_path(&forced.join("bin/stale")),
+        (Some(text(foo_dir)), "RPATH")
+    );
+    assert_eq!(
+        run_path(&forced.join("lib/libright.so")),
+        (Some(text(foo_dir)), "RPATH")
+    );
+    assert_eq!(
+        fs_err::read(forced.join("lib/libonlylibc.so")).unwrap(),
+        only_libc_before
+    );
+    assert_eq!(stdout_of(&forced.join("bin/stale")), "42\n");
+}
+
 /// Flags of auto-patchelf.py that storepatch cannot honour do not exist; an unknown one is a
 /// usage error naming it, and a command line without paths says what is missing.
 #[test]
@@ -637,6 +721,22 @@ fn same_run_paths_as_auto_patchelf_py() {
         ),
         &["-shared", "-fPIC"],
     );
+    // DT_RPATH: a program whose run path is replaced, a library that needs only libc.
+    build.gcc(
+        "out/bin/oldtags",
+        MAIN_FOO,
+        &[
+            &link,
+            "-lfoo",
+            "-Wl,--disable-new-dtags,-rpath,/opt/vendor/lib",
+        ],
+    );
+    build.library(
+        "out/lib",
+        "onlylibc",
+        3,
+        &["-Wl,--disable-new-dtags,-rpath,/opt/vendor/lib"],
+    );
     let libs = [
         foo.parent().unwrap().to_path_buf(),
         build.path("deps/foo2/lib"),
@@ -690,9 +790,11 @@ fn same_run_paths_as_auto_patchelf_py() {
     let hook_out = text(&hook_tree);
     for file in [
         "bin/app",
+        "bin/oldtags",
         "lib/libuse.so",
         "lib/libmodule.so",
         "lib/libown.so",
+        "lib/libonlylibc.so",
     ] {
         let ours = run_path(&build.path("out").join(file));
         let theirs = run_path(&hook_tree.join(file));
@@ -710,4 +812,87 @@ fn same_run_paths_as_auto_patchelf_py() {
     );
     assert_eq!(stdout_of(&build.path("out/bin/app")), "41 1\n");
     assert_eq!(stdout_of(&hook_tree.join("bin/app")), "41 1\n");
+    assert_eq!(
+        run_path(&build.path("out/bin/oldtags")).1,
+        "RUNPATH",
+        "patchelf --set-rpath writes DT_RUNPATH"
+    );
+    // Only the appended run path: set with patchelf, so DT_RUNPATH as well.
+    assert_eq!(
+        run_path(&build.path("out/lib/libonlylibc.so")),
+        (Some("/opt/extra/lib".to_owned()), "RUNPATH")
+    );
+    assert_eq!(stdout_of(&build.path("out/bin/oldtags")), "41\n");
+}
+
+/// A `.note.dlopen` group of alternatives none of which is found, side by side with nixpkgs'
+/// `auto-patchelf.py`: without ignore patterns both fail and name the group `any(a, b)`; with
+/// any pattern (even `*`) auto-patchelf.py stops with a Python `AttributeError`, so nixpkgs can
+/// never ignore such a group, while storepatch ignores it when a pattern matches an
+/// alternative. Skipped without `$STOREPATCH_AUTO_PATCHELF` (see above).
+#[test]
+fn missing_dlopen_group_side_by_side_with_auto_patchelf_py() {
+    let Some(script) = std::env::var_os("STOREPATCH_AUTO_PATCHELF") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping autopatchelf::missing_dlopen_group_side_by_side_with_auto_patchelf_py: set STOREPATCH_AUTO_PATCHELF to a copy of nixpkgs' auto-patchelf.py"
+        );
+        return;
+    };
+    let python = std::env::var_os("STOREPATCH_AUTO_PATCHELF_PYTHON").unwrap_or("python3".into());
+    let build = Build::new();
+    build.gcc(
+        "out/lib/libmodule.so",
+        &dlopen_note_library(r#"[{"soname":["libnothere.so.1","libnothere.so"]}]"#),
+        &["-shared", "-fPIC"],
+    );
+    let theirs = |patterns: &[&str]| {
+        Command::new(&python)
+            .arg(&script)
+            .arg("--ignore-missing")
+            .args(patterns)
+            .arg("--paths")
+            .arg(build.path("out"))
+            .env("NIX_BINTOOLS", build.path("bintools"))
+            .output()
+            .unwrap()
+    };
+    let ours = |patterns: &[&str]| {
+        let mut command = build.relink();
+        for pattern in patterns {
+            command.args(["--ignore-missing", pattern]);
+        }
+        command.arg(build.path("out")).output().unwrap()
+    };
+    let failed = theirs(&[]);
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stdout)
+            .contains("could not satisfy dependency any(libnothere.so.1, libnothere.so)"),
+        "{}",
+        String::from_utf8_lossy(&failed.stdout)
+    );
+    let failed = ours(&[]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr)
+            .contains("any(libnothere.so.1, libnothere.so) not found"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    for pattern in ["*", "libnothere.so"] {
+        let crashed = theirs(&[pattern]);
+        assert!(!crashed.status.success());
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr).contains("AttributeError"),
+            "{}",
+            String::from_utf8_lossy(&crashed.stderr)
+        );
+        let passed = ours(&[pattern]);
+        assert!(
+            passed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&passed.stderr)
+        );
+    }
 }

@@ -863,7 +863,7 @@ fn run_path_dirs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<String>
 /// Parity with nixpkgs' `auto-patchelf.py` (autoPatchelfHook's engine) on the realistic tree: the
 /// same directories per file. Differences by design, which this comparison sees through:
 /// `$ORIGIN` entries that resolve a library are kept where the hook writes the absolute
-/// directory (compared after expansion, so compared as sets), and `DT_RPATH` stays `DT_RPATH`.
+/// directory (compared after expansion, so compared as sets).
 /// The exact run path strings are compared on gcc-built files by
 /// `autopatchelf::same_run_paths_as_auto_patchelf_py`.
 ///
