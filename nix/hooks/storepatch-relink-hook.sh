@@ -29,7 +29,9 @@
 #
 # Library directories, in this order (each `--library-path`): `lib/` of every build input
 # (collected by an env hook into autoPatchelfLibs, as the original does), then
-# extraAutoPatchelfLibs in the order added; storepatch indexes the outputs themselves first.
+# extraAutoPatchelfLibs in the order added; storepatch indexes the outputs themselves first and,
+# with `--follow-run-paths` as auto-patchelf.py always does, the directories named in the run
+# paths of the libraries it indexes (`$ORIGIN` entries aside).
 # The dynamic linker is read from $NIX_BINTOOLS/nix-support/dynamic-linker (the package
 # propagates bintools, as nixpkgs' hook does, so stdenvNoCC has one too), else $NIX_CC's.
 #
@@ -102,6 +104,8 @@ _storepatchRelinkSearchFlags() {
     local -n _storepatchRelinkSearchInto=$1
     local item linkerFile
     local -a dirs=()
+    # auto-patchelf.py also searches the directories in the run paths of every library it indexes.
+    _storepatchRelinkSearchInto+=(--follow-run-paths)
     _storepatchRelinkWords dirs autoPatchelfLibs
     _storepatchRelinkWords dirs extraAutoPatchelfLibs
     # A dependency without lib/ is simply not a library directory.

@@ -1358,7 +1358,7 @@ fn relink_hook_arguments() -> Result<()> {
     )?;
     let input_lib = format!("{}/lib", path_str(&input)?);
     let libraries = format!(
-        "--library-path\n{input_lib}\n--library-path\n$out/vendor/a/b\n--library-path\n$out/vendor/c\n\
+        "--follow-run-paths\n--library-path\n{input_lib}\n--library-path\n$out/vendor/a/b\n--library-path\n$out/vendor/c\n\
          --library-path\n$out/flat\n--library-path\n.\n--interpreter\n{}\n",
         stdenv::DYNAMIC_LINKER
     );
@@ -1395,6 +1395,25 @@ fn relink_hook_arguments() -> Result<()> {
     );
     let disabled = run_hook_with_stub("storepatch-relink-hook", &[("dontAutoPatchelf", "1")])?;
     assert_eq!(disabled, "--- log\n");
+
+    // nixpkgs' CUDA hooks (deduplicateRunpathEntriesHook, nvccHook, cudaRunpathFixup) find the
+    // hook by the name autoPatchelfPostFixup in postFixupHooks and require their own entry
+    // after it: a hook sourced after this one passes their check.
+    let order = run_hook_with_stub(
+        "storepatch-relink-hook",
+        &[(
+            "installPhase",
+            "mkdir -p \"$out\"; autoFixElfFiles() { :; }; \
+             postFixupHooks+=('autoFixElfFiles deduplicateRunpathEntries'); \
+             hooks=\"${postFixupHooks[*]}\"; \
+             if [[ $hooks == *autoPatchelfPostFixup*'autoFixElfFiles deduplicateRunpathEntries'* ]]; \
+             then echo 'autoPatchelf order: autoPatchelfPostFixup first'; fi",
+        )],
+    )?;
+    assert!(
+        order.contains("autoPatchelf order: autoPatchelfPostFixup first"),
+        "{order}"
+    );
     Ok(())
 }
 
