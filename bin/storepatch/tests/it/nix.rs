@@ -1228,6 +1228,221 @@ fn relink_hook_with_structured_attrs_and_outputs() -> Result<()> {
     Ok(())
 }
 
+/// A store path holding `lib/lib<name>.so<suffix>` (soname the file name) exporting
+/// `int <name>(void)` returning `value`, built by gcc under `dir/staging/<package>`.
+fn library_package(
+    nix: &NixJudge,
+    dir: &Path,
+    package: &str,
+    libraries: &[(&str, &str, i32)],
+) -> Result<PathBuf> {
+    let root = dir.join("staging").join(package);
+    fs_err::create_dir_all(root.join("lib"))?;
+    let marker = unique_marker();
+    for (name, suffix, value) in libraries {
+        let source = dir.join(format!("{package}-{name}.c"));
+        write(
+            &source,
+            format!(
+                "int {name}(void) {{ return {value}; }}\nconst char *{name}_marker = \"{marker}\";\n"
+            ),
+        )?;
+        let file = format!("lib{name}.so{suffix}");
+        gcc(&[
+            "-shared",
+            "-fPIC",
+            &format!("-Wl,-soname,{file}"),
+            "-o",
+            path_str(&root.join("lib").join(&file))?,
+            path_str(&source)?,
+        ])?;
+    }
+    nix.add(&root)
+}
+
+/// nixpkgs' own test of autoPatchelfHook (`pkgs/test/auto-patchelf-hook`, run with and without
+/// `__structuredAttrs`), on a vendor program built here instead of a downloaded .deb: the
+/// program has a foreign interpreter and needs a build input's library, two libraries that are
+/// not supplied (`autoPatchelfIgnoreMissingDeps`), and a plugin it loads with dlopen from a
+/// `runtimeDependencies` package. After the build (stdenv model, patchELF active) the
+/// interpreter is the bintools' one, the run path is every runtime dependency's `lib` in order
+/// (nonexistent ones too; one with a space only with structured attributes) followed by the
+/// build input's `lib` and nothing else, and the program runs (the two ignored libraries given
+/// at run time, as the system would).
+#[test]
+fn relink_hook_passes_nixpkgs_auto_patchelf_hook_test() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::relink_hook_passes_nixpkgs_auto_patchelf_hook_test");
+    let dir = tempfile::tempdir()?;
+    let harness = store_harness(&nix, dir.path())?;
+    let freetype = library_package(&nix, dir.path(), "freetype", &[("freetype", ".6", 40)])?;
+    let curl = library_package(&nix, dir.path(), "curl-lib", &[("plugin", "", 1)])?;
+    let system = library_package(
+        &nix,
+        dir.path(),
+        "system-libs",
+        &[("GL", ".1", 0), ("asound", ".2", 1)],
+    )?;
+
+    let tree = dir.path().join("tonelib");
+    fs_err::create_dir_all(tree.join("bin"))?;
+    let main_source = dir.path().join("vendor.c");
+    write(
+        &main_source,
+        r#"#include <dlfcn.h>
+#include <stdio.h>
+int freetype(void); int GL(void); int asound(void);
+int main(void) {
+    void *plugin = dlopen("libplugin.so", RTLD_NOW);
+    if (!plugin) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    int (*call)(void) = (int (*)(void))dlsym(plugin, "plugin");
+    printf("vendor %d\n", freetype() + GL() + asound() + call());
+    return 0;
+}
+"#,
+    )?;
+    gcc(&[
+        "-o",
+        path_str(&tree.join("bin/ToneLib-Jam"))?,
+        path_str(&main_source)?,
+        "-Wl,--dynamic-linker=/opt/vendor/lib/ld-linux-x86-64.so.2",
+        &format!("-L{}", path_str(&freetype.join("lib"))?),
+        &format!("-L{}", path_str(&system.join("lib"))?),
+        "-l:libfreetype.so.6",
+        "-l:libGL.so.1",
+        "-l:libasound.so.2",
+        "-ldl",
+    ])?;
+    write(&tree.join("marker"), unique_marker())?;
+    let tree = nix.add(&tree)?;
+
+    for structured in [false, true] {
+        let mut runtime_paths = vec![path_str(&curl)?, "/some/dep", "/some/other/dep"];
+        if structured {
+            runtime_paths.push("/some/dep with space");
+        }
+        // The package as an input of the build (a derivation in nixpkgs), the rest as strings.
+        let runtime: Vec<String> = runtime_paths
+            .iter()
+            .enumerate()
+            .map(|(index, path)| {
+                if index == 0 {
+                    format!("(builtins.storePath {})", nix_string(path))
+                } else {
+                    nix_string(path)
+                }
+            })
+            .collect();
+        let mut expected: Vec<String> = runtime_paths
+            .iter()
+            .map(|path| format!("{path}/lib"))
+            .collect();
+        expected.push(format!("{}/lib", path_str(&freetype)?));
+        let expression = hook_derivation(
+            &harness,
+            &harness.relink_hook,
+            &tree,
+            &format!(
+                r#"{structured_attrs}
+                   buildInputs = [ (builtins.storePath {freetype}) ];
+                   autoPatchelfIgnoreMissingDeps = [ "libGL.so.1" "libasound.so.2" ];
+                   runtimeDependencies = [ {runtime} ];
+                   expectedRunpath = {expected};
+                   system_libs = builtins.storePath {system};
+                   doInstallCheck = true;
+                   installCheckPhase = ''
+                     binary="$out/bin/ToneLib-Jam"
+                     interpreter=$(patchelf --print-interpreter "$binary")
+                     test "$interpreter" = "$(< "$NIX_BINTOOLS/nix-support/dynamic-linker")"
+                     readelf -dW "$binary" | grep -F "(RUNPATH)" | grep -F "[$expectedRunpath]"
+                     LD_LIBRARY_PATH="$system_libs/lib" "$binary" | grep -x "vendor 42"
+                   '';"#,
+                structured_attrs = if structured {
+                    "__structuredAttrs = true;"
+                } else {
+                    ""
+                },
+                freetype = nix_string(path_str(&freetype)?),
+                runtime = runtime.join(" "),
+                expected = nix_string(&expected.join(":")),
+                system = nix_string(path_str(&system)?),
+            ),
+        )?;
+        let build = nix
+            .build_logged(&expression)
+            .map_err(|err| anyhow::anyhow!("structured attributes {structured}: {err}"))?;
+        assert!(
+            build.stderr.contains("shrinking RPATHs of ELF executables"),
+            "patchELF did not run:\n{}",
+            build.stderr
+        );
+        let mut wanted = vec![curl.clone(), freetype.clone()];
+        wanted.sort();
+        assert_eq!(nix.references(&build.out)?, wanted, "{}", build.stderr);
+    }
+    Ok(())
+}
+
+/// nixpkgs' `auto-patchelf-hook-preserve-origin` test: a bundle whose program finds its
+/// libraries through `$ORIGIN/../lib` only, relinked by the hook with
+/// `autoPatchelfFlags = [ "--preserve-origin" ]` under the stdenv model (patchELF active): the
+/// output must refer neither to its source nor to itself (`disallowedReferences`, which Nix
+/// enforces), and the program runs inside the build and from the store.
+#[test]
+fn relink_hook_passes_nixpkgs_preserve_origin_test() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::relink_hook_passes_nixpkgs_preserve_origin_test");
+    let dir = tempfile::tempdir()?;
+    let harness = store_harness(&nix, dir.path())?;
+    let bundle = dir.path().join("lib-check-bundle");
+    fs_err::create_dir_all(bundle.join("lib"))?;
+    fs_err::create_dir_all(bundle.join("bin"))?;
+    let marker = unique_marker();
+    for (name, value) in [("foo", 40), ("bar", 2)] {
+        let source = dir.path().join(format!("{name}.c"));
+        write(
+            &source,
+            format!("int {name}(void) {{ return {value}; }}\nconst char *marker = \"{marker}\";\n"),
+        )?;
+        gcc(&[
+            "-shared",
+            "-fPIC",
+            "-o",
+            path_str(&bundle.join(format!("lib/lib{name}.so")))?,
+            path_str(&source)?,
+        ])?;
+    }
+    let main_source = dir.path().join("lib-main.c");
+    write(
+        &main_source,
+        "#include <stdio.h>\nint foo(void); int bar(void);\nint main(void) { printf(\"lib-check %d\\n\", foo() + bar()); return 0; }\n",
+    )?;
+    gcc(&[
+        "-o",
+        path_str(&bundle.join("bin/lib-check"))?,
+        path_str(&main_source)?,
+        &format!("-L{}", path_str(&bundle.join("lib"))?),
+        "-lfoo",
+        "-lbar",
+        "-Wl,-rpath,$ORIGIN/../lib",
+    ])?;
+    let bundle = nix.add(&bundle)?;
+    let out = nix.build(&hook_derivation(
+        &harness,
+        &harness.relink_hook,
+        &bundle,
+        r#"autoPatchelfFlags = [ "--preserve-origin" ];
+           disallowedReferences = [ tree "out" ];
+           doInstallCheck = true;
+           installCheckPhase = ''
+             readelf -dW "$out/bin/lib-check" | grep -F '(RUNPATH)' | grep -F '[$ORIGIN/../lib]'
+             "$out/bin/lib-check" | grep -x "lib-check 42"
+           '';"#,
+    )?)?;
+    assert_eq!(nix.references(&out)?, Vec::<PathBuf>::new());
+    let ran = run_ok(&mut Command::new(out.join("bin/lib-check")))?;
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "lib-check 42\n");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The hooks' argument handling, on the host with a stub `storepatch` (no Nix needed).
 
