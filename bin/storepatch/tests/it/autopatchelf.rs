@@ -649,6 +649,95 @@ fn dt_rpath_becomes_runpath_as_after_patchelf_set_rpath() {
     assert_eq!(stdout_of(&forced.join("bin/stale")), "42\n");
 }
 
+/// nixpkgs' `auto-patchelf-structured-log` test, with storepatch's `--json` records in place
+/// of auto-patchelf.py's `--structured-logs` events (which storepatch does not write: the flag is
+/// refused as unknown): one program given as a single file, its library directory with `--libs`,
+/// two missing libraries ignored by glob. One interpreter is set, the program has three
+/// dependencies besides libc, two of them missing and ignored, and its run path is the
+/// library's directory; the program then runs with the ignored two supplied at run time.
+#[test]
+fn structured_log_scenario_as_json_records() {
+    let build = Build::new();
+    let versioned = |path: &str, name: &str, value: i32| {
+        let soname = path.rsplit('/').next().unwrap();
+        build.gcc(
+            path,
+            &format!("int {name}(void) {{ return {value}; }}\n"),
+            &["-shared", "-fPIC", &format!("-Wl,-soname,{soname}")],
+        )
+    };
+    let freetype = versioned("deps/freetype/lib/libfreetype.so.6", "freetype", 40);
+    let gl = versioned("system/lib/libGL.so.1", "GL", 1);
+    let asound = versioned("system/lib/libasound.so.2", "asound", 1);
+    let source = "#include <stdio.h>\nint freetype(void); int GL(void); int asound(void);\nint main(void) { printf(\"%d\\n\", freetype() + GL() + asound()); return 0; }\n";
+    // Linked by path: the NEEDED entries are the sonames.
+    let program = build.gcc(
+        "out/usr/bin/ToneLib-Jam",
+        source,
+        &[
+            "-Wl,--no-as-needed",
+            &text(&freetype),
+            &text(&gl),
+            &text(&asound),
+        ],
+    );
+    let output = build
+        .relink()
+        .arg("--json")
+        .arg("--paths")
+        .arg(&program)
+        .arg("--libs")
+        .arg(freetype.parent().unwrap())
+        .args(["--ignore-missing", "libasound.so.*", "libGL.so.*"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = json_lines(&output.stdout);
+    let relinked: Vec<_> = records
+        .iter()
+        .filter(|record| record["type"] == "relink")
+        .collect();
+    assert_eq!(relinked.len(), 1, "{records:?}");
+    let record = relinked[0];
+    assert_ne!(record["interpreter_new"], record["interpreter_old"]);
+    let dependencies: Vec<_> = record["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|dependency| dependency["resolution"] != "libc")
+        .collect();
+    assert_eq!(dependencies.len(), 3, "{record}");
+    let missing: Vec<_> = records
+        .iter()
+        .filter(|record| record["type"] == "missing")
+        .collect();
+    assert_eq!(missing.len(), 2, "{records:?}");
+    let summary = records.last().unwrap();
+    assert_eq!(summary["ignored"], 2, "{summary}");
+    assert_eq!(
+        record["run_path_new"]["text"],
+        text(freetype.parent().unwrap()).as_str()
+    );
+    let ran = Command::new(&program)
+        .env("LD_LIBRARY_PATH", build.path("system/lib"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "42\n");
+
+    let refused = build
+        .relink()
+        .args(["--structured-logs", "--paths"])
+        .arg(&program)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--structured-logs"));
+}
+
 /// Flags of auto-patchelf.py that storepatch cannot honour do not exist; an unknown one is a
 /// usage error naming it, and a command line without paths says what is missing.
 #[test]
