@@ -10,15 +10,21 @@
 //! | `stdenv/setup.sh` | `pkgs/stdenv/generic/setup.sh` | input order (own `nativeBuildInputs` before `defaultNativeBuildInputs`, propagation), `addEnvHooks`, `runHook`, `genericBuild`'s phase list and switches, `fixupPhase`, multiple outputs, `__structuredAttrs`, `isELF`, `HOST_PATH` |
 //! | `stdenv/default-builder.sh` | `pkgs/stdenv/generic/default-builder.sh` | source the setup, `genericBuild` |
 //! | `patchelf/nix-support/setup-hook` | `pkgs/development/tools/misc/patchelf/setup-hook.sh` | `patchelf --shrink-rpath` on every ELF in `fixupOutputHooks`, with the real patchelf |
+//! | `stdenv/hooks/audit-tmpdir.sh` | `pkgs/build-support/setup-hooks/audit-tmpdir.sh` | fail on a run path (printed by the real patchelf) or wrapper naming `$TMPDIR`, in `fixupOutputHooks` after patchELF |
+//! | `stdenv/hooks/move-lib64.sh` | `pkgs/build-support/setup-hooks/move-lib64.sh` | a real `lib64/` moved into `lib/`, `lib64 -> lib` left, in `fixupOutputHooks` |
 //! | `stdenv/hooks/patch-shebangs.sh` | `pkgs/build-support/setup-hooks/patch-shebangs.sh` | `patchShebangs` from `HOST_PATH` in `fixupOutputHooks` |
 //! | `stdenv/hooks/strip.sh` | `pkgs/build-support/setup-hooks/strip.sh` | `$STRIP -S` in `fixupOutputHooks`, only when bintools set `STRIP` |
-//! | `stdenv/hooks/no-broken-symlinks.sh` | `pkgs/build-support/setup-hooks/no-broken-symlinks.sh` | fail on dangling symlinks in `postFixupHooks` |
+//! | `stdenv/hooks/no-broken-symlinks.sh` | `pkgs/build-support/setup-hooks/no-broken-symlinks.sh` | fail on unreadable symlinks, symlinks into `$TMPDIR`, and dangling or reflexive ones into the store (others are not checked), first of the `postFixupHooks` |
+//! | `stdenv/hooks/make-symlinks-relative.sh` | `pkgs/build-support/setup-hooks/make-symlinks-relative.sh` | absolute symlinks into their own output made relative, in `postFixupHooks` after no-broken-symlinks |
 //! | `bintools/nix-support/setup-hook` | `pkgs/build-support/bintools-wrapper/setup-hook.sh` | `NIX_BINTOOLS`, `STRIP` |
 //!
 //! The default inputs are, in nixpkgs' order (`extraNativeBuildInputs`, i.e. patchelf, then the
 //! setup hooks of `pkgs/stdenv/generic/default.nix`, then the compiler with its bintools): the
-//! patchelf package, no-broken-symlinks, patch-shebangs, strip, and with `stdenvModelCC = "1"`
-//! the bintools package (the stdenv; without it, stdenvNoCC).
+//! patchelf package, no-broken-symlinks, audit-tmpdir, make-symlinks-relative, move-lib64,
+//! patch-shebangs, strip, and with `stdenvModelCC = "1"` the bintools package (the stdenv;
+//! without it, stdenvNoCC). The hook arrays then hold what those of a real nixpkgs build
+//! environment hold, in the same order, less the hooks the model leaves out (see
+//! `stdenv/setup.sh`).
 //!
 //! See: DESIGN.md §7.
 
@@ -29,6 +35,9 @@ use anyhow::{Context as _, bail};
 const SETUP: &str = include_str!("stdenv/setup.sh");
 const DEFAULT_BUILDER: &str = include_str!("stdenv/default-builder.sh");
 const NO_BROKEN_SYMLINKS: &str = include_str!("stdenv/hooks/no-broken-symlinks.sh");
+const AUDIT_TMPDIR: &str = include_str!("stdenv/hooks/audit-tmpdir.sh");
+const MAKE_SYMLINKS_RELATIVE: &str = include_str!("stdenv/hooks/make-symlinks-relative.sh");
+const MOVE_LIB64: &str = include_str!("stdenv/hooks/move-lib64.sh");
 const PATCH_SHEBANGS: &str = include_str!("stdenv/hooks/patch-shebangs.sh");
 const STRIP: &str = include_str!("stdenv/hooks/strip.sh");
 const PATCHELF_SETUP_HOOK: &str = include_str!("stdenv/patchelf-setup-hook.sh");
@@ -43,10 +52,16 @@ pub const PATCHELF_ENV: &str = "STOREPATCH_TEST_PATCHELF";
 /// Write the model into `dir` (which becomes a store path or part of one): `stdenv/`,
 /// `patchelf/` (holding a copy of the real `patchelf` executable) and `bintools/`.
 pub fn write_model(dir: &Path) -> anyhow::Result<()> {
-    let files: [(&str, &str); 7] = [
+    let files: [(&str, &str); 10] = [
         ("stdenv/setup.sh", SETUP),
         ("stdenv/default-builder.sh", DEFAULT_BUILDER),
         ("stdenv/hooks/no-broken-symlinks.sh", NO_BROKEN_SYMLINKS),
+        ("stdenv/hooks/audit-tmpdir.sh", AUDIT_TMPDIR),
+        (
+            "stdenv/hooks/make-symlinks-relative.sh",
+            MAKE_SYMLINKS_RELATIVE,
+        ),
+        ("stdenv/hooks/move-lib64.sh", MOVE_LIB64),
         ("stdenv/hooks/patch-shebangs.sh", PATCH_SHEBANGS),
         ("stdenv/hooks/strip.sh", STRIP),
         ("patchelf/nix-support/setup-hook", PATCHELF_SETUP_HOOK),

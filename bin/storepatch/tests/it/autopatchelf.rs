@@ -738,6 +738,47 @@ fn structured_log_scenario_as_json_records() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--structured-logs"));
 }
 
+/// `--keep-libc` (an `autoPatchelfFlags` entry): libc's own libraries are looked up like any
+/// other, so a program gets the directory of an indexed libc in its run path (and runs with
+/// it); without the flag libc is left to the dynamic linker and the program gets none.
+#[test]
+fn keep_libc_looks_libc_up_in_the_index() {
+    let build = Build::new();
+    let libc_dir = build.path("deps/libc/lib");
+    fs_err::create_dir_all(&libc_dir).unwrap();
+    let host_libc = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib64/libc.so.6",
+        "/lib64/libc.so.6",
+    ]
+    .into_iter()
+    .find(|path| Path::new(path).is_file())
+    .expect("the host's libc.so.6");
+    fs_err::copy(host_libc, libc_dir.join("libc.so.6")).unwrap();
+    let source = "#include <stdio.h>\nint main(void) { puts(\"ok\"); return 0; }\n";
+    let app = build.gcc("out/bin/app", source, &[]);
+    run_ok(
+        build
+            .relink()
+            .arg("--libs")
+            .arg(&libc_dir)
+            .arg("--paths")
+            .arg(build.path("out")),
+    );
+    assert_eq!(run_path(&app).0, None);
+    run_ok(
+        build
+            .relink()
+            .arg("--keep-libc")
+            .arg("--libs")
+            .arg(&libc_dir)
+            .arg("--paths")
+            .arg(build.path("out")),
+    );
+    assert_eq!(run_path(&app), (Some(text(&libc_dir)), "RUNPATH"));
+    assert_eq!(stdout_of(&app), "ok\n");
+}
+
 /// Flags of auto-patchelf.py that storepatch cannot honour do not exist; an unknown one is a
 /// usage error naming it, and a command line without paths says what is missing.
 #[test]

@@ -881,20 +881,99 @@ fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
     assert!(nix.is_valid(&fixed_output)?, "{}", fixed_output.display());
     assert_eq!(nix.references(&fixed_output)?, Vec::<PathBuf>::new());
 
-    // no-broken-symlinks does run: a link that is broken before the scrub fails the build.
+    // no-broken-symlinks does run: a link into the store that is broken before the scrub fails
+    // the build.
     let broken = nix
         .build(&scrub_hook_derivation(
             &nix,
             &harness,
             &reference_tree,
-            r#"postInstall = "ln -s /nonexistent-target $out/broken";"#,
+            r#"postInstall = "ln -s $NIX_STORE/nonexistent-target $out/broken";"#,
         )?)
         .expect_err("a dangling symlink must fail no-broken-symlinks");
     assert!(
-        broken
-            .stderr
-            .contains("points to a missing target /nonexistent-target"),
+        broken.stderr.contains(&format!(
+            "points to a missing target: {}/nonexistent-target",
+            nix.store_dir().display()
+        )),
         "{broken}"
+    );
+    Ok(())
+}
+
+/// The default hooks that decide what reaches an output besides patchELF, patchShebangs and
+/// strip, in the stdenv model as in nixpkgs, under the scrub hook: make-symlinks-relative (after
+/// no-broken-symlinks, before the scrub) turns an absolute symlink into its own output into a
+/// relative one, so the scrub finds no reference there and the link still resolves;
+/// no-broken-symlinks leaves links outside the store alone but fails on one into `$TMPDIR`;
+/// audit-tmpdir fails on a run path into `$TMPDIR`; move-lib64 leaves `lib64 -> lib`.
+#[test]
+fn stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs() -> Result<()> {
+    let nix = nix_judge_or_skip!("nix::stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs");
+    let dir = tempfile::tempdir()?;
+    let harness = store_harness(&nix, dir.path())?;
+    let tree = dir.path().join("payload");
+    fs_err::create_dir_all(tree.join("bin"))?;
+    fs_err::create_dir_all(tree.join("share"))?;
+    write(&tree.join("share/data"), unique_marker())?;
+    let source = dir.path().join("hello.c");
+    write(&source, "int main(void) { return 0; }\n")?;
+    gcc(&["-o", path_str(&tree.join("bin/hello"))?, path_str(&source)?])?;
+    let tree = nix.add(&tree)?;
+    let derivation = |post_install: &str| {
+        hook_derivation(
+            &harness,
+            &harness.scrub_hook,
+            &tree,
+            &format!("postInstall = {};", nix_string(post_install)),
+        )
+    };
+
+    let build = nix.build_logged(&derivation(
+        r#"ln -s "$out/share" "$out/share-alias"
+           ln -s /outside/the/store "$out/outside"
+           mkdir -p "$out/lib64"
+           cp "$out/share/data" "$out/lib64/data""#,
+    )?)?;
+    assert_eq!(
+        fs_err::read_link(build.out.join("share-alias"))?,
+        Path::new("share")
+    );
+    assert!(build.out.join("share-alias/data").is_file());
+    assert_eq!(
+        fs_err::read_link(build.out.join("outside"))?,
+        Path::new("/outside/the/store")
+    );
+    assert_eq!(
+        fs_err::read_link(build.out.join("lib64"))?,
+        Path::new("lib")
+    );
+    assert!(build.out.join("lib/data").is_file());
+    assert_eq!(nix.references(&build.out)?, Vec::<PathBuf>::new());
+    assert!(
+        build.stderr.contains("0 symlink(s)"),
+        "the scrub had a symlink to change:\n{}",
+        build.stderr
+    );
+
+    let into_tmpdir = nix
+        .build(&derivation(r#"ln -s "$TMPDIR/scratch" "$out/scratch""#)?)
+        .expect_err("a symlink into $TMPDIR must fail no-broken-symlinks");
+    assert!(
+        into_tmpdir.stderr.contains("/scratch points to /")
+            && into_tmpdir.stderr.contains(" directory: /"),
+        "{into_tmpdir}"
+    );
+    let run_path = nix
+        .build(&derivation(
+            r#"patchelf --set-rpath "$TMPDIR/lib" "$out/bin/hello""#,
+        )?)
+        .expect_err("a run path into $TMPDIR must fail audit-tmpdir");
+    assert!(
+        run_path
+            .stderr
+            .contains("/bin/hello contains a forbidden reference to /"),
+        "{run_path}"
     );
     Ok(())
 }
@@ -1610,6 +1689,36 @@ fn relink_hook_arguments() -> Result<()> {
     );
     let disabled = run_hook_with_stub("storepatch-relink-hook", &[("dontAutoPatchelf", "1")])?;
     assert_eq!(disabled, "--- log\n");
+
+    // autoPatchelf called by hand passes --no-recurse and its paths on; the automatic run covers
+    // every existing output but `debug`.
+    let by_hand = run_hook_with_stub(
+        "storepatch-relink-hook",
+        &[
+            ("dontAutoPatchelf", "1"),
+            (
+                "installPhase",
+                "mkdir -p \"$out/bin\"; autoPatchelf --no-recurse -- \"$out/bin\"",
+            ),
+        ],
+    )?;
+    assert!(
+        by_hand.contains("--no-recurse\n--\n$out/bin\n--- log\n"),
+        "{by_hand}"
+    );
+    let debug = tempfile::tempdir()?;
+    let outputs = run_hook_with_stub(
+        "storepatch-relink-hook",
+        &[
+            ("outputs", "out lib debug"),
+            ("lib", "/nonexistent-lib-output"),
+            ("debug", path_str(debug.path())?),
+        ],
+    )?;
+    assert!(
+        outputs.contains("--\n$out\n--- log\n") && !outputs.contains(path_str(debug.path())?),
+        "{outputs}"
+    );
 
     // nixpkgs' CUDA hooks (deduplicateRunpathEntriesHook, nvccHook, cudaRunpathFixup) find the
     // hook by the name autoPatchelfPostFixup in postFixupHooks and require their own entry

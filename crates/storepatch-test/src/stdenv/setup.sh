@@ -20,15 +20,21 @@
 #     array from .attrs.sh (whose variables are the derivation's attributes); getAllOutputNames.
 #   - isELF, as setup.sh defines it.
 #
-# Not modelled (they do not decide where store references end up): cross-compilation offsets
-# beyond the two used here, the bash-level logging, substitute*, unpacking archives, configure
-# and make, multiple-outputs.sh moving files between outputs, audit-tmpdir, compress-man-pages,
-# move-docs, move-lib64, move-sbin, make-symlinks-relative, prune-libtool-files.
+# Not modelled (they do not decide where store references end up or whether an ELF file loads):
+# cross-compilation offsets beyond the two used here, the bash-level logging, substitute*,
+# unpacking archives, configure and make, the nix-support/propagated-* files fixupPhase writes,
+# and the default hooks compress-man-pages, move-docs, move-sbin, move-systemd-user-units,
+# multiple-outputs (moving headers, pkg-config files and docs between outputs before fixupOutput),
+# prune-libtool-files, reproducible-builds and set-source-date-epoch-to-latest.
 #
 # The default hooks (stdenv/hooks/*.sh) and the patchelf package (patchelf/) model
-# pkgs/build-support/setup-hooks/{patch-shebangs,strip,no-broken-symlinks}.sh and
-# pkgs/development/tools/misc/patchelf/setup-hook.sh; `stdenvModelCC=1` adds a bintools package
-# (bintools/, as cc-wrapper propagates it) to the defaults: the stdenv, otherwise stdenvNoCC.
+# pkgs/build-support/setup-hooks/{no-broken-symlinks,audit-tmpdir,make-symlinks-relative,
+# move-lib64,patch-shebangs,strip}.sh and pkgs/development/tools/misc/patchelf/setup-hook.sh, in
+# the order of pkgs/stdenv/generic/default.nix (extraNativeBuildInputs, i.e. patchelf, first), so
+# the hook arrays come out as in a real build: fixupOutputHooks patchELF, auditTmpdir, moveLib64,
+# patchShebangs, strip; postFixupHooks noBrokenSymlinks, makeSymlinksRelative.
+# `stdenvModelCC=1` adds a bintools package (bintools/, as cc-wrapper propagates it) to the
+# defaults: the stdenv, otherwise stdenvNoCC.
 
 set -eu
 set -o pipefail
@@ -122,7 +128,7 @@ stdenvModelFindInputs() {
 }
 
 defaultNativeBuildInputs="$stdenvModelRoot/patchelf"
-for stdenvModelHook in no-broken-symlinks patch-shebangs strip; do
+for stdenvModelHook in no-broken-symlinks audit-tmpdir make-symlinks-relative move-lib64 patch-shebangs strip; do
     defaultNativeBuildInputs+=" $stdenvModelDir/hooks/$stdenvModelHook.sh"
 done
 if [[ -n "${stdenvModelCC-}" ]]; then

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Models pkgs/build-support/setup-hooks/no-broken-symlinks.sh: a postFixupHook (symlinks are often
-# made in postFixup) that fails the build on a dangling or reflexive symlink in any output, unless
-# dontCheckForBrokenSymlinks is set.
+# made in postFixup), the first of the default ones, that fails the build, unless
+# dontCheckForBrokenSymlinks is set, on a symlink in any output that cannot be read, that points
+# into $TMPDIR, or that points into the store and dangles or points to itself. A symlink whose
+# target (made absolute) lies outside the store is not checked.
 postFixupHooks+=(stdenvModelNoBrokenSymlinks)
 
 stdenvModelNoBrokenSymlinks() {
@@ -10,15 +12,24 @@ stdenvModelNoBrokenSymlinks() {
     for output in $(getAllOutputNames); do
         [[ -e "${!output}" ]] || continue
         while IFS= read -r -d '' link; do
-            target=$(readlink "$link")
+            if ! target=$(readlink "$link"); then
+                echo "the symlink $link is unreadable" >&2
+                broken=$((broken + 1))
+                continue
+            fi
             if [[ "$target" != /* ]]; then
                 target=$(realpath --no-symlinks --canonicalize-missing "$(dirname "$link")/$target")
             fi
-            if [[ "$target" == "$link" ]]; then
-                echo "the symlink $link is reflexive $target" >&2
+            if [[ "$target" == "$TMPDIR"/* ]]; then
+                echo "the symlink $link points to $TMPDIR directory: $target" >&2
+                broken=$((broken + 1))
+            elif [[ "$target" != "$NIX_STORE"/* ]]; then
+                continue
+            elif [[ "$target" == "$link" ]]; then
+                echo "the symlink $link is reflexive" >&2
                 broken=$((broken + 1))
             elif [[ ! -e "$target" ]]; then
-                echo "the symlink $link points to a missing target $target" >&2
+                echo "the symlink $link points to a missing target: $target" >&2
                 broken=$((broken + 1))
             fi
         done < <(find "${!output}" -type l -print0)
