@@ -906,7 +906,8 @@ fn scrub_hook_runs_last_under_the_stdenv() -> Result<()> {
 /// no-broken-symlinks, before the scrub) turns an absolute symlink into its own output into a
 /// relative one, so the scrub finds no reference there and the link still resolves;
 /// no-broken-symlinks leaves links outside the store alone but fails on one into `$TMPDIR`;
-/// audit-tmpdir fails on a run path into `$TMPDIR`; move-lib64 leaves `lib64 -> lib`.
+/// audit-tmpdir fails on a run path into `$TMPDIR`; move-lib64 leaves `lib64 -> lib`; strip
+/// handles a hard-linked file once and both names end up stripped.
 #[test]
 fn stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs() -> Result<()> {
     let nix = nix_judge_or_skip!("nix::stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs");
@@ -918,23 +919,45 @@ fn stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs() -> Result<()> {
     write(&tree.join("share/data"), unique_marker())?;
     let source = dir.path().join("hello.c");
     write(&source, "int main(void) { return 0; }\n")?;
-    gcc(&["-o", path_str(&tree.join("bin/hello"))?, path_str(&source)?])?;
+    gcc(&[
+        "-g",
+        "-o",
+        path_str(&tree.join("bin/hello"))?,
+        path_str(&source)?,
+    ])?;
     let tree = nix.add(&tree)?;
-    let derivation = |post_install: &str| {
+    let derivation = |post_install: &str, extra: &str| {
         hook_derivation(
             &harness,
             &harness.scrub_hook,
             &tree,
-            &format!("postInstall = {};", nix_string(post_install)),
+            &format!("postInstall = {};\n{extra}", nix_string(post_install)),
         )
     };
 
+    // With strip (the stdenv's bintools): strip runs once per inode, as nixpkgs' does, and
+    // binutils writes a file with hard links in place, so both names end up stripped.
     let build = nix.build_logged(&derivation(
         r#"ln -s "$out/share" "$out/share-alias"
            ln -s /outside/the/store "$out/outside"
            mkdir -p "$out/lib64"
-           cp "$out/share/data" "$out/lib64/data""#,
+           cp "$out/share/data" "$out/lib64/data"
+           ln "$out/bin/hello" "$out/bin/hello-again""#,
+        r#"stdenvModelCC = "1";
+           dontStrip = false;"#,
     )?)?;
+    let has_debug_info = |path: &Path| -> Result<bool> {
+        let sections = run_ok(Command::new("readelf").arg("-SW").arg(path))?;
+        Ok(String::from_utf8_lossy(&sections.stdout).contains(".debug_info"))
+    };
+    assert!(!has_debug_info(&build.out.join("bin/hello"))?);
+    assert!(!has_debug_info(&build.out.join("bin/hello-again"))?);
+    let stripped_names = build
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("stripping ") && line.contains("/bin/hello"))
+        .count();
+    assert_eq!(stripped_names, 1, "{}", build.stderr);
     assert_eq!(
         fs_err::read_link(build.out.join("share-alias"))?,
         Path::new("share")
@@ -957,7 +980,10 @@ fn stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs() -> Result<()> {
     );
 
     let into_tmpdir = nix
-        .build(&derivation(r#"ln -s "$TMPDIR/scratch" "$out/scratch""#)?)
+        .build(&derivation(
+            r#"ln -s "$TMPDIR/scratch" "$out/scratch""#,
+            "",
+        )?)
         .expect_err("a symlink into $TMPDIR must fail no-broken-symlinks");
     assert!(
         into_tmpdir.stderr.contains("/scratch points to /")
@@ -967,6 +993,7 @@ fn stdenv_model_symlinks_tmpdir_and_lib64_as_nixpkgs() -> Result<()> {
     let run_path = nix
         .build(&derivation(
             r#"patchelf --set-rpath "$TMPDIR/lib" "$out/bin/hello""#,
+            "",
         )?)
         .expect_err("a run path into $TMPDIR must fail audit-tmpdir");
     assert!(
