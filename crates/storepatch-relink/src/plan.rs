@@ -47,7 +47,10 @@
 //!   target's directory when the names match.
 //! - The run paths of indexed libraries are added to the search directories only when asked
 //!   ([`LibraryIndexBuilder::follow_run_paths`](crate::LibraryIndexBuilder::follow_run_paths));
-//!   the hook always does (and storepatch's relink hook asks).
+//!   the hook always does (and storepatch's relink hook asks). Those directories are searched
+//!   without recursion and relative entries are skipped; the hook searches the ones it finds in
+//!   the trees being patched recursively and takes relative entries relative to its working
+//!   directory.
 //! - libc's objects are, in a Nix build, the files in `$NIX_BINTOOLS/nix-support/orig-libc`'s
 //!   `lib` (the hook's only source), else glibc's sonames (see [`LibcNames`]).
 //! - A missing `.note.dlopen` group of two or more alternatives is ignored when an ignore
