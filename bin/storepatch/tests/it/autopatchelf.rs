@@ -798,8 +798,16 @@ fn unknown_flags_and_no_paths_are_clear_errors() {
     assert!(stderr.contains("--relative-rpaths"), "{stderr}");
 }
 
+/// Runtime dependencies that do not exist, one with a space, as in nixpkgs' own test of the
+/// hook (`pkgs/test/auto-patchelf-hook`): they still go into the run path, in order.
+const MISSING_RUNTIME_DEPENDENCIES: [&str; 3] = [
+    "/some/dep/lib",
+    "/some/other/dep/lib",
+    "/some/dep with space/lib",
+];
+
 /// Side by side with nixpkgs' real `auto-patchelf.py` (run with `patchelf` and `pyelftools`) on
-/// one tree of gcc-built files covering runtime dependencies, appended run paths, `.note.dlopen`
+/// one tree of gcc-built files covering runtime dependencies (existing or not), appended run paths, `.note.dlopen`
 /// groups, `libgcc_s.so.1` outside libc's directory, the search order of `--libs` and the
 /// output's own libraries: every file gets the very same run path string, and the programs run.
 ///
@@ -890,6 +898,7 @@ fn same_run_paths_as_auto_patchelf_py() {
         .args(&libs)
         .arg("--runtime-dependencies")
         .arg(&runtime)
+        .args(MISSING_RUNTIME_DEPENDENCIES)
         .args(["--append-rpaths", "/opt/extra/lib", "--extra-args"])
         .env("NIX_BINTOOLS", build.path("bintools"))
         .output()
@@ -914,6 +923,7 @@ fn same_run_paths_as_auto_patchelf_py() {
             .args(&libs)
             .arg("--runtime-dependencies")
             .arg(&runtime)
+            .args(MISSING_RUNTIME_DEPENDENCIES)
             .args(["--append-rpaths", "/opt/extra/lib", "--extra-args"]),
     );
     let out = text(&build.path("out"));
@@ -934,8 +944,9 @@ fn same_run_paths_as_auto_patchelf_py() {
     assert_eq!(
         run_path(&build.path("out/bin/app")).0,
         Some(format!(
-            "{}:{}:{}:/opt/extra/lib",
+            "{}:{}:{}:{}:/opt/extra/lib",
             text(&runtime),
+            MISSING_RUNTIME_DEPENDENCIES.join(":"),
             text(foo.parent().unwrap()),
             text(&gcc_lib)
         ))
