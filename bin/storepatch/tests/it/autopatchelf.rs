@@ -807,9 +807,10 @@ const MISSING_RUNTIME_DEPENDENCIES: [&str; 3] = [
 ];
 
 /// Side by side with nixpkgs' real `auto-patchelf.py` (run with `patchelf` and `pyelftools`) on
-/// one tree of gcc-built files covering runtime dependencies (existing or not), appended run paths, `.note.dlopen`
-/// groups, `libgcc_s.so.1` outside libc's directory, the search order of `--libs` and the
-/// output's own libraries: every file gets the very same run path string, and the programs run.
+/// one tree of gcc-built files covering runtime dependencies (existing or not), appended run
+/// paths, `.note.dlopen` groups, `libgcc_s.so.1` outside libc's directory, `DT_RPATH`, the search
+/// order of `--libs` and the output's own libraries: every file gets the very same run path
+/// string and tag, and the programs run.
 ///
 /// Needs a copy of `pkgs/by-name/au/auto-patchelf/source/auto-patchelf.py` outside the
 /// repository, named by `$STOREPATCH_AUTO_PATCHELF` (the test is skipped without it), and
