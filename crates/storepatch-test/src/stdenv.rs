@@ -13,7 +13,7 @@
 //! | `stdenv/hooks/audit-tmpdir.sh` | `pkgs/build-support/setup-hooks/audit-tmpdir.sh` | fail on a run path (printed by the real patchelf) or wrapper naming `$TMPDIR`, in `fixupOutputHooks` after patchELF |
 //! | `stdenv/hooks/move-lib64.sh` | `pkgs/build-support/setup-hooks/move-lib64.sh` | a real `lib64/` moved into `lib/`, `lib64 -> lib` left, in `fixupOutputHooks` |
 //! | `stdenv/hooks/patch-shebangs.sh` | `pkgs/build-support/setup-hooks/patch-shebangs.sh` | `patchShebangs` from `HOST_PATH` in `fixupOutputHooks` |
-//! | `stdenv/hooks/strip.sh` | `pkgs/build-support/setup-hooks/strip.sh` | `$STRIP -S` in `fixupOutputHooks`, only when bintools set `STRIP` |
+//! | `stdenv/hooks/strip.sh` | `pkgs/build-support/setup-hooks/strip.sh` | `$STRIP -S -p` once per inode below `stripDebugList` in `fixupOutputHooks`, only when bintools set `STRIP` |
 //! | `stdenv/hooks/no-broken-symlinks.sh` | `pkgs/build-support/setup-hooks/no-broken-symlinks.sh` | fail on unreadable symlinks, symlinks into `$TMPDIR`, and dangling or reflexive ones into the store (others are not checked), first of the `postFixupHooks` |
 //! | `stdenv/hooks/make-symlinks-relative.sh` | `pkgs/build-support/setup-hooks/make-symlinks-relative.sh` | absolute symlinks into their own output made relative, in `postFixupHooks` after no-broken-symlinks |
 //! | `bintools/nix-support/setup-hook` | `pkgs/build-support/bintools-wrapper/setup-hook.sh` | `NIX_BINTOOLS`, `STRIP` |
