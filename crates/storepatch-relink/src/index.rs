@@ -30,7 +30,8 @@ use crate::target::Target;
 pub struct Library {
     /// The file (or symlink to it), as found.
     pub path: PathBuf,
-    /// The directory that holds it: what goes into a run path.
+    /// The directory that goes into a run path: the one holding the file it resolves to when
+    /// that has the same name (as autoPatchelfHook does), else the one holding `path`.
     pub dir: PathBuf,
     /// Its file name, the key a `DT_NEEDED` entry is matched against.
     pub name: Vec<u8>,
@@ -278,6 +279,19 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// The directory a run path gets for the library at `path` (in `dir`, named `name`): as
+/// autoPatchelfHook decides it, the directory of the file the path resolves to (symlinks
+/// followed in every component) when that file has the same name, else `dir` itself (a
+/// `libfoo.so -> libfoo.so.1` link is found in its own directory).
+fn run_path_directory(path: &Path, dir: &Path, name: &OsStr) -> PathBuf {
+    match fs_err::canonicalize(path) {
+        Ok(resolved) if resolved.file_name() == Some(name) => resolved
+            .parent()
+            .map_or_else(|| dir.to_path_buf(), Path::to_path_buf),
+        _ => dir.to_path_buf(),
+    }
+}
+
 /// An indexed library and its run path.
 type Parsed = (Library, Option<Vec<u8>>);
 
@@ -305,7 +319,7 @@ fn library(path: &Path) -> Result<Option<Parsed>> {
     Ok(Some((
         Library {
             path: path.to_path_buf(),
-            dir: dir.to_path_buf(),
+            dir: run_path_directory(path, dir, name),
             name: name.as_bytes().to_vec(),
             soname: info.soname.clone(),
             target: Target::of(&info),

@@ -43,8 +43,6 @@
 //!   that get a run path. Only flags that mean something for such a call are accepted.
 //! - A run path that is already equivalent is left as it is (after restoring scrubbed
 //!   entries), so a second run writes nothing.
-//! - A library found through a symlink is used from the symlink's directory; the hook uses the
-//!   target's directory when the names match.
 //! - The run paths of indexed libraries are added to the search directories only when asked
 //!   ([`LibraryIndexBuilder::follow_run_paths`](crate::LibraryIndexBuilder::follow_run_paths));
 //!   the hook always does (and storepatch's relink hook asks). Those directories are searched

@@ -779,6 +779,75 @@ fn keep_libc_looks_libc_up_in_the_index() {
     assert_eq!(stdout_of(&app), "ok\n");
 }
 
+/// A library found through a symlink of the same name (a `buildEnv`-style directory) puts the
+/// target's directory into the run path, as autoPatchelfHook does; one found through a link of
+/// another name (`libbar.so -> libbar.so.1`) keeps the link's directory. Side by side with
+/// `auto-patchelf.py` when `$STOREPATCH_AUTO_PATCHELF` names it.
+#[test]
+fn symlinked_library_directories_as_auto_patchelf() {
+    let build = Build::new();
+    let real = build.library("real/lib", "foo", 40, &["-Wl,-soname,libfoo.so"]);
+    build.gcc(
+        "real/lib/libbar.so.1",
+        "int bar(void) { return 2; }\n",
+        &["-shared", "-fPIC", "-Wl,-soname,libbar.so"],
+    );
+    let env = build.path("env/lib");
+    fs_err::create_dir_all(&env).unwrap();
+    std::os::unix::fs::symlink(&real, env.join("libfoo.so")).unwrap();
+    std::os::unix::fs::symlink(build.path("real/lib/libbar.so.1"), env.join("libbar.so")).unwrap();
+    let source = "#include <stdio.h>\nint foo(void); int bar(void);\nint main(void) { printf(\"%d\\n\", foo() + bar()); return 0; }\n";
+    build.gcc(
+        "out/bin/app",
+        source,
+        &[&format!("-L{}", env.display()), "-lfoo", "-lbar"],
+    );
+    let hook_tree = build.path("hook-out");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(build.path("out"))
+        .arg(&hook_tree)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    run_ok(
+        build
+            .relink()
+            .arg("--libs")
+            .arg(&env)
+            .arg("--paths")
+            .arg(build.path("out")),
+    );
+    let expected = format!("{}:{}", text(real.parent().unwrap()), text(&env));
+    assert_eq!(
+        run_path(&build.path("out/bin/app")),
+        (Some(expected.clone()), "RUNPATH")
+    );
+    assert_eq!(stdout_of(&build.path("out/bin/app")), "42\n");
+    if let Some(script) = std::env::var_os("STOREPATCH_AUTO_PATCHELF") {
+        let python =
+            std::env::var_os("STOREPATCH_AUTO_PATCHELF_PYTHON").unwrap_or("python3".into());
+        let theirs = Command::new(&python)
+            .arg(&script)
+            .arg("--paths")
+            .arg(&hook_tree)
+            .arg("--libs")
+            .arg(&env)
+            .env("NIX_BINTOOLS", build.path("bintools"))
+            .output()
+            .unwrap();
+        assert!(
+            theirs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert_eq!(
+            run_path(&hook_tree.join("bin/app")),
+            (Some(expected), "RUNPATH")
+        );
+    }
+}
+
 /// Flags of auto-patchelf.py that storepatch cannot honour do not exist; an unknown one is a
 /// usage error naming it, and a command line without paths says what is missing.
 #[test]
