@@ -16,8 +16,9 @@
 #   storepatch.restoreHook  restore a scrubbed virtualenv (`storepatch restore`); reads
 #                           hooks/storepatch-restore-hook.sh
 #
-# Needs a nixpkgs whose rustc is 1.88 or newer (the workspace's rust-version: edition 2024 and
-# let chains): nixos-25.11 or later. nixos-25.05 ships rustc 1.86 and cannot build it. The
+# Needs a nixpkgs whose rustc is 1.88 or newer (the workspace's rust-version: let chains, and
+# proptest for the check phase): nixos-25.11 or later; nixos-25.05 as released has rustc 1.86
+# and cannot build it (nix/README.md says what is known of later 25.05 revisions). The
 # `finalAttrs` form of buildRustPackage and lib.fileset are older than that.
 {
   lib,

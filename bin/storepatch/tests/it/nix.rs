@@ -1781,7 +1781,18 @@ fn hook_scripts_are_valid_bash() -> Result<()> {
                 .arg(repo_root().join("nix/hooks").join(hook)),
         )?;
     }
-    for model in ["setup.sh", "default-builder.sh"] {
+    for model in [
+        "setup.sh",
+        "default-builder.sh",
+        "patchelf-setup-hook.sh",
+        "bintools-setup-hook.sh",
+        "hooks/no-broken-symlinks.sh",
+        "hooks/audit-tmpdir.sh",
+        "hooks/make-symlinks-relative.sh",
+        "hooks/move-lib64.sh",
+        "hooks/patch-shebangs.sh",
+        "hooks/strip.sh",
+    ] {
         run_ok(
             Command::new("bash").arg("-n").arg(
                 repo_root()
