@@ -1733,6 +1733,23 @@ fn relink_hook_arguments() -> Result<()> {
         by_hand.contains("--no-recurse\n--\n$out/bin\n--- log\n"),
         "{by_hand}"
     );
+    // Without a bintools dynamic linker the compiler wrapper's is taken.
+    let from_cc = run_hook_with_stub(
+        "storepatch-relink-hook",
+        &[
+            ("dontPatchELF", "1"),
+            (
+                "installPhase",
+                "mkdir -p \"$out\" \"$TMPDIR/cc/nix-support\"; \
+                 echo /lib/ld-from-cc.so > \"$TMPDIR/cc/nix-support/dynamic-linker\"; \
+                 NIX_BINTOOLS=/nonexistent; NIX_CC=\"$TMPDIR/cc\"",
+            ),
+        ],
+    )?;
+    assert!(
+        from_cc.contains("--interpreter\n/lib/ld-from-cc.so\n"),
+        "{from_cc}"
+    );
     let debug = tempfile::tempdir()?;
     let outputs = run_hook_with_stub(
         "storepatch-relink-hook",
