@@ -1559,21 +1559,49 @@ impl Planner<'_> {
                 missing: "PT_LOAD segment",
             });
         };
-        // A last PT_LOAD that ends the file (the one an earlier relayout added) simply grows: no
-        // new program header, so repeated edits do not pile up segments.
+        // A section header table that ends the file is cut off here and written again after the
+        // new segment, so that it still ends the file (as tools such as patchelf's `pad-to-page`
+        // test helper expect). Everything before it stays where it is.
+        let section_table = self.trailing_section_table();
+        let cut = section_table.as_ref().map_or(file_len, |table| table.start);
+        // A last PT_LOAD that ends the file (the one an earlier relayout added, ours or
+        // patchelf's, which leaves one byte of padding after it) simply grows: no new program
+        // header, so repeated edits do not pile up segments, and the segment keeps a section in
+        // it. A segment whose only section moved out would be left with none, and binutils
+        // `strip` turns such a segment into an empty one at an offset that is not congruent to
+        // its address (`ELF load command address/offset not page-aligned` when loading).
         let mut segments = self.parsed.segments.clone();
         let extend_index = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .filter(|&index| {
                 let last = &segments[index];
-                last.offset.checked_add(last.filesz) == Some(file_len)
+                let end = last.offset.saturating_add(last.filesz);
+                end <= cut
+                    && cut - end < 16
+                    && self.unclaimed(&(end..cut))
                     && last.filesz == last.memsz
                     && last.flags & goblin::elf::program_header::PF_X == 0
                     && loads
                         .iter()
                         .all(|s| s.vaddr.saturating_add(s.memsz) <= last.vaddr + last.memsz)
             });
+        // A PT_LOAD that maps nothing but what moves now would be left holding no section, which
+        // `strip` mangles as said above: it becomes a PT_NULL (whose slot the new LOAD can take).
+        for index in self.orphaned_loads(grown_strings, new_interp.is_some(), grow_dynamic) {
+            if Some(index) != extend_index {
+                segments[index] = Segment {
+                    p_type: PT_NULL,
+                    flags: 0,
+                    offset: 0,
+                    vaddr: 0,
+                    paddr: 0,
+                    filesz: 0,
+                    memsz: 0,
+                    align: 0,
+                };
+            }
+        }
         // Otherwise: drop one PT_NULL if any, insert a new LOAD after the last LOAD.
         if extend_index.is_none()
             && let Some(null) = segments.iter().position(|s| s.p_type == PT_NULL)
@@ -1648,13 +1676,13 @@ impl Planner<'_> {
             .try_fold(0u64, |acc, end| end.map(|end| acc.max(end)))
             .ok_or_else(overflow)?;
         let top = align_up(top, page_size).ok_or_else(overflow)?;
-        let start = align_up(file_len, 16).ok_or_else(overflow)?;
+        let start = align_up(cut, 16).ok_or_else(overflow)?;
         let delta = first_load.vaddr.wrapping_sub(first_load.offset);
         // When the program headers move, keep (vaddr - offset) equal to the first LOAD's, so the
         // kernel's AT_PHDR (first LOAD's bias + e_phoff on kernels before 5.18) stays right.
         let (offset, vaddr) = if let Some(index) = extend_index {
             let last = segments[index];
-            let offset = align_up(file_len, 8).ok_or_else(overflow)?;
+            let offset = align_up(cut, 8).ok_or_else(overflow)?;
             (
                 offset,
                 last.vaddr
@@ -1682,7 +1710,7 @@ impl Planner<'_> {
         };
         // Padding between the old end of the file and the new segment stays small; anything else
         // means the segment table lies about addresses.
-        if offset - file_len > MAX_PADDING {
+        if offset.saturating_sub(cut) > MAX_PADDING {
             return Err(Error::malformed("segment addresses", offset));
         }
         if vaddr.checked_add(size).is_none() || offset.checked_add(size).is_none() {
@@ -1868,9 +1896,155 @@ impl Planner<'_> {
         let encoded = codec.encode_u16(phnum);
         push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
 
-        // The new file is the original bytes with `self.writes`, padded to `offset`, then `blob`;
+        // The section header table moves behind the new segment, with the edits made to it.
+        let mut tail = blob;
+        if let Some(table) = section_table {
+            let range = file_range(self.bytes, table.start, table.end - table.start)
+                .ok_or_else(|| Error::malformed("section header table", table.start))?;
+            let mut headers = self.bytes[range].to_vec();
+            for write in &self.writes {
+                write.apply_within(&mut headers, table.start);
+            }
+            let padded = align_up(size, 8).ok_or_else(overflow)?;
+            tail.resize(usize::try_from(padded).map_err(|_| overflow())?, 0);
+            tail.extend_from_slice(&headers);
+            let shoff_at = if codec.is64 { 40 } else { 32 };
+            let encoded = codec.encode_word(offset + padded);
+            push_diff(&mut self.writes, self.bytes, shoff_at, &encoded);
+            // Old table bytes that the new segment's padding keeps are cleared last, after the
+            // writes into them, so that no stale copy is left behind.
+            let stale_end = offset.min(file_len);
+            if stale_end > cut {
+                let zeros = usize::try_from(stale_end - cut).map_err(|_| overflow())?;
+                self.writes.push(Write {
+                    offset: cut,
+                    bytes: vec![0; zeros],
+                });
+            }
+        }
+
+        // The new file is the original bytes with `self.writes`, cut or padded to `offset`, then
+        // `tail` (the new segment and, when it ended the file, the section header table);
         // `Layout::build` or a streaming writer puts it together.
-        Ok((offset, blob))
+        Ok((offset, tail))
+    }
+
+    /// Indexes of the `PT_LOAD`s (never the first) that map sections, all of which move to the
+    /// new segment in this relayout (the dynamic string table when it grows, `.dynamic` when it
+    /// grows, `.interp` when it is replaced), and nothing else: no other segment, no program
+    /// header table and no address a dynamic entry holds, other than those that move. Earlier
+    /// relayouts (patchelf's in manylinux wheels) leave such segments, holding only `.dynstr`.
+    fn orphaned_loads(
+        &self,
+        grown_strings: &[u8],
+        new_interp: bool,
+        grow_dynamic: bool,
+    ) -> Vec<usize> {
+        use goblin::elf::section_header::SHF_ALLOC;
+        let parsed = &self.parsed;
+        let mut moving: Vec<usize> = Vec::new();
+        let mut moving_tags: Vec<u64> = Vec::new();
+        if !grown_strings.is_empty()
+            && let Some(table) = &parsed.dynstr
+            && let Some(section) = parsed.section_at(table.offset, Some(SHT_STRTAB))
+        {
+            moving.push(section.index);
+            moving_tags.push(DT_STRTAB);
+        }
+        if grow_dynamic && let Some(section) = parsed.dynamic_section() {
+            moving.push(section.index);
+        }
+        if new_interp
+            && let Some(interp) = self.segment(PT_INTERP)
+            && let Some(section) = parsed.section_at(interp.offset, None)
+        {
+            moving.push(section.index);
+        }
+        let moving_segment = |p_type: u32| {
+            (p_type == PT_DYNAMIC && grow_dynamic) || (p_type == PT_INTERP && new_interp)
+        };
+        let phdrs = extent(
+            parsed.phoff,
+            parsed.segments.len() as u64 * self.codec.phdr_size(),
+        );
+        let first_load = parsed.segments.iter().position(|s| s.p_type == PT_LOAD);
+        let entry = self.codec.word(self.bytes, 24);
+        parsed
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|&(index, load)| {
+                if load.p_type != PT_LOAD || Some(index) == first_load || load.filesz == 0 {
+                    return false;
+                }
+                let file = extent(load.offset, load.filesz);
+                let memory = extent(load.vaddr, load.memsz);
+                let inside: Vec<&crate::read::Section> = parsed
+                    .sections
+                    .iter()
+                    .filter(|section| {
+                        section.index != 0
+                            && section.size > 0
+                            && ((section.flags & u64::from(SHF_ALLOC) != 0
+                                && overlaps(&memory, &extent(section.addr, section.size)))
+                                || (section.sh_type != SHT_NOBITS
+                                    && overlaps(&file, &extent(section.offset, section.size))))
+                    })
+                    .collect();
+                let others = parsed.segments.iter().any(|segment| {
+                    segment.p_type != PT_LOAD
+                        && !moving_segment(segment.p_type)
+                        && (segment.filesz > 0 || segment.memsz > 0)
+                        && (overlaps(&file, &extent(segment.offset, segment.filesz))
+                            || overlaps(&memory, &extent(segment.vaddr, segment.memsz)))
+                });
+                let pointed_at = parsed.dynamic.as_ref().is_some_and(|dynamic| {
+                    dynamic.entries.iter().any(|entry| {
+                        !moving_tags.contains(&entry.tag) && memory.contains(&entry.value)
+                    })
+                });
+                !inside.is_empty()
+                    && inside.iter().all(|section| moving.contains(&section.index))
+                    && !others
+                    && !pointed_at
+                    && !overlaps(&file, &phdrs)
+                    && !entry.is_some_and(|entry| memory.contains(&entry))
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// The section header table's bytes when it ends the file and nothing else lies in them.
+    fn trailing_section_table(&self) -> Option<Range<u64>> {
+        let parsed = &self.parsed;
+        let codec = self.codec;
+        let (entsize_at, count_at) = if codec.is64 { (58, 60) } else { (46, 48) };
+        let entsize = u64::from(codec.u16(self.bytes, entsize_at)?);
+        let count = u64::from(codec.u16(self.bytes, count_at)?);
+        if parsed.shoff == 0 || count == 0 || entsize == 0 {
+            return None;
+        }
+        let table = parsed.shoff..parsed.shoff.checked_add(count.checked_mul(entsize)?)?;
+        let header = if codec.is64 { 64 } else { 52 };
+        let ends_file = table.end == self.bytes.len() as u64 && table.start >= header;
+        let phdrs = extent(
+            parsed.phoff,
+            parsed.segments.len() as u64 * codec.phdr_size(),
+        );
+        (ends_file && !overlaps(&table, &phdrs) && self.unclaimed(&table)).then_some(table)
+    }
+
+    /// Whether no section's bytes and no segment lie in the file bytes `range`.
+    fn unclaimed(&self, range: &Range<u64>) -> bool {
+        range.is_empty()
+            || (!self.parsed.sections.iter().any(|section| {
+                section.index != 0
+                    && section.sh_type != SHT_NOBITS
+                    && section.size > 0
+                    && overlaps(range, &extent(section.offset, section.size))
+            }) && !self.parsed.segments.iter().any(|segment| {
+                segment.filesz > 0 && overlaps(range, &extent(segment.offset, segment.filesz))
+            }))
     }
 
     /// Re-parses a relayout and checks it says what the edits asked for.

@@ -837,6 +837,11 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
     let Some(theirs) = real_patchelf(&fixture, &program, &["--set-rpath", &first]) else {
         return;
     };
+    // Bytes after patchelf's segment (a signature, say) keep it from simply growing, so the next
+    // edit needs a new program header.
+    let mut bytes = fs_err::read(&theirs).unwrap();
+    bytes.extend_from_slice(&[0xa5; 64]);
+    fs_err::write(&theirs, &bytes).unwrap();
     let (phoff, phnum) = program_header_table(&theirs);
     let second = format!("{dir}:{}", "/y".repeat(400));
     run_ok(
@@ -2046,4 +2051,301 @@ fn moved_string_table_leaves_no_stale_strings() {
         format!("{new}\n")
     );
     assert_healthy_program(&program);
+}
+
+/// Tools that rewrite a file from its section headers, as build systems run them after patchelf:
+/// binutils `strip` (all, and debug only), elfutils `eu-strip` and a plain `objcopy` copy.
+const STRIPPERS: &[&[&str]] = &[
+    &["strip"],
+    &["strip", "--strip-debug"],
+    &["eu-strip"],
+    &["objcopy"],
+];
+
+/// Puts each stripper's output of `library` in a directory of its own and runs `program` (which
+/// needs that library) against it: each must still load it, and `readelf -a` must not warn.
+fn assert_library_survives_strippers(library: &Path, program: &Path) {
+    let name = library.file_name().unwrap();
+    for tool in STRIPPERS {
+        let dir = library.with_file_name(format!("{}-{}", tool.join("-"), name.display()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let stripped = dir.join(name);
+        fs_err::copy(library, &stripped).unwrap();
+        let output = run_ok(Command::new(tool[0]).args(&tool[1..]).arg(&stripped));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.trim().is_empty(), "{tool:?} warns:\n{stderr}");
+        assert_readelf_clean(&stripped);
+        let output = run(Command::new(program)
+            .env("LD_BIND_NOW", "1")
+            .env("LD_LIBRARY_PATH", &dir));
+        assert!(
+            output.status.success(),
+            "{} does not load after {tool:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            EXPECTED,
+            "{tool:?}"
+        );
+    }
+}
+
+/// Indexes (in program header order) of the `PT_LOAD`s that map no section, from `readelf -lW`.
+fn loads_without_sections(file: &Path) -> Vec<usize> {
+    let output = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let types: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("Type "))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| !line.trim_start().starts_with('['))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let mapping: Vec<usize> = text
+        .lines()
+        .skip_while(|line| !line.contains("Segment Sections..."))
+        .skip(1)
+        .map_while(|line| {
+            let mut words = line.split_whitespace();
+            words.next()?.parse::<usize>().ok()?;
+            Some(words.count())
+        })
+        .collect();
+    assert_eq!(types.len(), mapping.len(), "{text}");
+    types
+        .iter()
+        .zip(&mapping)
+        .enumerate()
+        .filter(|(_, (kind, sections))| **kind == "LOAD" && **sections == 0)
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// `readelf -h`'s section header table offset, entry size and count.
+fn section_header_table(file: &Path) -> (u64, u64, u64) {
+    let output = run_ok(Command::new("readelf").args(["-h", "-W"]).arg(file));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} in readelf -h:\n{text}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("Start of section headers"),
+        field("Size of section headers"),
+        field("Number of section headers"),
+    )
+}
+
+fn assert_section_headers_end_the_file(file: &Path) {
+    let (offset, entry_size, count) = section_header_table(file);
+    let size = fs_err::metadata(file).unwrap().len();
+    assert_eq!(
+        offset + entry_size * count,
+        size,
+        "the section header table of {} does not end the file",
+        file.display()
+    );
+}
+
+/// A run path long enough to grow any `.dynstr`, starting with `dir` so the program still finds
+/// its library.
+fn growing_run_path(dir: &Path, tag: char) -> String {
+    format!(
+        "{}:/nix/store/{}-openssl-3.4.1/lib:/nix/store/{}-glibc-2.40-66/lib",
+        dir.display(),
+        tag.to_string().repeat(32),
+        tag.to_string().repeat(32)
+    )
+}
+
+/// The layout patchelf's relayout leaves in manylinux wheels (psycopg-binary's bundled libssl):
+/// `.dynstr` alone in a `PT_LOAD` of its own. Built here with ld, from its default linker script
+/// with `.dynstr` moved behind `.bss`. When a growing edit moves `.dynstr` out, that segment maps
+/// no section any more; binutils `strip` and `objcopy` then turned it into an empty segment at an
+/// offset not congruent to its address, which the loader refuses ("ELF load command
+/// address/offset not page-aligned"). It becomes a `PT_NULL` instead, and the result survives
+/// every stripper.
+#[test]
+fn grown_library_with_a_segment_for_dynstr_alone_survives_strip() {
+    let fixture = Fixture::new();
+    let script = run_ok(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-shared",
+        "-fPIC",
+        "-Wl,--verbose",
+        "-o",
+        "/dev/null",
+        "answer.c",
+    ]));
+    let script = String::from_utf8(script.stdout).unwrap();
+    let script: Vec<&str> = script
+        .split("==================================================")
+        .collect();
+    assert_eq!(script.len(), 3, "ld --verbose printed no default script");
+    let dynstr = "  .dynstr         : { *(.dynstr) }\n";
+    let lbss = "  .lbss   :\n";
+    assert!(
+        script[1].contains(dynstr) && script[1].contains(lbss),
+        "{}",
+        script[1]
+    );
+    let script = script[1].replacen(dynstr, "", 1).replacen(
+        lbss,
+        &format!("  . = ALIGN(CONSTANT (MAXPAGESIZE));\n{dynstr}{lbss}"),
+        1,
+    );
+    fs_err::write(fixture.path("lonely-dynstr.ld"), script).unwrap();
+    let lib = fixture.path("lib");
+    fs_err::create_dir(&lib).unwrap();
+    let library = lib.join("libanswer.so");
+    fs_err::rename(
+        fixture.library("answer", &["-Wl,-T,lonely-dynstr.ld"]),
+        &library,
+    )
+    .unwrap();
+    let lines = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let lines = String::from_utf8_lossy(&lines.stdout);
+    assert!(
+        lines
+            .lines()
+            .any(|line| line.split_whitespace().skip(1).eq([".dynstr"])),
+        "the fixture has no segment for .dynstr alone:\n{lines}"
+    );
+    let program = fixture.program("main", &["-Llib", &format!("-Wl,-rpath,{}", lib.display())]);
+    assert_eq!(run_program(&program), EXPECTED);
+
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(growing_run_path(&lib, 'a'))
+            .arg(&library),
+    );
+    assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+    assert_readelf_clean(&library);
+    assert_section_headers_end_the_file(&library);
+    assert_eq!(run_program(&program), EXPECTED);
+    assert_library_survives_strippers(&library, &program);
+}
+
+/// A plain gcc library and program, grown twice (the second edit grows the segment the first
+/// one added): the section header table still ends the file, every `PT_LOAD` maps a section, and
+/// the results load after every stripper.
+#[test]
+fn grown_files_keep_section_headers_last_and_survive_strip() {
+    let fixture = Fixture::new();
+    let lib = fixture.path("lib");
+    fs_err::create_dir(&lib).unwrap();
+    let library = lib.join("libanswer.so");
+    fs_err::rename(fixture.library("answer", &[]), &library).unwrap();
+    let program = fixture.program("main", &["-Llib", &format!("-Wl,-rpath,{}", lib.display())]);
+    assert_section_headers_end_the_file(&library);
+    let size = fs_err::metadata(&library).unwrap().len();
+    for (round, tag) in ['a', 'b'].into_iter().enumerate() {
+        let run_path = format!(
+            "{}:/{}",
+            growing_run_path(&lib, tag),
+            "x".repeat(round * 300)
+        );
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&run_path)
+                .arg(&library),
+        );
+        assert!(fs_err::metadata(&library).unwrap().len() > size);
+        assert_section_headers_end_the_file(&library);
+        assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+        assert_readelf_clean(&library);
+        assert_eq!(run_program(&program), EXPECTED);
+        assert_library_survives_strippers(&library, &program);
+
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&run_path)
+                .arg(&program),
+        );
+        assert_section_headers_end_the_file(&program);
+        assert_eq!(loads_without_sections(&program), Vec::<usize>::new());
+        assert_healthy_program(&program);
+    }
+    // The second growth reused the first one's segment rather than adding another.
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let loads = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD "))
+        .count();
+    let original = fixture.library("fresh", &[]);
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&original));
+    let original_loads = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD "))
+        .count();
+    assert_eq!(loads, original_loads + 1);
+}
+
+/// The real file behind the layout above: psycopg-binary 3.2.9's bundled libssl, which an earlier
+/// patchelf relayout (auditwheel's) left with `.dynstr` alone in its last segment, one byte short
+/// of the end of the file. A growing run path now grows that segment, as patchelf does, and the
+/// library loads (under Python's ctypes) after every stripper.
+#[test]
+fn psycopg_bundled_libssl_survives_strip_after_growth() {
+    let Some(unpacked) = wheel("psycopg-binary==3.2.9") else {
+        return;
+    };
+    let libs = unpacked.join("psycopg_binary.libs");
+    let original = fs_err::read_dir(&libs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libssl-")
+        })
+        .expect("the wheel bundles libssl");
+    let fixture = Fixture::new();
+    let library = fixture.copy(&original, "libssl.so.3");
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(growing_run_path(&libs, 'c'))
+            .arg(&library),
+    );
+    assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+    assert_readelf_clean(&library);
+    for tool in STRIPPERS {
+        let stripped = fixture.path(&format!("{}.so", tool.join("-")));
+        fs_err::copy(&library, &stripped).unwrap();
+        run_ok(Command::new(tool[0]).args(&tool[1..]).arg(&stripped));
+        assert_readelf_clean(&stripped);
+        let output = run(Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded')",
+            ])
+            .arg(&stripped));
+        assert!(
+            output.status.success(),
+            "libssl does not load after {tool:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
