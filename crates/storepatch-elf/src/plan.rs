@@ -1112,8 +1112,9 @@ impl Planner<'_> {
                 let start = usize::try_from(range.start).unwrap_or(usize::MAX);
                 if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
                 {
-                    slot.fill(0);
+                    erase(slot, entry.tag);
                     slot[..bytes.len()].copy_from_slice(bytes);
+                    slot[bytes.len()] = 0;
                     modified.push(range);
                     if let Some(index) = entry.original {
                         reused.push(index);
@@ -1143,7 +1144,8 @@ impl Planner<'_> {
                 let start = usize::try_from(range.start).unwrap_or(usize::MAX);
                 if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
                 {
-                    slot.fill(0);
+                    let tag = dynamic.as_ref().map_or(0, |d| d.entries[index].tag);
+                    erase(slot, tag);
                     modified.push(range);
                 }
             }
@@ -1201,6 +1203,21 @@ impl Planner<'_> {
         let mut full = work;
         full.extend_from_slice(&extra);
         Ok(full)
+    }
+}
+
+/// Erases an old string and its terminator (`slot`) that the dynamic entry with `tag` held. A run
+/// path's bytes become `X`, as patchelf taints an old run path nothing else shares (scripts and
+/// patchelf's own tests look for that), keeping the terminator; any other string becomes NUL.
+fn erase(slot: &mut [u8], tag: u64) {
+    let filler = if tag == DT_RPATH || tag == DT_RUNPATH {
+        b'X'
+    } else {
+        0
+    };
+    slot.fill(filler);
+    if let Some(last) = slot.last_mut() {
+        *last = 0;
     }
 }
 

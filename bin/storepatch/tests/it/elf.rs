@@ -2349,3 +2349,61 @@ fn psycopg_bundled_libssl_survives_strip_after_growth() {
         );
     }
 }
+
+/// Counts the runs of `byte` at least `at_least` long.
+fn runs_of(bytes: &[u8], byte: u8, at_least: usize) -> usize {
+    bytes
+        .split(|&b| b != byte)
+        .filter(|run| run.len() >= at_least)
+        .count()
+}
+
+/// An old run path that nothing else shares is overwritten with `X` bytes, as patchelf does
+/// (patchelf's `shared-rpath.sh` counts them): in place up to its terminator behind a shorter new
+/// one, and in the copy of a grown `.dynstr`, whose old bytes are cleared, so that exactly one
+/// run of `X` is left and no old byte of the run path survives.
+#[test]
+fn old_run_path_is_overwritten_with_x() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let old = format!("{dir}:/nix/store/{}-old-dependency/lib", "q".repeat(32));
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{old}")]);
+    assert_eq!(runs_of(&fs_err::read(&program).unwrap(), b'X', 8), 0);
+
+    let shorter = fixture.copy(&program, "shorter");
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&shorter),
+    );
+    let bytes = fs_err::read(&shorter).unwrap();
+    let mut expected = dir.clone().into_bytes();
+    expected.push(0);
+    expected.extend(std::iter::repeat_n(b'X', old.len() - dir.len() - 1));
+    expected.push(0);
+    assert!(contains(&bytes, &expected), "no {dir}\\0XXX…\\0 in place");
+    assert!(!contains(&bytes, b"old-dependency"));
+    assert_eq!(runs_of(&bytes, b'X', 8), 1);
+    assert_healthy_program(&shorter);
+
+    let longer = fixture.copy(&program, "longer");
+    let new = format!("{dir}:/{}", "n".repeat(300));
+    run_ok(fixture.patchelf().arg("--set-rpath").arg(&new).arg(&longer));
+    let bytes = fs_err::read(&longer).unwrap();
+    let mut tainted = vec![0];
+    tainted.extend(std::iter::repeat_n(b'X', old.len()));
+    tainted.push(0);
+    assert!(
+        contains(&bytes, &tainted),
+        "the copied old run path is not all X"
+    );
+    assert!(!contains(&bytes, b"old-dependency"));
+    assert_eq!(runs_of(&bytes, b'X', 8), 1);
+    assert_eq!(
+        print(&fixture, "--print-rpath", &longer),
+        format!("{new}\n")
+    );
+    assert_healthy_program(&longer);
+}
