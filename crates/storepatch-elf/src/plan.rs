@@ -186,6 +186,11 @@ struct Planner<'a> {
     /// A `PT_GNU_STACK` to add to a file that has none and no `PT_NULL` slot to reuse: the
     /// program header table grows (and moves) in the relayout.
     new_stack: Option<Segment>,
+    /// A resolution cache note to add, encoded: it goes into the new segment, with a `PT_NOTE`
+    /// and a section header of its own.
+    new_note: Option<Vec<u8>>,
+    /// `e_shnum` after the last section header (a stale resolution cache note) was dropped.
+    section_count: Option<u64>,
 }
 
 /// Computes what applying `edits` to the ELF file `bytes` takes.
@@ -255,6 +260,8 @@ pub(crate) fn plan_layout(bytes: &[u8], edits: &ElfEdits, options: &Options) -> 
         writes: Vec::new(),
         verneed_targets: Vec::new(),
         new_stack: None,
+        new_note: None,
+        section_count: None,
         symbol_name_targets: Vec::new(),
     };
     planner.run(edits, options)
@@ -296,6 +303,7 @@ impl Planner<'_> {
             self.set_execstack(executable);
         }
         let mut entries = self.model_entries()?;
+        let before = entries.clone();
         let needs_dynamic = edits.soname.is_some()
             || edits.add_debug_tag
             || edits.run_path.is_some()
@@ -313,6 +321,7 @@ impl Planner<'_> {
             });
         }
         self.edit_entries(&mut entries, edits);
+        self.update_resolution_cache(&before, &entries, edits)?;
         self.clear_symbol_versions(edits)?;
         let redirected_verneed = self.redirected_verneed(edits);
         let renamed = self.renamed_symbols(edits)?;
@@ -349,7 +358,12 @@ impl Planner<'_> {
         let grow_dynstr = !extra.is_empty();
         let capacity = self.parsed.dynamic.as_ref().map_or(0, |d| d.capacity);
         let grow_dynamic = entries.len() as u64 + 1 > capacity;
-        if !(grow_dynstr || grow_dynamic || new_interp.is_some() || self.new_stack.is_some()) {
+        if !(grow_dynstr
+            || grow_dynamic
+            || new_interp.is_some()
+            || self.new_stack.is_some()
+            || self.new_note.is_some())
+        {
             self.write_dynamic_in_place(&entries);
             self.write_verneed();
             if self.writes.is_empty() {
@@ -377,6 +391,142 @@ impl Planner<'_> {
             entries,
             edits: edits.clone(),
         })))
+    }
+
+    /// Removes a resolution cache note that the edits make stale (they change the run path the
+    /// loader uses or the needed libraries, or remove the run path), and plans the note to add.
+    fn update_resolution_cache(
+        &mut self,
+        before: &[Entry],
+        after: &[Entry],
+        edits: &ElfEdits,
+    ) -> Result<()> {
+        let texts = |entries: &[Entry], tag: u64| -> Vec<Vec<u8>> {
+            entries
+                .iter()
+                .filter(|e| e.tag == tag)
+                .filter_map(|e| e.text().map(<[u8]>::to_vec))
+                .collect()
+        };
+        let run_path = |entries: &[Entry]| {
+            let runpath = texts(entries, DT_RUNPATH);
+            if runpath.is_empty() {
+                texts(entries, DT_RPATH)
+            } else {
+                runpath
+            }
+            .into_iter()
+            .next()
+        };
+        let existing = self
+            .parsed
+            .sections
+            .iter()
+            .find(|s| s.index != 0 && s.name == crate::ldcache::SECTION_NAME)
+            .cloned();
+        let mut existing_kept = existing.is_some();
+        if let Some(section) = &existing {
+            let stale = texts(before, DT_NEEDED) != texts(after, DT_NEEDED)
+                || run_path(before) != run_path(after)
+                || matches!(edits.run_path, Some(RunPathEdit::Remove));
+            if stale {
+                self.drop_note(section)?;
+                existing_kept = false;
+            }
+        }
+        let Some(descriptor) = &edits.resolution_cache else {
+            return Ok(());
+        };
+        if existing_kept {
+            let section = existing
+                .as_ref()
+                .map(|section| crate::ldcache::note_descriptor(self.codec, self.bytes, section));
+            if section.flatten().as_ref() != Some(descriptor) {
+                return Err(Error::Unsupported {
+                    what: "--build-resolution-cache: a resolution cache note is already present; \
+                           rebuild from an unpatched binary",
+                });
+            }
+            return Ok(());
+        }
+        self.new_note = Some(crate::ldcache::encode_note(self.codec, descriptor));
+        Ok(())
+    }
+
+    /// Drops the note `section`: its bytes are cleared (they hold resolved store paths), the
+    /// `PT_LOAD` and `PT_NOTE` that map exactly it become `PT_NULL`, and its section header is
+    /// removed when it is the last one, otherwise cleared into an unnamed `SHT_NULL` (so that no
+    /// other section index, such as a symbol's, changes).
+    fn drop_note(&mut self, section: &crate::read::Section) -> Result<()> {
+        let codec = self.codec;
+        if let Some(range) = file_range(self.bytes, section.offset, section.size) {
+            let zeros = vec![0u8; range.len()];
+            push_diff(&mut self.writes, self.bytes, section.offset, &zeros);
+        }
+        for index in 0..self.parsed.segments.len() {
+            let segment = self.parsed.segments[index];
+            if matches!(segment.p_type, PT_LOAD | PT_NOTE)
+                && segment.offset == section.offset
+                && segment.filesz == section.size
+            {
+                let null = Segment {
+                    p_type: PT_NULL,
+                    flags: 0,
+                    offset: 0,
+                    vaddr: 0,
+                    paddr: 0,
+                    filesz: 0,
+                    memsz: 0,
+                    align: 0,
+                };
+                self.parsed.segments[index] = null;
+                let at = self.parsed.phoff + index as u64 * codec.phdr_size();
+                push_diff(
+                    &mut self.writes,
+                    self.bytes,
+                    at,
+                    &encode_segment(codec, &null),
+                );
+            }
+        }
+        let (entsize_at, count_at, strndx_at) = if codec.is64 {
+            (58, 60, 62)
+        } else {
+            (46, 48, 50)
+        };
+        let entry_size = u64::from(codec.u16(self.bytes, entsize_at).unwrap_or(0));
+        let count = u64::from(codec.u16(self.bytes, count_at).unwrap_or(0));
+        let index = section.index as u64;
+        if u64::from(codec.u16(self.bytes, strndx_at).unwrap_or(0)) == index {
+            return Err(Error::Unsupported {
+                what: "removing the resolution cache note: the section name table index points to it",
+            });
+        }
+        let base = self.parsed.shoff + index * entry_size;
+        if file_range(self.bytes, base, entry_size).is_none() {
+            return Err(Error::malformed("section header", base));
+        }
+        let zeros = vec![0u8; usize::try_from(entry_size).unwrap_or(0)];
+        push_diff(&mut self.writes, self.bytes, base, &zeros);
+        if index + 1 == count {
+            let new_count = u16::try_from(index).unwrap_or(0);
+            push_diff(
+                &mut self.writes,
+                self.bytes,
+                count_at,
+                &codec.encode_u16(new_count),
+            );
+            self.section_count = Some(index);
+            // Links to the dropped section go nowhere now.
+            let link_at = if codec.is64 { 40 } else { 24 };
+            for other in 1..index {
+                let at = self.parsed.shoff + other * entry_size + link_at;
+                if codec.u32(self.bytes, at).map(u64::from) == Some(index) {
+                    push_diff(&mut self.writes, self.bytes, at, &codec.encode_u32(0));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `ET_DYN` with `DF_1_PIE` and a dynamic section but no interpreter: it relocates itself.
@@ -1259,6 +1409,33 @@ const MOVABLE_POINTER_TAGS: &[u64] = &[
     crate::read::DT_VERDEF,
 ];
 
+/// The fields of a new section header; the rest (link, info, entry size) are zero.
+struct SectionHeader {
+    name: u32,
+    sh_type: u32,
+    flags: u64,
+    address: u64,
+    offset: u64,
+    size: u64,
+    align: u64,
+}
+
+/// Serialised section header.
+fn encode_section_header(codec: Codec, header: &SectionHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend(codec.encode_u32(header.name));
+    out.extend(codec.encode_u32(header.sh_type));
+    out.extend(codec.encode_word(header.flags));
+    out.extend(codec.encode_word(header.address));
+    out.extend(codec.encode_word(header.offset));
+    out.extend(codec.encode_word(header.size));
+    out.extend(codec.encode_u32(0));
+    out.extend(codec.encode_u32(0));
+    out.extend(codec.encode_word(header.align));
+    out.extend(codec.encode_word(0));
+    out
+}
+
 /// Serialised program header.
 fn encode_segment(codec: Codec, segment: &Segment) -> Vec<u8> {
     let mut out = Vec::with_capacity(56);
@@ -1432,16 +1609,16 @@ impl Planner<'_> {
         !in_section && !in_segment && !pointed_at
     }
 
-    /// Plans room for one more program header at the end of the table, in the `PT_LOAD` that maps
-    /// it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
+    /// Plans room for `extra` more program headers at the end of the table, in the `PT_LOAD` that
+    /// maps it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
     /// which only program headers and their own section headers point at) move to the new
     /// segment, or is [unused](Self::unused) already; `None` when the table has to move instead.
-    fn phdr_room(&self) -> Option<Vec<Range<u64>>> {
+    fn phdr_room(&self, extra: u64) -> Option<Vec<Range<u64>>> {
         const PT_GNU_PROPERTY: u32 = 0x6474_e553;
         let codec = self.codec;
         let count = self.parsed.segments.len() as u64;
         let table_end = self.parsed.phoff + count * codec.phdr_size();
-        let window = table_end..table_end + codec.phdr_size();
+        let window = table_end..table_end + extra * codec.phdr_size();
         let in_load = self.parsed.segments.iter().any(|s| {
             s.p_type == PT_LOAD
                 && s.offset <= self.parsed.phoff
@@ -1628,17 +1805,32 @@ impl Planner<'_> {
         if let Some(stack) = self.new_stack {
             segments.push(stack);
         }
+        // The resolution cache note's PT_NOTE goes last; placed below.
+        let new_note = self.new_note.clone();
+        if new_note.is_some() {
+            segments.push(Segment {
+                p_type: PT_NOTE,
+                flags: PF_R,
+                offset: 0,
+                vaddr: 0,
+                paddr: 0,
+                filesz: 0,
+                memsz: 0,
+                align: 4,
+            });
+        }
         let last_load = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .map_or(0, |index| index + 1);
         let new_count = segments.len() as u64 + u64::from(extend_index.is_none());
         let old_count = self.parsed.segments.len() as u64;
-        let room = if new_count > old_count + 1 {
-            // More than one header more: the table moves.
+        let room = if new_count > old_count + 2 {
+            // More than two headers more (a new LOAD and a resolution cache note's PT_NOTE, say):
+            // the table moves.
             None
         } else if new_count > old_count {
-            self.phdr_room()
+            self.phdr_room(new_count - old_count)
         } else {
             Some(Vec::new())
         };
@@ -1681,6 +1873,12 @@ impl Planner<'_> {
         let strings_at = (!grown_strings.is_empty()).then(|| {
             let at = cursor;
             cursor += grown_strings.len() as u64;
+            at
+        });
+        let note_at = new_note.as_ref().map(|note| {
+            cursor = cursor.next_multiple_of(8);
+            let at = cursor;
+            cursor += note.len() as u64;
             at
         });
         let size = cursor;
@@ -1846,6 +2044,17 @@ impl Planner<'_> {
                 self.write_section(section, vaddr + at, offset + at, grown_strings.len() as u64);
             }
         }
+        // Resolution cache note: its PT_NOTE is the last one (pushed above).
+        if let (Some(at), Some(note)) = (note_at, &new_note) {
+            put(at, note);
+            if let Some(segment) = segments.iter_mut().rev().find(|s| s.p_type == PT_NOTE) {
+                segment.offset = offset + at;
+                segment.vaddr = vaddr + at;
+                segment.paddr = vaddr + at;
+                segment.filesz = note.len() as u64;
+                segment.memsz = note.len() as u64;
+            }
+        }
         // Dynamic section.
         let mut values = Self::final_entries(entries, strtab);
         for entry in values
@@ -1913,28 +2122,89 @@ impl Planner<'_> {
         let encoded = codec.encode_u16(phnum);
         push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
 
-        // The section header table moves behind the new segment, with the edits made to it.
+        // The section header table moves behind the new segment, with the edits made to it,
+        // when it ended the file or gets a new section header (the note's, whose name is added
+        // to a copy of the section name table, which goes there too).
         let mut tail = blob;
-        if let Some(table) = section_table {
+        let note_section = match (note_at, &new_note) {
+            (Some(at), Some(note)) => Some((vaddr + at, offset + at, note.len() as u64)),
+            _ => None,
+        };
+        let moved_table = match (&section_table, note_section) {
+            (Some(table), _) => Some(table.clone()),
+            (None, Some(_)) => Some(self.section_table_range().ok_or(Error::Missing {
+                operation: "add a section",
+                missing: "section header table",
+            })?),
+            (None, None) => None,
+        };
+        if let Some(table) = moved_table {
             let range = file_range(self.bytes, table.start, table.end - table.start)
                 .ok_or_else(|| Error::malformed("section header table", table.start))?;
             let mut headers = self.bytes[range].to_vec();
             for write in &self.writes {
                 write.apply_within(&mut headers, table.start);
             }
-            let padded = align_up(size, 8).ok_or_else(overflow)?;
-            tail.resize(usize::try_from(padded).map_err(|_| overflow())?, 0);
+            let entry_size = self.section_entry_size();
+            let mut count = self
+                .section_count
+                .unwrap_or(headers.len() as u64 / entry_size.max(1));
+            headers.truncate(usize::try_from(count * entry_size).map_err(|_| overflow())?);
+            let mut at = align_up(size, 8).ok_or_else(overflow)?;
+            if let Some((address, note_offset, note_size)) = note_section {
+                let (names, name) = self.grown_section_names(crate::ldcache::SECTION_NAME)?;
+                let names_at = at;
+                at = align_up(at + names.len() as u64, 8).ok_or_else(overflow)?;
+                tail.resize(usize::try_from(names_at).map_err(|_| overflow())?, 0);
+                tail.extend_from_slice(&names);
+                // The name table's header, in the copy: offset and size.
+                let (off_at, size_at) = if codec.is64 { (24, 32) } else { (16, 20) };
+                let base = usize::try_from(self.section_name_index() * entry_size)
+                    .map_err(|_| overflow())?;
+                for (field, value) in [(off_at, offset + names_at), (size_at, names.len() as u64)] {
+                    let encoded = codec.encode_word(value);
+                    let slot = headers
+                        .get_mut(base + field..base + field + encoded.len())
+                        .ok_or_else(|| Error::malformed("section name table header", 0))?;
+                    slot.copy_from_slice(&encoded);
+                }
+                headers.extend(encode_section_header(
+                    codec,
+                    &SectionHeader {
+                        name,
+                        sh_type: goblin::elf::section_header::SHT_NOTE,
+                        flags: u64::from(goblin::elf::section_header::SHF_ALLOC),
+                        address,
+                        offset: note_offset,
+                        size: note_size,
+                        align: 4,
+                    },
+                ));
+                count += 1;
+            }
+            tail.resize(usize::try_from(at).map_err(|_| overflow())?, 0);
             tail.extend_from_slice(&headers);
-            let shoff_at = if codec.is64 { 40 } else { 32 };
-            let encoded = codec.encode_word(offset + padded);
+            let (shoff_at, shnum_at) = if codec.is64 { (40, 60) } else { (32, 48) };
+            let encoded = codec.encode_word(offset + at);
             push_diff(&mut self.writes, self.bytes, shoff_at, &encoded);
-            // Old table bytes that the new segment's padding keeps are cleared last, after the
-            // writes into them, so that no stale copy is left behind.
-            let stale_end = offset.min(file_len);
-            if stale_end > cut {
-                let zeros = usize::try_from(stale_end - cut).map_err(|_| overflow())?;
+            let count = u16::try_from(count).map_err(|_| Error::malformed("section count", 0))?;
+            push_diff(
+                &mut self.writes,
+                self.bytes,
+                shnum_at,
+                &codec.encode_u16(count),
+            );
+            // Old table bytes left in the file are cleared last, after the writes into them, so
+            // that no stale copy is left behind.
+            let stale = if section_table.is_some() {
+                cut..offset.min(file_len)
+            } else {
+                table.start..table.end.min(file_len)
+            };
+            if stale.end > stale.start {
+                let zeros = usize::try_from(stale.end - stale.start).map_err(|_| overflow())?;
                 self.writes.push(Write {
-                    offset: cut,
+                    offset: stale.start,
                     bytes: vec![0; zeros],
                 });
             }
@@ -2031,17 +2301,59 @@ impl Planner<'_> {
             .collect()
     }
 
+    /// `e_shentsize`.
+    fn section_entry_size(&self) -> u64 {
+        let at = if self.codec.is64 { 58 } else { 46 };
+        u64::from(self.codec.u16(self.bytes, at).unwrap_or(0))
+    }
+
+    /// `e_shstrndx`.
+    fn section_name_index(&self) -> u64 {
+        let at = if self.codec.is64 { 62 } else { 50 };
+        u64::from(self.codec.u16(self.bytes, at).unwrap_or(0))
+    }
+
+    /// The section header table's bytes, when there is one of the expected entry size.
+    fn section_table_range(&self) -> Option<Range<u64>> {
+        let parsed = &self.parsed;
+        let codec = self.codec;
+        let count_at = if codec.is64 { 60 } else { 48 };
+        let entsize = self.section_entry_size();
+        let count = u64::from(codec.u16(self.bytes, count_at)?);
+        if parsed.shoff == 0 || count == 0 || entsize != if codec.is64 { 64 } else { 40 } {
+            return None;
+        }
+        let table = parsed.shoff..parsed.shoff.checked_add(count.checked_mul(entsize)?)?;
+        (table.end <= self.bytes.len() as u64).then_some(table)
+    }
+
+    /// A copy of the section name table with `name` appended, and the new name's offset in it.
+    fn grown_section_names(&self, name: &[u8]) -> Result<(Vec<u8>, u32)> {
+        let index = usize::try_from(self.section_name_index()).unwrap_or(usize::MAX);
+        let section = self
+            .parsed
+            .sections
+            .get(index)
+            .filter(|section| index != 0 && section.sh_type == SHT_STRTAB)
+            .ok_or(Error::Missing {
+                operation: "add a section",
+                missing: "section name table",
+            })?;
+        let range = file_range(self.bytes, section.offset, section.size)
+            .ok_or_else(|| Error::malformed("section name table", section.offset))?;
+        let mut names = self.bytes[range].to_vec();
+        let at =
+            u32::try_from(names.len()).map_err(|_| Error::malformed("section name table", 0))?;
+        names.extend_from_slice(name);
+        names.push(0);
+        Ok((names, at))
+    }
+
     /// The section header table's bytes when it ends the file and nothing else lies in them.
     fn trailing_section_table(&self) -> Option<Range<u64>> {
         let parsed = &self.parsed;
         let codec = self.codec;
-        let (entsize_at, count_at) = if codec.is64 { (58, 60) } else { (46, 48) };
-        let entsize = u64::from(codec.u16(self.bytes, entsize_at)?);
-        let count = u64::from(codec.u16(self.bytes, count_at)?);
-        if parsed.shoff == 0 || count == 0 || entsize == 0 {
-            return None;
-        }
-        let table = parsed.shoff..parsed.shoff.checked_add(count.checked_mul(entsize)?)?;
+        let table = self.section_table_range()?;
         let header = if codec.is64 { 64 } else { 52 };
         let ends_file = table.end == self.bytes.len() as u64 && table.start >= header;
         let phdrs = extent(

@@ -1908,16 +1908,6 @@ fn execstack_and_debug_tag_options() {
     }
     assert_readelf_clean(&tagged);
     assert_eq!(run_program(&program), EXPECTED);
-    // The two options patchelf 0.19 has and this does not say so.
-    {
-        let option = "--build-resolution-cache";
-        let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
-        assert_eq!(output.status.code(), Some(1));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("not supported"),
-            "{option}"
-        );
-    }
 }
 
 /// A new `PT_LOAD` takes the alignment the file's LOADs use (here 0x10000 on x86-64, whose ABI
@@ -2406,4 +2396,259 @@ fn old_run_path_is_overwritten_with_x() {
         format!("{new}\n")
     );
     assert_healthy_program(&longer);
+}
+
+/// The bytes of `file`'s `.note.nixos.ldcache` section, or `None` without one.
+fn resolution_cache_note(file: &Path) -> Option<Vec<u8>> {
+    let sections = run_ok(Command::new("readelf").args(["-S", "-W"]).arg(file));
+    let count = String::from_utf8_lossy(&sections.stdout)
+        .matches(".note.nixos.ldcache")
+        .count();
+    if count == 0 {
+        return None;
+    }
+    assert_eq!(count, 1, "more than one resolution cache note");
+    let out = file.with_extension("note");
+    run_ok(
+        Command::new("objcopy")
+            .args(["-O", "binary", "--only-section=.note.nixos.ldcache"])
+            .arg(file)
+            .arg(&out),
+    );
+    Some(fs_err::read(out).unwrap())
+}
+
+/// `--build-resolution-cache` records, per needed library, where the run path resolves it
+/// (`=path`) and which entries only the loader can search (`?dir`: empty, relative, `$ORIGIN`,
+/// a directory with `glibc-hwcaps`), in an allocated `NixOS` note with a `PT_NOTE`, byte for
+/// byte as patchelf writes it; the program still runs and strips; building again changes nothing.
+#[test]
+fn resolution_cache_note_is_built_as_patchelf_builds_it() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let hw = fixture.path("hw");
+    fs_err::create_dir_all(hw.join("glibc-hwcaps")).unwrap();
+    let run_path = format!("{dir}:$ORIGIN/x::{}:rel/dir:{dir}", hw.display());
+    let program = fixture.program("main", &[]);
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&run_path)
+            .arg(&program),
+    );
+    assert_eq!(resolution_cache_note(&program), None);
+    let uncached = fixture.copy(&program, "uncached");
+
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&program),
+    );
+    let note = resolution_cache_note(&program).expect("a resolution cache note");
+    let hints = format!("?$ORIGIN/x:?:?{}:?rel/dir", hw.display());
+    let descriptor = format!(
+        "libanswer.so\0={dir}/libanswer.so:{hints}:={dir}/libanswer.so\0libc.so.6\0{hints}\0\0"
+    );
+    let mut expected = Vec::new();
+    for word in [6, u32::try_from(descriptor.len()).unwrap(), 0x63a8_6cb6] {
+        expected.extend(word.to_le_bytes());
+    }
+    expected.extend(b"NixOS\0\0\0");
+    expected.extend(descriptor.as_bytes());
+    expected.resize(expected.len().next_multiple_of(4), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&note),
+        String::from_utf8_lossy(&expected)
+    );
+    let notes = run_ok(Command::new("readelf").args(["-n", "-W"]).arg(&program));
+    assert!(String::from_utf8_lossy(&notes.stdout).contains("NixOS"));
+    let sections = run_ok(Command::new("readelf").args(["-S", "-W"]).arg(&program));
+    let line = String::from_utf8_lossy(&sections.stdout)
+        .lines()
+        .find(|line| line.contains(".note.nixos.ldcache"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(line.contains(" NOTE ") && line.contains(" A "), "{line}");
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&program));
+    let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+    let note_offset = line.split_whitespace().nth(4).unwrap().to_owned();
+    assert!(
+        headers.lines().any(|l| l.trim_start().starts_with("NOTE ")
+            && l.contains(&format!("0x{note_offset}"))),
+        "no PT_NOTE maps the note:\n{headers}"
+    );
+    assert_eq!(loads_without_sections(&program), Vec::<usize>::new());
+    assert_section_headers_end_the_file(&program);
+    assert_healthy_program(&program);
+
+    let before = fs_err::read(&program).unwrap();
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&program),
+    );
+    assert_eq!(
+        fs_err::read(&program).unwrap(),
+        before,
+        "building twice changed the file"
+    );
+
+    // The same note as the real patchelf's, where it is on PATH.
+    if let Some(theirs) = real_patchelf(&fixture, &uncached, &["--build-resolution-cache"]) {
+        assert_eq!(resolution_cache_note(&theirs), Some(note));
+    }
+}
+
+/// Edits that change what the note says (the run path, the needed libraries) remove it and clear
+/// its bytes; edits that change nothing keep it; a note that differs from what would be built is
+/// an error, as is `--force-rpath` with the option; without a run path there is a warning and no
+/// note. The results still run.
+#[test]
+fn resolution_cache_note_goes_when_it_would_be_stale() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let other = fixture.path("other");
+    fs_err::create_dir(&other).unwrap();
+    fs_err::copy(fixture.library("answer", &[]), other.join("libanswer.so")).unwrap();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    let cached = |name: &str| {
+        let copy = fixture.copy(&program, name);
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--build-resolution-cache")
+                .arg(&copy),
+        );
+        assert!(resolution_cache_note(&copy).is_some());
+        copy
+    };
+    let resolved = format!("={dir}/libanswer.so");
+    let edits: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "set",
+            vec!["--set-rpath".into(), other.display().to_string()],
+            false,
+        ),
+        (
+            "grow",
+            vec!["--set-rpath".into(), format!("{dir}:/{}", "g".repeat(300))],
+            false,
+        ),
+        (
+            "add",
+            vec!["--add-rpath".into(), other.display().to_string()],
+            false,
+        ),
+        ("remove", vec!["--remove-rpath".into()], false),
+        (
+            "add-needed",
+            vec!["--add-needed".into(), "libm.so.6".into()],
+            false,
+        ),
+        (
+            "replace-needed",
+            vec![
+                "--replace-needed".into(),
+                "libanswer.so".into(),
+                "libanswer.so".into(),
+            ],
+            true,
+        ),
+        (
+            "remove-absent",
+            vec!["--remove-needed".into(), "libabsent.so".into()],
+            true,
+        ),
+        ("same-rpath", vec!["--set-rpath".into(), dir.clone()], true),
+        (
+            "soname",
+            vec!["--set-soname".into(), "libmain.so".into()],
+            true,
+        ),
+    ];
+    for (name, args, kept) in edits {
+        let file = cached(name);
+        run_ok(fixture.patchelf().args(&args).arg(&file));
+        assert_eq!(resolution_cache_note(&file).is_some(), kept, "{name}");
+        if !kept {
+            assert!(
+                !contains(&fs_err::read(&file).unwrap(), resolved.as_bytes()),
+                "{name}: the old note's bytes survive"
+            );
+        }
+        assert_readelf_clean(&file);
+        if name != "remove" {
+            let output = run(Command::new(&file)
+                .env("LD_BIND_NOW", "1")
+                .env("LD_LIBRARY_PATH", &other));
+            assert!(output.status.success(), "{name}");
+            assert_strip_works(&file, None);
+        }
+    }
+
+    // Rebuilt after a run path change: the new place.
+    let file = cached("rebuilt");
+    run_ok(fixture.patchelf().arg("--set-rpath").arg(&other).arg(&file));
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&file),
+    );
+    let note = resolution_cache_note(&file).unwrap();
+    let moved = format!("={}/libanswer.so", other.display());
+    assert!(contains(&note, moved.as_bytes()));
+    assert_eq!(run_program(&file), EXPECTED);
+
+    // A note that says something else is never rebuilt in place.
+    let stale = fixture.copy(&program, "stale");
+    fs_err::write(fixture.path("garbage"), "stale").unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .arg("--add-section")
+            .arg(format!(
+                ".note.nixos.ldcache={}",
+                fixture.path("garbage").display()
+            ))
+            .arg(&stale),
+    );
+    let before = fs_err::read(&stale).unwrap();
+    let output = run(fixture
+        .patchelf()
+        .arg("--build-resolution-cache")
+        .arg(&stale));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("already present"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fs_err::read(&stale).unwrap(), before);
+
+    // No run path: a warning, and nothing written.
+    let bare = fixture.copy(&program, "bare");
+    run_ok(fixture.patchelf().arg("--remove-rpath").arg(&bare));
+    let before = fs_err::read(&bare).unwrap();
+    let output = run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&bare),
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("warning: --build-resolution-cache: no DT_NEEDED entries or run path"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fs_err::read(&bare).unwrap(), before);
+
+    let output = run(fixture
+        .patchelf()
+        .args(["--force-rpath", "--build-resolution-cache"])
+        .arg(&bare));
+    assert_eq!(output.status.code(), Some(1));
 }
