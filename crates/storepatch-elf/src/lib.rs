@@ -8,11 +8,14 @@
 //!
 //! - a string is rewritten **in place** when the new value fits and no other reference (symbol
 //!   names, version records, other dynamic entries; linkers merge string tails) points into the old
-//!   one; the rest is padded with NUL so no old store path survives;
+//!   one; the rest is padded with NUL (an old run path is overwritten with `X`, as patchelf does)
+//!   so no old store path survives;
 //! - a new dynamic entry reuses a spare `DT_NULL` slot, keeping one terminator;
 //! - otherwise `.dynstr` is copied and extended, and moves (with a grown `.dynamic`, a longer
 //!   interpreter and, when there is no room for one more program header, the program header
-//!   table) into **one new `PT_LOAD`** at the end of the file, aligned to the ABI page size.
+//!   table) into **one new `PT_LOAD`** at the end of the file, aligned to the ABI page size; a
+//!   section header table that ended the file moves behind it, and no `PT_LOAD` is left mapping
+//!   no section (binutils `strip` would break such a file).
 //!
 //! [`apply_to_file`] writes only the changed bytes of an in-place patch; a relayout goes to a
 //! temporary file in the same directory, is re-parsed and checked, then renamed over the original

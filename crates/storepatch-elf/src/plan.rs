@@ -502,7 +502,7 @@ impl Planner<'_> {
                 what: "removing the resolution cache note: the section name table index points to it",
             });
         }
-        let base = self.parsed.shoff + index * entry_size;
+        let base = self.parsed.shoff.saturating_add(index * entry_size);
         if file_range(self.bytes, base, entry_size).is_none() {
             return Err(Error::malformed("section header", base));
         }
@@ -520,7 +520,7 @@ impl Planner<'_> {
             // Links to the dropped section go nowhere now.
             let link_at = if codec.is64 { 40 } else { 24 };
             for other in 1..index {
-                let at = self.parsed.shoff + other * entry_size + link_at;
+                let at = base - (index - other) * entry_size + link_at;
                 if codec.u32(self.bytes, at).map(u64::from) == Some(index) {
                     push_diff(&mut self.writes, self.bytes, at, &codec.encode_u32(0));
                 }
