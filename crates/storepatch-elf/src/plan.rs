@@ -2406,6 +2406,11 @@ impl Planner<'_> {
                 what: "interpreter",
             });
         }
+        if edits.resolution_cache.is_some() && info.resolution_cache != edits.resolution_cache {
+            return Err(Error::Verification {
+                what: "resolution cache note",
+            });
+        }
         Ok(())
     }
 }
