@@ -8,11 +8,14 @@
 //!
 //! - a string is rewritten **in place** when the new value fits and no other reference (symbol
 //!   names, version records, other dynamic entries; linkers merge string tails) points into the old
-//!   one; the rest is padded with NUL so no old store path survives;
+//!   one; the rest is padded with NUL (an old run path is overwritten with `X`, as patchelf does)
+//!   so no old store path survives;
 //! - a new dynamic entry reuses a spare `DT_NULL` slot, keeping one terminator;
 //! - otherwise `.dynstr` is copied and extended, and moves (with a grown `.dynamic`, a longer
 //!   interpreter and, when there is no room for one more program header, the program header
-//!   table) into **one new `PT_LOAD`** at the end of the file, aligned to the ABI page size.
+//!   table) into **one new `PT_LOAD`** at the end of the file, aligned to the ABI page size; a
+//!   section header table that ended the file moves behind it, and no `PT_LOAD` is left mapping
+//!   no section (binutils `strip` would break such a file).
 //!
 //! [`apply_to_file`] writes only the changed bytes of an in-place patch; a relayout goes to a
 //! temporary file in the same directory, is re-parsed and checked, then renamed over the original
@@ -52,6 +55,7 @@
 mod dlopen;
 mod error;
 mod file;
+mod ldcache;
 mod plan;
 mod read;
 #[cfg(test)]
@@ -59,6 +63,7 @@ mod tests;
 
 pub use error::{Error, Result};
 pub use file::{Outcome, apply_to_file, apply_to_file_as, read_file};
+pub use ldcache::{NoResolutionCache, resolution_cache_descriptor};
 pub use plan::{Patch, Write, plan};
 
 use read::{DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, Parsed};
@@ -133,13 +138,24 @@ pub struct ElfInfo {
     pub has_section_headers: bool,
     /// `PT_GNU_STACK`'s `PF_X`: whether the stack is executable; `None` without `PT_GNU_STACK`.
     pub execstack: Option<bool>,
+    /// The descriptor of the `.note.nixos.ldcache` section (patchelf's resolution cache), when
+    /// the file has one; empty when its note cannot be read.
+    pub resolution_cache: Option<Vec<u8>>,
 }
 
 impl ElfInfo {
     /// Parses the parts of an ELF file the dynamic loader uses.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let parsed = Parsed::parse(bytes)?;
-        Ok(Self::from_parsed(&parsed))
+        let mut info = Self::from_parsed(&parsed);
+        info.resolution_cache = parsed
+            .sections
+            .iter()
+            .find(|section| section.index != 0 && section.name == ldcache::SECTION_NAME)
+            .map(|section| {
+                ldcache::note_descriptor(parsed.codec, bytes, section).unwrap_or_default()
+            });
+        Ok(info)
     }
 
     fn from_parsed(parsed: &Parsed) -> Self {
@@ -198,6 +214,7 @@ impl ElfInfo {
                 .iter()
                 .find(|segment| segment.p_type == goblin::elf::program_header::PT_GNU_STACK)
                 .map(|segment| segment.flags & goblin::elf::program_header::PF_X != 0),
+            resolution_cache: None,
         }
     }
 
@@ -266,6 +283,12 @@ pub struct ElfEdits {
     /// Dynamic symbols to rename `(old, new)` (patchelf's `--rename-dynamic-symbols`); the new
     /// names are appended to `.dynstr` and `.gnu.hash` and `.hash` are rebuilt.
     pub rename_dynamic_symbols: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Add a resolution cache note (`.note.nixos.ldcache`, patchelf's `--build-resolution-cache`)
+    /// with this descriptor, from [`resolution_cache_descriptor`]. A file that has one already
+    /// is left alone when it says the same, and is an error otherwise. Independently of this, any
+    /// edit that changes the run path or the needed libraries removes an existing note (it would
+    /// be stale), clearing its bytes.
+    pub resolution_cache: Option<Vec<u8>>,
 }
 
 /// Layout options.

@@ -186,6 +186,11 @@ struct Planner<'a> {
     /// A `PT_GNU_STACK` to add to a file that has none and no `PT_NULL` slot to reuse: the
     /// program header table grows (and moves) in the relayout.
     new_stack: Option<Segment>,
+    /// A resolution cache note to add, encoded: it goes into the new segment, with a `PT_NOTE`
+    /// and a section header of its own.
+    new_note: Option<Vec<u8>>,
+    /// `e_shnum` after the last section header (a stale resolution cache note) was dropped.
+    section_count: Option<u64>,
 }
 
 /// Computes what applying `edits` to the ELF file `bytes` takes.
@@ -255,6 +260,8 @@ pub(crate) fn plan_layout(bytes: &[u8], edits: &ElfEdits, options: &Options) -> 
         writes: Vec::new(),
         verneed_targets: Vec::new(),
         new_stack: None,
+        new_note: None,
+        section_count: None,
         symbol_name_targets: Vec::new(),
     };
     planner.run(edits, options)
@@ -296,6 +303,7 @@ impl Planner<'_> {
             self.set_execstack(executable);
         }
         let mut entries = self.model_entries()?;
+        let before = entries.clone();
         let needs_dynamic = edits.soname.is_some()
             || edits.add_debug_tag
             || edits.run_path.is_some()
@@ -313,6 +321,7 @@ impl Planner<'_> {
             });
         }
         self.edit_entries(&mut entries, edits);
+        self.update_resolution_cache(&before, &entries, edits)?;
         self.clear_symbol_versions(edits)?;
         let redirected_verneed = self.redirected_verneed(edits);
         let renamed = self.renamed_symbols(edits)?;
@@ -349,7 +358,12 @@ impl Planner<'_> {
         let grow_dynstr = !extra.is_empty();
         let capacity = self.parsed.dynamic.as_ref().map_or(0, |d| d.capacity);
         let grow_dynamic = entries.len() as u64 + 1 > capacity;
-        if !(grow_dynstr || grow_dynamic || new_interp.is_some() || self.new_stack.is_some()) {
+        if !(grow_dynstr
+            || grow_dynamic
+            || new_interp.is_some()
+            || self.new_stack.is_some()
+            || self.new_note.is_some())
+        {
             self.write_dynamic_in_place(&entries);
             self.write_verneed();
             if self.writes.is_empty() {
@@ -377,6 +391,142 @@ impl Planner<'_> {
             entries,
             edits: edits.clone(),
         })))
+    }
+
+    /// Removes a resolution cache note that the edits make stale (they change the run path the
+    /// loader uses or the needed libraries, or remove the run path), and plans the note to add.
+    fn update_resolution_cache(
+        &mut self,
+        before: &[Entry],
+        after: &[Entry],
+        edits: &ElfEdits,
+    ) -> Result<()> {
+        let texts = |entries: &[Entry], tag: u64| -> Vec<Vec<u8>> {
+            entries
+                .iter()
+                .filter(|e| e.tag == tag)
+                .filter_map(|e| e.text().map(<[u8]>::to_vec))
+                .collect()
+        };
+        let run_path = |entries: &[Entry]| {
+            let runpath = texts(entries, DT_RUNPATH);
+            if runpath.is_empty() {
+                texts(entries, DT_RPATH)
+            } else {
+                runpath
+            }
+            .into_iter()
+            .next()
+        };
+        let existing = self
+            .parsed
+            .sections
+            .iter()
+            .find(|s| s.index != 0 && s.name == crate::ldcache::SECTION_NAME)
+            .cloned();
+        let mut existing_kept = existing.is_some();
+        if let Some(section) = &existing {
+            let stale = texts(before, DT_NEEDED) != texts(after, DT_NEEDED)
+                || run_path(before) != run_path(after)
+                || matches!(edits.run_path, Some(RunPathEdit::Remove));
+            if stale {
+                self.drop_note(section)?;
+                existing_kept = false;
+            }
+        }
+        let Some(descriptor) = &edits.resolution_cache else {
+            return Ok(());
+        };
+        if existing_kept {
+            let section = existing
+                .as_ref()
+                .map(|section| crate::ldcache::note_descriptor(self.codec, self.bytes, section));
+            if section.flatten().as_ref() != Some(descriptor) {
+                return Err(Error::Unsupported {
+                    what: "--build-resolution-cache: a resolution cache note is already present; \
+                           rebuild from an unpatched binary",
+                });
+            }
+            return Ok(());
+        }
+        self.new_note = Some(crate::ldcache::encode_note(self.codec, descriptor));
+        Ok(())
+    }
+
+    /// Drops the note `section`: its bytes are cleared (they hold resolved store paths), the
+    /// `PT_LOAD` and `PT_NOTE` that map exactly it become `PT_NULL`, and its section header is
+    /// removed when it is the last one, otherwise cleared into an unnamed `SHT_NULL` (so that no
+    /// other section index, such as a symbol's, changes).
+    fn drop_note(&mut self, section: &crate::read::Section) -> Result<()> {
+        let codec = self.codec;
+        if let Some(range) = file_range(self.bytes, section.offset, section.size) {
+            let zeros = vec![0u8; range.len()];
+            push_diff(&mut self.writes, self.bytes, section.offset, &zeros);
+        }
+        for index in 0..self.parsed.segments.len() {
+            let segment = self.parsed.segments[index];
+            if matches!(segment.p_type, PT_LOAD | PT_NOTE)
+                && segment.offset == section.offset
+                && segment.filesz == section.size
+            {
+                let null = Segment {
+                    p_type: PT_NULL,
+                    flags: 0,
+                    offset: 0,
+                    vaddr: 0,
+                    paddr: 0,
+                    filesz: 0,
+                    memsz: 0,
+                    align: 0,
+                };
+                self.parsed.segments[index] = null;
+                let at = self.parsed.phoff + index as u64 * codec.phdr_size();
+                push_diff(
+                    &mut self.writes,
+                    self.bytes,
+                    at,
+                    &encode_segment(codec, &null),
+                );
+            }
+        }
+        let (entsize_at, count_at, strndx_at) = if codec.is64 {
+            (58, 60, 62)
+        } else {
+            (46, 48, 50)
+        };
+        let entry_size = u64::from(codec.u16(self.bytes, entsize_at).unwrap_or(0));
+        let count = u64::from(codec.u16(self.bytes, count_at).unwrap_or(0));
+        let index = section.index as u64;
+        if u64::from(codec.u16(self.bytes, strndx_at).unwrap_or(0)) == index {
+            return Err(Error::Unsupported {
+                what: "removing the resolution cache note: the section name table index points to it",
+            });
+        }
+        let base = self.parsed.shoff.saturating_add(index * entry_size);
+        if file_range(self.bytes, base, entry_size).is_none() {
+            return Err(Error::malformed("section header", base));
+        }
+        let zeros = vec![0u8; usize::try_from(entry_size).unwrap_or(0)];
+        push_diff(&mut self.writes, self.bytes, base, &zeros);
+        if index + 1 == count {
+            let new_count = u16::try_from(index).unwrap_or(0);
+            push_diff(
+                &mut self.writes,
+                self.bytes,
+                count_at,
+                &codec.encode_u16(new_count),
+            );
+            self.section_count = Some(index);
+            // Links to the dropped section go nowhere now.
+            let link_at = if codec.is64 { 40 } else { 24 };
+            for other in 1..index {
+                let at = base - (index - other) * entry_size + link_at;
+                if codec.u32(self.bytes, at).map(u64::from) == Some(index) {
+                    push_diff(&mut self.writes, self.bytes, at, &codec.encode_u32(0));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `ET_DYN` with `DF_1_PIE` and a dynamic section but no interpreter: it relocates itself.
@@ -1112,8 +1262,9 @@ impl Planner<'_> {
                 let start = usize::try_from(range.start).unwrap_or(usize::MAX);
                 if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
                 {
-                    slot.fill(0);
+                    erase(slot, entry.tag);
                     slot[..bytes.len()].copy_from_slice(bytes);
+                    slot[bytes.len()] = 0;
                     modified.push(range);
                     if let Some(index) = entry.original {
                         reused.push(index);
@@ -1143,7 +1294,8 @@ impl Planner<'_> {
                 let start = usize::try_from(range.start).unwrap_or(usize::MAX);
                 if let Some(slot) = work.get_mut(start..start + (range.end - range.start) as usize)
                 {
-                    slot.fill(0);
+                    let tag = dynamic.as_ref().map_or(0, |d| d.entries[index].tag);
+                    erase(slot, tag);
                     modified.push(range);
                 }
             }
@@ -1204,6 +1356,21 @@ impl Planner<'_> {
     }
 }
 
+/// Erases an old string and its terminator (`slot`) that the dynamic entry with `tag` held. A run
+/// path's bytes become `X`, as patchelf taints an old run path nothing else shares (scripts and
+/// patchelf's own tests look for that), keeping the terminator; any other string becomes NUL.
+fn erase(slot: &mut [u8], tag: u64) {
+    let filler = if tag == DT_RPATH || tag == DT_RUNPATH {
+        b'X'
+    } else {
+        0
+    };
+    slot.fill(filler);
+    if let Some(last) = slot.last_mut() {
+        *last = 0;
+    }
+}
+
 /// The GNU symbol hash (`.gnu.hash`).
 fn gnu_hash(name: &[u8]) -> u32 {
     name.iter().fold(5381u32, |h, &c| {
@@ -1241,6 +1408,33 @@ const MOVABLE_POINTER_TAGS: &[u64] = &[
     crate::read::DT_VERNEED,
     crate::read::DT_VERDEF,
 ];
+
+/// The fields of a new section header; the rest (link, info, entry size) are zero.
+struct SectionHeader {
+    name: u32,
+    sh_type: u32,
+    flags: u64,
+    address: u64,
+    offset: u64,
+    size: u64,
+    align: u64,
+}
+
+/// Serialised section header.
+fn encode_section_header(codec: Codec, header: &SectionHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend(codec.encode_u32(header.name));
+    out.extend(codec.encode_u32(header.sh_type));
+    out.extend(codec.encode_word(header.flags));
+    out.extend(codec.encode_word(header.address));
+    out.extend(codec.encode_word(header.offset));
+    out.extend(codec.encode_word(header.size));
+    out.extend(codec.encode_u32(0));
+    out.extend(codec.encode_u32(0));
+    out.extend(codec.encode_word(header.align));
+    out.extend(codec.encode_word(0));
+    out
+}
 
 /// Serialised program header.
 fn encode_segment(codec: Codec, segment: &Segment) -> Vec<u8> {
@@ -1415,16 +1609,16 @@ impl Planner<'_> {
         !in_section && !in_segment && !pointed_at
     }
 
-    /// Plans room for one more program header at the end of the table, in the `PT_LOAD` that maps
-    /// it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
+    /// Plans room for `extra` more program headers at the end of the table, in the `PT_LOAD` that
+    /// maps it: `Some(blobs)` when the window is free once `blobs` (the interpreter and note segments,
     /// which only program headers and their own section headers point at) move to the new
     /// segment, or is [unused](Self::unused) already; `None` when the table has to move instead.
-    fn phdr_room(&self) -> Option<Vec<Range<u64>>> {
+    fn phdr_room(&self, extra: u64) -> Option<Vec<Range<u64>>> {
         const PT_GNU_PROPERTY: u32 = 0x6474_e553;
         let codec = self.codec;
         let count = self.parsed.segments.len() as u64;
         let table_end = self.parsed.phoff + count * codec.phdr_size();
-        let window = table_end..table_end + codec.phdr_size();
+        let window = table_end..table_end + extra * codec.phdr_size();
         let in_load = self.parsed.segments.iter().any(|s| {
             s.p_type == PT_LOAD
                 && s.offset <= self.parsed.phoff
@@ -1559,21 +1753,49 @@ impl Planner<'_> {
                 missing: "PT_LOAD segment",
             });
         };
-        // A last PT_LOAD that ends the file (the one an earlier relayout added) simply grows: no
-        // new program header, so repeated edits do not pile up segments.
+        // A section header table that ends the file is cut off here and written again after the
+        // new segment, so that it still ends the file (as tools such as patchelf's `pad-to-page`
+        // test helper expect). Everything before it stays where it is.
+        let section_table = self.trailing_section_table();
+        let cut = section_table.as_ref().map_or(file_len, |table| table.start);
+        // A last PT_LOAD that ends the file (the one an earlier relayout added, ours or
+        // patchelf's, which leaves one byte of padding after it) simply grows: no new program
+        // header, so repeated edits do not pile up segments, and the segment keeps a section in
+        // it. A segment whose only section moved out would be left with none, and binutils
+        // `strip` turns such a segment into an empty one at an offset that is not congruent to
+        // its address (`ELF load command address/offset not page-aligned` when loading).
         let mut segments = self.parsed.segments.clone();
         let extend_index = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .filter(|&index| {
                 let last = &segments[index];
-                last.offset.checked_add(last.filesz) == Some(file_len)
+                let end = last.offset.saturating_add(last.filesz);
+                end <= cut
+                    && cut - end < 16
+                    && self.unclaimed(&(end..cut))
                     && last.filesz == last.memsz
                     && last.flags & goblin::elf::program_header::PF_X == 0
                     && loads
                         .iter()
                         .all(|s| s.vaddr.saturating_add(s.memsz) <= last.vaddr + last.memsz)
             });
+        // A PT_LOAD that maps nothing but what moves now would be left holding no section, which
+        // `strip` mangles as said above: it becomes a PT_NULL (whose slot the new LOAD can take).
+        for index in self.orphaned_loads(grown_strings, new_interp.is_some(), grow_dynamic) {
+            if Some(index) != extend_index {
+                segments[index] = Segment {
+                    p_type: PT_NULL,
+                    flags: 0,
+                    offset: 0,
+                    vaddr: 0,
+                    paddr: 0,
+                    filesz: 0,
+                    memsz: 0,
+                    align: 0,
+                };
+            }
+        }
         // Otherwise: drop one PT_NULL if any, insert a new LOAD after the last LOAD.
         if extend_index.is_none()
             && let Some(null) = segments.iter().position(|s| s.p_type == PT_NULL)
@@ -1583,17 +1805,32 @@ impl Planner<'_> {
         if let Some(stack) = self.new_stack {
             segments.push(stack);
         }
+        // The resolution cache note's PT_NOTE goes last; placed below.
+        let new_note = self.new_note.clone();
+        if new_note.is_some() {
+            segments.push(Segment {
+                p_type: PT_NOTE,
+                flags: PF_R,
+                offset: 0,
+                vaddr: 0,
+                paddr: 0,
+                filesz: 0,
+                memsz: 0,
+                align: 4,
+            });
+        }
         let last_load = segments
             .iter()
             .rposition(|s| s.p_type == PT_LOAD)
             .map_or(0, |index| index + 1);
         let new_count = segments.len() as u64 + u64::from(extend_index.is_none());
         let old_count = self.parsed.segments.len() as u64;
-        let room = if new_count > old_count + 1 {
-            // More than one header more: the table moves.
+        let room = if new_count > old_count + 2 {
+            // More than two headers more (a new LOAD and a resolution cache note's PT_NOTE, say):
+            // the table moves.
             None
         } else if new_count > old_count {
-            self.phdr_room()
+            self.phdr_room(new_count - old_count)
         } else {
             Some(Vec::new())
         };
@@ -1638,6 +1875,12 @@ impl Planner<'_> {
             cursor += grown_strings.len() as u64;
             at
         });
+        let note_at = new_note.as_ref().map(|note| {
+            cursor = cursor.next_multiple_of(8);
+            let at = cursor;
+            cursor += note.len() as u64;
+            at
+        });
         let size = cursor;
 
         // Where it goes: past every byte of the file and every mapped page.
@@ -1648,13 +1891,13 @@ impl Planner<'_> {
             .try_fold(0u64, |acc, end| end.map(|end| acc.max(end)))
             .ok_or_else(overflow)?;
         let top = align_up(top, page_size).ok_or_else(overflow)?;
-        let start = align_up(file_len, 16).ok_or_else(overflow)?;
+        let start = align_up(cut, 16).ok_or_else(overflow)?;
         let delta = first_load.vaddr.wrapping_sub(first_load.offset);
         // When the program headers move, keep (vaddr - offset) equal to the first LOAD's, so the
         // kernel's AT_PHDR (first LOAD's bias + e_phoff on kernels before 5.18) stays right.
         let (offset, vaddr) = if let Some(index) = extend_index {
             let last = segments[index];
-            let offset = align_up(file_len, 8).ok_or_else(overflow)?;
+            let offset = align_up(cut, 8).ok_or_else(overflow)?;
             (
                 offset,
                 last.vaddr
@@ -1682,7 +1925,7 @@ impl Planner<'_> {
         };
         // Padding between the old end of the file and the new segment stays small; anything else
         // means the segment table lies about addresses.
-        if offset - file_len > MAX_PADDING {
+        if offset.saturating_sub(cut) > MAX_PADDING {
             return Err(Error::malformed("segment addresses", offset));
         }
         if vaddr.checked_add(size).is_none() || offset.checked_add(size).is_none() {
@@ -1801,6 +2044,17 @@ impl Planner<'_> {
                 self.write_section(section, vaddr + at, offset + at, grown_strings.len() as u64);
             }
         }
+        // Resolution cache note: its PT_NOTE is the last one (pushed above).
+        if let (Some(at), Some(note)) = (note_at, &new_note) {
+            put(at, note);
+            if let Some(segment) = segments.iter_mut().rev().find(|s| s.p_type == PT_NOTE) {
+                segment.offset = offset + at;
+                segment.vaddr = vaddr + at;
+                segment.paddr = vaddr + at;
+                segment.filesz = note.len() as u64;
+                segment.memsz = note.len() as u64;
+            }
+        }
         // Dynamic section.
         let mut values = Self::final_entries(entries, strtab);
         for entry in values
@@ -1868,9 +2122,258 @@ impl Planner<'_> {
         let encoded = codec.encode_u16(phnum);
         push_diff(&mut self.writes, self.bytes, phnum_at, &encoded);
 
-        // The new file is the original bytes with `self.writes`, padded to `offset`, then `blob`;
+        // The section header table moves behind the new segment, with the edits made to it,
+        // when it ended the file or gets a new section header (the note's, whose name is added
+        // to a copy of the section name table, which goes there too).
+        let mut tail = blob;
+        let note_section = match (note_at, &new_note) {
+            (Some(at), Some(note)) => Some((vaddr + at, offset + at, note.len() as u64)),
+            _ => None,
+        };
+        let moved_table = match (&section_table, note_section) {
+            (Some(table), _) => Some(table.clone()),
+            (None, Some(_)) => Some(self.section_table_range().ok_or(Error::Missing {
+                operation: "add a section",
+                missing: "section header table",
+            })?),
+            (None, None) => None,
+        };
+        if let Some(table) = moved_table {
+            let range = file_range(self.bytes, table.start, table.end - table.start)
+                .ok_or_else(|| Error::malformed("section header table", table.start))?;
+            let mut headers = self.bytes[range].to_vec();
+            for write in &self.writes {
+                write.apply_within(&mut headers, table.start);
+            }
+            let entry_size = self.section_entry_size();
+            let mut count = self
+                .section_count
+                .unwrap_or(headers.len() as u64 / entry_size.max(1));
+            headers.truncate(usize::try_from(count * entry_size).map_err(|_| overflow())?);
+            let mut at = align_up(size, 8).ok_or_else(overflow)?;
+            if let Some((address, note_offset, note_size)) = note_section {
+                let (names, name) = self.grown_section_names(crate::ldcache::SECTION_NAME)?;
+                let names_at = at;
+                at = align_up(at + names.len() as u64, 8).ok_or_else(overflow)?;
+                tail.resize(usize::try_from(names_at).map_err(|_| overflow())?, 0);
+                tail.extend_from_slice(&names);
+                // The name table's header, in the copy: offset and size.
+                let (off_at, size_at) = if codec.is64 { (24, 32) } else { (16, 20) };
+                let base = usize::try_from(self.section_name_index() * entry_size)
+                    .map_err(|_| overflow())?;
+                for (field, value) in [(off_at, offset + names_at), (size_at, names.len() as u64)] {
+                    let encoded = codec.encode_word(value);
+                    let slot = headers
+                        .get_mut(base + field..base + field + encoded.len())
+                        .ok_or_else(|| Error::malformed("section name table header", 0))?;
+                    slot.copy_from_slice(&encoded);
+                }
+                headers.extend(encode_section_header(
+                    codec,
+                    &SectionHeader {
+                        name,
+                        sh_type: goblin::elf::section_header::SHT_NOTE,
+                        flags: u64::from(goblin::elf::section_header::SHF_ALLOC),
+                        address,
+                        offset: note_offset,
+                        size: note_size,
+                        align: 4,
+                    },
+                ));
+                count += 1;
+            }
+            tail.resize(usize::try_from(at).map_err(|_| overflow())?, 0);
+            tail.extend_from_slice(&headers);
+            let (shoff_at, shnum_at) = if codec.is64 { (40, 60) } else { (32, 48) };
+            let encoded = codec.encode_word(offset + at);
+            push_diff(&mut self.writes, self.bytes, shoff_at, &encoded);
+            let count = u16::try_from(count).map_err(|_| Error::malformed("section count", 0))?;
+            push_diff(
+                &mut self.writes,
+                self.bytes,
+                shnum_at,
+                &codec.encode_u16(count),
+            );
+            // Old table bytes left in the file are cleared last, after the writes into them, so
+            // that no stale copy is left behind.
+            let stale = if section_table.is_some() {
+                cut..offset.min(file_len)
+            } else {
+                table.start..table.end.min(file_len)
+            };
+            if stale.end > stale.start {
+                let zeros = usize::try_from(stale.end - stale.start).map_err(|_| overflow())?;
+                self.writes.push(Write {
+                    offset: stale.start,
+                    bytes: vec![0; zeros],
+                });
+            }
+        }
+
+        // The new file is the original bytes with `self.writes`, cut or padded to `offset`, then
+        // `tail` (the new segment and, when it ended the file, the section header table);
         // `Layout::build` or a streaming writer puts it together.
-        Ok((offset, blob))
+        Ok((offset, tail))
+    }
+
+    /// Indexes of the `PT_LOAD`s (never the first) that map sections, all of which move to the
+    /// new segment in this relayout (the dynamic string table when it grows, `.dynamic` when it
+    /// grows, `.interp` when it is replaced), and nothing else: no other segment, no program
+    /// header table and no address a dynamic entry holds, other than those that move. Earlier
+    /// relayouts (patchelf's in manylinux wheels) leave such segments, holding only `.dynstr`.
+    fn orphaned_loads(
+        &self,
+        grown_strings: &[u8],
+        new_interp: bool,
+        grow_dynamic: bool,
+    ) -> Vec<usize> {
+        use goblin::elf::section_header::SHF_ALLOC;
+        let parsed = &self.parsed;
+        let mut moving: Vec<usize> = Vec::new();
+        let mut moving_tags: Vec<u64> = Vec::new();
+        if !grown_strings.is_empty()
+            && let Some(table) = &parsed.dynstr
+            && let Some(section) = parsed.section_at(table.offset, Some(SHT_STRTAB))
+        {
+            moving.push(section.index);
+            moving_tags.push(DT_STRTAB);
+        }
+        if grow_dynamic && let Some(section) = parsed.dynamic_section() {
+            moving.push(section.index);
+        }
+        if new_interp
+            && let Some(interp) = self.segment(PT_INTERP)
+            && let Some(section) = parsed.section_at(interp.offset, None)
+        {
+            moving.push(section.index);
+        }
+        let moving_segment = |p_type: u32| {
+            (p_type == PT_DYNAMIC && grow_dynamic) || (p_type == PT_INTERP && new_interp)
+        };
+        let phdrs = extent(
+            parsed.phoff,
+            parsed.segments.len() as u64 * self.codec.phdr_size(),
+        );
+        let first_load = parsed.segments.iter().position(|s| s.p_type == PT_LOAD);
+        let entry = self.codec.word(self.bytes, 24);
+        parsed
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|&(index, load)| {
+                if load.p_type != PT_LOAD || Some(index) == first_load || load.filesz == 0 {
+                    return false;
+                }
+                let file = extent(load.offset, load.filesz);
+                let memory = extent(load.vaddr, load.memsz);
+                let inside: Vec<&crate::read::Section> = parsed
+                    .sections
+                    .iter()
+                    .filter(|section| {
+                        section.index != 0
+                            && section.size > 0
+                            && ((section.flags & u64::from(SHF_ALLOC) != 0
+                                && overlaps(&memory, &extent(section.addr, section.size)))
+                                || (section.sh_type != SHT_NOBITS
+                                    && overlaps(&file, &extent(section.offset, section.size))))
+                    })
+                    .collect();
+                let others = parsed.segments.iter().any(|segment| {
+                    segment.p_type != PT_LOAD
+                        && !moving_segment(segment.p_type)
+                        && (segment.filesz > 0 || segment.memsz > 0)
+                        && (overlaps(&file, &extent(segment.offset, segment.filesz))
+                            || overlaps(&memory, &extent(segment.vaddr, segment.memsz)))
+                });
+                let pointed_at = parsed.dynamic.as_ref().is_some_and(|dynamic| {
+                    dynamic.entries.iter().any(|entry| {
+                        !moving_tags.contains(&entry.tag) && memory.contains(&entry.value)
+                    })
+                });
+                !inside.is_empty()
+                    && inside.iter().all(|section| moving.contains(&section.index))
+                    && !others
+                    && !pointed_at
+                    && !overlaps(&file, &phdrs)
+                    && !entry.is_some_and(|entry| memory.contains(&entry))
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// `e_shentsize`.
+    fn section_entry_size(&self) -> u64 {
+        let at = if self.codec.is64 { 58 } else { 46 };
+        u64::from(self.codec.u16(self.bytes, at).unwrap_or(0))
+    }
+
+    /// `e_shstrndx`.
+    fn section_name_index(&self) -> u64 {
+        let at = if self.codec.is64 { 62 } else { 50 };
+        u64::from(self.codec.u16(self.bytes, at).unwrap_or(0))
+    }
+
+    /// The section header table's bytes, when there is one of the expected entry size.
+    fn section_table_range(&self) -> Option<Range<u64>> {
+        let parsed = &self.parsed;
+        let codec = self.codec;
+        let count_at = if codec.is64 { 60 } else { 48 };
+        let entsize = self.section_entry_size();
+        let count = u64::from(codec.u16(self.bytes, count_at)?);
+        if parsed.shoff == 0 || count == 0 || entsize != if codec.is64 { 64 } else { 40 } {
+            return None;
+        }
+        let table = parsed.shoff..parsed.shoff.checked_add(count.checked_mul(entsize)?)?;
+        (table.end <= self.bytes.len() as u64).then_some(table)
+    }
+
+    /// A copy of the section name table with `name` appended, and the new name's offset in it.
+    fn grown_section_names(&self, name: &[u8]) -> Result<(Vec<u8>, u32)> {
+        let index = usize::try_from(self.section_name_index()).unwrap_or(usize::MAX);
+        let section = self
+            .parsed
+            .sections
+            .get(index)
+            .filter(|section| index != 0 && section.sh_type == SHT_STRTAB)
+            .ok_or(Error::Missing {
+                operation: "add a section",
+                missing: "section name table",
+            })?;
+        let range = file_range(self.bytes, section.offset, section.size)
+            .ok_or_else(|| Error::malformed("section name table", section.offset))?;
+        let mut names = self.bytes[range].to_vec();
+        let at =
+            u32::try_from(names.len()).map_err(|_| Error::malformed("section name table", 0))?;
+        names.extend_from_slice(name);
+        names.push(0);
+        Ok((names, at))
+    }
+
+    /// The section header table's bytes when it ends the file and nothing else lies in them.
+    fn trailing_section_table(&self) -> Option<Range<u64>> {
+        let parsed = &self.parsed;
+        let codec = self.codec;
+        let table = self.section_table_range()?;
+        let header = if codec.is64 { 64 } else { 52 };
+        let ends_file = table.end == self.bytes.len() as u64 && table.start >= header;
+        let phdrs = extent(
+            parsed.phoff,
+            parsed.segments.len() as u64 * codec.phdr_size(),
+        );
+        (ends_file && !overlaps(&table, &phdrs) && self.unclaimed(&table)).then_some(table)
+    }
+
+    /// Whether no section's bytes and no segment lie in the file bytes `range`.
+    fn unclaimed(&self, range: &Range<u64>) -> bool {
+        range.is_empty()
+            || (!self.parsed.sections.iter().any(|section| {
+                section.index != 0
+                    && section.sh_type != SHT_NOBITS
+                    && section.size > 0
+                    && overlaps(range, &extent(section.offset, section.size))
+            }) && !self.parsed.segments.iter().any(|segment| {
+                segment.filesz > 0 && overlaps(range, &extent(segment.offset, segment.filesz))
+            }))
     }
 
     /// Re-parses a relayout and checks it says what the edits asked for.
@@ -1901,6 +2404,11 @@ impl Planner<'_> {
         {
             return Err(Error::Verification {
                 what: "interpreter",
+            });
+        }
+        if edits.resolution_cache.is_some() && info.resolution_cache != edits.resolution_cache {
+            return Err(Error::Verification {
+                what: "resolution cache note",
             });
         }
         Ok(())

@@ -395,9 +395,22 @@ fn bit_flips_never_panic() {
             break;
         }
     }
+    // A file with a resolution cache note, which a run path edit removes.
+    let cache = ElfEdits {
+        resolution_cache: Some(b"libc.so.6\0=/lib/libc.so.6\0\0".to_vec()),
+        ..ElfEdits::default()
+    };
+    if let Some(Ok(Patch::Relayout(cached))) = corpus
+        .last()
+        .map(|bytes| plan(bytes, &cache, &Options::default()))
+    {
+        assert!(ElfInfo::parse(&cached).unwrap().resolution_cache.is_some());
+        corpus.push(cached);
+    }
     let edit_sets = [
         set_runpath(&[b'r'; 200]),
         set_runpath(b"/x"),
+        cache,
         ElfEdits {
             interpreter: Some(vec![b'i'; 90]),
             add_needed: vec![b"libz.so.1".to_vec()],

@@ -49,6 +49,8 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--clear-symbol-version SYMBOL]
   [--rename-dynamic-symbols NAME_MAP_FILE]  Renames dynamic symbols: OLD NEW pairs, one a line
   [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
+  [--build-resolution-cache]       Records where the run path resolves each needed library, in a
+                                   .note.nixos.ldcache note (after the other edits)
   [--no-sort]                      Accepted; new segments are never sorted here
   [--no-clobber-old-sections]      Accepted; the old copy of a moved .dynstr is cleared anyway
   [--output FILE]
@@ -125,6 +127,7 @@ struct Invocation {
     output: Option<PathBuf>,
     files: Vec<PathBuf>,
     debug: bool,
+    build_resolution_cache: bool,
 }
 
 enum Parsed {
@@ -282,9 +285,7 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 let renames = read_symbol_map(Path::new(&map))?;
                 invocation.edits.rename_dynamic_symbols.extend(renames);
             }
-            Some(option @ "--build-resolution-cache") => {
-                bail!("{option} is not supported by this version of storepatch elf");
-            }
+            Some("--build-resolution-cache") => invocation.build_resolution_cache = true,
             Some("--no-default-lib") => invocation.edits.no_default_lib = true,
             Some("--clear-symbol-version") => {
                 let name = value(&mut args, "--clear-symbol-version")?;
@@ -326,6 +327,9 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
         && let Some(add) = &invocation.add_rpath
     {
         invocation.edits.add_run_path.push(add.clone());
+    }
+    if invocation.edits.force_rpath && invocation.build_resolution_cache {
+        bail!("--build-resolution-cache cannot be combined with --force-rpath");
     }
     if invocation.files.is_empty() {
         bail!("missing filename\n\n{USAGE}");
@@ -406,11 +410,52 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         // Still parsed and validated, as patchelf does: malformed input is an error.
         let bytes = read_input(file)?;
         ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
-        return Ok(());
+    } else {
+        // The error names the file already.
+        let outcome =
+            storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
+        log_outcome(file, &outcome);
     }
-    // The error names the file already.
-    let outcome =
-        storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
+    if invocation.build_resolution_cache {
+        build_resolution_cache(invocation, output)?;
+    }
+    Ok(())
+}
+
+/// patchelf's `--build-resolution-cache`, after the other edits (as patchelf orders them): the
+/// needed libraries are resolved against the run path the file has now, and the note is added
+/// unless an identical one is there. A different note already there is an error (it is never
+/// rebuilt in place); with nothing to record, patchelf's warning, and the file is left alone.
+#[expect(
+    clippy::print_stderr,
+    reason = "patchelf's warning, on stderr as patchelf prints it"
+)]
+fn build_resolution_cache(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
+    let bytes = read_input(file)?;
+    let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+    drop(bytes);
+    match storepatch_elf::resolution_cache_descriptor(&info) {
+        Ok(descriptor) => {
+            let edits = ElfEdits {
+                resolution_cache: Some(descriptor),
+                ..ElfEdits::default()
+            };
+            let outcome = storepatch_elf::apply_to_file(file, &edits, &invocation.options)?;
+            log_outcome(file, &outcome);
+        }
+        Err(_) if info.resolution_cache.is_some() => bail!(
+            "{}: --build-resolution-cache: a resolution cache note is already present; \
+             rebuild from an unpatched binary",
+            file.display()
+        ),
+        Err(reason) => {
+            eprintln!("warning: --build-resolution-cache: {reason}; no cache written");
+        }
+    }
+    Ok(())
+}
+
+fn log_outcome(file: &Path, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => log::debug!("{}: nothing to change", file.display()),
         Outcome::InPlace { bytes_written } => {
@@ -421,7 +466,6 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
             file.display()
         ),
     }
-    Ok(())
 }
 
 fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {

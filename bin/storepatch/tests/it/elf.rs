@@ -837,6 +837,11 @@ fn new_program_header_goes_where_an_earlier_relayout_freed_room() {
     let Some(theirs) = real_patchelf(&fixture, &program, &["--set-rpath", &first]) else {
         return;
     };
+    // Bytes after patchelf's segment (a signature, say) keep it from simply growing, so the next
+    // edit needs a new program header.
+    let mut bytes = fs_err::read(&theirs).unwrap();
+    bytes.extend_from_slice(&[0xa5; 64]);
+    fs_err::write(&theirs, &bytes).unwrap();
     let (phoff, phnum) = program_header_table(&theirs);
     let second = format!("{dir}:{}", "/y".repeat(400));
     run_ok(
@@ -1903,16 +1908,6 @@ fn execstack_and_debug_tag_options() {
     }
     assert_readelf_clean(&tagged);
     assert_eq!(run_program(&program), EXPECTED);
-    // The two options patchelf 0.19 has and this does not say so.
-    {
-        let option = "--build-resolution-cache";
-        let output = run(fixture.patchelf().args([option, "map"]).arg(&library));
-        assert_eq!(output.status.code(), Some(1));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("not supported"),
-            "{option}"
-        );
-    }
 }
 
 /// A new `PT_LOAD` takes the alignment the file's LOADs use (here 0x10000 on x86-64, whose ABI
@@ -2046,4 +2041,614 @@ fn moved_string_table_leaves_no_stale_strings() {
         format!("{new}\n")
     );
     assert_healthy_program(&program);
+}
+
+/// Tools that rewrite a file from its section headers, as build systems run them after patchelf:
+/// binutils `strip` (all, and debug only), elfutils `eu-strip` and a plain `objcopy` copy.
+const STRIPPERS: &[&[&str]] = &[
+    &["strip"],
+    &["strip", "--strip-debug"],
+    &["eu-strip"],
+    &["objcopy"],
+];
+
+/// Puts each stripper's output of `library` in a directory of its own and runs `program` (which
+/// needs that library) against it: each must still load it, and `readelf -a` must not warn.
+fn assert_library_survives_strippers(library: &Path, program: &Path) {
+    let name = library.file_name().unwrap();
+    for tool in STRIPPERS {
+        let dir = library.with_file_name(format!("{}-{}", tool.join("-"), name.display()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let stripped = dir.join(name);
+        fs_err::copy(library, &stripped).unwrap();
+        let output = run_ok(Command::new(tool[0]).args(&tool[1..]).arg(&stripped));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.trim().is_empty(), "{tool:?} warns:\n{stderr}");
+        assert_readelf_clean(&stripped);
+        let output = run(Command::new(program)
+            .env("LD_BIND_NOW", "1")
+            .env("LD_LIBRARY_PATH", &dir));
+        assert!(
+            output.status.success(),
+            "{} does not load after {tool:?}: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            EXPECTED,
+            "{tool:?}"
+        );
+    }
+}
+
+/// Indexes (in program header order) of the `PT_LOAD`s that map no section, from `readelf -lW`.
+fn loads_without_sections(file: &Path) -> Vec<usize> {
+    let output = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(file));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let types: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("Type "))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| !line.trim_start().starts_with('['))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let mapping: Vec<usize> = text
+        .lines()
+        .skip_while(|line| !line.contains("Segment Sections..."))
+        .skip(1)
+        .map_while(|line| {
+            let mut words = line.split_whitespace();
+            words.next()?.parse::<usize>().ok()?;
+            Some(words.count())
+        })
+        .collect();
+    assert_eq!(types.len(), mapping.len(), "{text}");
+    types
+        .iter()
+        .zip(&mapping)
+        .enumerate()
+        .filter(|(_, (kind, sections))| **kind == "LOAD" && **sections == 0)
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// `readelf -h`'s section header table offset, entry size and count.
+fn section_header_table(file: &Path) -> (u64, u64, u64) {
+    let output = run_ok(Command::new("readelf").args(["-h", "-W"]).arg(file));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} in readelf -h:\n{text}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("Start of section headers"),
+        field("Size of section headers"),
+        field("Number of section headers"),
+    )
+}
+
+fn assert_section_headers_end_the_file(file: &Path) {
+    let (offset, entry_size, count) = section_header_table(file);
+    let size = fs_err::metadata(file).unwrap().len();
+    assert_eq!(
+        offset + entry_size * count,
+        size,
+        "the section header table of {} does not end the file",
+        file.display()
+    );
+}
+
+/// A run path long enough to grow any `.dynstr`, starting with `dir` so the program still finds
+/// its library.
+fn growing_run_path(dir: &Path, tag: char) -> String {
+    format!(
+        "{}:/nix/store/{}-openssl-3.4.1/lib:/nix/store/{}-glibc-2.40-66/lib",
+        dir.display(),
+        tag.to_string().repeat(32),
+        tag.to_string().repeat(32)
+    )
+}
+
+/// The layout patchelf's relayout leaves in manylinux wheels (psycopg-binary's bundled libssl):
+/// `.dynstr` alone in a `PT_LOAD` of its own. Built here with ld, from its default linker script
+/// with `.dynstr` moved behind `.bss`. When a growing edit moves `.dynstr` out, that segment maps
+/// no section any more; binutils `strip` and `objcopy` then turned it into an empty segment at an
+/// offset not congruent to its address, which the loader refuses ("ELF load command
+/// address/offset not page-aligned"). It becomes a `PT_NULL` instead, and the result survives
+/// every stripper.
+#[test]
+fn grown_library_with_a_segment_for_dynstr_alone_survives_strip() {
+    let fixture = Fixture::new();
+    let script = run_ok(Command::new("gcc").current_dir(fixture.dir.path()).args([
+        "-shared",
+        "-fPIC",
+        "-Wl,--verbose",
+        "-o",
+        "/dev/null",
+        "answer.c",
+    ]));
+    let script = String::from_utf8(script.stdout).unwrap();
+    let script: Vec<&str> = script
+        .split("==================================================")
+        .collect();
+    assert_eq!(script.len(), 3, "ld --verbose printed no default script");
+    let dynstr = "  .dynstr         : { *(.dynstr) }\n";
+    let lbss = "  .lbss   :\n";
+    assert!(
+        script[1].contains(dynstr) && script[1].contains(lbss),
+        "{}",
+        script[1]
+    );
+    let script = script[1].replacen(dynstr, "", 1).replacen(
+        lbss,
+        &format!("  . = ALIGN(CONSTANT (MAXPAGESIZE));\n{dynstr}{lbss}"),
+        1,
+    );
+    fs_err::write(fixture.path("lonely-dynstr.ld"), script).unwrap();
+    let lib = fixture.path("lib");
+    fs_err::create_dir(&lib).unwrap();
+    let library = lib.join("libanswer.so");
+    fs_err::rename(
+        fixture.library("answer", &["-Wl,-T,lonely-dynstr.ld"]),
+        &library,
+    )
+    .unwrap();
+    let lines = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let lines = String::from_utf8_lossy(&lines.stdout);
+    assert!(
+        lines
+            .lines()
+            .any(|line| line.split_whitespace().skip(1).eq([".dynstr"])),
+        "the fixture has no segment for .dynstr alone:\n{lines}"
+    );
+    let program = fixture.program("main", &["-Llib", &format!("-Wl,-rpath,{}", lib.display())]);
+    assert_eq!(run_program(&program), EXPECTED);
+
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(growing_run_path(&lib, 'a'))
+            .arg(&library),
+    );
+    assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+    assert_readelf_clean(&library);
+    assert_section_headers_end_the_file(&library);
+    assert_eq!(run_program(&program), EXPECTED);
+    assert_library_survives_strippers(&library, &program);
+}
+
+/// A plain gcc library and program, grown twice (the second edit grows the segment the first
+/// one added): the section header table still ends the file, every `PT_LOAD` maps a section, and
+/// the results load after every stripper.
+#[test]
+fn grown_files_keep_section_headers_last_and_survive_strip() {
+    let fixture = Fixture::new();
+    let lib = fixture.path("lib");
+    fs_err::create_dir(&lib).unwrap();
+    let library = lib.join("libanswer.so");
+    fs_err::rename(fixture.library("answer", &[]), &library).unwrap();
+    let program = fixture.program("main", &["-Llib", &format!("-Wl,-rpath,{}", lib.display())]);
+    assert_section_headers_end_the_file(&library);
+    let size = fs_err::metadata(&library).unwrap().len();
+    for (round, tag) in ['a', 'b'].into_iter().enumerate() {
+        let run_path = format!(
+            "{}:/{}",
+            growing_run_path(&lib, tag),
+            "x".repeat(round * 300)
+        );
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&run_path)
+                .arg(&library),
+        );
+        assert!(fs_err::metadata(&library).unwrap().len() > size);
+        assert_section_headers_end_the_file(&library);
+        assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+        assert_readelf_clean(&library);
+        assert_eq!(run_program(&program), EXPECTED);
+        assert_library_survives_strippers(&library, &program);
+
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--set-rpath")
+                .arg(&run_path)
+                .arg(&program),
+        );
+        assert_section_headers_end_the_file(&program);
+        assert_eq!(loads_without_sections(&program), Vec::<usize>::new());
+        assert_healthy_program(&program);
+    }
+    // The second growth reused the first one's segment rather than adding another.
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&library));
+    let loads = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD "))
+        .count();
+    let original = fixture.library("fresh", &[]);
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&original));
+    let original_loads = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with("LOAD "))
+        .count();
+    assert_eq!(loads, original_loads + 1);
+}
+
+/// The real file behind the layout above: psycopg-binary 3.2.9's bundled libssl, which an earlier
+/// patchelf relayout (auditwheel's) left with `.dynstr` alone in its last segment, one byte short
+/// of the end of the file. A growing run path now grows that segment, as patchelf does, and the
+/// library loads (under Python's ctypes) after every stripper.
+#[test]
+fn psycopg_bundled_libssl_survives_strip_after_growth() {
+    let Some(unpacked) = wheel("psycopg-binary==3.2.9") else {
+        return;
+    };
+    let libs = unpacked.join("psycopg_binary.libs");
+    let original = fs_err::read_dir(&libs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libssl-")
+        })
+        .expect("the wheel bundles libssl");
+    let fixture = Fixture::new();
+    let library = fixture.copy(&original, "libssl.so.3");
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(growing_run_path(&libs, 'c'))
+            .arg(&library),
+    );
+    assert_eq!(loads_without_sections(&library), Vec::<usize>::new());
+    assert_readelf_clean(&library);
+    for tool in STRIPPERS {
+        let stripped = fixture.path(&format!("{}.so", tool.join("-")));
+        fs_err::copy(&library, &stripped).unwrap();
+        run_ok(Command::new(tool[0]).args(&tool[1..]).arg(&stripped));
+        assert_readelf_clean(&stripped);
+        let output = run(Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded')",
+            ])
+            .arg(&stripped));
+        assert!(
+            output.status.success(),
+            "libssl does not load after {tool:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Counts the runs of `byte` at least `at_least` long.
+fn runs_of(bytes: &[u8], byte: u8, at_least: usize) -> usize {
+    bytes
+        .split(|&b| b != byte)
+        .filter(|run| run.len() >= at_least)
+        .count()
+}
+
+/// An old run path that nothing else shares is overwritten with `X` bytes, as patchelf does
+/// (patchelf's `shared-rpath.sh` counts them): in place up to its terminator behind a shorter new
+/// one, and in the copy of a grown `.dynstr`, whose old bytes are cleared, so that exactly one
+/// run of `X` is left and no old byte of the run path survives.
+#[test]
+fn old_run_path_is_overwritten_with_x() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let old = format!("{dir}:/nix/store/{}-old-dependency/lib", "q".repeat(32));
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{old}")]);
+    assert_eq!(runs_of(&fs_err::read(&program).unwrap(), b'X', 8), 0);
+
+    let shorter = fixture.copy(&program, "shorter");
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&dir)
+            .arg(&shorter),
+    );
+    let bytes = fs_err::read(&shorter).unwrap();
+    let mut expected = dir.clone().into_bytes();
+    expected.push(0);
+    expected.extend(std::iter::repeat_n(b'X', old.len() - dir.len() - 1));
+    expected.push(0);
+    assert!(contains(&bytes, &expected), "no {dir}\\0XXX…\\0 in place");
+    assert!(!contains(&bytes, b"old-dependency"));
+    assert_eq!(runs_of(&bytes, b'X', 8), 1);
+    assert_healthy_program(&shorter);
+
+    let longer = fixture.copy(&program, "longer");
+    let new = format!("{dir}:/{}", "n".repeat(300));
+    run_ok(fixture.patchelf().arg("--set-rpath").arg(&new).arg(&longer));
+    let bytes = fs_err::read(&longer).unwrap();
+    let mut tainted = vec![0];
+    tainted.extend(std::iter::repeat_n(b'X', old.len()));
+    tainted.push(0);
+    assert!(
+        contains(&bytes, &tainted),
+        "the copied old run path is not all X"
+    );
+    assert!(!contains(&bytes, b"old-dependency"));
+    assert_eq!(runs_of(&bytes, b'X', 8), 1);
+    assert_eq!(
+        print(&fixture, "--print-rpath", &longer),
+        format!("{new}\n")
+    );
+    assert_healthy_program(&longer);
+}
+
+/// The bytes of `file`'s `.note.nixos.ldcache` section, or `None` without one.
+fn resolution_cache_note(file: &Path) -> Option<Vec<u8>> {
+    let sections = run_ok(Command::new("readelf").args(["-S", "-W"]).arg(file));
+    let count = String::from_utf8_lossy(&sections.stdout)
+        .matches(".note.nixos.ldcache")
+        .count();
+    if count == 0 {
+        return None;
+    }
+    assert_eq!(count, 1, "more than one resolution cache note");
+    let out = file.with_extension("note");
+    run_ok(
+        Command::new("objcopy")
+            .args(["-O", "binary", "--only-section=.note.nixos.ldcache"])
+            .arg(file)
+            .arg(&out),
+    );
+    Some(fs_err::read(out).unwrap())
+}
+
+/// `--build-resolution-cache` records, per needed library, where the run path resolves it
+/// (`=path`) and which entries only the loader can search (`?dir`: empty, relative, `$ORIGIN`,
+/// a directory with `glibc-hwcaps`), in an allocated `NixOS` note with a `PT_NOTE`, byte for
+/// byte as patchelf writes it; the program still runs and strips; building again changes nothing.
+#[test]
+fn resolution_cache_note_is_built_as_patchelf_builds_it() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let hw = fixture.path("hw");
+    fs_err::create_dir_all(hw.join("glibc-hwcaps")).unwrap();
+    let run_path = format!("{dir}:$ORIGIN/x::{}:rel/dir:{dir}", hw.display());
+    let program = fixture.program("main", &[]);
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--set-rpath")
+            .arg(&run_path)
+            .arg(&program),
+    );
+    assert_eq!(resolution_cache_note(&program), None);
+    let uncached = fixture.copy(&program, "uncached");
+
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&program),
+    );
+    let note = resolution_cache_note(&program).expect("a resolution cache note");
+    let hints = format!("?$ORIGIN/x:?:?{}:?rel/dir", hw.display());
+    let descriptor = format!(
+        "libanswer.so\0={dir}/libanswer.so:{hints}:={dir}/libanswer.so\0libc.so.6\0{hints}\0\0"
+    );
+    let mut expected = Vec::new();
+    for word in [6, u32::try_from(descriptor.len()).unwrap(), 0x63a8_6cb6] {
+        expected.extend(word.to_le_bytes());
+    }
+    expected.extend(b"NixOS\0\0\0");
+    expected.extend(descriptor.as_bytes());
+    expected.resize(expected.len().next_multiple_of(4), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&note),
+        String::from_utf8_lossy(&expected)
+    );
+    let notes = run_ok(Command::new("readelf").args(["-n", "-W"]).arg(&program));
+    assert!(String::from_utf8_lossy(&notes.stdout).contains("NixOS"));
+    let sections = run_ok(Command::new("readelf").args(["-S", "-W"]).arg(&program));
+    let line = String::from_utf8_lossy(&sections.stdout)
+        .lines()
+        .find(|line| line.contains(".note.nixos.ldcache"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(line.contains(" NOTE ") && line.contains(" A "), "{line}");
+    let headers = run_ok(Command::new("readelf").args(["-l", "-W"]).arg(&program));
+    let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+    let note_offset = line.split_whitespace().nth(4).unwrap().to_owned();
+    assert!(
+        headers.lines().any(|l| l.trim_start().starts_with("NOTE ")
+            && l.contains(&format!("0x{note_offset}"))),
+        "no PT_NOTE maps the note:\n{headers}"
+    );
+    assert_eq!(loads_without_sections(&program), Vec::<usize>::new());
+    assert_section_headers_end_the_file(&program);
+    assert_healthy_program(&program);
+
+    let before = fs_err::read(&program).unwrap();
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&program),
+    );
+    assert_eq!(
+        fs_err::read(&program).unwrap(),
+        before,
+        "building twice changed the file"
+    );
+
+    // The same note as the real patchelf's, where it is on PATH.
+    if let Some(theirs) = real_patchelf(&fixture, &uncached, &["--build-resolution-cache"]) {
+        assert_eq!(resolution_cache_note(&theirs), Some(note));
+    }
+}
+
+/// Edits that change what the note says (the run path, the needed libraries) remove it and clear
+/// its bytes; edits that change nothing keep it; a note that differs from what would be built is
+/// an error, as is `--force-rpath` with the option; without a run path there is a warning and no
+/// note. The results still run.
+#[test]
+fn resolution_cache_note_goes_when_it_would_be_stale() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let other = fixture.path("other");
+    fs_err::create_dir(&other).unwrap();
+    fs_err::copy(fixture.library("answer", &[]), other.join("libanswer.so")).unwrap();
+    let program = fixture.program("main", &[&format!("-Wl,-rpath,{dir}")]);
+    let cached = |name: &str| {
+        let copy = fixture.copy(&program, name);
+        run_ok(
+            fixture
+                .patchelf()
+                .arg("--build-resolution-cache")
+                .arg(&copy),
+        );
+        assert!(resolution_cache_note(&copy).is_some());
+        copy
+    };
+    let resolved = format!("={dir}/libanswer.so");
+    let edits: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "set",
+            vec!["--set-rpath".into(), other.display().to_string()],
+            false,
+        ),
+        (
+            "grow",
+            vec!["--set-rpath".into(), format!("{dir}:/{}", "g".repeat(300))],
+            false,
+        ),
+        (
+            "add",
+            vec!["--add-rpath".into(), other.display().to_string()],
+            false,
+        ),
+        ("remove", vec!["--remove-rpath".into()], false),
+        (
+            "add-needed",
+            vec!["--add-needed".into(), "libm.so.6".into()],
+            false,
+        ),
+        (
+            "replace-needed",
+            vec![
+                "--replace-needed".into(),
+                "libanswer.so".into(),
+                "libanswer.so".into(),
+            ],
+            true,
+        ),
+        (
+            "remove-absent",
+            vec!["--remove-needed".into(), "libabsent.so".into()],
+            true,
+        ),
+        ("same-rpath", vec!["--set-rpath".into(), dir.clone()], true),
+        (
+            "soname",
+            vec!["--set-soname".into(), "libmain.so".into()],
+            true,
+        ),
+    ];
+    for (name, args, kept) in edits {
+        let file = cached(name);
+        run_ok(fixture.patchelf().args(&args).arg(&file));
+        assert_eq!(resolution_cache_note(&file).is_some(), kept, "{name}");
+        if !kept {
+            assert!(
+                !contains(&fs_err::read(&file).unwrap(), resolved.as_bytes()),
+                "{name}: the old note's bytes survive"
+            );
+        }
+        assert_readelf_clean(&file);
+        if name != "remove" {
+            let output = run(Command::new(&file)
+                .env("LD_BIND_NOW", "1")
+                .env("LD_LIBRARY_PATH", &other));
+            assert!(output.status.success(), "{name}");
+            assert_strip_works(&file, None);
+        }
+    }
+
+    // Rebuilt after a run path change: the new place.
+    let file = cached("rebuilt");
+    run_ok(fixture.patchelf().arg("--set-rpath").arg(&other).arg(&file));
+    run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&file),
+    );
+    let note = resolution_cache_note(&file).unwrap();
+    let moved = format!("={}/libanswer.so", other.display());
+    assert!(contains(&note, moved.as_bytes()));
+    assert_eq!(run_program(&file), EXPECTED);
+
+    // A note that says something else is never rebuilt in place.
+    let stale = fixture.copy(&program, "stale");
+    fs_err::write(fixture.path("garbage"), "stale").unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .arg("--add-section")
+            .arg(format!(
+                ".note.nixos.ldcache={}",
+                fixture.path("garbage").display()
+            ))
+            .arg(&stale),
+    );
+    let before = fs_err::read(&stale).unwrap();
+    let output = run(fixture
+        .patchelf()
+        .arg("--build-resolution-cache")
+        .arg(&stale));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("already present"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fs_err::read(&stale).unwrap(), before);
+
+    // No run path: a warning, and nothing written.
+    let bare = fixture.copy(&program, "bare");
+    run_ok(fixture.patchelf().arg("--remove-rpath").arg(&bare));
+    let before = fs_err::read(&bare).unwrap();
+    let output = run_ok(
+        fixture
+            .patchelf()
+            .arg("--build-resolution-cache")
+            .arg(&bare),
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("warning: --build-resolution-cache: no DT_NEEDED entries or run path"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fs_err::read(&bare).unwrap(), before);
+
+    let output = run(fixture
+        .patchelf()
+        .args(["--force-rpath", "--build-resolution-cache"])
+        .arg(&bare));
+    assert_eq!(output.status.code(), Some(1));
 }
