@@ -98,12 +98,17 @@ pub fn splice(contents: &[u8], splices: &[Splice<'_>]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Why a file's occurrences cannot be relocated, if they cannot: its length must not change.
+/// What [`binary_kind`] calls a `.pyc`: its file names can be relocated by re-writing the
+/// marshal stream (see [`crate::pyc`]), nothing else in it.
+pub const PYTHON_BYTECODE: &str = "Python bytecode";
+
+/// Why a file's occurrences cannot be relocated as text, if they cannot: its length must not
+/// change (or, for [`PYTHON_BYTECODE`], only through its structure).
 pub fn binary_kind(name: &[u8], contents: &[u8]) -> Option<&'static str> {
     if contents.starts_with(b"\x7fELF") {
         Some("an ELF file")
     } else if name.ends_with(b".pyc") || name.ends_with(b".pyo") {
-        Some("Python bytecode")
+        Some(PYTHON_BYTECODE)
     } else if contents.contains(&0) {
         Some("a binary file (it holds NUL bytes)")
     } else {

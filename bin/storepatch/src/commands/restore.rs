@@ -20,6 +20,7 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use serde_json::json;
 use storepatch_core::{HASH_LEN, Resolution, SCRUBBED_HASH, StoreDir, StorePath, SuppliedPaths};
+use storepatch_rewrite::pyc::FilenameRewrite;
 use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
 use storepatch_scan::Target;
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
@@ -47,6 +48,8 @@ struct Change {
     location: Location,
     restorations: Vec<Restoration>,
     occurrences: Vec<Occurrence>,
+    /// `.pyc` file names (string objects, whose length may change).
+    rewrites: Vec<FilenameRewrite>,
 }
 
 impl Change {
@@ -64,6 +67,11 @@ impl Change {
                 len: occurrence.len,
                 bytes: &relocations[occurrence.relocation].new,
             }))
+            .chain(self.rewrites.iter().map(|rewrite| Splice {
+                offset: rewrite.offset,
+                len: rewrite.len,
+                bytes: &rewrite.bytes,
+            }))
             .collect();
         splices.sort_by_key(|splice| splice.offset);
         splices
@@ -79,11 +87,12 @@ struct Unresolved {
     places: BTreeSet<(usize, Location)>,
 }
 
-/// Occurrences of an OLD in a file whose length must not change.
+/// Occurrences of an OLD in a binary file that were left as they are.
 #[derive(Debug)]
 struct Left {
     entry: usize,
-    reason: &'static str,
+    /// Why, as a clause ("the length of an ELF file cannot change").
+    reason: String,
     occurrences: Vec<Occurrence>,
 }
 
@@ -123,54 +132,46 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let entries = &scan.entries;
 
     // Occurrences of the old locations, per file and symlink (a second read, only when asked).
-    let found: Vec<(usize, Location, Vec<Occurrence>, Option<&'static str>)> =
-        if relocations.is_empty() {
-            Vec::new()
-        } else {
-            let results: Vec<_> = entries
-                .par_iter()
-                .enumerate()
-                .filter_map(|(index, entry)| {
-                    find_relocations(entry, &relocations, options.read_policy)
-                        .map(|found| {
-                            found.map(|(location, occurrences, binary)| {
-                                (index, location, occurrences, binary)
-                            })
-                        })
-                        .transpose()
-                })
-                .collect();
-            let mut found = Vec::new();
-            for result in results {
-                match result {
-                    Ok(item) => found.push(item),
-                    Err(error) => errors.push(error),
-                }
+    let found: Vec<(usize, Found)> = if relocations.is_empty() {
+        Vec::new()
+    } else {
+        let results: Vec<_> = entries
+            .par_iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                find_relocations(entry, &relocations, options.read_policy)
+                    .map(|found| found.map(|found| (index, found)))
+                    .transpose()
+            })
+            .collect();
+        let mut found = Vec::new();
+        for result in results {
+            match result {
+                Ok(item) => found.push(item),
+                Err(error) => errors.push(error),
             }
-            found
-        };
+        }
+        found
+    };
 
     let mut plan: BTreeMap<(usize, Location), Change> = BTreeMap::new();
     let mut left = Vec::new();
-    for (entry, location, occurrences, binary) in found {
-        if let Some(reason) = binary {
+    for (entry, found) in found {
+        if let Some(reason) = found.left {
             left.push(Left {
                 entry,
                 reason,
-                occurrences: occurrences.clone(),
+                occurrences: found.left_occurrences,
             });
         }
         plan.insert(
-            (entry, location),
+            (entry, found.location),
             Change {
                 entry,
-                location,
+                location: found.location,
                 restorations: Vec::new(),
-                occurrences: if binary.is_some() {
-                    Vec::new()
-                } else {
-                    occurrences
-                },
+                occurrences: found.occurrences,
+                rewrites: found.rewrites,
             },
         );
     }
@@ -178,20 +179,22 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let covered: BTreeMap<(usize, Location), Vec<(u64, u64)>> = left
         .iter()
         .map(|left| ((left.entry, Location::Content), &left.occurrences))
-        .chain(plan.iter().map(|(key, change)| (*key, &change.occurrences)))
-        .filter(|(_, occurrences)| !occurrences.is_empty())
-        .map(|(key, occurrences)| {
-            (
-                key,
-                occurrences
+        .map(|(key, occurrences)| (key, ranges(occurrences)))
+        .chain(plan.iter().map(|(key, change)| {
+            let mut covered = ranges(&change.occurrences);
+            covered.extend(
+                change
+                    .rewrites
                     .iter()
-                    .map(|occurrence| {
-                        (occurrence.offset, occurrence.offset + occurrence.len as u64)
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
+                    .map(|rewrite| (rewrite.offset, rewrite.offset + rewrite.len as u64)),
+            );
+            (*key, covered)
+        }))
+        .filter(|(_, ranges)| !ranges.is_empty())
+        .fold(BTreeMap::new(), |mut covered, (key, ranges)| {
+            covered.entry(key).or_insert_with(Vec::new).extend(ranges);
+            covered
+        });
 
     let mut unresolved: BTreeMap<Vec<u8>, Unresolved> = BTreeMap::new();
     let mut note = |name: &[u8], entry: usize, location: Location, supplied: &SuppliedPaths| {
@@ -220,6 +223,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                     location,
                     restorations: Vec::new(),
                     occurrences: Vec::new(),
+                    rewrites: Vec::new(),
                 })
                 .restorations
                 .push(Restoration {
@@ -254,6 +258,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         .into_values()
         .filter(|change| {
             !change.restorations.is_empty()
+                || !change.rewrites.is_empty()
                 || change.occurrences.iter().any(|occurrence| {
                     relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
                 })
@@ -313,7 +318,26 @@ fn scrubbed_in_name(name: &[u8]) -> Vec<(u64, &[u8])> {
     found
 }
 
-type Found = (Location, Vec<Occurrence>, Option<&'static str>);
+/// The byte ranges of `occurrences`.
+fn ranges(occurrences: &[Occurrence]) -> Vec<(u64, u64)> {
+    occurrences
+        .iter()
+        .map(|occurrence| (occurrence.offset, occurrence.offset + occurrence.len as u64))
+        .collect()
+}
+
+/// What relocation finds in one file or symlink.
+#[derive(Debug)]
+struct Found {
+    location: Location,
+    /// Occurrences to replace (text files and symlinks).
+    occurrences: Vec<Occurrence>,
+    /// `.pyc` file names to rewrite.
+    rewrites: Vec<FilenameRewrite>,
+    /// Why the occurrences in `left_occurrences` stay, if some do.
+    left: Option<String>,
+    left_occurrences: Vec<Occurrence>,
+}
 
 /// Occurrences of the old locations in one file's contents or symlink's target.
 fn find_relocations(
@@ -330,9 +354,28 @@ fn find_relocations(
         EntryKind::File => visit
             .read_with(policy, |contents| {
                 let occurrences = storepatch_rewrite::find_occurrences(contents, relocations);
-                (!occurrences.is_empty()).then(|| {
-                    let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
-                    (Location::Content, occurrences, binary)
+                if occurrences.is_empty() {
+                    return None;
+                }
+                let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
+                Some(match binary {
+                    None => Found {
+                        location: Location::Content,
+                        occurrences,
+                        rewrites: Vec::new(),
+                        left: None,
+                        left_occurrences: Vec::new(),
+                    },
+                    Some(storepatch_rewrite::PYTHON_BYTECODE) => {
+                        bytecode_relocations(contents, occurrences, relocations)
+                    }
+                    Some(kind) => Found {
+                        location: Location::Content,
+                        occurrences: Vec::new(),
+                        rewrites: Vec::new(),
+                        left: Some(format!("the length of {kind} cannot change")),
+                        left_occurrences: occurrences,
+                    },
                 })
             })
             .map_err(error),
@@ -340,9 +383,57 @@ fn find_relocations(
             let target = visit.read_link().map_err(error)?;
             let occurrences =
                 storepatch_rewrite::find_occurrences(target.as_os_str().as_bytes(), relocations);
-            Ok((!occurrences.is_empty()).then_some((Location::Symlink, occurrences, None)))
+            Ok((!occurrences.is_empty()).then_some(Found {
+                location: Location::Symlink,
+                occurrences,
+                rewrites: Vec::new(),
+                left: None,
+                left_occurrences: Vec::new(),
+            }))
         }
         EntryKind::Dir | EntryKind::Other => Ok(None),
+    }
+}
+
+/// A `.pyc`: the code objects' file names that start with an OLD are rewritten (the marshal
+/// stream is written again, see `storepatch_rewrite::pyc`); any other occurrence is left, as is
+/// every occurrence in a file that cannot be read as bytecode.
+fn bytecode_relocations(
+    contents: &[u8],
+    occurrences: Vec<Occurrence>,
+    relocations: &[Relocation],
+) -> Found {
+    match storepatch_rewrite::pyc::filename_rewrites(contents, relocations) {
+        Ok(rewrites) => {
+            let inside = |occurrence: &Occurrence| {
+                rewrites.iter().any(|rewrite| {
+                    occurrence.offset >= rewrite.offset
+                        && occurrence.offset + occurrence.len as u64
+                            <= rewrite.offset + rewrite.len as u64
+                })
+            };
+            let left_occurrences: Vec<Occurrence> = occurrences
+                .into_iter()
+                .filter(|occurrence| !inside(occurrence))
+                .collect();
+            Found {
+                location: Location::Content,
+                occurrences: Vec::new(),
+                rewrites,
+                left: (!left_occurrences.is_empty()).then(|| {
+                    "in Python bytecode only the file names of code objects are relocated"
+                        .to_owned()
+                }),
+                left_occurrences,
+            }
+        }
+        Err(err) => Found {
+            location: Location::Content,
+            occurrences: Vec::new(),
+            rewrites: Vec::new(),
+            left: Some(format!("it is Python bytecode that cannot be read ({err})")),
+            left_occurrences: occurrences,
+        },
     }
 }
 
@@ -457,6 +548,14 @@ fn still_planned(
             contents.get(start..start.saturating_add(HASH_LEN)) == Some(&SCRUBBED_HASH[..]),
             "changed while it was restored (no scrubbed hash at offset {} any more)",
             restoration.hash_offset
+        );
+    }
+    for rewrite in &change.rewrites {
+        let start = usize::try_from(rewrite.offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(rewrite.len)) == Some(&rewrite.old[..]),
+            "changed while it was restored (the bytecode's file name at offset {} is another)",
+            rewrite.offset
         );
     }
     for occurrence in &change.occurrences {
@@ -589,6 +688,18 @@ impl Report<'_> {
             .collect()
     }
 
+    /// The OLDs a change relocates (text occurrences and bytecode file names).
+    fn change_olds(&self, change: &Change) -> BTreeSet<&[u8]> {
+        let mut olds = self.relocated_olds(&change.occurrences);
+        olds.extend(
+            change
+                .rewrites
+                .iter()
+                .map(|rewrite| self.relocations[rewrite.relocation].old.as_slice()),
+        );
+        olds
+    }
+
     fn places(&self, item: &Unresolved) -> Vec<(PathBuf, Location)> {
         item.places
             .iter()
@@ -628,7 +739,10 @@ impl Report<'_> {
             .count();
         let interrupted = self.outcomes.len() - failed;
         let restored: usize = done.iter().map(|change| change.restorations.len()).sum();
-        let relocated: usize = done.iter().map(|change| change.occurrences.len()).sum();
+        let relocated: usize = done
+            .iter()
+            .map(|change| change.occurrences.len() + change.rewrites.len())
+            .sum();
         let unresolved_references: usize =
             self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
@@ -647,7 +761,7 @@ impl Report<'_> {
                     "kind": change.location.as_str(),
                     "references": change.restorations.len(),
                     "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
-                    "relocated": change.occurrences.len(),
+                    "relocated": change.occurrences.len() + change.rewrites.len(),
                     "new_path": self.renamed.get(&change.entry).map(|path| path_value(path)),
                 }))?;
             }
@@ -731,6 +845,22 @@ impl Report<'_> {
                             .map(<[u8]>::to_vec),
                     ));
                 }
+                if !change.rewrites.is_empty() {
+                    if !change.restorations.is_empty() {
+                        line.push(b';');
+                    }
+                    line.extend_from_slice(
+                        format!(
+                            " relocated {} bytecode file name{} under ",
+                            change.rewrites.len(),
+                            plural(change.rewrites.len())
+                        )
+                        .as_bytes(),
+                    );
+                    line.extend_from_slice(&join(
+                        self.change_olds(change).into_iter().map(<[u8]>::to_vec),
+                    ));
+                }
                 line.extend_from_slice(format!(" ({})", change.location.as_str()).as_bytes());
                 out.line(&line)?;
             }
@@ -773,7 +903,7 @@ impl Report<'_> {
                 .map(|old| String::from_utf8_lossy(old).into_owned())
                 .collect();
             output::warning(&format!(
-                "{}: {} occurrence{} of {} left as {}: the length of {} cannot change",
+                "{}: {} occurrence{} of {} left as {}: {}",
                 self.entries[left.entry].path.display(),
                 left.occurrences.len(),
                 plural(left.occurrences.len()),

@@ -2033,7 +2033,10 @@ fn networked_fod(
         )
     };
     let probe = nix
-        .build(&fixed(1, "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")?)
+        .build(&fixed(
+            1,
+            "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )?)
         .expect_err("the probe's hash cannot match");
     let hash = probe
         .stderr
