@@ -28,8 +28,11 @@ pub const PYC_HEADER_LEN: usize = 16;
 /// Set on a type code when the object is remembered for later back-references.
 const FLAG_REF: u8 = 0x80;
 
-/// CPython's own limit on nesting (`MAX_MARSHAL_STACK_DEPTH`).
-const MAX_DEPTH: usize = 2000;
+/// How deeply objects may nest. CPython reads up to 2000 (`MAX_MARSHAL_STACK_DEPTH`), but
+/// compiled modules nest by their nested functions, classes and constant tuples, nowhere near
+/// that; reading recursively to 2000 could overflow the stack of a worker thread. Deeper files
+/// are refused (and so reported and left as they are).
+const MAX_DEPTH: usize = 256;
 
 /// How code objects are laid out in the marshal stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +119,7 @@ pub enum PycError {
         /// Where it is.
         offset: usize,
     },
-    /// Nested deeper than CPython itself reads.
+    /// Nested deeper than this reader goes.
     #[error("nested deeper than {MAX_DEPTH} objects at offset {offset}")]
     TooDeep {
         /// Where the limit was reached.
@@ -617,5 +620,195 @@ impl Reader<'_> {
             }
         }
         node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3.12 header (magic 3531, timestamp-based).
+    fn header() -> Vec<u8> {
+        let mut out = 3531u16.to_le_bytes().to_vec();
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&[0; 12]);
+        out
+    }
+
+    fn short_ascii(code: u8, text: &[u8]) -> Vec<u8> {
+        let mut out = vec![code, text.len() as u8];
+        out.extend_from_slice(text);
+        out
+    }
+
+    fn bytes_object(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![b's'];
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// A 3.11+ code object with `filename` (an encoded object) and `consts` (encoded objects).
+    fn code(filename: &[u8], consts: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![b'c' | FLAG_REF];
+        out.extend_from_slice(&[0; 20]);
+        out.extend_from_slice(&bytes_object(b"\x97\x00"));
+        out.push(b')');
+        out.push(consts.len() as u8);
+        for item in consts {
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b")\x00)\x00s\x00\x00\x00\x00");
+        out.extend_from_slice(filename);
+        out.extend_from_slice(&short_ascii(b'Z', b"<module>"));
+        out.extend_from_slice(&short_ascii(b'Z', b"<module>"));
+        out.extend_from_slice(&[1, 0, 0, 0]);
+        out.extend_from_slice(&bytes_object(b""));
+        out.extend_from_slice(&bytes_object(b""));
+        out
+    }
+
+    fn pyc(stream: &[u8]) -> Vec<u8> {
+        let mut out = header();
+        out.extend_from_slice(stream);
+        out
+    }
+
+    fn relocation(old: &str, new: &str) -> Relocation {
+        Relocation {
+            old: old.as_bytes().to_vec(),
+            new: new.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn nested_code_objects_share_the_file_name_through_a_back_reference() {
+        // The outer code object is reference 0, the inner one (read first, among the outer
+        // one's constants) 1 and its file name 2; the outer one names the file through `r 2`.
+        let inner = code(&short_ascii(b'z' | FLAG_REF, b"/build/a/m.py"), &[]);
+        let outer = code(b"r\x02\x00\x00\x00", &[inner, b"N".to_vec()]);
+        let data = pyc(&outer);
+        let bytecode = Bytecode::parse(&data).unwrap();
+        assert_eq!(bytecode.python_version(), (3, 12));
+        assert_eq!(bytecode.filenames(), [&b"/build/a/m.py"[..]]);
+        assert_eq!(bytecode.write(&BTreeMap::new()), data);
+
+        let long = format!("/nix/store/{}", "x".repeat(300));
+        let relocations = [relocation("/build/a", &long)];
+        let rewrites = filename_rewrites(&data, &relocations).unwrap();
+        assert_eq!(rewrites.len(), 1);
+        // Too long for a short string: written as `a` with the reference flag kept.
+        assert_eq!(rewrites[0].bytes[0], b'a' | FLAG_REF);
+        let spliced = crate::splice(
+            &data,
+            &[crate::Splice {
+                offset: rewrites[0].offset,
+                len: rewrites[0].len,
+                bytes: &rewrites[0].bytes,
+            }],
+        )
+        .unwrap();
+        let written = bytecode.write(&BTreeMap::from([(0, format!("{long}/m.py").into_bytes())]));
+        assert_eq!(spliced, written);
+        let again = Bytecode::parse(&written).unwrap();
+        assert_eq!(again.filenames(), [format!("{long}/m.py").as_bytes()]);
+        assert_eq!(again.write(&BTreeMap::new()), written);
+    }
+
+    #[test]
+    fn text_keeps_its_kind_in_the_narrowest_form() {
+        let encode = |code: u8, name: &str| {
+            let mut out = Vec::new();
+            encode_text(code, name.as_bytes(), &mut out);
+            out[0]
+        };
+        assert_eq!(encode(b'z', "/a"), b'z');
+        assert_eq!(encode(b'Z' | FLAG_REF, "/a"), b'Z' | FLAG_REF);
+        assert_eq!(encode(b'Z', &"a".repeat(256)), b'A');
+        assert_eq!(encode(b'a', "/a"), b'a');
+        assert_eq!(encode(b'z', "/é"), b'u');
+        assert_eq!(encode(b'A', "/é"), b't');
+        assert_eq!(encode(b'u', "/a"), b'u');
+    }
+
+    #[test]
+    fn only_names_that_start_with_old_and_stay_utf8_are_relocated() {
+        let data = pyc(&code(&short_ascii(b'z', b"/x/build/a/m.py"), &[]));
+        let bytecode = Bytecode::parse(&data).unwrap();
+        assert!(
+            bytecode
+                .relocations(&[relocation("/build/a", "/b")])
+                .is_empty()
+        );
+        let invalid = Relocation {
+            old: b"/x".to_vec(),
+            new: b"/\xff".to_vec(),
+        };
+        assert!(bytecode.relocations(&[invalid]).is_empty());
+        // The longest OLD wins.
+        let found = bytecode.relocations(&[relocation("/x", "/1"), relocation("/x/build", "/2")]);
+        assert_eq!(found[&0], (1, b"/2/a/m.py".to_vec()));
+    }
+
+    #[test]
+    fn malformed_bytecode_is_refused() {
+        let good = pyc(&code(&short_ascii(b'z', b"/a.py"), &[]));
+        assert_eq!(Bytecode::parse(b"\x00").unwrap_err(), PycError::NoHeader);
+        let mut other = good.clone();
+        other[..2].copy_from_slice(&3394u16.to_le_bytes());
+        assert_eq!(
+            Bytecode::parse(&other).unwrap_err(),
+            PycError::UnknownMagic { magic: 3394 }
+        );
+        for cut in PYC_HEADER_LEN..good.len() {
+            assert!(
+                Bytecode::parse(&good[..cut]).is_err(),
+                "accepted when cut at {cut}"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(b'N');
+        assert_eq!(
+            Bytecode::parse(&trailing).unwrap_err(),
+            PycError::TrailingBytes {
+                offset: good.len(),
+                len: 1
+            }
+        );
+        assert_eq!(Bytecode::parse(&pyc(b"N")).unwrap_err(), PycError::NotCode);
+        assert_eq!(
+            Bytecode::parse(&pyc(b"?")).unwrap_err(),
+            PycError::UnknownType {
+                code: b'?',
+                offset: 16
+            }
+        );
+        // A back-reference to the code object being read, which CPython registers only once
+        // complete, and to one that does not exist.
+        assert!(matches!(
+            Bytecode::parse(&pyc(&code(b"r\x00\x00\x00\x00", &[]))).unwrap_err(),
+            PycError::BadReference { index: 0, .. }
+        ));
+        assert!(matches!(
+            Bytecode::parse(&pyc(&code(b"r\x07\x00\x00\x00", &[]))).unwrap_err(),
+            PycError::BadReference { index: 7, .. }
+        ));
+        // A file name that is bytes.
+        assert!(matches!(
+            Bytecode::parse(&pyc(&code(&bytes_object(b"/a.py"), &[]))).unwrap_err(),
+            PycError::FilenameNotString { offset: 16 }
+        ));
+        // A tuple claiming more items than there are bytes left: refused before allocating.
+        assert!(matches!(
+            Bytecode::parse(&pyc(b"(\xff\xff\xff\x7f")).unwrap_err(),
+            PycError::SizeOutOfRange { .. }
+        ));
+        // Nesting deeper than CPython reads.
+        let mut deep = b")\x01".repeat(MAX_DEPTH + 1);
+        deep.push(b'N');
+        assert!(matches!(
+            Bytecode::parse(&pyc(&deep)).unwrap_err(),
+            PycError::TooDeep { .. }
+        ));
     }
 }
