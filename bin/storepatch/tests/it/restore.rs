@@ -326,7 +326,7 @@ fn relocates_every_text_kind_and_reports_binaries() {
     restored [TMP]/tree/pyvenv.cfg: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (content)
 
     ----- stderr -----
-    warning: [TMP]/tree/lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc: 1 occurrence of /build/source/.venv left as it is: the length of Python bytecode cannot change
+    warning: [TMP]/tree/lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc: 1 occurrence of /build/source/.venv left as it is: it is Python bytecode that cannot be read (size 1668445551 out of range at offset 17)
     warning: [TMP]/tree/lib/python3.12/site-packages/demo/_speedups.so: 1 occurrence of /build/source/.venv left as it is: the length of an ELF file cannot change
     restored 2 references and relocated 6: 7 files, 1 symlinks, 0 names (18 entries scanned, 1 store paths supplied, 0 places with 0 names left scrubbed, 2 binary files left, 0 errors)
     ");
@@ -475,25 +475,52 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
             .output()
             .unwrap()
     };
+    // Every byte-compiled file parses and is written back byte for byte.
+    let pycs = files_named(&fod, ".pyc");
+    assert!(pycs.len() > 500, "{} .pyc files", pycs.len());
+    for pyc in &pycs {
+        let data = fs_err::read(pyc)?;
+        let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+        assert_eq!(
+            format!("3.{}", bytecode.python_version().1),
+            host_python()?.version
+        );
+        assert!(
+            bytecode
+                .filenames()
+                .iter()
+                .all(|name| name.starts_with(built.as_os_str().as_encoded_bytes())),
+            "{}",
+            pyc.display()
+        );
+        assert!(
+            bytecode.write(&BTreeMap::new()) == data,
+            "{} is not written back as it was",
+            pyc.display()
+        );
+    }
+
     let output = restore("1", &out);
-    // The byte-compiled files hold the build directory and cannot change length: exit 1, and
-    // each one is named.
+    // Everything is relocated, the code objects' file names in the bytecode too: exit 0.
     assert_eq!(
         output.status.code(),
-        Some(1),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let lines = json_lines(&output.stdout);
-    let left: Vec<&serde_json::Value> =
-        lines.iter().filter(|line| line["type"] == "left").collect();
-    assert!(!left.is_empty());
-    assert!(left.iter().all(|line| {
-        line["reason"] == "Python bytecode"
-            && line["path"]["text"].as_str().is_some_and(|path| {
-                Path::new(path).extension() == Some(std::ffi::OsStr::new("pyc"))
-            })
-    }));
+    assert!(lines.iter().all(|line| line["type"] != "left"), "{lines:?}");
+    let relocated_pycs = lines
+        .iter()
+        .filter(|line| {
+            line["type"] == "restore"
+                && line["path"]["text"]
+                    .as_str()
+                    .is_some_and(|path| path.ends_with(".pyc"))
+        })
+        .count();
+    assert_eq!(relocated_pycs, pycs.len());
     let summary = lines.last().unwrap();
     assert_eq!(summary["unresolved_names"], 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
@@ -553,37 +580,44 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"),
         "{kinds:?}"
     );
-    // Nothing names the build directory any more but the bytecode reported above.
+    // Nothing names the build directory any more.
     let grep = Command::new("grep")
         .arg("-rlF")
         .arg(built.as_os_str())
         .arg(&out)
         .output()?;
-    let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    holding.sort();
-    let mut reported: Vec<String> = left
-        .iter()
-        .map(|line| line["path"]["text"].as_str().unwrap().to_owned())
-        .collect();
-    reported.sort();
-    assert_eq!(holding, reported);
+    assert_eq!(String::from_utf8_lossy(&grep.stdout), "");
+    // The real interpreter reads every relocated file and finds the output's paths in every code
+    // object; importing uses the bytecode as it is (its header still matches the source).
+    assert_code_filenames(&out.join("bin/python"), &out, &out)?;
+    let version = &host_python()?.version;
+    let markdown_pyc = out.join(format!(
+        "lib/python{version}/site-packages/markdown/__pycache__/__init__.cpython-{}.pyc",
+        version.replace('.', "")
+    ));
+    assert_imports_from_bytecode(&out.join("bin/python"), "markdown", &markdown_pyc)?;
 
     // The same result for any thread count, and a second run changes nothing.
     let other = dir.path().join("out-threads");
     let output = restore("4", &other);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(0));
     let normalise = |root: &Path| -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
         snapshot_tree(root)
             .into_iter()
             .map(|(path, (kind, bytes, mode))| {
-                let bytes = match String::from_utf8(bytes) {
-                    Ok(text) => text
-                        .replace(&root.display().to_string(), "[OUT]")
-                        .into_bytes(),
-                    Err(err) => err.into_bytes(),
+                let root = root.as_os_str().as_encoded_bytes();
+                // Bytecode's strings carry their lengths: its file names are written again.
+                let bytes = if path.extension() == Some(std::ffi::OsStr::new("pyc")) {
+                    let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&bytes).unwrap();
+                    let names: BTreeMap<usize, Vec<u8>> = bytecode
+                        .filenames()
+                        .iter()
+                        .enumerate()
+                        .map(|(index, name)| (index, replace_bytes(name, root, b"[OUT]")))
+                        .collect();
+                    bytecode.write(&names)
+                } else {
+                    replace_bytes(&bytes, root, b"[OUT]")
                 };
                 (path, (kind, bytes, mode))
             })
@@ -685,4 +719,106 @@ fn restore_hook_restores_from_the_inputs_and_relocates_the_venv() {
         Path::new(&format!("{}/bin/python3.12", python()))
     );
     assert_eq!(read("share/notes.txt"), "built in /src\n");
+}
+
+/// The regular files below `root` whose names end with `suffix`, sorted.
+fn files_named(root: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(suffix)
+        })
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    found.sort();
+    found
+}
+
+/// Loads every `.pyc` below a directory that `python` can read (its own cache tag) with the
+/// interpreter's own marshal, and prints the file names of code objects (nested ones included)
+/// that do not start with the prefix, then the number of files and code objects.
+const CODE_FILENAMES: &str = r#"
+import marshal, pathlib, sys
+root, prefix = pathlib.Path(sys.argv[1]), sys.argv[2]
+def walk(code):
+    yield code
+    for const in code.co_consts:
+        if hasattr(const, "co_filename"):
+            yield from walk(const)
+files = codes = 0
+for path in sorted(root.rglob("*." + sys.implementation.cache_tag + "*.pyc")):
+    files += 1
+    for code in walk(marshal.loads(path.read_bytes()[16:])):
+        codes += 1
+        if not code.co_filename.startswith(prefix):
+            print(path, code.co_filename)
+print(files, codes)
+"#;
+
+/// [`CODE_FILENAMES`] with `python` over `root`: every code object names a file below `prefix`.
+/// Returns the number of files checked.
+fn assert_code_filenames(python: &Path, root: &Path, prefix: &Path) -> anyhow::Result<usize> {
+    let output = run_ok(
+        Command::new(python)
+            .args(["-c", CODE_FILENAMES])
+            .arg(root)
+            .arg(format!("{}/", prefix.display()))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [counts] = lines[..] else {
+        anyhow::bail!("code objects naming other files:\n{stdout}");
+    };
+    let (files, codes) = counts
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("unexpected output {stdout:?}"))?;
+    let files: usize = files.parse()?;
+    anyhow::ensure!(files > 0 && codes.parse::<usize>()? >= files, "{stdout}");
+    Ok(files)
+}
+
+/// `python -v -c 'import MODULE'` loads the module from `pyc`, as it is: the bytecode matched
+/// its source and was not written again.
+fn assert_imports_from_bytecode(python: &Path, module: &str, pyc: &Path) -> anyhow::Result<()> {
+    let before = fs_err::read(pyc)?;
+    let modified = fs_err::metadata(pyc)?.modified()?;
+    let output = run_ok(
+        Command::new(python)
+            .args(["-v", "-c", &format!("import {module}")])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let loaded = format!("code object from '{}'", pyc.display());
+    anyhow::ensure!(
+        stderr.contains(&loaded),
+        "{loaded:?} not in the verbose import log:\n{stderr}"
+    );
+    anyhow::ensure!(
+        fs_err::read(pyc)? == before,
+        "{} was rewritten",
+        pyc.display()
+    );
+    anyhow::ensure!(
+        fs_err::metadata(pyc)?.modified()? == modified,
+        "{} was touched",
+        pyc.display()
+    );
+    Ok(())
+}
+
+/// `bytes` with every `old` replaced by `new`.
+fn replace_bytes(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut position = 0;
+    for at in memchr::memmem::find_iter(bytes, old) {
+        out.extend_from_slice(&bytes[position..at]);
+        out.extend_from_slice(new);
+        position = at + old.len();
+    }
+    out.extend_from_slice(&bytes[position..]);
+    out
 }
