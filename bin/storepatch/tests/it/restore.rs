@@ -783,10 +783,20 @@ fn assert_code_filenames(python: &Path, root: &Path, prefix: &Path) -> anyhow::R
 /// `python -v -c 'import MODULE'` loads the module from `pyc`, as it is: the bytecode matched
 /// its source and was not written again.
 fn assert_imports_from_bytecode(python: &Path, module: &str, pyc: &Path) -> anyhow::Result<()> {
+    assert_imports_from_bytecode_with(&mut Command::new(python), module, pyc)
+}
+
+/// [`assert_imports_from_bytecode`] with the interpreter `command` (its working directory set,
+/// say).
+fn assert_imports_from_bytecode_with(
+    command: &mut Command,
+    module: &str,
+    pyc: &Path,
+) -> anyhow::Result<()> {
     let before = fs_err::read(pyc)?;
     let modified = fs_err::metadata(pyc)?.modified()?;
     let output = run_ok(
-        Command::new(python)
+        command
             .args(["-v", "-c", &format!("import {module}")])
             .env_clear()
             .env("PATH", "/usr/bin:/bin"),
@@ -821,4 +831,186 @@ fn replace_bytes(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&bytes[position..]);
     out
+}
+
+/// A Python interpreter of one version found on this machine.
+struct FoundPython {
+    executable: PathBuf,
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`.
+    cache_tag: String,
+}
+
+/// Every CPython from 3.8 to 3.14 found here, one per version: `python3.X` on `PATH` (that
+/// runs: a pyenv shim of a version not selected does not), in `/usr/bin`, or under pyenv's
+/// versions.
+fn pythons() -> Vec<FoundPython> {
+    let pyenv_root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".pyenv")));
+    let mut found = Vec::new();
+    for minor in 8..=14 {
+        let name = format!("python3.{minor}");
+        let mut candidates: Vec<PathBuf> =
+            vec![PathBuf::from(&name), Path::new("/usr/bin").join(&name)];
+        if let Some(root) = &pyenv_root
+            && let Ok(versions) = fs_err::read_dir(root.join("versions"))
+        {
+            let mut versions: Vec<PathBuf> = versions
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("3.{minor}."))
+                })
+                .map(|entry| entry.path().join("bin").join(&name))
+                .collect();
+            versions.sort();
+            candidates.extend(versions);
+        }
+        let tag = candidates.into_iter().find_map(|candidate| {
+            let output = Command::new(&candidate)
+                .args([
+                    "-c",
+                    "import sys; print(sys.executable); print(sys.implementation.cache_tag)",
+                ])
+                .output()
+                .ok()?;
+            let stdout = String::from_utf8(output.stdout).ok()?;
+            let (executable, tag) = stdout.trim().split_once('\n')?;
+            (output.status.success() && tag == format!("cpython-3{minor}")).then(|| FoundPython {
+                executable: PathBuf::from(executable),
+                cache_tag: tag.to_owned(),
+            })
+        });
+        found.extend(tag);
+    }
+    found
+}
+
+/// Byte-compiled modules of every Python found (3.8 to 3.13 here; 3.14 when installed),
+/// timestamp-based and hash-based, relocated by `restore --relocate` to a longer path: the
+/// interpreter reads every file and finds the new path in every code object, a traceback names
+/// the new path, and importing uses the bytecode as it is. Before that, every file (and the
+/// interpreter's own standard-library bytecode of a few packages) parses and is written back
+/// byte for byte.
+#[test]
+fn relocates_bytecode_file_names_for_every_python_found() -> anyhow::Result<()> {
+    let pythons = pythons();
+    let versions: Vec<&str> = pythons
+        .iter()
+        .map(|python| python.cache_tag.as_str())
+        .collect();
+    // Straight to the process's stderr, so the versions tested show in the log.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("bytecode of {versions:?}\n").as_bytes(),
+    );
+    anyhow::ensure!(!pythons.is_empty(), "no Python 3.8 to 3.14 found");
+    let dir = tempfile::tempdir()?;
+    let built = dir.path().join("build");
+    let module = "def fail():\n    raise ValueError(\"boom\")\n\n\nclass Shape:\n    \
+                  def area(self, sides=(1, 2.5, 3j, b\"x\", None, ...)):\n        \
+                  return [side for side in sides if side] + [lambda: {1: frozenset({2})}]\n\n\n\
+                  if __name__ == \"__main__\":\n    fail()\n";
+    for package in ["timestamped", "hashed"] {
+        fs_err::create_dir_all(built.join(package))?;
+        fs_err::write(built.join(package).join("__init__.py"), "")?;
+        fs_err::write(built.join(package).join("mod.py"), module)?;
+    }
+    for python in &pythons {
+        run_ok(
+            Command::new(&python.executable)
+                .args(["-m", "compileall", "-q"])
+                .arg(built.join("timestamped")),
+        );
+        run_ok(
+            Command::new(&python.executable)
+                .args([
+                    "-m",
+                    "compileall",
+                    "-q",
+                    "--invalidation-mode",
+                    "checked-hash",
+                ])
+                .arg(built.join("hashed")),
+        );
+        let stdlib = String::from_utf8(
+            run_ok(Command::new(&python.executable).args([
+                "-c",
+                "import asyncio, email, json, os; \
+                 print('\\n'.join(os.path.dirname(m.__file__) for m in (asyncio, email, json)))",
+            ]))
+            .stdout,
+        )?;
+        for package in stdlib.lines() {
+            for pyc in files_named(&Path::new(package).join("__pycache__"), ".pyc") {
+                let data = fs_err::read(&pyc)?;
+                let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+                    .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+                anyhow::ensure!(
+                    bytecode.write(&BTreeMap::new()) == data,
+                    "{}",
+                    pyc.display()
+                );
+            }
+        }
+    }
+    let pycs = files_named(&built, ".pyc");
+    assert_eq!(pycs.len(), pythons.len() * 4);
+    for pyc in &pycs {
+        let data = fs_err::read(pyc)?;
+        let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+        assert_eq!(bytecode.write(&BTreeMap::new()), data, "{}", pyc.display());
+    }
+
+    let out = dir.path().join("relocated-to-a-place-with-a-longer-name");
+    run_ok(Command::new("cp").arg("-a").arg(&built).arg(&out));
+    let output = storepatch()
+        .args(["--json", "restore", "--relocate"])
+        .arg(format!("{}={}", built.display(), out.display()))
+        .arg(&out)
+        .output()?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored = json_lines(&output.stdout)
+        .into_iter()
+        .filter(|line| line["type"] == "restore")
+        .count();
+    assert_eq!(restored, pycs.len());
+
+    for python in &pythons {
+        assert_eq!(assert_code_filenames(&python.executable, &out, &out)?, 4);
+        // Run as a script, the bytecode's own file name is the one a traceback shows (an
+        // import would put the source's path in instead).
+        let script = out.join(format!(
+            "timestamped/__pycache__/mod.{}.pyc",
+            python.cache_tag
+        ));
+        let traceback = Command::new(&python.executable).arg(&script).output()?;
+        let stderr = String::from_utf8_lossy(&traceback.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "File \"{}/timestamped/mod.py\", line 2, in fail",
+                out.display()
+            )),
+            "{}: {stderr}",
+            python.cache_tag
+        );
+        for package in ["timestamped", "hashed"] {
+            let pyc = out.join(format!(
+                "{package}/__pycache__/mod.{}.pyc",
+                python.cache_tag
+            ));
+            let mut command = Command::new(&python.executable);
+            command.current_dir(&out);
+            assert_imports_from_bytecode_with(&mut command, &format!("{package}.mod"), &pyc)?;
+        }
+    }
+    Ok(())
 }
