@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod pyc;
+pub mod record;
 mod relocate;
 
 pub use relocate::{

@@ -41,8 +41,21 @@ struct Restoration {
     path: StorePath,
 }
 
+/// A `RECORD` line's `hash,size` fields for a file this run changes.
+#[derive(Clone, Debug)]
+struct RecordField {
+    offset: u64,
+    len: usize,
+    /// The fields as they are now.
+    old: Vec<u8>,
+    /// The fields for the file's new contents.
+    bytes: Vec<u8>,
+    /// The entry the line lists.
+    target: usize,
+}
+
 /// Everything planned for one place of one entry.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Change {
     entry: usize,
     location: Location,
@@ -50,6 +63,8 @@ struct Change {
     occurrences: Vec<Occurrence>,
     /// `.pyc` file names (string objects, whose length may change).
     rewrites: Vec<FilenameRewrite>,
+    /// Lines of a `RECORD` file listing files this run changes.
+    record_fields: Vec<RecordField>,
 }
 
 impl Change {
@@ -71,6 +86,11 @@ impl Change {
                 offset: rewrite.offset,
                 len: rewrite.len,
                 bytes: &rewrite.bytes,
+            }))
+            .chain(self.record_fields.iter().map(|field| Splice {
+                offset: field.offset,
+                len: field.len,
+                bytes: &field.bytes,
             }))
             .collect();
         splices.sort_by_key(|splice| splice.offset);
@@ -172,6 +192,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                 restorations: Vec::new(),
                 occurrences: found.occurrences,
                 rewrites: found.rewrites,
+                record_fields: Vec::new(),
             },
         );
     }
@@ -224,6 +245,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                     restorations: Vec::new(),
                     occurrences: Vec::new(),
                     rewrites: Vec::new(),
+                    record_fields: Vec::new(),
                 })
                 .restorations
                 .push(Restoration {
@@ -254,7 +276,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     }
 
     // A change may hold a relocation that would be a no-op (OLD = NEW): drop what changes nothing.
-    let changes: Vec<Change> = plan
+    let mut changes: Vec<Change> = plan
         .into_values()
         .filter(|change| {
             !change.restorations.is_empty()
@@ -264,6 +286,13 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                 })
         })
         .collect();
+    plan_record_updates(
+        entries,
+        &mut changes,
+        &relocations,
+        options.read_policy,
+        &mut errors,
+    );
 
     let mut outcomes = BTreeMap::new();
     let renamed = if args.dry_run {
@@ -316,6 +345,168 @@ fn scrubbed_in_name(name: &[u8]) -> Vec<(u64, &[u8])> {
         from = after;
     }
     found
+}
+
+/// Whether an entry is a wheel's `RECORD` (`<name>.dist-info/RECORD`).
+fn is_record(entry: &Entry) -> bool {
+    entry.kind == EntryKind::File
+        && entry.path.file_name() == Some(std::ffi::OsStr::new("RECORD"))
+        && entry
+            .path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|name| name.as_bytes().ends_with(b".dist-info"))
+}
+
+/// `base` joined with the relative `path`, `..` and `.` resolved without the file system;
+/// `None` when `..` climbs above what `base` names.
+fn join_lexically(base: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut joined = base.to_path_buf();
+    let mut depth = base.components().count();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth == 0 || !joined.pop() {
+                    return None;
+                }
+                depth -= 1;
+            }
+            Component::Normal(name) => {
+                joined.push(name);
+                depth += 1;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(joined)
+}
+
+/// For every `RECORD` in the tree, the lines of files this run changes get the hash and size of
+/// the new contents (`hash,size` fields as splices of the `RECORD`'s own change); every other
+/// byte of it stays. A line's path is read as it will be after relocation: relative to the
+/// `.dist-info` directory's parent, or absolute.
+fn plan_record_updates(
+    entries: &[Entry],
+    changes: &mut Vec<Change>,
+    relocations: &[Relocation],
+    policy: ReadPolicy,
+    errors: &mut Vec<EntryError>,
+) {
+    let by_inode: BTreeMap<(u64, u64), usize> = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, change)| change.location == Location::Content)
+        .map(|(index, change)| {
+            let entry = &entries[change.entry];
+            ((entry.dev, entry.ino), index)
+        })
+        .collect();
+    if by_inode.is_empty() {
+        return;
+    }
+    let by_path: BTreeMap<&Path, usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind == EntryKind::File)
+        .map(|(index, entry)| (entry.path.as_path(), index))
+        .collect();
+    let read = |entry: &Entry| -> Result<Vec<u8>, EntryError> {
+        Visit::detached(entry)
+            .read_with(policy, <[u8]>::to_vec)
+            .map_err(|err| EntryError {
+                path: entry.path.clone(),
+                message: tree::error_chain(&err),
+            })
+    };
+    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        if !is_record(entry) {
+            continue;
+        }
+        let Some(base) = entry.path.parent().and_then(Path::parent) else {
+            continue;
+        };
+        let contents = match read(entry) {
+            Ok(contents) => contents,
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        let mut fields = Vec::new();
+        for line in storepatch_rewrite::record::record_lines(&contents) {
+            let splices: Vec<Splice<'_>> =
+                storepatch_rewrite::find_occurrences(&line.path, relocations)
+                    .iter()
+                    .map(|occurrence| Splice {
+                        offset: occurrence.offset,
+                        len: occurrence.len,
+                        bytes: &relocations[occurrence.relocation].new,
+                    })
+                    .collect();
+            let listed = storepatch_rewrite::splice(&line.path, &splices)
+                .unwrap_or_else(|| line.path.clone());
+            let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
+            let resolved = if listed.is_absolute() {
+                Some(listed.to_path_buf())
+            } else {
+                join_lexically(base, listed)
+            };
+            let Some(&target) = resolved.as_deref().and_then(|path| by_path.get(path)) else {
+                continue;
+            };
+            let target_entry = &entries[target];
+            let Some(&change) = by_inode.get(&(target_entry.dev, target_entry.ino)) else {
+                continue;
+            };
+            if target == index {
+                continue;
+            }
+            let new = read(target_entry).and_then(|current| {
+                storepatch_rewrite::splice(&current, &changes[change].splices(relocations))
+                    .ok_or_else(|| EntryError {
+                        path: target_entry.path.clone(),
+                        message: "the planned changes do not fit the file".to_owned(),
+                    })
+            });
+            match new {
+                Ok(new) => {
+                    if let Some(bytes) = line.updated_fields(&new) {
+                        fields.push(RecordField {
+                            offset: line.fields.start as u64,
+                            len: line.fields.len(),
+                            old: line.current,
+                            bytes,
+                            target,
+                        });
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if !fields.is_empty() {
+            planned.push((index, fields));
+        }
+    }
+    for (index, fields) in planned {
+        match changes
+            .iter_mut()
+            .find(|change| change.entry == index && change.location == Location::Content)
+        {
+            Some(change) => change.record_fields = fields,
+            None => changes.push(Change {
+                entry: index,
+                location: Location::Content,
+                restorations: Vec::new(),
+                occurrences: Vec::new(),
+                rewrites: Vec::new(),
+                record_fields: fields,
+            }),
+        }
+    }
+    changes.sort_by_key(|change| (change.entry, change.location));
 }
 
 /// The byte ranges of `occurrences`.
@@ -462,12 +653,38 @@ fn apply(
             .or_default()
             .push(change);
     }
-    let groups: Vec<Vec<&Change>> = by_inode.into_values().collect();
+    // RECORD files last: a line names the new hash of a file only once that file is written.
+    let (records, groups): (Vec<Vec<&Change>>, Vec<Vec<&Change>>) = by_inode
+        .into_values()
+        .partition(|group| !group[0].record_fields.is_empty());
     let content_errors: Vec<(usize, Outcome, EntryError)> = groups
         .par_iter()
         .flat_map_iter(|group| rewrite_group(entries, group, relocations))
         .collect();
-    for (entry, outcome, error) in content_errors {
+    let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
+    let records: Vec<Vec<Change>> = records
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|change| {
+                    let mut change = change.clone();
+                    change
+                        .record_fields
+                        .retain(|field| !failed.contains(&field.target));
+                    change
+                })
+                .collect()
+        })
+        .collect();
+    let record_errors: Vec<(usize, Outcome, EntryError)> = records
+        .par_iter()
+        .flat_map_iter(|group| {
+            let group: Vec<&Change> = group.iter().collect();
+            rewrite_group(entries, &group, relocations)
+        })
+        .collect();
+    for (entry, outcome, error) in content_errors.into_iter().chain(record_errors) {
         outcomes.insert((entry, Location::Content), outcome);
         errors.push(error);
     }
@@ -548,6 +765,14 @@ fn still_planned(
             contents.get(start..start.saturating_add(HASH_LEN)) == Some(&SCRUBBED_HASH[..]),
             "changed while it was restored (no scrubbed hash at offset {} any more)",
             restoration.hash_offset
+        );
+    }
+    for field in &change.record_fields {
+        let start = usize::try_from(field.offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(field.len)) == Some(&field.old[..]),
+            "changed while it was restored (the RECORD line at offset {} is another)",
+            field.offset
         );
     }
     for rewrite in &change.rewrites {
@@ -743,6 +968,7 @@ impl Report<'_> {
             .iter()
             .map(|change| change.occurrences.len() + change.rewrites.len())
             .sum();
+        let record_lines: usize = done.iter().map(|change| change.record_fields.len()).sum();
         let unresolved_references: usize =
             self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
@@ -762,6 +988,7 @@ impl Report<'_> {
                     "references": change.restorations.len(),
                     "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
                     "relocated": change.occurrences.len() + change.rewrites.len(),
+                    "record_lines": change.record_fields.len(),
                     "new_path": self.renamed.get(&change.entry).map(|path| path_value(path)),
                 }))?;
             }
@@ -794,6 +1021,7 @@ impl Report<'_> {
                 "entries": self.entries.len(),
                 "references": restored,
                 "relocated": relocated,
+                "record_lines": record_lines,
                 "files": count(Location::Content),
                 "symlinks": count(Location::Symlink),
                 "names": count(Location::Name),
@@ -860,6 +1088,19 @@ impl Report<'_> {
                     line.extend_from_slice(&join(
                         self.change_olds(change).into_iter().map(<[u8]>::to_vec),
                     ));
+                }
+                if !change.record_fields.is_empty() {
+                    if !line.ends_with(b":") {
+                        line.push(b';');
+                    }
+                    line.extend_from_slice(
+                        format!(
+                            " updated {} RECORD line{} (hash and size)",
+                            change.record_fields.len(),
+                            plural(change.record_fields.len())
+                        )
+                        .as_bytes(),
+                    );
                 }
                 line.extend_from_slice(format!(" ({})", change.location.as_str()).as_bytes());
                 out.line(&line)?;

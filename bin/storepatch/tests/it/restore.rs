@@ -597,33 +597,41 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
     ));
     assert_imports_from_bytecode(&out.join("bin/python"), "markdown", &markdown_pyc)?;
 
-    // The same result for any thread count, and a second run changes nothing.
-    let other = dir.path().join("out-threads");
-    let output = restore("4", &other);
+    // Every RECORD line's hash and size match the file, by Python's own hashlib and csv: the
+    // console scripts' lines were updated for their new shebangs.
+    assert_eq!(assert_records_match(&out.join("bin/python"), &out)?, 0);
+    assert_eq!(summary["record_lines"], 3, "{summary}");
+    // Only those lines changed; every other line (and every other RECORD) is as uv wrote it.
+    let mut changed_lines = Vec::new();
+    for record in files_named(&fod, "RECORD") {
+        let relative = record.strip_prefix(&fod)?;
+        let before = fs_err::read_to_string(&record)?;
+        let after = fs_err::read_to_string(out.join(relative))?;
+        assert_eq!(before.lines().count(), after.lines().count());
+        for (old, new) in before.lines().zip(after.lines()) {
+            if old != new {
+                assert_eq!(old.split(',').next(), new.split(',').next());
+                changed_lines.push(new.split(',').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    changed_lines.sort();
+    assert_eq!(
+        changed_lines,
+        [
+            "../../../bin/cffi-gen-src",
+            "../../../bin/markdown_py",
+            "../../../bin/pygmentize"
+        ]
+    );
+
+    // The same result for any thread count (into the same place), and a second run changes
+    // nothing.
+    let first = snapshot_tree(&out);
+    fs_err::rename(&out, dir.path().join("out-one-thread"))?;
+    let output = restore("4", &out);
     assert_eq!(output.status.code(), Some(0));
-    let normalise = |root: &Path| -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
-        snapshot_tree(root)
-            .into_iter()
-            .map(|(path, (kind, bytes, mode))| {
-                let root = root.as_os_str().as_encoded_bytes();
-                // Bytecode's strings carry their lengths: its file names are written again.
-                let bytes = if path.extension() == Some(std::ffi::OsStr::new("pyc")) {
-                    let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&bytes).unwrap();
-                    let names: BTreeMap<usize, Vec<u8>> = bytecode
-                        .filenames()
-                        .iter()
-                        .enumerate()
-                        .map(|(index, name)| (index, replace_bytes(name, root, b"[OUT]")))
-                        .collect();
-                    bytecode.write(&names)
-                } else {
-                    replace_bytes(&bytes, root, b"[OUT]")
-                };
-                (path, (kind, bytes, mode))
-            })
-            .collect()
-    };
-    let (first, second) = (normalise(&out), normalise(&other));
+    let second = snapshot_tree(&out);
     let differing: Vec<&PathBuf> = first
         .keys()
         .chain(second.keys())
@@ -820,19 +828,6 @@ fn assert_imports_from_bytecode_with(
     Ok(())
 }
 
-/// `bytes` with every `old` replaced by `new`.
-fn replace_bytes(bytes: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut position = 0;
-    for at in memchr::memmem::find_iter(bytes, old) {
-        out.extend_from_slice(&bytes[position..at]);
-        out.extend_from_slice(new);
-        position = at + old.len();
-    }
-    out.extend_from_slice(&bytes[position..]);
-    out
-}
-
 /// A Python interpreter of one version found on this machine.
 struct FoundPython {
     executable: PathBuf,
@@ -1012,5 +1007,163 @@ fn relocates_bytecode_file_names_for_every_python_found() -> anyhow::Result<()> 
             assert_imports_from_bytecode_with(&mut command, &format!("{package}.mod"), &pyc)?;
         }
     }
+    Ok(())
+}
+
+/// Checks every hashed line of every `RECORD` below `root` against its file with Python's
+/// `csv` and `hashlib` (URL-safe base64 without padding, as the wheel spec says) and prints the
+/// mismatches, then the number of lines checked.
+const RECORDS_MATCH: &str = r#"
+import base64, csv, hashlib, pathlib, sys
+checked = 0
+for record in sorted(pathlib.Path(sys.argv[1]).rglob("*.dist-info/RECORD")):
+    with open(record, newline="") as lines:
+        for row in csv.reader(lines):
+            if len(row) != 3 or not row[1]:
+                continue
+            algorithm, _, digest = row[1].partition("=")
+            data = (record.parent.parent / row[0]).read_bytes()
+            actual = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=")
+            checked += 1
+            if actual.decode() != digest or int(row[2]) != len(data):
+                print(record, row[0])
+print(checked)
+"#;
+
+/// [`RECORDS_MATCH`] over `root`: an error naming the lines that do not match their files;
+/// otherwise the number of mismatches (0).
+fn assert_records_match(python: &Path, root: &Path) -> anyhow::Result<usize> {
+    assert_records_match_at_least(python, root, 100)
+}
+
+/// [`assert_records_match`], with at least `minimum` lines checked.
+fn assert_records_match_at_least(
+    python: &Path,
+    root: &Path,
+    minimum: usize,
+) -> anyhow::Result<usize> {
+    let output = run_ok(
+        Command::new(python)
+            .args(["-c", RECORDS_MATCH])
+            .arg(root)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [checked] = lines[..] else {
+        anyhow::bail!("RECORD lines that do not match their files:\n{stdout}");
+    };
+    anyhow::ensure!(checked.parse::<usize>()? >= minimum, "{stdout}");
+    Ok(0)
+}
+
+/// `RECORD` lines of files the relocation changes get the new hash and size (`--dry-run` says
+/// so and writes nothing); lines of other files, lines without a hash and the line endings stay
+/// byte for byte; a second run changes nothing.
+#[test]
+fn record_lines_follow_relocated_files() -> anyhow::Result<()> {
+    let tree = TestTree::new();
+    let old = "/build/source/.venv";
+    let new = tree.root.display().to_string();
+    let script =
+        format!("#!{old}/bin/python\nimport sys\nfrom demo import main\nsys.exit(main())\n");
+    tree.write("bin/tool", &script);
+    tree.write(
+        "lib/python3.12/site-packages/demo/__init__.py",
+        "def main():\n    return 0\n",
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo.pth",
+        format!("{old}/src\n"),
+    );
+    let hash = |python: &str, data: &str| -> anyhow::Result<String> {
+        let output = run_ok(Command::new(python).args([
+            "-c",
+            "import base64, hashlib, sys; data = sys.argv[1].encode(); \
+             print(base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode())",
+            data,
+        ]));
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    };
+    let python3 = "/usr/bin/python3";
+    let record = format!(
+        "../../../bin/tool,sha256={},{}\r\ndemo/__init__.py,sha256={},25\r\n\
+         demo/__pycache__/__init__.cpython-312.pyc,,\r\ndemo.pth,sha256={},{}\r\n\
+         demo-1.0.dist-info/RECORD,,\r\n",
+        hash(python3, &script)?,
+        script.len(),
+        hash(python3, "def main():\n    return 0\n")?,
+        hash(python3, &format!("{old}/src\n"))?,
+        old.len() + 5,
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo-1.0.dist-info/RECORD",
+        &record,
+    );
+    let restore = |dry_run: bool| {
+        let mut command = storepatch();
+        command.arg("restore");
+        if dry_run {
+            command.arg("--dry-run");
+        }
+        command
+            .arg("--relocate")
+            .arg(format!("{old}={new}"))
+            .arg(&tree.root);
+        command
+    };
+    cmd_snapshot!(tree.filters(), restore(true), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    would restore [TMP]/tree/bin/tool: relocated 1 occurrence of /build/source/.venv (content)
+    would restore [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/RECORD: updated 2 RECORD lines (hash and size) (content)
+    would restore [TMP]/tree/lib/python3.12/site-packages/demo.pth: relocated 1 occurrence of /build/source/.venv (content)
+
+    ----- stderr -----
+    would restore 0 references and relocated 2: 3 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(
+        fs_err::read_to_string(
+            tree.path("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD")
+        )?,
+        record
+    );
+    cmd_snapshot!(tree.filters(), restore(false), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    restored [TMP]/tree/bin/tool: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/RECORD: updated 2 RECORD lines (hash and size) (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo.pth: relocated 1 occurrence of /build/source/.venv (content)
+
+    ----- stderr -----
+    restored 0 references and relocated 2: 3 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(
+        assert_records_match_at_least(Path::new(python3), &tree.root, 3)?,
+        0
+    );
+    let after = fs_err::read_to_string(
+        tree.path("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD"),
+    )?;
+    let changed: Vec<(&str, &str)> = record
+        .split_inclusive('\n')
+        .zip(after.split_inclusive('\n'))
+        .filter(|(before, after)| before != after)
+        .collect();
+    assert_eq!(changed.len(), 2, "{after}");
+    assert!(changed.iter().all(|(_, line)| line.ends_with("\r\n")));
+    let before = snapshot_tree(&tree.root);
+    cmd_snapshot!(tree.filters(), restore(false), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+
+    ----- stderr -----
+    restored 0 references and relocated 0: 0 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(snapshot_tree(&tree.root), before);
     Ok(())
 }
