@@ -2112,7 +2112,14 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
 
     // 2. The main derivation, with the interpreter and zlib as its inputs and no hand repair.
     let inputs = [python.clone(), zlib.clone()];
-    let build = nix.build_logged(&venv_main_derivation(&harness, &inputs, &fod, "")?)?;
+    // A fresh derivation each run (the FOD's output is the same every time), so it is built
+    // and its log can be read.
+    let build = nix.build_logged(&venv_main_derivation(
+        &harness,
+        &inputs,
+        &fod,
+        &format!("testRun = {};", nix_string(&unique_marker())),
+    )?)?;
     let out = &build.out;
     let log = &build.stderr;
     let out_text = path_str(out)?;
@@ -2222,6 +2229,17 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     // storepatch's audit finds the venv healthy.
     let grep = run(Command::new("grep").arg("-rlF").arg(&built_text).arg(out))?;
     assert_eq!(String::from_utf8(grep.stdout)?, "");
+    // The interpreter finds the output in every code object and imports the (hash-based)
+    // bytecode as it is; every RECORD line matches its file, the relocated scripts' included
+    // (but the ELF files', which patchELF and the relink hook change after the restore).
+    let python_out = out.join("bin/python");
+    crate::restore::assert_code_filenames(&python_out, out, out)?;
+    crate::restore::assert_imports_from_bytecode(
+        &python_out,
+        "markdown",
+        &out.join("lib/python3.11/site-packages/markdown/__pycache__/__init__.cpython-311.pyc"),
+    )?;
+    crate::restore::assert_records_match_except_elf(&python_out, out)?;
     let audit = run_ok(storepatch().arg("audit").arg(out))?;
     let audit_text = format!(
         "{}{}",
