@@ -1,8 +1,9 @@
 //! Relocation: replacing one byte string (a venv's old location) with another of any length.
 //!
 //! A venv records where it was created: console-script shebangs, `bin/activate*`, `pyvenv.cfg`.
-//! Moving it means rewriting that location. The length changes, so this is only done to text;
-//! binary files (ELF, `.pyc`) keep their offsets and the occurrences in them are reported instead.
+//! Moving it means rewriting that location. The length changes, so this is only done to text
+//! (and, through their structure, to the file names of `.pyc` code objects: see [`crate::pyc`]);
+//! other binary files (ELF) keep their offsets and the occurrences in them are reported instead.
 
 /// Replace every occurrence of `old` with `new`.
 #[derive(Clone, Debug, PartialEq, Eq)]

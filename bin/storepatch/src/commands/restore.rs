@@ -4,9 +4,13 @@
 //! contents, symlink targets and (as a bare `eeee…-NAME`) file names. Each NAME that belongs to
 //! exactly one supplied store path gets that path's hash back, same length. With `--relocate
 //! OLD=NEW`, every regular file and symlink is also searched for OLD; text files and symlinks get
-//! NEW (the length may change), binary files are reported and left alone. Scrubbed references
-//! inside an OLD are relocated, never restored (the FOD's scrubbed `$out` is not an input to
-//! point back at).
+//! NEW (the length may change); in `.pyc` files the file names of code objects that start with
+//! OLD are rewritten through the marshal stream (`storepatch_rewrite::pyc`); other binary files,
+//! bytecode that cannot be read and other occurrences in bytecode are reported and left alone.
+//! Scrubbed references inside an OLD are relocated, never restored (the FOD's scrubbed `$out` is
+//! not an input to point back at). The `RECORD` lines of files that change get the new hash and
+//! size (`storepatch_rewrite::record`); the `RECORD` is written after them, and a line whose file
+//! could not be written keeps its old hash.
 //!
 //! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory

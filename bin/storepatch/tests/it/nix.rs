@@ -15,8 +15,10 @@
 //!   a console script, the interpreter in the store), reproducibly for two thread counts; a main
 //!   derivation with the restore and relink hooks and patchELF that only copies it has a venv
 //!   that runs, refers to exactly the interpreter and the library, and has no dangling symlink.
-//!   The same for a real venv made by `uv sync --frozen` (compiled wheels, console scripts,
-//!   bytecode), whose main derivation refers to exactly the interpreter and zlib.
+//!   The same for a real venv made by `uv sync --frozen` inside the fixed-output derivation, from
+//!   the package index (compiled wheels, console scripts, bytecode), whose NAR hash is the same
+//!   for two builds and thread counts and whose main derivation refers to exactly the interpreter
+//!   and zlib, with its bytecode and RECORD lines relocated.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
