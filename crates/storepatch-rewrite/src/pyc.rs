@@ -1,4 +1,4 @@
-//! Python bytecode (`.pyc`): reading and writing CPython's marshal format, so that the file names
+//! Python bytecode (`.pyc`): reading and writing `CPython`'s marshal format, so that the file names
 //! code objects record (`co_filename`) can move with the venv.
 //!
 //! `compileall` (and `UV_COMPILE_BYTECODE`) writes the source's path at compile time into every
@@ -15,7 +15,7 @@
 //! [`Bytecode::write`] writes it again, byte for byte the same unless file names were replaced.
 //! Only strings that are some code object's `co_filename` are ever replaced.
 //!
-//! See: CPython's `Python/marshal.c` (`r_object`, `w_object`) and
+//! See: `CPython`'s `Python/marshal.c` (`r_object`, `w_object`) and
 //! `Include/internal/pycore_magic_number.h` (magic numbers per version).
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -28,7 +28,7 @@ pub const PYC_HEADER_LEN: usize = 16;
 /// Set on a type code when the object is remembered for later back-references.
 const FLAG_REF: u8 = 0x80;
 
-/// How deeply objects may nest. CPython reads up to 2000 (`MAX_MARSHAL_STACK_DEPTH`), but
+/// How deeply objects may nest. `CPython` reads up to 2000 (`MAX_MARSHAL_STACK_DEPTH`), but
 /// compiled modules nest by their nested functions, classes and constant tuples, nowhere near
 /// that; reading recursively to 2000 could overflow the stack of a worker thread. Deeper files
 /// are refused (and so reported and left as they are).
@@ -56,7 +56,7 @@ impl CodeLayout {
     }
 }
 
-/// The CPython minor version (3.x) a `.pyc` magic number belongs to, and its code layout:
+/// The `CPython` minor version (3.x) a `.pyc` magic number belongs to, and its code layout:
 /// 3.8 to 3.14, from the first magic number with that version's code object fields to the last.
 pub fn python_version(magic: u16) -> Option<(u8, CodeLayout)> {
     match magic {
@@ -348,9 +348,7 @@ fn encode_text(code: u8, name: &[u8], out: &mut Vec<u8>) {
     let kind = code & !FLAG_REF;
     let interned = matches!(kind, b't' | b'A' | b'Z');
     let new_kind = if name.is_ascii() {
-        if name.len() <= 255 && matches!(kind, b'z' | b'Z') {
-            kind
-        } else if matches!(kind, b'u' | b't') {
+        if (name.len() <= 255 && matches!(kind, b'z' | b'Z')) || matches!(kind, b'u' | b't') {
             kind
         } else if interned {
             b'A'
@@ -401,7 +399,7 @@ struct Reader<'data> {
     /// Where each node's object is in the stream.
     spans: Vec<Range<usize>>,
     /// Remembered objects (`FLAG_REF`), by reference index; `None` while still being read where
-    /// CPython only registers them when complete (code objects, frozensets, slices).
+    /// `CPython` only registers them when complete (code objects, frozensets, slices).
     references: Vec<Option<usize>>,
     /// The `co_filename` string node of every code object, in stream order.
     filenames: Vec<usize>,
@@ -502,7 +500,7 @@ impl Reader<'_> {
                 let len = usize::try_from(digits.saturating_mul(2)).unwrap_or(usize::MAX);
                 if len > self.data.len() - self.position {
                     return Err(PycError::SizeOutOfRange {
-                        size: digits as i64,
+                        size: digits.cast_signed(),
                         offset,
                     });
                 }
@@ -524,7 +522,7 @@ impl Reader<'_> {
                 }
             }
             b'r' => {
-                let index = self.long()? as u32;
+                let index = self.long()?.cast_unsigned();
                 match self.references.get(index as usize) {
                     Some(Some(_)) => Node::Atom(start..self.position),
                     _ => {

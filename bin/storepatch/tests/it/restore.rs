@@ -1,5 +1,6 @@
 //! `storepatch restore`: scrub's inverse by name, relocation of a venv's location, real uv venvs.
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -517,7 +518,7 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
             line["type"] == "restore"
                 && line["path"]["text"]
                     .as_str()
-                    .is_some_and(|path| path.ends_with(".pyc"))
+                    .is_some_and(|path| Path::new(path).extension() == Some(OsStr::new("pyc")))
         })
         .count();
     assert_eq!(relocated_pycs, pycs.len());
@@ -843,7 +844,7 @@ struct FoundPython {
     cache_tag: String,
 }
 
-/// Every CPython from 3.8 to 3.14 found here, one per version: `python3.X` on `PATH` (that
+/// Every `CPython` from 3.8 to 3.14 found here, one per version: `python3.X` on `PATH` (that
 /// runs: a pyenv shim of a version not selected does not), in `/usr/bin`, or under pyenv's
 /// versions.
 fn pythons() -> Vec<FoundPython> {
