@@ -748,6 +748,35 @@ mod tests {
         assert_eq!(found[&0], (1, b"/2/a/m.py".to_vec()));
     }
 
+    proptest::proptest! {
+        /// Any bytes after a known header, and any change to a valid file: never a panic, and
+        /// whatever parses is written back as it was.
+        #[test]
+        fn arbitrary_streams_never_panic_and_round_trip(
+            stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            flips in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let mut valid = pyc(&code(
+                b"r\x02\x00\x00\x00",
+                &[
+                    code(&short_ascii(b'z' | FLAG_REF, b"/build/a/m.py"), &[]),
+                    b"(\x02\x00\x00\x00i\x01\x00\x00\x00N".to_vec(),
+                ],
+            ));
+            proptest::prop_assert!(Bytecode::parse(&valid).is_ok());
+            for (at, byte) in flips {
+                let len = valid.len();
+                valid[PYC_HEADER_LEN + at % (len - PYC_HEADER_LEN)] = byte;
+            }
+            for data in [pyc(&stream), valid] {
+                if let Ok(bytecode) = Bytecode::parse(&data) {
+                    proptest::prop_assert_eq!(bytecode.write(&BTreeMap::new()), data.clone());
+                    let _ = filename_rewrites(&data, &[relocation("/build", "/x")]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn malformed_bytecode_is_refused() {
         let good = pyc(&code(&short_ascii(b'z', b"/a.py"), &[]));
