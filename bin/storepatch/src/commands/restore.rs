@@ -666,6 +666,9 @@ fn apply(
         .flat_map_iter(|group| rewrite_group(entries, group, relocations))
         .collect();
     let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
+    // A line whose file was not written keeps its old hash: the RECORD is then reported as
+    // failed (whatever else was written to it).
+    let mut kept_errors = Vec::new();
     let records: Vec<Vec<Change>> = records
         .into_iter()
         .map(|group| {
@@ -673,9 +676,30 @@ fn apply(
                 .into_iter()
                 .map(|change| {
                     let mut change = change.clone();
+                    let planned = change.record_fields.len();
                     change
                         .record_fields
                         .retain(|field| !failed.contains(&field.target));
+                    let kept = planned - change.record_fields.len();
+                    if kept > 0 {
+                        kept_errors.push((
+                            change.entry,
+                            Outcome::Failed,
+                            EntryError {
+                                path: entries[change.entry].path.clone(),
+                                message: if kept == 1 {
+                                    "1 RECORD line keeps its old hash: the file it lists could \
+                                     not be written"
+                                        .to_owned()
+                                } else {
+                                    format!(
+                                        "{kept} RECORD lines keep their old hash: the files they \
+                                         list could not be written"
+                                    )
+                                },
+                            },
+                        ));
+                    }
                     change
                 })
                 .collect()
@@ -688,7 +712,11 @@ fn apply(
             rewrite_group(entries, &group, relocations)
         })
         .collect();
-    for (entry, outcome, error) in content_errors.into_iter().chain(record_errors) {
+    for (entry, outcome, error) in content_errors
+        .into_iter()
+        .chain(kept_errors)
+        .chain(record_errors)
+    {
         outcomes.insert((entry, Location::Content), outcome);
         errors.push(error);
     }
