@@ -1194,3 +1194,77 @@ fn record_lines_follow_relocated_files() -> anyhow::Result<()> {
     assert_eq!(snapshot_tree(&tree.root), before);
     Ok(())
 }
+
+/// When a file a `RECORD` lists cannot be written (the disk is full), its line keeps the old
+/// hash, the `RECORD` is reported as failed for that reason, and the other lines are updated.
+#[test]
+fn record_line_of_a_file_that_could_not_be_written_keeps_its_hash() -> anyhow::Result<()> {
+    let Some(filesystem) = crate::faults::SmallFilesystem::new("1m") else {
+        return Ok(());
+    };
+    let root = filesystem.mount_point.join("venv");
+    let old = "/build/source/.venv";
+    let new = root.display().to_string();
+    let big = format!("#!{old}/bin/python\n{}\n", "#".repeat(400 * 1024));
+    let small = format!("#!{old}/bin/python\nprint()\n");
+    let site = root.join("lib/python3.12/site-packages");
+    fs_err::create_dir_all(root.join("bin"))?;
+    fs_err::create_dir_all(site.join("demo-1.0.dist-info"))?;
+    fs_err::write(root.join("bin/big"), &big)?;
+    fs_err::write(root.join("bin/small"), &small)?;
+    let hash = |data: &str| -> anyhow::Result<String> {
+        let output = run_ok(Command::new("/usr/bin/python3").args([
+            "-c",
+            "import base64, hashlib, sys; data = open(sys.argv[1], 'rb').read(); \
+             print(base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode())",
+            data,
+        ]));
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    };
+    let record = format!(
+        "../../../bin/big,sha256={},{}\n../../../bin/small,sha256={},{}\n",
+        hash(&root.join("bin/big").display().to_string())?,
+        big.len(),
+        hash(&root.join("bin/small").display().to_string())?,
+        small.len()
+    );
+    let record_path = site.join("demo-1.0.dist-info/RECORD");
+    fs_err::write(&record_path, &record)?;
+    // Fill the filesystem, then free less than the big script needs for its temporary file.
+    let filler = filesystem.mount_point.join("filler");
+    let mut file = fs_err::File::create(&filler)?;
+    let block = vec![1u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    let full = file.metadata()?.len();
+    file.set_len(full.saturating_sub(64 * 1024))?;
+    drop(file);
+
+    let output = storepatch()
+        .arg("restore")
+        .arg("--relocate")
+        .arg(format!("{old}={new}"))
+        .arg(&root)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("1 RECORD line keeps its old hash: the file it lists could not be written"),
+        "{stderr}"
+    );
+    assert_eq!(fs_err::read_to_string(root.join("bin/big"))?, big);
+    let relocated = fs_err::read_to_string(root.join("bin/small"))?;
+    assert!(relocated.starts_with(&format!("#!{new}/bin/python\n")));
+    let after = fs_err::read_to_string(&record_path)?;
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines[0], record.lines().next().unwrap_or_default());
+    assert_eq!(
+        lines[1],
+        format!(
+            "../../../bin/small,sha256={},{}",
+            hash(&root.join("bin/small").display().to_string())?,
+            relocated.len()
+        )
+    );
+    Ok(())
+}
