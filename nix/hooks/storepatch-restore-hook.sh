@@ -14,9 +14,10 @@
 # (scrubbed symlinks dangle), and long before the relink hook's postFixup.
 #
 # Relocation: a venv records where it was built (`#!/build/source/.venv/bin/python` in console
-# scripts, `VIRTUAL_ENV=` in bin/activate*). The hook reads that location from
-# `<output>/bin/activate` and relocates it to the output; more OLD=NEW pairs come from
-# `storepatchRelocate`.
+# scripts, `VIRTUAL_ENV=` in bin/activate*, the file names of code objects in byte-compiled
+# `.pyc` files). The hook reads that location from `<output>/bin/activate` and relocates it to
+# the output; more OLD=NEW pairs come from `storepatchRelocate`. The RECORD lines of the files
+# that change get their new hash and size.
 #
 # Variables (all optional; space-separated strings, or bash arrays with __structuredAttrs):
 #   dontStorepatchRestore     non-empty: skip the automatic run.

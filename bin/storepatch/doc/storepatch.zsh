@@ -81,7 +81,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '*--candidates=[File with one store path per line to restore references to (by name)]:FILE:_files' \
 '*--store-path=[Restore references to this store path (repeatable)]:STORE_PATH:_files' \
-'*--relocate=[Replace OLD with NEW in text files and symlink targets (repeatable; the length may change), e.g. the directory the venv was built in with its new location. Scrubbed references inside OLD are relocated, not restored. Binary files holding OLD are reported and left alone]:OLD=NEW:_default' \
+'*--relocate=[Replace OLD with NEW in text files and symlink targets (repeatable; the length may change), e.g. the directory the venv was built in with its new location, and at the start of the file names that code objects in \`.pyc\` files record. Scrubbed references inside OLD are relocated, not restored. \`RECORD\` lines of the files that change get their new hash and size. Other binary files holding OLD are reported and left alone]:OLD=NEW:_default' \
 '--threads=[Number of worker threads (default\: one per core). Output is identical for any value]:N:_default' \
 '--store-dir=[Nix store directory \[default\: \`\$NIX_STORE\`, else \`/nix/store\`\]]:DIR:_files' \
 '--candidates-from-env[Restore references to the store paths named in the environment (inside a Nix build\: the build'\''s inputs)]' \
@@ -241,7 +241,7 @@ _storepatch_commands() {
     local commands; commands=(
 'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
 'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
-'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files' \
+'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files and bytecode' \
 'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
 'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
 'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \
@@ -270,7 +270,7 @@ _storepatch__subcmd__help_commands() {
     local commands; commands=(
 'scan:Find every store reference in a tree\: paths, bare hash parts, symlink targets, names' \
 'scrub:Rewrite every live store reference'\''s hash part to 32 \`e\`s (same length), in place' \
-'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files' \
+'restore:Undo a scrub\: give scrubbed references whose name matches exactly one supplied store path their hash back (same length), and relocate the tree'\''s old location in text files and bytecode' \
 'relink:Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook' \
 'audit:Check a tree\: store references, libraries the loader would not find, missing interpreters and shebangs, dangling symlinks' \
 'elf:Edit ELF files; accepts patchelf'\''s command line (\`storepatch elf --help\`)' \

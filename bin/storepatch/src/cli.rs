@@ -23,7 +23,8 @@ const EXIT_CODES_RESTORE: &str = "\
 Exit status:
   0  every scrubbed reference was restored and every old location relocated
   1  something was left as it was: a scrubbed name that no supplied store path has, or several
-     have; or an old location in a binary file (ELF, .pyc), whose length cannot change
+     have; or an old location in a binary file whose length cannot change (ELF), or in
+     Python bytecode other than as a code object's file name, or in bytecode it cannot read
   2  an error occurred (usage, or a file that could not be read or written)";
 
 const EXIT_CODES_SCRUB: &str = "\
@@ -95,7 +96,8 @@ pub(crate) enum Command {
     #[command(after_help = EXIT_CODES_SCRUB)]
     Scrub(ScrubArgs),
     /// Undo a scrub: give scrubbed references whose name matches exactly one supplied store path
-    /// their hash back (same length), and relocate the tree's old location in text files.
+    /// their hash back (same length), and relocate the tree's old location in text files and
+    /// bytecode.
     #[command(after_help = EXIT_CODES_RESTORE)]
     Restore(RestoreArgs),
     /// Point the run path of every ELF file at the libraries it needs, like autoPatchelfHook.
@@ -185,8 +187,10 @@ pub(crate) struct RestoreArgs {
     #[arg(long)]
     pub(crate) candidates_from_env: bool,
     /// Replace OLD with NEW in text files and symlink targets (repeatable; the length may change),
-    /// e.g. the directory the venv was built in with its new location. Scrubbed references inside
-    /// OLD are relocated, not restored. Binary files holding OLD are reported and left alone.
+    /// e.g. the directory the venv was built in with its new location, and at the start of the
+    /// file names that code objects in `.pyc` files record. Scrubbed references inside OLD are
+    /// relocated, not restored. `RECORD` lines of the files that change get their new hash and
+    /// size. Other binary files holding OLD are reported and left alone.
     #[arg(long, value_name = "OLD=NEW")]
     pub(crate) relocate: Vec<OsString>,
     /// Report what would change without writing anything.

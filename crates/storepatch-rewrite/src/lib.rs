@@ -26,9 +26,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod pyc;
+pub mod record;
 mod relocate;
 
-pub use relocate::{Occurrence, Relocation, Splice, binary_kind, find_occurrences, splice};
+pub use relocate::{
+    Occurrence, PYTHON_BYTECODE, Relocation, Splice, binary_kind, find_occurrences, splice,
+};
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;

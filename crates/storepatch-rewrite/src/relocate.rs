@@ -1,8 +1,9 @@
 //! Relocation: replacing one byte string (a venv's old location) with another of any length.
 //!
 //! A venv records where it was created: console-script shebangs, `bin/activate*`, `pyvenv.cfg`.
-//! Moving it means rewriting that location. The length changes, so this is only done to text;
-//! binary files (ELF, `.pyc`) keep their offsets and the occurrences in them are reported instead.
+//! Moving it means rewriting that location. The length changes, so this is only done to text
+//! (and, through their structure, to the file names of `.pyc` code objects: see [`crate::pyc`]);
+//! other binary files (ELF) keep their offsets and the occurrences in them are reported instead.
 
 /// Replace every occurrence of `old` with `new`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,12 +99,17 @@ pub fn splice(contents: &[u8], splices: &[Splice<'_>]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Why a file's occurrences cannot be relocated, if they cannot: its length must not change.
+/// What [`binary_kind`] calls a `.pyc`: its file names can be relocated by re-writing the
+/// marshal stream (see [`crate::pyc`]), nothing else in it.
+pub const PYTHON_BYTECODE: &str = "Python bytecode";
+
+/// Why a file's occurrences cannot be relocated as text, if they cannot: its length must not
+/// change (or, for [`PYTHON_BYTECODE`], only through its structure).
 pub fn binary_kind(name: &[u8], contents: &[u8]) -> Option<&'static str> {
     if contents.starts_with(b"\x7fELF") {
         Some("an ELF file")
     } else if name.ends_with(b".pyc") || name.ends_with(b".pyo") {
-        Some("Python bytecode")
+        Some(PYTHON_BYTECODE)
     } else if contents.contains(&0) {
         Some("a binary file (it holds NUL bytes)")
     } else {

@@ -4,9 +4,13 @@
 //! contents, symlink targets and (as a bare `eeee…-NAME`) file names. Each NAME that belongs to
 //! exactly one supplied store path gets that path's hash back, same length. With `--relocate
 //! OLD=NEW`, every regular file and symlink is also searched for OLD; text files and symlinks get
-//! NEW (the length may change), binary files are reported and left alone. Scrubbed references
-//! inside an OLD are relocated, never restored (the FOD's scrubbed `$out` is not an input to
-//! point back at).
+//! NEW (the length may change); in `.pyc` files the file names of code objects that start with
+//! OLD are rewritten through the marshal stream (`storepatch_rewrite::pyc`); other binary files,
+//! bytecode that cannot be read and other occurrences in bytecode are reported and left alone.
+//! Scrubbed references inside an OLD are relocated, never restored (the FOD's scrubbed `$out` is
+//! not an input to point back at). The `RECORD` lines of files that change get the new hash and
+//! size (`storepatch_rewrite::record`); the `RECORD` is written after them, and a line whose file
+//! could not be written keeps its old hash.
 //!
 //! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
@@ -20,6 +24,7 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use serde_json::json;
 use storepatch_core::{HASH_LEN, Resolution, SCRUBBED_HASH, StoreDir, StorePath, SuppliedPaths};
+use storepatch_rewrite::pyc::FilenameRewrite;
 use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
 use storepatch_scan::Target;
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
@@ -40,13 +45,30 @@ struct Restoration {
     path: StorePath,
 }
 
+/// A `RECORD` line's `hash,size` fields for a file this run changes.
+#[derive(Clone, Debug)]
+struct RecordField {
+    offset: u64,
+    len: usize,
+    /// The fields as they are now.
+    old: Vec<u8>,
+    /// The fields for the file's new contents.
+    bytes: Vec<u8>,
+    /// The entry the line lists.
+    target: usize,
+}
+
 /// Everything planned for one place of one entry.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Change {
     entry: usize,
     location: Location,
     restorations: Vec<Restoration>,
     occurrences: Vec<Occurrence>,
+    /// `.pyc` file names (string objects, whose length may change).
+    rewrites: Vec<FilenameRewrite>,
+    /// Lines of a `RECORD` file listing files this run changes.
+    record_fields: Vec<RecordField>,
 }
 
 impl Change {
@@ -64,6 +86,16 @@ impl Change {
                 len: occurrence.len,
                 bytes: &relocations[occurrence.relocation].new,
             }))
+            .chain(self.rewrites.iter().map(|rewrite| Splice {
+                offset: rewrite.offset,
+                len: rewrite.len,
+                bytes: &rewrite.bytes,
+            }))
+            .chain(self.record_fields.iter().map(|field| Splice {
+                offset: field.offset,
+                len: field.len,
+                bytes: &field.bytes,
+            }))
             .collect();
         splices.sort_by_key(|splice| splice.offset);
         splices
@@ -79,11 +111,12 @@ struct Unresolved {
     places: BTreeSet<(usize, Location)>,
 }
 
-/// Occurrences of an OLD in a file whose length must not change.
+/// Occurrences of an OLD in a binary file that were left as they are.
 #[derive(Debug)]
 struct Left {
     entry: usize,
-    reason: &'static str,
+    /// Why, as a clause ("the length of an ELF file cannot change").
+    reason: String,
     occurrences: Vec<Occurrence>,
 }
 
@@ -123,54 +156,47 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let entries = &scan.entries;
 
     // Occurrences of the old locations, per file and symlink (a second read, only when asked).
-    let found: Vec<(usize, Location, Vec<Occurrence>, Option<&'static str>)> =
-        if relocations.is_empty() {
-            Vec::new()
-        } else {
-            let results: Vec<_> = entries
-                .par_iter()
-                .enumerate()
-                .filter_map(|(index, entry)| {
-                    find_relocations(entry, &relocations, options.read_policy)
-                        .map(|found| {
-                            found.map(|(location, occurrences, binary)| {
-                                (index, location, occurrences, binary)
-                            })
-                        })
-                        .transpose()
-                })
-                .collect();
-            let mut found = Vec::new();
-            for result in results {
-                match result {
-                    Ok(item) => found.push(item),
-                    Err(error) => errors.push(error),
-                }
+    let found: Vec<(usize, Found)> = if relocations.is_empty() {
+        Vec::new()
+    } else {
+        let results: Vec<_> = entries
+            .par_iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                find_relocations(entry, &relocations, options.read_policy)
+                    .map(|found| found.map(|found| (index, found)))
+                    .transpose()
+            })
+            .collect();
+        let mut found = Vec::new();
+        for result in results {
+            match result {
+                Ok(item) => found.push(item),
+                Err(error) => errors.push(error),
             }
-            found
-        };
+        }
+        found
+    };
 
     let mut plan: BTreeMap<(usize, Location), Change> = BTreeMap::new();
     let mut left = Vec::new();
-    for (entry, location, occurrences, binary) in found {
-        if let Some(reason) = binary {
+    for (entry, found) in found {
+        if let Some(reason) = found.left {
             left.push(Left {
                 entry,
                 reason,
-                occurrences: occurrences.clone(),
+                occurrences: found.left_occurrences,
             });
         }
         plan.insert(
-            (entry, location),
+            (entry, found.location),
             Change {
                 entry,
-                location,
+                location: found.location,
                 restorations: Vec::new(),
-                occurrences: if binary.is_some() {
-                    Vec::new()
-                } else {
-                    occurrences
-                },
+                occurrences: found.occurrences,
+                rewrites: found.rewrites,
+                record_fields: Vec::new(),
             },
         );
     }
@@ -178,20 +204,22 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let covered: BTreeMap<(usize, Location), Vec<(u64, u64)>> = left
         .iter()
         .map(|left| ((left.entry, Location::Content), &left.occurrences))
-        .chain(plan.iter().map(|(key, change)| (*key, &change.occurrences)))
-        .filter(|(_, occurrences)| !occurrences.is_empty())
-        .map(|(key, occurrences)| {
-            (
-                key,
-                occurrences
+        .map(|(key, occurrences)| (key, ranges(occurrences)))
+        .chain(plan.iter().map(|(key, change)| {
+            let mut covered = ranges(&change.occurrences);
+            covered.extend(
+                change
+                    .rewrites
                     .iter()
-                    .map(|occurrence| {
-                        (occurrence.offset, occurrence.offset + occurrence.len as u64)
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
+                    .map(|rewrite| (rewrite.offset, rewrite.offset + rewrite.len as u64)),
+            );
+            (*key, covered)
+        }))
+        .filter(|(_, ranges)| !ranges.is_empty())
+        .fold(BTreeMap::new(), |mut covered, (key, ranges)| {
+            covered.entry(key).or_insert_with(Vec::new).extend(ranges);
+            covered
+        });
 
     let mut unresolved: BTreeMap<Vec<u8>, Unresolved> = BTreeMap::new();
     let mut note = |name: &[u8], entry: usize, location: Location, supplied: &SuppliedPaths| {
@@ -220,6 +248,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                     location,
                     restorations: Vec::new(),
                     occurrences: Vec::new(),
+                    rewrites: Vec::new(),
+                    record_fields: Vec::new(),
                 })
                 .restorations
                 .push(Restoration {
@@ -250,15 +280,23 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     }
 
     // A change may hold a relocation that would be a no-op (OLD = NEW): drop what changes nothing.
-    let changes: Vec<Change> = plan
+    let mut changes: Vec<Change> = plan
         .into_values()
         .filter(|change| {
             !change.restorations.is_empty()
+                || !change.rewrites.is_empty()
                 || change.occurrences.iter().any(|occurrence| {
                     relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
                 })
         })
         .collect();
+    plan_record_updates(
+        entries,
+        &mut changes,
+        &relocations,
+        options.read_policy,
+        &mut errors,
+    );
 
     let mut outcomes = BTreeMap::new();
     let renamed = if args.dry_run {
@@ -313,7 +351,188 @@ fn scrubbed_in_name(name: &[u8]) -> Vec<(u64, &[u8])> {
     found
 }
 
-type Found = (Location, Vec<Occurrence>, Option<&'static str>);
+/// Whether an entry is a wheel's `RECORD` (`<name>.dist-info/RECORD`).
+fn is_record(entry: &Entry) -> bool {
+    entry.kind == EntryKind::File
+        && entry.path.file_name() == Some(std::ffi::OsStr::new("RECORD"))
+        && entry
+            .path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|name| name.as_bytes().ends_with(b".dist-info"))
+}
+
+/// `base` joined with the relative `path`, `..` and `.` resolved without the file system;
+/// `None` when `..` climbs above what `base` names.
+fn join_lexically(base: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut joined = base.to_path_buf();
+    let mut depth = base.components().count();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth == 0 || !joined.pop() {
+                    return None;
+                }
+                depth -= 1;
+            }
+            Component::Normal(name) => {
+                joined.push(name);
+                depth += 1;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(joined)
+}
+
+/// For every `RECORD` in the tree, the lines of files this run changes get the hash and size of
+/// the new contents (`hash,size` fields as splices of the `RECORD`'s own change); every other
+/// byte of it stays. A line's path is read as it will be after relocation: relative to the
+/// `.dist-info` directory's parent, or absolute.
+fn plan_record_updates(
+    entries: &[Entry],
+    changes: &mut Vec<Change>,
+    relocations: &[Relocation],
+    policy: ReadPolicy,
+    errors: &mut Vec<EntryError>,
+) {
+    let by_inode: BTreeMap<(u64, u64), usize> = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, change)| change.location == Location::Content)
+        .map(|(index, change)| {
+            let entry = &entries[change.entry];
+            ((entry.dev, entry.ino), index)
+        })
+        .collect();
+    if by_inode.is_empty() {
+        return;
+    }
+    let by_path: BTreeMap<&Path, usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind == EntryKind::File)
+        .map(|(index, entry)| (entry.path.as_path(), index))
+        .collect();
+    let read = |entry: &Entry| -> Result<Vec<u8>, EntryError> {
+        Visit::detached(entry)
+            .read_with(policy, <[u8]>::to_vec)
+            .map_err(|err| EntryError {
+                path: entry.path.clone(),
+                message: tree::error_chain(&err),
+            })
+    };
+    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        if !is_record(entry) {
+            continue;
+        }
+        let Some(base) = entry.path.parent().and_then(Path::parent) else {
+            continue;
+        };
+        let contents = match read(entry) {
+            Ok(contents) => contents,
+            Err(error) => {
+                errors.push(error);
+                continue;
+            }
+        };
+        let mut fields = Vec::new();
+        for line in storepatch_rewrite::record::record_lines(&contents) {
+            let splices: Vec<Splice<'_>> =
+                storepatch_rewrite::find_occurrences(&line.path, relocations)
+                    .iter()
+                    .map(|occurrence| Splice {
+                        offset: occurrence.offset,
+                        len: occurrence.len,
+                        bytes: &relocations[occurrence.relocation].new,
+                    })
+                    .collect();
+            let listed = storepatch_rewrite::splice(&line.path, &splices)
+                .unwrap_or_else(|| line.path.clone());
+            let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
+            let resolved = if listed.is_absolute() {
+                Some(listed.to_path_buf())
+            } else {
+                join_lexically(base, listed)
+            };
+            let Some(&target) = resolved.as_deref().and_then(|path| by_path.get(path)) else {
+                continue;
+            };
+            let target_entry = &entries[target];
+            let Some(&change) = by_inode.get(&(target_entry.dev, target_entry.ino)) else {
+                continue;
+            };
+            if target == index {
+                continue;
+            }
+            let new = read(target_entry).and_then(|current| {
+                storepatch_rewrite::splice(&current, &changes[change].splices(relocations))
+                    .ok_or_else(|| EntryError {
+                        path: target_entry.path.clone(),
+                        message: "the planned changes do not fit the file".to_owned(),
+                    })
+            });
+            match new {
+                Ok(new) => {
+                    if let Some(bytes) = line.updated_fields(&new) {
+                        fields.push(RecordField {
+                            offset: line.fields.start as u64,
+                            len: line.fields.len(),
+                            old: line.current,
+                            bytes,
+                            target,
+                        });
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if !fields.is_empty() {
+            planned.push((index, fields));
+        }
+    }
+    for (index, fields) in planned {
+        match changes
+            .iter_mut()
+            .find(|change| change.entry == index && change.location == Location::Content)
+        {
+            Some(change) => change.record_fields = fields,
+            None => changes.push(Change {
+                entry: index,
+                location: Location::Content,
+                restorations: Vec::new(),
+                occurrences: Vec::new(),
+                rewrites: Vec::new(),
+                record_fields: fields,
+            }),
+        }
+    }
+    changes.sort_by_key(|change| (change.entry, change.location));
+}
+
+/// The byte ranges of `occurrences`.
+fn ranges(occurrences: &[Occurrence]) -> Vec<(u64, u64)> {
+    occurrences
+        .iter()
+        .map(|occurrence| (occurrence.offset, occurrence.offset + occurrence.len as u64))
+        .collect()
+}
+
+/// What relocation finds in one file or symlink.
+#[derive(Debug)]
+struct Found {
+    location: Location,
+    /// Occurrences to replace (text files and symlinks).
+    occurrences: Vec<Occurrence>,
+    /// `.pyc` file names to rewrite.
+    rewrites: Vec<FilenameRewrite>,
+    /// Why the occurrences in `left_occurrences` stay, if some do.
+    left: Option<String>,
+    left_occurrences: Vec<Occurrence>,
+}
 
 /// Occurrences of the old locations in one file's contents or symlink's target.
 fn find_relocations(
@@ -330,9 +549,28 @@ fn find_relocations(
         EntryKind::File => visit
             .read_with(policy, |contents| {
                 let occurrences = storepatch_rewrite::find_occurrences(contents, relocations);
-                (!occurrences.is_empty()).then(|| {
-                    let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
-                    (Location::Content, occurrences, binary)
+                if occurrences.is_empty() {
+                    return None;
+                }
+                let binary = storepatch_rewrite::binary_kind(visit.name().as_bytes(), contents);
+                Some(match binary {
+                    None => Found {
+                        location: Location::Content,
+                        occurrences,
+                        rewrites: Vec::new(),
+                        left: None,
+                        left_occurrences: Vec::new(),
+                    },
+                    Some(storepatch_rewrite::PYTHON_BYTECODE) => {
+                        bytecode_relocations(contents, occurrences, relocations)
+                    }
+                    Some(kind) => Found {
+                        location: Location::Content,
+                        occurrences: Vec::new(),
+                        rewrites: Vec::new(),
+                        left: Some(format!("the length of {kind} cannot change")),
+                        left_occurrences: occurrences,
+                    },
                 })
             })
             .map_err(error),
@@ -340,9 +578,57 @@ fn find_relocations(
             let target = visit.read_link().map_err(error)?;
             let occurrences =
                 storepatch_rewrite::find_occurrences(target.as_os_str().as_bytes(), relocations);
-            Ok((!occurrences.is_empty()).then_some((Location::Symlink, occurrences, None)))
+            Ok((!occurrences.is_empty()).then_some(Found {
+                location: Location::Symlink,
+                occurrences,
+                rewrites: Vec::new(),
+                left: None,
+                left_occurrences: Vec::new(),
+            }))
         }
         EntryKind::Dir | EntryKind::Other => Ok(None),
+    }
+}
+
+/// A `.pyc`: the code objects' file names that start with an OLD are rewritten (the marshal
+/// stream is written again, see `storepatch_rewrite::pyc`); any other occurrence is left, as is
+/// every occurrence in a file that cannot be read as bytecode.
+fn bytecode_relocations(
+    contents: &[u8],
+    occurrences: Vec<Occurrence>,
+    relocations: &[Relocation],
+) -> Found {
+    match storepatch_rewrite::pyc::filename_rewrites(contents, relocations) {
+        Ok(rewrites) => {
+            let inside = |occurrence: &Occurrence| {
+                rewrites.iter().any(|rewrite| {
+                    occurrence.offset >= rewrite.offset
+                        && occurrence.offset + occurrence.len as u64
+                            <= rewrite.offset + rewrite.len as u64
+                })
+            };
+            let left_occurrences: Vec<Occurrence> = occurrences
+                .into_iter()
+                .filter(|occurrence| !inside(occurrence))
+                .collect();
+            Found {
+                location: Location::Content,
+                occurrences: Vec::new(),
+                rewrites,
+                left: (!left_occurrences.is_empty()).then(|| {
+                    "in Python bytecode only the file names of code objects are relocated"
+                        .to_owned()
+                }),
+                left_occurrences,
+            }
+        }
+        Err(err) => Found {
+            location: Location::Content,
+            occurrences: Vec::new(),
+            rewrites: Vec::new(),
+            left: Some(format!("it is Python bytecode that cannot be read ({err})")),
+            left_occurrences: occurrences,
+        },
     }
 }
 
@@ -371,12 +657,66 @@ fn apply(
             .or_default()
             .push(change);
     }
-    let groups: Vec<Vec<&Change>> = by_inode.into_values().collect();
+    // RECORD files last: a line names the new hash of a file only once that file is written.
+    let (records, groups): (Vec<Vec<&Change>>, Vec<Vec<&Change>>) = by_inode
+        .into_values()
+        .partition(|group| !group[0].record_fields.is_empty());
     let content_errors: Vec<(usize, Outcome, EntryError)> = groups
         .par_iter()
         .flat_map_iter(|group| rewrite_group(entries, group, relocations))
         .collect();
-    for (entry, outcome, error) in content_errors {
+    let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
+    // A line whose file was not written keeps its old hash: the RECORD is then reported as
+    // failed (whatever else was written to it).
+    let mut kept_errors = Vec::new();
+    let records: Vec<Vec<Change>> = records
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|change| {
+                    let mut change = change.clone();
+                    let planned = change.record_fields.len();
+                    change
+                        .record_fields
+                        .retain(|field| !failed.contains(&field.target));
+                    let kept = planned - change.record_fields.len();
+                    if kept > 0 {
+                        kept_errors.push((
+                            change.entry,
+                            Outcome::Failed,
+                            EntryError {
+                                path: entries[change.entry].path.clone(),
+                                message: if kept == 1 {
+                                    "1 RECORD line keeps its old hash: the file it lists could \
+                                     not be written"
+                                        .to_owned()
+                                } else {
+                                    format!(
+                                        "{kept} RECORD lines keep their old hash: the files they \
+                                         list could not be written"
+                                    )
+                                },
+                            },
+                        ));
+                    }
+                    change
+                })
+                .collect()
+        })
+        .collect();
+    let record_errors: Vec<(usize, Outcome, EntryError)> = records
+        .par_iter()
+        .flat_map_iter(|group| {
+            let group: Vec<&Change> = group.iter().collect();
+            rewrite_group(entries, &group, relocations)
+        })
+        .collect();
+    for (entry, outcome, error) in content_errors
+        .into_iter()
+        .chain(kept_errors)
+        .chain(record_errors)
+    {
         outcomes.insert((entry, Location::Content), outcome);
         errors.push(error);
     }
@@ -457,6 +797,22 @@ fn still_planned(
             contents.get(start..start.saturating_add(HASH_LEN)) == Some(&SCRUBBED_HASH[..]),
             "changed while it was restored (no scrubbed hash at offset {} any more)",
             restoration.hash_offset
+        );
+    }
+    for field in &change.record_fields {
+        let start = usize::try_from(field.offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(field.len)) == Some(&field.old[..]),
+            "changed while it was restored (the RECORD line at offset {} is another)",
+            field.offset
+        );
+    }
+    for rewrite in &change.rewrites {
+        let start = usize::try_from(rewrite.offset).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            contents.get(start..start.saturating_add(rewrite.len)) == Some(&rewrite.old[..]),
+            "changed while it was restored (the bytecode's file name at offset {} is another)",
+            rewrite.offset
         );
     }
     for occurrence in &change.occurrences {
@@ -589,6 +945,18 @@ impl Report<'_> {
             .collect()
     }
 
+    /// The OLDs a change relocates (text occurrences and bytecode file names).
+    fn change_olds(&self, change: &Change) -> BTreeSet<&[u8]> {
+        let mut olds = self.relocated_olds(&change.occurrences);
+        olds.extend(
+            change
+                .rewrites
+                .iter()
+                .map(|rewrite| self.relocations[rewrite.relocation].old.as_slice()),
+        );
+        olds
+    }
+
     fn places(&self, item: &Unresolved) -> Vec<(PathBuf, Location)> {
         item.places
             .iter()
@@ -628,7 +996,11 @@ impl Report<'_> {
             .count();
         let interrupted = self.outcomes.len() - failed;
         let restored: usize = done.iter().map(|change| change.restorations.len()).sum();
-        let relocated: usize = done.iter().map(|change| change.occurrences.len()).sum();
+        let relocated: usize = done
+            .iter()
+            .map(|change| change.occurrences.len() + change.rewrites.len())
+            .sum();
+        let record_lines: usize = done.iter().map(|change| change.record_fields.len()).sum();
         let unresolved_references: usize =
             self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
@@ -647,7 +1019,8 @@ impl Report<'_> {
                     "kind": change.location.as_str(),
                     "references": change.restorations.len(),
                     "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
-                    "relocated": change.occurrences.len(),
+                    "relocated": change.occurrences.len() + change.rewrites.len(),
+                    "record_lines": change.record_fields.len(),
                     "new_path": self.renamed.get(&change.entry).map(|path| path_value(path)),
                 }))?;
             }
@@ -680,6 +1053,7 @@ impl Report<'_> {
                 "entries": self.entries.len(),
                 "references": restored,
                 "relocated": relocated,
+                "record_lines": record_lines,
                 "files": count(Location::Content),
                 "symlinks": count(Location::Symlink),
                 "names": count(Location::Name),
@@ -731,6 +1105,35 @@ impl Report<'_> {
                             .map(<[u8]>::to_vec),
                     ));
                 }
+                if !change.rewrites.is_empty() {
+                    if !change.restorations.is_empty() {
+                        line.push(b';');
+                    }
+                    line.extend_from_slice(
+                        format!(
+                            " relocated {} bytecode file name{} under ",
+                            change.rewrites.len(),
+                            plural(change.rewrites.len())
+                        )
+                        .as_bytes(),
+                    );
+                    line.extend_from_slice(&join(
+                        self.change_olds(change).into_iter().map(<[u8]>::to_vec),
+                    ));
+                }
+                if !change.record_fields.is_empty() {
+                    if !line.ends_with(b":") {
+                        line.push(b';');
+                    }
+                    line.extend_from_slice(
+                        format!(
+                            " updated {} RECORD line{} (hash and size)",
+                            change.record_fields.len(),
+                            plural(change.record_fields.len())
+                        )
+                        .as_bytes(),
+                    );
+                }
                 line.extend_from_slice(format!(" ({})", change.location.as_str()).as_bytes());
                 out.line(&line)?;
             }
@@ -773,7 +1176,7 @@ impl Report<'_> {
                 .map(|old| String::from_utf8_lossy(old).into_owned())
                 .collect();
             output::warning(&format!(
-                "{}: {} occurrence{} of {} left as {}: the length of {} cannot change",
+                "{}: {} occurrence{} of {} left as {}: {}",
                 self.entries[left.entry].path.display(),
                 left.occurrences.len(),
                 plural(left.occurrences.len()),

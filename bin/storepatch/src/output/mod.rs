@@ -13,6 +13,16 @@
 //!   one entry `scrub` set out to change. `outcome` is `done` (written), `failed` (an `error`
 //!   record says why; the entry is unchanged), `interrupted` (a signal stopped the run first; the
 //!   entry is unchanged) or `planned` (`--dry-run`).
+//! - `{"type":"restore", "path", "kind", "outcome", "references", "store_paths", "relocated",
+//!   "record_lines", "new_path"}`: one entry `restore` set out to change. `references` scrubbed
+//!   references get the hash of `store_paths` back; `relocated` occurrences of an OLD of
+//!   `--relocate` are replaced (in a `.pyc`: code objects' file names); `record_lines` lines of a
+//!   `RECORD` get the new hash and size of files the run changes. `outcome` as for `rewrite`.
+//! - `{"type":"unresolved", "name", "reason", "matches", "places"}`: a scrubbed name `restore`
+//!   left alone: `reason` is `unknown` (no supplied store path has it) or `ambiguous` (`matches`
+//!   have it); `places` are the entries holding it, each with `path` and `kind`.
+//! - `{"type":"left", "path", "reason", "occurrences", "old"}`: a binary file in which `restore`
+//!   left `occurrences` of the OLDs `old` as they were; `reason` says why, as a clause.
 //! - `{"type":"relink", "path", "action", "write", "restored_entries", "run_path_old",
 //!   "run_path_new", "interpreter_old", "interpreter_new", "dependencies"}`: `relink` looked at one
 //!   ELF file. `action` is `patched`, `would_patch` or `unchanged`; `write` is `in_place`,

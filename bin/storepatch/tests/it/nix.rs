@@ -15,8 +15,10 @@
 //!   a console script, the interpreter in the store), reproducibly for two thread counts; a main
 //!   derivation with the restore and relink hooks and patchELF that only copies it has a venv
 //!   that runs, refers to exactly the interpreter and the library, and has no dangling symlink.
-//!   The same for a real venv made by `uv sync --frozen` (compiled wheels, console scripts,
-//!   bytecode), whose main derivation refers to exactly the interpreter and zlib.
+//!   The same for a real venv made by `uv sync --frozen` inside the fixed-output derivation, from
+//!   the package index (compiled wheels, console scripts, bytecode), whose NAR hash is the same
+//!   for two builds and thread counts and whose main derivation refers to exactly the interpreter
+//!   and zlib, with its bytecode and RECORD lines relocated.
 //! - Every `.nix` file under `nix/` parses, and `package.nix` evaluates against stubs of the
 //!   nixpkgs functions it uses.
 
@@ -2273,13 +2275,200 @@ fn fod_scrub_then_restore_and_relink_hooks_round_trip_a_venv() -> Result<()> {
     Ok(())
 }
 
-/// The round trip of a real venv: `uv sync --frozen` of `testdata/venvs/uv-compiled` (compiled
-/// wheels bundling their own libraries, console scripts, byte-compiled) with the interpreter in
-/// the store, made outside Nix (the sandbox cannot reach the index) and handed to the FOD as its
-/// source; the restore hook relocates the location uv recorded to `$out`.
+/// The host's certificate authorities (the package index may be reached through a TLS-inspecting
+/// proxy, whose authority only the host's bundle has).
+fn host_ca_bundle() -> PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"))
+}
+
+/// The real `uv` executable behind `uv` on `PATH` (which may be a shim script): uv names itself
+/// in `UV` for the commands it runs.
+fn uv_executable(uv: &Path) -> Result<PathBuf> {
+    let output = run_ok(
+        Command::new(uv)
+            .args(["run", "--no-project", "--no-python-downloads", "--python"])
+            .arg(SANDBOX_PYTHON)
+            .args(["--", "/bin/sh", "-c", "printf %s \"$UV\""]),
+    )?;
+    let path = PathBuf::from(String::from_utf8(output.stdout)?);
+    ensure!(path.is_file(), "uv named itself {}", path.display());
+    Ok(path)
+}
+
+/// What the fixed-output derivation of the real venv builds with, in the store.
+struct UvInputs {
+    /// `uv-<version>/bin/uv`.
+    uv: PathBuf,
+    /// `ca-bundle/ca-bundle.crt`: [`host_ca_bundle`].
+    ca_bundle: PathBuf,
+    /// `uv-compiled-project`: `pyproject.toml` and `uv.lock` of [`crate::common::uv_project`].
+    project: PathBuf,
+}
+
+fn uv_inputs(nix: &NixJudge, uv: &Path, dir: &Path) -> Result<UvInputs> {
+    let staging = dir.join("uv-staging");
+    let version = String::from_utf8(run_ok(Command::new(uv).arg("--version"))?.stdout)?;
+    let version = version
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("unexpected uv --version {version:?}"))?
+        .to_owned();
+    let uv_root = staging.join(format!("uv-{version}"));
+    fs_err::create_dir_all(uv_root.join("bin"))?;
+    fs_err::copy(uv_executable(uv)?, uv_root.join("bin/uv"))?;
+    let ca_root = staging.join("ca-bundle");
+    fs_err::create_dir_all(&ca_root)?;
+    fs_err::copy(host_ca_bundle(), ca_root.join("ca-bundle.crt"))?;
+    let project_root = staging.join("uv-compiled-project");
+    fs_err::create_dir_all(&project_root)?;
+    for file in ["pyproject.toml", "uv.lock"] {
+        fs_err::copy(
+            crate::common::uv_project().join(file),
+            project_root.join(file),
+        )?;
+    }
+    Ok(UvInputs {
+        uv: nix.add(&uv_root)?,
+        ca_bundle: nix.add(&ca_root)?,
+        project: nix.add(&project_root)?,
+    })
+}
+
+/// Where the sandbox sees the shared uv cache ([`crate::common::uv_cache`]).
+const SANDBOX_UV_CACHE: &str = "/uv-cache";
+
+/// Let the sandbox of `nix`'s builds see the shared uv cache at [`SANDBOX_UV_CACHE`] (read and
+/// written: the wheels are verified against the lock's hashes, so the cache only saves
+/// downloads).
+fn share_uv_cache(nix: &NixJudge) -> Result<()> {
+    let cache = crate::common::uv_cache();
+    fs_err::create_dir_all(&cache)?;
+    let cache = fs_err::canonicalize(&cache)?;
+    let mut conf = fs_err::OpenOptions::new()
+        .append(true)
+        .open(nix.conf_dir().join("nix.conf"))?;
+    std::io::Write::write_all(
+        &mut conf,
+        format!(
+            "extra-sandbox-paths = {SANDBOX_UV_CACHE}={}\n",
+            path_str(&cache)?
+        )
+        .as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The fixed-output derivation of python-deps.nix for real: `uv sync --frozen
+/// --no-install-project --no-dev` of the project in `$NIX_BUILD_TOP/source` (so the venv is
+/// [`BUILD_VENV`]) with the interpreter in the store, byte-compiled, from the package index; then
+/// `.venv` is copied to `$out` and the scrub hook runs last. `SOURCE_DATE_EPOCH` (nixpkgs' stdenv
+/// sets it) makes the bytecode hash-based, so it does not depend on when it was built.
+fn uv_sync_fod(
+    harness: &Harness,
+    python: &Path,
+    inputs: &UvInputs,
+    threads: u32,
+    fixed: &str,
+) -> Result<String> {
+    Ok(format!(
+        r#"builtins.derivation (rec {{
+          name = "storepatch-uv-deps";
+          {model}
+          nativeBuildInputs = [ (builtins.storePath {hook}) ];
+          python = builtins.storePath {python};
+          uv = builtins.storePath {uv};
+          caBundle = builtins.storePath {ca_bundle};
+          project = builtins.storePath {project};
+          scrubFlags = "--threads {threads}";
+          SOURCE_DATE_EPOCH = "315532800";
+          SSL_CERT_FILE = "${{caBundle}}/ca-bundle.crt";
+          UV_CACHE_DIR = "{cache}";
+          UV_NO_CONFIG = "1";
+          UV_NO_PROGRESS = "1";
+          UV_PYTHON_DOWNLOADS = "never";
+          UV_COMPILE_BYTECODE = "1";
+          UV_LINK_MODE = "copy";
+          installPhase = ''
+            runHook preInstall
+            mkdir -p "$NIX_BUILD_TOP/source"
+            cd "$NIX_BUILD_TOP/source"
+            cp "$project/pyproject.toml" "$project/uv.lock" .
+            chmod u+w pyproject.toml uv.lock
+            "$uv/bin/uv" sync --frozen --no-install-project --no-dev --python "$python/bin/python3.11"
+            test "$PWD/.venv" = {build_venv}
+            cp -R .venv "$out"
+            runHook postInstall
+          '';
+          {fixed}
+        }})"#,
+        model = stdenv::derivation_attributes(&harness.model)?,
+        hook = nix_string(path_str(&harness.scrub_hook)?),
+        python = nix_string(path_str(python)?),
+        uv = nix_string(path_str(&inputs.uv)?),
+        ca_bundle = nix_string(path_str(&inputs.ca_bundle)?),
+        project = nix_string(path_str(&inputs.project)?),
+        cache = SANDBOX_UV_CACHE,
+        build_venv = BUILD_VENV,
+    ))
+}
+
+/// Builds a fixed-output derivation that needs the network (so it cannot be probed as a normal
+/// derivation first): built with a hash that cannot match for the NAR hash Nix reports, then with
+/// that hash and two threads (the printed path must be valid and refer to nothing: DESIGN.md §7),
+/// then rebuilt with one thread under `--check`, which fails unless the output is identical.
+/// Returns the output and its hash.
+fn networked_fod(
+    nix: &NixJudge,
+    expression: impl Fn(u32, &str) -> Result<String>,
+) -> Result<(PathBuf, String)> {
+    let fixed = |threads, hash: &str| {
+        expression(
+            threads,
+            &format!(
+                r#"outputHashMode = "recursive"; outputHashAlgo = "sha256"; outputHash = "{hash}";"#
+            ),
+        )
+    };
+    let probe = nix
+        .build(&fixed(
+            1,
+            "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )?)
+        .expect_err("the probe's hash cannot match");
+    let hash = probe
+        .stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("got:"))
+        .map(|hash| hash.trim().to_owned())
+        .with_context(|| format!("no hash mismatch reported: {probe}"))?;
+    let fod = nix.build(&fixed(2, &hash)?)?;
+    assert!(nix.is_valid(&fod)?, "{} is not valid", fod.display());
+    assert_eq!(nix.references(&fod)?, Vec::<PathBuf>::new());
+    let check = run_ok(nix.command("nix-build").args([
+        "--check",
+        "--no-out-link",
+        "--expr",
+        &fixed(1, &hash)?,
+    ]))?;
+    assert_eq!(
+        String::from_utf8(check.stdout)?.trim(),
+        path_str(&fod)?,
+        "the --threads 1 rebuild is another path"
+    );
+    Ok((fod, hash))
+}
+
+/// The round trip of a real venv, made as authentik's python-deps.nix makes it: the FOD runs `uv
+/// sync --frozen` of `testdata/venvs/uv-compiled` (compiled wheels bundling their own libraries,
+/// console scripts, byte-compiled) itself, from the package index, with the interpreter in the
+/// store, and its NAR hash is the same for two builds and thread counts; the restore hook
+/// relocates the location uv recorded (`/build/source/.venv`) to `$out`.
 #[test]
 fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> {
-    use crate::common::{uv_or_skip, uv_sync};
+    use crate::common::uv_or_skip;
 
     let nix =
         nix_judge_or_skip!("nix::real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks");
@@ -2287,19 +2476,12 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     else {
         return Ok(());
     };
+    share_uv_cache(&nix)?;
     let dir = tempfile::tempdir()?;
     let harness = store_harness(&nix, dir.path())?;
     let SandboxPython { python, .. } = sandbox_python(&nix, dir.path())?;
-    let source = dir.path().join("source");
-    uv_sync(&uv, &python.join("bin/python3.11"), &source)?;
-    let built = source.join(".venv");
-    let built_text = path_str(&built)?.to_owned();
-    let shebang = fs_err::read_to_string(built.join("bin/markdown_py"))?;
-    assert!(
-        shebang.starts_with(&format!("#!{built_text}/bin/python\n")),
-        "{shebang}"
-    );
-    let venv = nix.add(&built)?;
+    let uv_inputs = uv_inputs(&nix, &uv, dir.path())?;
+    let built_text = BUILD_VENV.to_owned();
     // psycopg-binary's bundled libcrypto and libssl need `libz.so.1`, which the wheel does not
     // bundle: the main derivation needs a zlib, as a real one would. The host's, in the store.
     let host_zlib = fs_err::canonicalize("/usr/lib/x86_64-linux-gnu/libz.so.1")?;
@@ -2317,16 +2499,27 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     symlink(Path::new(&zlib_file), &zlib_root.join("lib/libz.so.1"))?;
     let zlib = nix.add(&zlib_root)?;
 
-    // 1. The FOD, judged as in the round trip above: a normal derivation with
-    // `allowedReferences = [ ]` for the NAR hash, the FOD with two threads, `--check` with one.
-    let deps = [python.clone()];
-    let fod = reference_free_fod(&nix, |threads, attributes| {
-        venv_fod(&harness, &deps, &venv, threads, attributes)
+    // 1. The FOD: uv itself, from the index, with the hash it first reports, two threads, and
+    // `--check` with one.
+    let (fod, _) = networked_fod(&nix, |threads, attributes| {
+        uv_sync_fod(&harness, &python, &uv_inputs, threads, attributes)
     })?;
+    let shebang = fs_err::read_to_string(fod.join("bin/markdown_py"))?;
+    assert!(
+        shebang.starts_with(&format!("#!{built_text}/bin/python\n")),
+        "{shebang}"
+    );
 
     // 2. The main derivation, with the interpreter and zlib as its inputs and no hand repair.
     let inputs = [python.clone(), zlib.clone()];
-    let build = nix.build_logged(&venv_main_derivation(&harness, &inputs, &fod, "")?)?;
+    // A fresh derivation each run (the FOD's output is the same every time), so it is built
+    // and its log can be read.
+    let build = nix.build_logged(&venv_main_derivation(
+        &harness,
+        &inputs,
+        &fod,
+        &format!("testRun = {};", nix_string(&unique_marker())),
+    )?)?;
     let out = &build.out;
     let log = &build.stderr;
     let out_text = path_str(out)?;
@@ -2432,15 +2625,21 @@ fn real_uv_venv_through_fod_scrub_then_restore_and_relink_hooks() -> Result<()> 
     expected.sort();
     assert_eq!(nix.references(out)?, expected, "{log}");
 
-    // Nothing names uv's location any more but the byte-compiled files, whose strings cannot
-    // change length; storepatch's audit finds the venv healthy.
+    // Nothing names uv's location any more, the byte-compiled files' code objects included;
+    // storepatch's audit finds the venv healthy.
     let grep = run(Command::new("grep").arg("-rlF").arg(&built_text).arg(out))?;
-    let holding: Vec<String> = String::from_utf8(grep.stdout)?
-        .lines()
-        .filter(|path| Path::new(path).extension() != Some(std::ffi::OsStr::new("pyc")))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(holding, Vec::<String>::new());
+    assert_eq!(String::from_utf8(grep.stdout)?, "");
+    // The interpreter finds the output in every code object and imports the (hash-based)
+    // bytecode as it is; every RECORD line matches its file, the relocated scripts' included
+    // (but the ELF files', which patchELF and the relink hook change after the restore).
+    let python_out = out.join("bin/python");
+    crate::restore::assert_code_filenames(&python_out, out, out)?;
+    crate::restore::assert_imports_from_bytecode(
+        &python_out,
+        "markdown",
+        &out.join("lib/python3.11/site-packages/markdown/__pycache__/__init__.cpython-311.pyc"),
+    )?;
+    crate::restore::assert_records_match_except_elf(&python_out, out)?;
     let audit = run_ok(storepatch().arg("audit").arg(out))?;
     let audit_text = format!(
         "{}{}",

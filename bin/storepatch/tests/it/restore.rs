@@ -1,5 +1,6 @@
 //! `storepatch restore`: scrub's inverse by name, relocation of a venv's location, real uv venvs.
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -326,7 +327,7 @@ fn relocates_every_text_kind_and_reports_binaries() {
     restored [TMP]/tree/pyvenv.cfg: 1 reference to /nix/store/0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1-python3-3.12.8 (content)
 
     ----- stderr -----
-    warning: [TMP]/tree/lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc: 1 occurrence of /build/source/.venv left as it is: the length of Python bytecode cannot change
+    warning: [TMP]/tree/lib/python3.12/site-packages/demo/__pycache__/__init__.cpython-312.pyc: 1 occurrence of /build/source/.venv left as it is: it is Python bytecode that cannot be read (size 1668445551 out of range at offset 17)
     warning: [TMP]/tree/lib/python3.12/site-packages/demo/_speedups.so: 1 occurrence of /build/source/.venv left as it is: the length of an ELF file cannot change
     restored 2 references and relocated 6: 7 files, 1 symlinks, 0 names (18 entries scanned, 1 store paths supplied, 0 places with 0 names left scrubbed, 2 binary files left, 0 errors)
     ");
@@ -475,25 +476,52 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
             .output()
             .unwrap()
     };
+    // Every byte-compiled file parses and is written back byte for byte.
+    let pycs = files_named(&fod, ".pyc");
+    assert!(pycs.len() > 500, "{} .pyc files", pycs.len());
+    for pyc in &pycs {
+        let data = fs_err::read(pyc)?;
+        let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+        assert_eq!(
+            format!("3.{}", bytecode.python_version().1),
+            host_python()?.version
+        );
+        assert!(
+            bytecode
+                .filenames()
+                .iter()
+                .all(|name| name.starts_with(built.as_os_str().as_encoded_bytes())),
+            "{}",
+            pyc.display()
+        );
+        assert!(
+            bytecode.write(&BTreeMap::new()) == data,
+            "{} is not written back as it was",
+            pyc.display()
+        );
+    }
+
     let output = restore("1", &out);
-    // The byte-compiled files hold the build directory and cannot change length: exit 1, and
-    // each one is named.
+    // Everything is relocated, the code objects' file names in the bytecode too: exit 0.
     assert_eq!(
         output.status.code(),
-        Some(1),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let lines = json_lines(&output.stdout);
-    let left: Vec<&serde_json::Value> =
-        lines.iter().filter(|line| line["type"] == "left").collect();
-    assert!(!left.is_empty());
-    assert!(left.iter().all(|line| {
-        line["reason"] == "Python bytecode"
-            && line["path"]["text"].as_str().is_some_and(|path| {
-                Path::new(path).extension() == Some(std::ffi::OsStr::new("pyc"))
-            })
-    }));
+    assert!(lines.iter().all(|line| line["type"] != "left"), "{lines:?}");
+    let relocated_pycs = lines
+        .iter()
+        .filter(|line| {
+            line["type"] == "restore"
+                && line["path"]["text"]
+                    .as_str()
+                    .is_some_and(|path| Path::new(path).extension() == Some(OsStr::new("pyc")))
+        })
+        .count();
+    assert_eq!(relocated_pycs, pycs.len());
     let summary = lines.last().unwrap();
     assert_eq!(summary["unresolved_names"], 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
@@ -553,43 +581,58 @@ fn real_uv_venv_scrubbed_then_restored_and_relocated() -> anyhow::Result<()> {
         kinds.contains("missing_venv_home") && kinds.contains("dangling_symlink"),
         "{kinds:?}"
     );
-    // Nothing names the build directory any more but the bytecode reported above.
+    // Nothing names the build directory any more.
     let grep = Command::new("grep")
         .arg("-rlF")
         .arg(built.as_os_str())
         .arg(&out)
         .output()?;
-    let mut holding: Vec<String> = String::from_utf8_lossy(&grep.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    holding.sort();
-    let mut reported: Vec<String> = left
-        .iter()
-        .map(|line| line["path"]["text"].as_str().unwrap().to_owned())
-        .collect();
-    reported.sort();
-    assert_eq!(holding, reported);
+    assert_eq!(String::from_utf8_lossy(&grep.stdout), "");
+    // The real interpreter reads every relocated file and finds the output's paths in every code
+    // object; importing uses the bytecode as it is (its header still matches the source).
+    assert_code_filenames(&out.join("bin/python"), &out, &out)?;
+    let version = &host_python()?.version;
+    let markdown_pyc = out.join(format!(
+        "lib/python{version}/site-packages/markdown/__pycache__/__init__.cpython-{}.pyc",
+        version.replace('.', "")
+    ));
+    assert_imports_from_bytecode(&out.join("bin/python"), "markdown", &markdown_pyc)?;
 
-    // The same result for any thread count, and a second run changes nothing.
-    let other = dir.path().join("out-threads");
-    let output = restore("4", &other);
-    assert_eq!(output.status.code(), Some(1));
-    let normalise = |root: &Path| -> BTreeMap<PathBuf, (String, Vec<u8>, u32)> {
-        snapshot_tree(root)
-            .into_iter()
-            .map(|(path, (kind, bytes, mode))| {
-                let bytes = match String::from_utf8(bytes) {
-                    Ok(text) => text
-                        .replace(&root.display().to_string(), "[OUT]")
-                        .into_bytes(),
-                    Err(err) => err.into_bytes(),
-                };
-                (path, (kind, bytes, mode))
-            })
-            .collect()
-    };
-    let (first, second) = (normalise(&out), normalise(&other));
+    // Every RECORD line's hash and size match the file, by Python's own hashlib and csv: the
+    // console scripts' lines were updated for their new shebangs.
+    assert_eq!(assert_records_match(&out.join("bin/python"), &out)?, 0);
+    assert_eq!(summary["record_lines"], 3, "{summary}");
+    // Only those lines changed; every other line (and every other RECORD) is as uv wrote it.
+    let mut changed_lines = Vec::new();
+    for record in files_named(&fod, "RECORD") {
+        let relative = record.strip_prefix(&fod)?;
+        let before = fs_err::read_to_string(&record)?;
+        let after = fs_err::read_to_string(out.join(relative))?;
+        assert_eq!(before.lines().count(), after.lines().count());
+        for (old, new) in before.lines().zip(after.lines()) {
+            if old != new {
+                assert_eq!(old.split(',').next(), new.split(',').next());
+                changed_lines.push(new.split(',').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    changed_lines.sort();
+    assert_eq!(
+        changed_lines,
+        [
+            "../../../bin/cffi-gen-src",
+            "../../../bin/markdown_py",
+            "../../../bin/pygmentize"
+        ]
+    );
+
+    // The same result for any thread count (into the same place), and a second run changes
+    // nothing.
+    let first = snapshot_tree(&out);
+    fs_err::rename(&out, dir.path().join("out-one-thread"))?;
+    let output = restore("4", &out);
+    assert_eq!(output.status.code(), Some(0));
+    let second = snapshot_tree(&out);
     let differing: Vec<&PathBuf> = first
         .keys()
         .chain(second.keys())
@@ -685,4 +728,543 @@ fn restore_hook_restores_from_the_inputs_and_relocates_the_venv() {
         Path::new(&format!("{}/bin/python3.12", python()))
     );
     assert_eq!(read("share/notes.txt"), "built in /src\n");
+}
+
+/// The regular files below `root` whose names end with `suffix`, sorted.
+fn files_named(root: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(suffix)
+        })
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    found.sort();
+    found
+}
+
+/// Loads every `.pyc` below a directory that `python` can read (its own cache tag) with the
+/// interpreter's own marshal, and prints the file names of code objects (nested ones included)
+/// that do not start with the prefix, then the number of files and code objects.
+const CODE_FILENAMES: &str = r#"
+import marshal, pathlib, sys
+root, prefix = pathlib.Path(sys.argv[1]), sys.argv[2]
+def walk(code):
+    yield code
+    for const in code.co_consts:
+        if hasattr(const, "co_filename"):
+            yield from walk(const)
+files = codes = 0
+for path in sorted(root.rglob("*." + sys.implementation.cache_tag + "*.pyc")):
+    files += 1
+    for code in walk(marshal.loads(path.read_bytes()[16:])):
+        codes += 1
+        if not code.co_filename.startswith(prefix):
+            print(path, code.co_filename)
+print(files, codes)
+"#;
+
+/// [`CODE_FILENAMES`] with `python` over `root`: every code object names a file below `prefix`.
+/// Returns the number of files checked.
+pub(crate) fn assert_code_filenames(
+    python: &Path,
+    root: &Path,
+    prefix: &Path,
+) -> anyhow::Result<usize> {
+    let output = run_ok(
+        Command::new(python)
+            .args(["-c", CODE_FILENAMES])
+            .arg(root)
+            .arg(format!("{}/", prefix.display()))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [counts] = lines[..] else {
+        anyhow::bail!("code objects naming other files:\n{stdout}");
+    };
+    let (files, codes) = counts
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("unexpected output {stdout:?}"))?;
+    let files: usize = files.parse()?;
+    anyhow::ensure!(files > 0 && codes.parse::<usize>()? >= files, "{stdout}");
+    Ok(files)
+}
+
+/// `python -v -c 'import MODULE'` loads the module from `pyc`, as it is: the bytecode matched
+/// its source and was not written again.
+pub(crate) fn assert_imports_from_bytecode(
+    python: &Path,
+    module: &str,
+    pyc: &Path,
+) -> anyhow::Result<()> {
+    assert_imports_from_bytecode_with(&mut Command::new(python), module, pyc)
+}
+
+/// [`assert_imports_from_bytecode`] with the interpreter `command` (its working directory set,
+/// say).
+fn assert_imports_from_bytecode_with(
+    command: &mut Command,
+    module: &str,
+    pyc: &Path,
+) -> anyhow::Result<()> {
+    let before = fs_err::read(pyc)?;
+    let modified = fs_err::metadata(pyc)?.modified()?;
+    let output = run_ok(
+        command
+            .args(["-v", "-c", &format!("import {module}")])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let loaded = format!("code object from '{}'", pyc.display());
+    anyhow::ensure!(
+        stderr.contains(&loaded),
+        "{loaded:?} not in the verbose import log:\n{stderr}"
+    );
+    anyhow::ensure!(
+        fs_err::read(pyc)? == before,
+        "{} was rewritten",
+        pyc.display()
+    );
+    anyhow::ensure!(
+        fs_err::metadata(pyc)?.modified()? == modified,
+        "{} was touched",
+        pyc.display()
+    );
+    Ok(())
+}
+
+/// A Python interpreter of one version found on this machine.
+struct FoundPython {
+    executable: PathBuf,
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`.
+    cache_tag: String,
+}
+
+/// Every `CPython` from 3.8 to 3.14 found here, one per version: `python3.X` on `PATH` (that
+/// runs: a pyenv shim of a version not selected does not), in `/usr/bin`, or under pyenv's
+/// versions.
+fn pythons() -> Vec<FoundPython> {
+    let pyenv_root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".pyenv")));
+    let mut found = Vec::new();
+    for minor in 8..=14 {
+        let name = format!("python3.{minor}");
+        let mut candidates: Vec<PathBuf> =
+            vec![PathBuf::from(&name), Path::new("/usr/bin").join(&name)];
+        if let Some(root) = &pyenv_root
+            && let Ok(versions) = fs_err::read_dir(root.join("versions"))
+        {
+            let mut versions: Vec<PathBuf> = versions
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("3.{minor}."))
+                })
+                .map(|entry| entry.path().join("bin").join(&name))
+                .collect();
+            versions.sort();
+            candidates.extend(versions);
+        }
+        let tag = candidates.into_iter().find_map(|candidate| {
+            let output = Command::new(&candidate)
+                .args([
+                    "-c",
+                    "import sys; print(sys.executable); print(sys.implementation.cache_tag)",
+                ])
+                .output()
+                .ok()?;
+            let stdout = String::from_utf8(output.stdout).ok()?;
+            let (executable, tag) = stdout.trim().split_once('\n')?;
+            (output.status.success() && tag == format!("cpython-3{minor}")).then(|| FoundPython {
+                executable: PathBuf::from(executable),
+                cache_tag: tag.to_owned(),
+            })
+        });
+        found.extend(tag);
+    }
+    found
+}
+
+/// Byte-compiled modules of every Python found (3.8 to 3.13 here; 3.14 when installed),
+/// timestamp-based and hash-based, relocated by `restore --relocate` to a longer path: the
+/// interpreter reads every file and finds the new path in every code object, a traceback names
+/// the new path, and importing uses the bytecode as it is. Before that, every file (and the
+/// interpreter's own standard-library bytecode of a few packages) parses and is written back
+/// byte for byte.
+#[test]
+fn relocates_bytecode_file_names_for_every_python_found() -> anyhow::Result<()> {
+    let pythons = pythons();
+    let versions: Vec<&str> = pythons
+        .iter()
+        .map(|python| python.cache_tag.as_str())
+        .collect();
+    // Straight to the process's stderr, so the versions tested show in the log.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("bytecode of {versions:?}\n").as_bytes(),
+    );
+    anyhow::ensure!(!pythons.is_empty(), "no Python 3.8 to 3.14 found");
+    let dir = tempfile::tempdir()?;
+    let built = dir.path().join("build");
+    let module = "def fail():\n    raise ValueError(\"boom\")\n\n\nclass Shape:\n    \
+                  def area(self, sides=(1, 2.5, 3j, b\"x\", None, ...)):\n        \
+                  return [side for side in sides if side] + [lambda: {1: frozenset({2})}]\n\n\n\
+                  if __name__ == \"__main__\":\n    fail()\n";
+    for package in ["timestamped", "hashed"] {
+        fs_err::create_dir_all(built.join(package))?;
+        fs_err::write(built.join(package).join("__init__.py"), "")?;
+        fs_err::write(built.join(package).join("mod.py"), module)?;
+    }
+    for python in &pythons {
+        run_ok(
+            Command::new(&python.executable)
+                .args(["-m", "compileall", "-q"])
+                .arg(built.join("timestamped")),
+        );
+        run_ok(
+            Command::new(&python.executable)
+                .args([
+                    "-m",
+                    "compileall",
+                    "-q",
+                    "--invalidation-mode",
+                    "checked-hash",
+                ])
+                .arg(built.join("hashed")),
+        );
+        let stdlib = String::from_utf8(
+            run_ok(Command::new(&python.executable).args([
+                "-c",
+                "import asyncio, email, json, os; \
+                 print('\\n'.join(os.path.dirname(m.__file__) for m in (asyncio, email, json)))",
+            ]))
+            .stdout,
+        )?;
+        for package in stdlib.lines() {
+            for pyc in files_named(&Path::new(package).join("__pycache__"), ".pyc") {
+                let data = fs_err::read(&pyc)?;
+                let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+                    .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+                anyhow::ensure!(
+                    bytecode.write(&BTreeMap::new()) == data,
+                    "{}",
+                    pyc.display()
+                );
+            }
+        }
+    }
+    let pycs = files_named(&built, ".pyc");
+    assert_eq!(pycs.len(), pythons.len() * 4);
+    for pyc in &pycs {
+        let data = fs_err::read(pyc)?;
+        let bytecode = storepatch_rewrite::pyc::Bytecode::parse(&data)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", pyc.display()))?;
+        assert_eq!(bytecode.write(&BTreeMap::new()), data, "{}", pyc.display());
+    }
+
+    let out = dir.path().join("relocated-to-a-place-with-a-longer-name");
+    run_ok(Command::new("cp").arg("-a").arg(&built).arg(&out));
+    let output = storepatch()
+        .args(["--json", "restore", "--relocate"])
+        .arg(format!("{}={}", built.display(), out.display()))
+        .arg(&out)
+        .output()?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let restored = json_lines(&output.stdout)
+        .into_iter()
+        .filter(|line| line["type"] == "restore")
+        .count();
+    assert_eq!(restored, pycs.len());
+
+    for python in &pythons {
+        assert_eq!(assert_code_filenames(&python.executable, &out, &out)?, 4);
+        // Run as a script, the bytecode's own file name is the one a traceback shows (an
+        // import would put the source's path in instead).
+        let script = out.join(format!(
+            "timestamped/__pycache__/mod.{}.pyc",
+            python.cache_tag
+        ));
+        let traceback = Command::new(&python.executable).arg(&script).output()?;
+        let stderr = String::from_utf8_lossy(&traceback.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "File \"{}/timestamped/mod.py\", line 2, in fail",
+                out.display()
+            )),
+            "{}: {stderr}",
+            python.cache_tag
+        );
+        for package in ["timestamped", "hashed"] {
+            let pyc = out.join(format!(
+                "{package}/__pycache__/mod.{}.pyc",
+                python.cache_tag
+            ));
+            let mut command = Command::new(&python.executable);
+            command.current_dir(&out);
+            assert_imports_from_bytecode_with(&mut command, &format!("{package}.mod"), &pyc)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every hashed line of every `RECORD` below `root` against its file with Python's
+/// `csv` and `hashlib` (URL-safe base64 without padding, as the wheel spec says) and prints the
+/// mismatches, then the number of lines checked.
+const RECORDS_MATCH: &str = r#"
+import base64, csv, hashlib, pathlib, sys
+checked = 0
+for record in sorted(pathlib.Path(sys.argv[1]).rglob("*.dist-info/RECORD")):
+    with open(record, newline="") as lines:
+        for row in csv.reader(lines):
+            if len(row) != 3 or not row[1]:
+                continue
+            algorithm, _, digest = row[1].partition("=")
+            data = (record.parent.parent / row[0]).read_bytes()
+            if sys.argv[2:] == ["--except-elf"] and data.startswith(b"\x7fELF"):
+                continue
+            actual = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).rstrip(b"=")
+            checked += 1
+            if actual.decode() != digest or int(row[2]) != len(data):
+                print(record, row[0])
+print(checked)
+"#;
+
+/// [`RECORDS_MATCH`] over `root`: an error naming the lines that do not match their files;
+/// otherwise the number of mismatches (0).
+pub(crate) fn assert_records_match(python: &Path, root: &Path) -> anyhow::Result<usize> {
+    assert_records_match_at_least(python, root, 100)
+}
+
+/// [`assert_records_match`] for every file but ELF files, which strip, patchELF and relink
+/// change after the restore in a Nix build (as they do with nixpkgs' autoPatchelfHook).
+pub(crate) fn assert_records_match_except_elf(python: &Path, root: &Path) -> anyhow::Result<usize> {
+    records_match(python, root, 100, &["--except-elf"])
+}
+
+/// [`assert_records_match`], with at least `minimum` lines checked.
+fn assert_records_match_at_least(
+    python: &Path,
+    root: &Path,
+    minimum: usize,
+) -> anyhow::Result<usize> {
+    records_match(python, root, minimum, &[])
+}
+
+fn records_match(
+    python: &Path,
+    root: &Path,
+    minimum: usize,
+    flags: &[&str],
+) -> anyhow::Result<usize> {
+    let output = run_ok(
+        Command::new(python)
+            .args(["-c", RECORDS_MATCH])
+            .arg(root)
+            .args(flags)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [checked] = lines[..] else {
+        anyhow::bail!("RECORD lines that do not match their files:\n{stdout}");
+    };
+    anyhow::ensure!(checked.parse::<usize>()? >= minimum, "{stdout}");
+    Ok(0)
+}
+
+/// `RECORD` lines of files the relocation changes get the new hash and size (`--dry-run` says
+/// so and writes nothing); lines of other files, lines without a hash and the line endings stay
+/// byte for byte; a second run changes nothing.
+#[test]
+fn record_lines_follow_relocated_files() -> anyhow::Result<()> {
+    let tree = TestTree::new();
+    let old = "/build/source/.venv";
+    let new = tree.root.display().to_string();
+    let script =
+        format!("#!{old}/bin/python\nimport sys\nfrom demo import main\nsys.exit(main())\n");
+    tree.write("bin/tool", &script);
+    tree.write(
+        "lib/python3.12/site-packages/demo/__init__.py",
+        "def main():\n    return 0\n",
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo.pth",
+        format!("{old}/src\n"),
+    );
+    let hash = |python: &str, data: &str| -> anyhow::Result<String> {
+        let output = run_ok(Command::new(python).args([
+            "-c",
+            "import base64, hashlib, sys; data = sys.argv[1].encode(); \
+             print(base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode())",
+            data,
+        ]));
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    };
+    let python3 = "/usr/bin/python3";
+    let record = format!(
+        "../../../bin/tool,sha256={},{}\r\ndemo/__init__.py,sha256={},25\r\n\
+         demo/__pycache__/__init__.cpython-312.pyc,,\r\ndemo.pth,sha256={},{}\r\n\
+         demo-1.0.dist-info/RECORD,,\r\n",
+        hash(python3, &script)?,
+        script.len(),
+        hash(python3, "def main():\n    return 0\n")?,
+        hash(python3, &format!("{old}/src\n"))?,
+        old.len() + 5,
+    );
+    tree.write(
+        "lib/python3.12/site-packages/demo-1.0.dist-info/RECORD",
+        &record,
+    );
+    let restore = |dry_run: bool| {
+        let mut command = storepatch();
+        command.arg("restore");
+        if dry_run {
+            command.arg("--dry-run");
+        }
+        command
+            .arg("--relocate")
+            .arg(format!("{old}={new}"))
+            .arg(&tree.root);
+        command
+    };
+    cmd_snapshot!(tree.filters(), restore(true), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    would restore [TMP]/tree/bin/tool: relocated 1 occurrence of /build/source/.venv (content)
+    would restore [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/RECORD: updated 2 RECORD lines (hash and size) (content)
+    would restore [TMP]/tree/lib/python3.12/site-packages/demo.pth: relocated 1 occurrence of /build/source/.venv (content)
+
+    ----- stderr -----
+    would restore 0 references and relocated 2: 3 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(
+        fs_err::read_to_string(
+            tree.path("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD")
+        )?,
+        record
+    );
+    cmd_snapshot!(tree.filters(), restore(false), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+    restored [TMP]/tree/bin/tool: relocated 1 occurrence of /build/source/.venv (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo-1.0.dist-info/RECORD: updated 2 RECORD lines (hash and size) (content)
+    restored [TMP]/tree/lib/python3.12/site-packages/demo.pth: relocated 1 occurrence of /build/source/.venv (content)
+
+    ----- stderr -----
+    restored 0 references and relocated 2: 3 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(
+        assert_records_match_at_least(Path::new(python3), &tree.root, 3)?,
+        0
+    );
+    let after = fs_err::read_to_string(
+        tree.path("lib/python3.12/site-packages/demo-1.0.dist-info/RECORD"),
+    )?;
+    let changed: Vec<(&str, &str)> = record
+        .split_inclusive('\n')
+        .zip(after.split_inclusive('\n'))
+        .filter(|(before, after)| before != after)
+        .collect();
+    assert_eq!(changed.len(), 2, "{after}");
+    assert!(changed.iter().all(|(_, line)| line.ends_with("\r\n")));
+    let before = snapshot_tree(&tree.root);
+    cmd_snapshot!(tree.filters(), restore(false), @"
+    success: true
+    exit_code: 0
+    ----- stdout -----
+
+    ----- stderr -----
+    restored 0 references and relocated 0: 0 files, 0 symlinks, 0 names (11 entries scanned, 0 store paths supplied, 0 places with 0 names left scrubbed, 0 binary files left, 0 errors)
+    ");
+    assert_eq!(snapshot_tree(&tree.root), before);
+    Ok(())
+}
+
+/// When a file a `RECORD` lists cannot be written (the disk is full), its line keeps the old
+/// hash, the `RECORD` is reported as failed for that reason, and the other lines are updated.
+#[test]
+fn record_line_of_a_file_that_could_not_be_written_keeps_its_hash() -> anyhow::Result<()> {
+    let Some(filesystem) = crate::faults::SmallFilesystem::new("1m") else {
+        return Ok(());
+    };
+    let root = filesystem.mount_point.join("venv");
+    let old = "/build/source/.venv";
+    let new = root.display().to_string();
+    let big = format!("#!{old}/bin/python\n{}\n", "#".repeat(400 * 1024));
+    let small = format!("#!{old}/bin/python\nprint()\n");
+    let site = root.join("lib/python3.12/site-packages");
+    fs_err::create_dir_all(root.join("bin"))?;
+    fs_err::create_dir_all(site.join("demo-1.0.dist-info"))?;
+    fs_err::write(root.join("bin/big"), &big)?;
+    fs_err::write(root.join("bin/small"), &small)?;
+    let hash = |data: &str| -> anyhow::Result<String> {
+        let output = run_ok(Command::new("/usr/bin/python3").args([
+            "-c",
+            "import base64, hashlib, sys; data = open(sys.argv[1], 'rb').read(); \
+             print(base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode())",
+            data,
+        ]));
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    };
+    let record = format!(
+        "../../../bin/big,sha256={},{}\n../../../bin/small,sha256={},{}\n",
+        hash(&root.join("bin/big").display().to_string())?,
+        big.len(),
+        hash(&root.join("bin/small").display().to_string())?,
+        small.len()
+    );
+    let record_path = site.join("demo-1.0.dist-info/RECORD");
+    fs_err::write(&record_path, &record)?;
+    // Fill the filesystem, then free less than the big script needs for its temporary file.
+    let filler = filesystem.mount_point.join("filler");
+    let mut file = fs_err::File::create(&filler)?;
+    let block = vec![1u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    let full = file.metadata()?.len();
+    file.set_len(full.saturating_sub(64 * 1024))?;
+    drop(file);
+
+    let output = storepatch()
+        .arg("restore")
+        .arg("--relocate")
+        .arg(format!("{old}={new}"))
+        .arg(&root)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("1 RECORD line keeps its old hash: the file it lists could not be written"),
+        "{stderr}"
+    );
+    assert_eq!(fs_err::read_to_string(root.join("bin/big"))?, big);
+    let relocated = fs_err::read_to_string(root.join("bin/small"))?;
+    assert!(relocated.starts_with(&format!("#!{new}/bin/python\n")));
+    let after = fs_err::read_to_string(&record_path)?;
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines[0], record.lines().next().unwrap_or_default());
+    assert_eq!(
+        lines[1],
+        format!(
+            "../../../bin/small,sha256={},{}",
+            hash(&root.join("bin/small").display().to_string())?,
+            relocated.len()
+        )
+    );
+    Ok(())
 }
