@@ -259,7 +259,11 @@ impl Parsed {
         let ctx = Ctx::new(container, endian);
         let phentsize = u64::from(ehdr.e_phentsize);
         if ehdr.e_phnum > 0 && phentsize != codec.phdr_size() {
-            return Err(Error::malformed("program header entry size", 0));
+            let at = if codec.is64 { 0x36 } else { 0x2a };
+            return Err(Error::malformed(
+                "program header entry size (e_phentsize)",
+                at,
+            ));
         }
         let phoff = ehdr.e_phoff;
         let program_headers = goblin::elf::ProgramHeader::parse(
@@ -282,7 +286,8 @@ impl Parsed {
                 align: phdr.p_align,
             })
             .collect();
-        let sections = read_sections(bytes, &ehdr, ctx);
+        check_segments(bytes, &segments, phoff, codec)?;
+        let sections = read_sections(bytes, &ehdr, ctx)?;
 
         let mut parsed = Self {
             codec,
@@ -305,7 +310,7 @@ impl Parsed {
         };
         parsed.read_interp(bytes)?;
         parsed.read_dynamic(bytes)?;
-        parsed.read_symbols_and_versions(bytes);
+        parsed.read_symbols_and_versions(bytes)?;
         parsed.read_dlopen_notes(bytes);
         Ok(parsed)
     }
@@ -341,8 +346,18 @@ impl Parsed {
             return Ok(());
         };
         let codec = self.codec;
-        let range = file_range(bytes, segment.offset, segment.filesz)
-            .ok_or_else(|| Error::malformed("PT_DYNAMIC", segment.offset))?;
+        let range = file_range(bytes, segment.offset, segment.filesz).ok_or_else(|| {
+            Error::malformed(
+                "dynamic section (PT_DYNAMIC) outside the file",
+                segment.offset,
+            )
+        })?;
+        if segment.offset % codec.word_size() != 0 {
+            return Err(Error::malformed(
+                "dynamic section (PT_DYNAMIC) offset misaligned",
+                segment.offset,
+            ));
+        }
         let capacity = (range.len() as u64) / codec.dyn_size();
         let mut entries = Vec::new();
         for index in 0..capacity {
@@ -379,6 +394,12 @@ impl Parsed {
                 .ok_or_else(|| Error::malformed("DT_STRTAB address", strtab))?;
             let range = file_range(bytes, offset, strsz)
                 .ok_or_else(|| Error::malformed("dynamic string table", offset))?;
+            if bytes[range.clone()].last() != Some(&0) {
+                return Err(Error::malformed(
+                    "dynamic string table (.dynstr) not NUL-terminated",
+                    offset,
+                ));
+            }
             self.dynstr = Some(StringTable {
                 offset,
                 bytes: bytes[range].to_vec(),
@@ -411,9 +432,9 @@ impl Parsed {
 
     /// Finds `.dynsym`, `.gnu.version`, `.gnu.version_r` and `.gnu.version_d` through the dynamic
     /// section and records every string offset they use.
-    fn read_symbols_and_versions(&mut self, bytes: &[u8]) {
+    fn read_symbols_and_versions(&mut self, bytes: &[u8]) -> Result<()> {
         if self.dynamic.is_none() || self.dynstr.is_none() {
-            return;
+            return Ok(());
         }
         let codec = self.codec;
         let mut refs = Vec::new();
@@ -458,8 +479,10 @@ impl Parsed {
                             codec.u32(bytes, at + 8),
                             codec.u32(bytes, at + 12),
                         ) else {
-                            complete = false;
-                            break;
+                            return Err(Error::malformed(
+                                "version need entry (vn_next) outside the file",
+                                at,
+                            ));
                         };
                         self.verneed_files.push((at + 4, u64::from(file)));
                         let mut aux_at = at + u64::from(aux);
@@ -467,8 +490,10 @@ impl Parsed {
                             let (Some(name), Some(aux_next)) =
                                 (codec.u32(bytes, aux_at + 8), codec.u32(bytes, aux_at + 12))
                             else {
-                                complete = false;
-                                break;
+                                return Err(Error::malformed(
+                                    "version need auxiliary entry (vn_aux/vna_next) outside the file",
+                                    at,
+                                ));
                             };
                             refs.push(u64::from(name));
                             if aux_next == 0 {
@@ -524,6 +549,7 @@ impl Parsed {
             }
         }
         self.other_string_refs = complete.then_some(refs);
+        Ok(())
     }
 
     /// Number of dynamic symbols: from the section header, else `DT_HASH`, else `DT_GNU_HASH`.
@@ -663,49 +689,101 @@ pub(crate) fn file_range(bytes: &[u8], offset: u64, size: u64) -> Option<std::op
     (end <= bytes.len()).then_some(start..end)
 }
 
-fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Vec<Section> {
-    let Ok(shoff) = usize::try_from(ehdr.e_shoff) else {
-        return Vec::new();
-    };
-    if shoff == 0 || ehdr.e_shnum == 0 {
-        return Vec::new();
+/// Program headers whose file contents lie beyond the end of the file are rejected.
+fn check_segments(bytes: &[u8], segments: &[Segment], phoff: u64, codec: Codec) -> Result<()> {
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.p_type == 0 || segment.filesz == 0 {
+            continue;
+        }
+        if file_range(bytes, segment.offset, segment.filesz).is_none() {
+            let at = phoff.saturating_add(index as u64 * codec.phdr_size());
+            return Err(Error::malformed(
+                "program header (p_offset + p_filesz beyond the end of the file)",
+                at,
+            ));
+        }
     }
-    let expected = if ctx.container == Container::Big {
-        64
+    Ok(())
+}
+
+/// Reads the section headers; a file without them (`e_shnum` 0) has none. A table that is
+/// present must be well-formed: the entry size, the name table index, the name table itself
+/// and every name offset are checked.
+fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<Vec<Section>> {
+    if ehdr.e_shoff == 0 || ehdr.e_shnum == 0 {
+        return Ok(Vec::new());
+    }
+    let is64 = ctx.container == Container::Big;
+    let (expected, shentsize_at, shstrndx_at) = if is64 {
+        (64, 0x3a, 0x3e)
     } else {
-        40
+        (40, 0x2e, 0x32)
     };
     if ehdr.e_shentsize != expected {
-        return Vec::new();
+        return Err(Error::malformed(
+            "section header entry size (e_shentsize)",
+            shentsize_at,
+        ));
     }
-    let Ok(headers) =
-        goblin::elf::SectionHeader::parse(bytes, shoff, usize::from(ehdr.e_shnum), ctx)
-    else {
-        return Vec::new();
+    let shoff = ehdr.e_shoff;
+    let table_size = u64::from(ehdr.e_shnum) * u64::from(expected);
+    if file_range(bytes, shoff, table_size).is_none() {
+        return Err(Error::malformed(
+            "section header table outside the file",
+            shoff,
+        ));
+    }
+    let headers = goblin::elf::SectionHeader::parse(
+        bytes,
+        usize_of(shoff, "section header table")?,
+        usize::from(ehdr.e_shnum),
+        ctx,
+    )
+    .map_err(|_| Error::malformed("section header table", shoff))?;
+    let strndx = usize::from(ehdr.e_shstrndx);
+    let Some(strtab) = headers.get(strndx).filter(|_| strndx != 0) else {
+        return Err(Error::malformed(
+            "section name string table index (e_shstrndx) out of range",
+            shstrndx_at,
+        ));
     };
-    let names = headers
-        .get(usize::from(ehdr.e_shstrndx))
-        .and_then(|strtab| file_range(bytes, strtab.sh_offset, strtab.sh_size))
-        .map(|range| &bytes[range]);
-    headers
-        .iter()
-        .enumerate()
-        .map(|(index, header)| {
-            let name = names
-                .and_then(|table| table.get(header.sh_name..))
-                .and_then(|rest| rest.split(|&byte| byte == 0).next())
-                .unwrap_or_default()
-                .to_vec();
-            Section {
-                index,
-                name,
-                sh_type: header.sh_type,
-                flags: header.sh_flags,
-                addr: header.sh_addr,
-                offset: header.sh_offset,
-                size: header.sh_size,
-                entsize: header.sh_entsize,
-            }
-        })
-        .collect()
+    let names = file_range(bytes, strtab.sh_offset, strtab.sh_size)
+        .map(|range| &bytes[range])
+        .ok_or_else(|| {
+            Error::malformed(
+                "section name string table outside the file",
+                strtab.sh_offset,
+            )
+        })?;
+    if names.last() != Some(&0) {
+        return Err(Error::malformed(
+            "section name string table (.shstrtab) empty or not NUL-terminated",
+            strtab.sh_offset,
+        ));
+    }
+    let mut sections = Vec::with_capacity(headers.len());
+    for (index, header) in headers.iter().enumerate() {
+        let Some(rest) = names.get(header.sh_name..).filter(|rest| !rest.is_empty()) else {
+            return Err(Error::malformed(
+                "section name (sh_name) outside the section name string table",
+                shoff + index as u64 * u64::from(expected),
+            ));
+        };
+        let name = rest
+            .split(|&byte| byte == 0)
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        sections.push(Section {
+            index,
+            name,
+            sh_type: header.sh_type,
+            flags: header.sh_flags,
+            addr: header.sh_addr,
+            offset: header.sh_offset,
+            size: header.sh_size,
+            entsize: header.sh_entsize,
+        });
+    }
+    Ok(sections)
 }
