@@ -183,6 +183,14 @@ pub(crate) struct Dynamic {
     pub(crate) capacity: u64,
 }
 
+/// Where [`Parsed::read_dynamic`] finds the dynamic entries, and how to name it in an error.
+struct DynamicLocation {
+    offset: u64,
+    size: u64,
+    outside: &'static str,
+    misaligned: &'static str,
+}
+
 /// The dynamic string table: where it is and its bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct StringTable {
@@ -336,32 +344,41 @@ impl Parsed {
         Ok(())
     }
 
+    /// Where the dynamic section is: `PT_DYNAMIC`, which the loader uses; without one, the
+    /// `SHT_DYNAMIC` section header, which is all patchelf ever reads (a `.dynamic` of type
+    /// `SHT_NOBITS`, as in a separate debug file, is no dynamic section).
+    fn dynamic_location(&self) -> Option<DynamicLocation> {
+        if let Some(segment) = self.segments.iter().find(|s| s.p_type == PT_DYNAMIC) {
+            return Some(DynamicLocation {
+                offset: segment.offset,
+                size: segment.filesz,
+                outside: "dynamic section (PT_DYNAMIC) outside the file",
+                misaligned: "dynamic section (PT_DYNAMIC) offset misaligned",
+            });
+        }
+        let section = self.dynamic_section()?;
+        Some(DynamicLocation {
+            offset: section.offset,
+            size: section.size,
+            outside: "dynamic section (.dynamic section header, no PT_DYNAMIC) outside the file",
+            misaligned: "dynamic section (.dynamic section header, no PT_DYNAMIC) offset misaligned",
+        })
+    }
+
     fn read_dynamic(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some(segment) = self
-            .segments
-            .iter()
-            .find(|s| s.p_type == PT_DYNAMIC)
-            .copied()
-        else {
+        let Some(location) = self.dynamic_location() else {
             return Ok(());
         };
         let codec = self.codec;
-        let range = file_range(bytes, segment.offset, segment.filesz).ok_or_else(|| {
-            Error::malformed(
-                "dynamic section (PT_DYNAMIC) outside the file",
-                segment.offset,
-            )
-        })?;
-        if segment.offset % codec.word_size() != 0 {
-            return Err(Error::malformed(
-                "dynamic section (PT_DYNAMIC) offset misaligned",
-                segment.offset,
-            ));
+        let range = file_range(bytes, location.offset, location.size)
+            .ok_or_else(|| Error::malformed(location.outside, location.offset))?;
+        if location.offset % codec.word_size() != 0 {
+            return Err(Error::malformed(location.misaligned, location.offset));
         }
         let capacity = (range.len() as u64) / codec.dyn_size();
         let mut entries = Vec::new();
         for index in 0..capacity {
-            let at = segment.offset + index * codec.dyn_size();
+            let at = location.offset + index * codec.dyn_size();
             let tag = codec
                 .word(bytes, at)
                 .ok_or_else(|| Error::malformed("dynamic entry", at))?;
@@ -374,7 +391,7 @@ impl Parsed {
             entries.push(DynEntry { tag, value });
         }
         let dynamic = Dynamic {
-            offset: segment.offset,
+            offset: location.offset,
             entries,
             capacity,
         };
@@ -407,7 +424,7 @@ impl Parsed {
         } else if dynamic.entries.iter().any(|e| is_string_tag(e.tag)) {
             return Err(Error::malformed(
                 "dynamic section without DT_STRTAB/DT_STRSZ",
-                segment.offset,
+                location.offset,
             ));
         }
         if let Some(table) = &self.dynstr {
@@ -466,48 +483,64 @@ impl Parsed {
         if let Some(versym) = self.dyn_value(DT_VERSYM) {
             self.versym = self.offset_of(versym);
         }
-        // Version needs: Elf_Verneed is 16 bytes, Elf_Vernaux 16 bytes, in both classes.
+        // Version needs: Elf_Verneed is 16 bytes, Elf_Vernaux 16 bytes, in both classes. The
+        // loader follows them (and patchelf's `--replace-needed` rewrites them), so a chain that
+        // leaves the file or names a string outside `.dynstr` is an error, not a partial read.
         if let (Some(address), Some(count)) =
             (self.dyn_value(DT_VERNEED), self.dyn_value(DT_VERNEEDNUM))
         {
-            match self.offset_of(address) {
-                Some(mut at) => {
-                    for _ in 0..count.min(MAX_CHAIN as u64) {
-                        let (Some(cnt), Some(file), Some(aux), Some(next)) = (
-                            codec.u16(bytes, at + 2),
-                            codec.u32(bytes, at + 4),
-                            codec.u32(bytes, at + 8),
-                            codec.u32(bytes, at + 12),
-                        ) else {
-                            return Err(Error::malformed(
-                                "version need entry (vn_next) outside the file",
-                                at,
-                            ));
-                        };
-                        self.verneed_files.push((at + 4, u64::from(file)));
-                        let mut aux_at = at + u64::from(aux);
-                        for _ in 0..cnt {
-                            let (Some(name), Some(aux_next)) =
-                                (codec.u32(bytes, aux_at + 8), codec.u32(bytes, aux_at + 12))
-                            else {
-                                return Err(Error::malformed(
-                                    "version need auxiliary entry (vn_aux/vna_next) outside the file",
-                                    at,
-                                ));
-                            };
-                            refs.push(u64::from(name));
-                            if aux_next == 0 {
-                                break;
-                            }
-                            aux_at += u64::from(aux_next);
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        at += u64::from(next);
-                    }
+            let strings = self
+                .dynstr
+                .as_ref()
+                .map_or(0, |table| table.bytes.len() as u64);
+            let mut at = self
+                .offset_of(address)
+                .ok_or_else(|| Error::malformed("DT_VERNEED address", address))?;
+            for _ in 0..count.min(MAX_CHAIN as u64) {
+                let (Some(cnt), Some(file), Some(aux), Some(next)) = (
+                    codec.u16(bytes, at + 2),
+                    codec.u32(bytes, at + 4),
+                    codec.u32(bytes, at + 8),
+                    codec.u32(bytes, at + 12),
+                ) else {
+                    return Err(Error::malformed(
+                        "version need entry (vn_next) outside the file",
+                        at,
+                    ));
+                };
+                if u64::from(file) >= strings {
+                    return Err(Error::malformed(
+                        "version need file name (vn_file) outside .dynstr",
+                        at + 4,
+                    ));
                 }
-                None => complete = false,
+                self.verneed_files.push((at + 4, u64::from(file)));
+                let mut aux_at = at + u64::from(aux);
+                for _ in 0..cnt {
+                    let (Some(name), Some(aux_next)) =
+                        (codec.u32(bytes, aux_at + 8), codec.u32(bytes, aux_at + 12))
+                    else {
+                        return Err(Error::malformed(
+                            "version need auxiliary entry (vn_aux/vna_next) outside the file",
+                            aux_at,
+                        ));
+                    };
+                    if u64::from(name) >= strings {
+                        return Err(Error::malformed(
+                            "version need auxiliary name (vna_name) outside .dynstr",
+                            aux_at + 8,
+                        ));
+                    }
+                    refs.push(u64::from(name));
+                    if aux_next == 0 {
+                        break;
+                    }
+                    aux_at += u64::from(aux_next);
+                }
+                if next == 0 {
+                    break;
+                }
+                at += u64::from(next);
             }
         }
         // Version definitions: Elf_Verdef is 20 bytes, Elf_Verdaux 8 bytes.
@@ -646,9 +679,88 @@ impl Parsed {
         })
     }
 
+    /// The `SHT_DYNAMIC` section header (never a `SHT_NOBITS` `.dynamic`).
     pub(crate) fn dynamic_section(&self) -> Option<&Section> {
         self.sections.iter().find(|s| s.sh_type == SHT_DYNAMIC)
     }
+}
+
+/// Something damaged in a file that can still be edited, which patchelf warns about (on
+/// stderr) when it rewrites the file's headers, that is, on every edit that relayouts the file.
+///
+/// The relayout here never renumbers sections, so these symbols keep pointing where they did;
+/// the warnings say the file was broken before it was edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Warning {
+    /// Symbols in `.symtab` or `.dynsym` have a section index (`st_shndx`) beyond the section
+    /// header table.
+    SymbolInMissingSection {
+        /// The section index the symbols name.
+        section: u16,
+    },
+    /// Symbols in `.symtab` or `.dynsym` are defined in a section whose name is empty.
+    SymbolInUnnamedSection {
+        /// The section index the symbols name.
+        section: u16,
+    },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // patchelf's wording, so that scripts matching its output keep working.
+        match self {
+            Self::SymbolInMissingSection { section } => write!(
+                formatter,
+                "entry {section} in symbol table refers to a non-existent section"
+            ),
+            Self::SymbolInUnnamedSection { section } => write!(
+                formatter,
+                "symbol table entry refers to an unnamed section (index {section})"
+            ),
+        }
+    }
+}
+
+/// The [`Warning`]s patchelf would print when it rewrites this file, each once, in order; a file
+/// that does not parse has none (its error is reported instead).
+pub fn relayout_warnings(bytes: &[u8]) -> Vec<Warning> {
+    const SHT_SYMTAB: u32 = 2;
+    const SHN_LORESERVE: u16 = 0xff00;
+    let Ok(parsed) = Parsed::parse(bytes) else {
+        return Vec::new();
+    };
+    let codec = parsed.codec;
+    let entry_size: u64 = if codec.is64 { 24 } else { 16 };
+    let mut warnings = std::collections::BTreeSet::new();
+    for table in parsed
+        .sections
+        .iter()
+        .skip(1)
+        .filter(|s| s.sh_type == SHT_SYMTAB || s.sh_type == SHT_DYNSYM)
+    {
+        let Some(range) = file_range(bytes, table.offset, table.size) else {
+            continue;
+        };
+        let count = (range.len() as u64) / entry_size;
+        for index in 0..count {
+            // `st_shndx` is at offset 14 in both classes.
+            let Some(section) = codec.u16(bytes, table.offset + index * entry_size + 14) else {
+                break;
+            };
+            if section == 0 || section >= SHN_LORESERVE {
+                continue;
+            }
+            match parsed.sections.get(usize::from(section)) {
+                None => warnings.insert(Warning::SymbolInMissingSection { section }),
+                Some(target) if target.name.is_empty() => {
+                    warnings.insert(Warning::SymbolInUnnamedSection { section })
+                }
+                Some(_) => false,
+            };
+        }
+    }
+    warnings.into_iter().collect()
 }
 
 /// Iterates the descriptors of notes with the given owner and type.

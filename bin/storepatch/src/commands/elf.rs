@@ -142,7 +142,7 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
         // Named as patchelf names it, so scripts matching its message keep working.
-        return fs_err::read(path).with_context(|| {
+        return read_value_file(path).with_context(|| {
             format!(
                 "getting info about '{}' (the value of {option})",
                 path.display()
@@ -150,6 +150,27 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
         });
     }
     Ok(raw)
+}
+
+/// Largest `@FILE` value read.
+const MAX_VALUE_FILE: u64 = 64 << 20;
+
+/// The bytes of an `@FILE` value: a regular file of at most [`MAX_VALUE_FILE`] bytes, so that
+/// `@/dev/zero` is not read without end and a FIFO is not waited on.
+fn read_value_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let metadata = fs_err::metadata(path)?;
+    if !metadata.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    fs_err::File::open(path)?
+        .take(MAX_VALUE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_VALUE_FILE {
+        bail!("{}: larger than {MAX_VALUE_FILE} bytes", path.display());
+    }
+    Ok(bytes)
 }
 
 /// Largest `--rename-dynamic-symbols` map file read.
@@ -203,6 +224,20 @@ fn read_symbol_map(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(renames)
 }
 
+/// Reads an option value as it is: patchelf reads `@FILE` only for the options that take a name
+/// or a path (`--set-interpreter`, `--set-os-abi`, `--set-soname`, `--set-rpath`, `--add-rpath`,
+/// `--add-needed`, `--remove-needed`, `--clear-symbol-version`, `--output`), not for
+/// `--replace-needed`, `--page-size` or `--allowed-rpath-prefixes`.
+fn literal_value(
+    args: &mut impl Iterator<Item = OsString>,
+    option: &str,
+) -> anyhow::Result<Vec<u8>> {
+    match args.next() {
+        Some(raw) => Ok(raw.into_vec()),
+        None => bail!("missing argument to {option}"),
+    }
+}
+
 fn text_value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<String> {
     let raw = value(args, option)?;
     String::from_utf8(raw).with_context(|| format!("the value of {option} is not UTF-8"))
@@ -217,7 +252,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.interpreter = Some(value(&mut args, "--set-interpreter")?);
             }
             Some("--page-size") => {
-                let size = text_value(&mut args, "--page-size")?;
+                let size = String::from_utf8(literal_value(&mut args, "--page-size")?)
+                    .context("the value of --page-size is not UTF-8")?;
                 let size: u64 = size
                     .trim()
                     .parse()
@@ -243,7 +279,7 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--remove-rpath") => invocation.remove_rpath = true,
             Some("--shrink-rpath") => invocation.shrink_rpath = true,
             Some("--allowed-rpath-prefixes") => {
-                let prefixes = value(&mut args, "--allowed-rpath-prefixes")?;
+                let prefixes = literal_value(&mut args, "--allowed-rpath-prefixes")?;
                 invocation.allowed_prefixes.extend(
                     prefixes
                         .split(|&b| b == b':')
@@ -262,8 +298,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.remove_needed.push(name);
             }
             Some("--replace-needed") => {
-                let old = value(&mut args, "--replace-needed")?;
-                let new = value(&mut args, "--replace-needed")?;
+                let old = literal_value(&mut args, "--replace-needed")?;
+                let new = literal_value(&mut args, "--replace-needed")?;
                 invocation.edits.replace_needed.push((old, new));
             }
             Some("--print-needed") => invocation.print_needed = true,
@@ -291,10 +327,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.clear_symbol_version.push(name);
             }
             Some("--output") => {
-                let Some(output) = args.next() else {
-                    bail!("missing argument to --output");
-                };
-                invocation.output = Some(PathBuf::from(output));
+                let output = value(&mut args, "--output")?;
+                invocation.output = Some(PathBuf::from(OsString::from_vec(output)));
             }
             Some("--debug") => invocation.debug = true,
             Some("--help" | "-h") => return Ok(Parsed::Help),
@@ -408,6 +442,10 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
         return Ok(());
     }
+    // Read before the edit: patchelf warns about damage it finds while rewriting the headers.
+    let warnings = read_input(file)
+        .map(|bytes| storepatch_elf::relayout_warnings(&bytes))
+        .unwrap_or_default();
     // The error names the file already.
     let outcome =
         storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
@@ -416,12 +454,25 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         Outcome::InPlace { bytes_written } => {
             log::debug!("{}: {bytes_written} bytes changed in place", file.display());
         }
-        Outcome::Relayout { old_size, new_size } => log::debug!(
-            "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
-            file.display()
-        ),
+        Outcome::Relayout { old_size, new_size } => {
+            log::debug!(
+                "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
+                file.display()
+            );
+            for warning in &warnings {
+                warn(file, warning);
+            }
+        }
     }
     Ok(())
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "patchelf prints these warnings on stderr and carries on"
+)]
+fn warn(file: &Path, warning: &storepatch_elf::Warning) {
+    eprintln!("warning: {}: {warning}", file.display());
 }
 
 fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {
