@@ -251,6 +251,28 @@ impl Parsed {
                 reason: "truncated ELF",
             });
         }
+        // The identification bytes first, so that the message names the one that is wrong.
+        if !matches!(
+            bytes[header::EI_CLASS],
+            header::ELFCLASS32 | header::ELFCLASS64
+        ) {
+            return Err(Error::NotElf {
+                reason: "unknown ELF class (EI_CLASS)",
+            });
+        }
+        if !matches!(
+            bytes[header::EI_DATA],
+            header::ELFDATA2LSB | header::ELFDATA2MSB
+        ) {
+            return Err(Error::NotElf {
+                reason: "unknown ELF data encoding (EI_DATA)",
+            });
+        }
+        if bytes[header::EI_VERSION] != header::EV_CURRENT {
+            return Err(Error::NotElf {
+                reason: "unsupported ELF version (EI_VERSION)",
+            });
+        }
         let ehdr = goblin::elf::Elf::parse_header(bytes).map_err(|_| Error::NotElf {
             reason: "truncated or invalid ELF header",
         })?;
@@ -731,7 +753,9 @@ pub fn relayout_warnings(bytes: &[u8]) -> Vec<Warning> {
         return Vec::new();
     };
     let codec = parsed.codec;
-    let entry_size: u64 = if codec.is64 { 24 } else { 16 };
+    // `Elf64_Sym` puts `st_shndx` after `st_name`, `st_info` and `st_other`; `Elf32_Sym` after
+    // `st_value` and `st_size` too.
+    let (entry_size, shndx_at): (u64, u64) = if codec.is64 { (24, 6) } else { (16, 14) };
     let mut warnings = std::collections::BTreeSet::new();
     for table in parsed
         .sections
@@ -744,8 +768,8 @@ pub fn relayout_warnings(bytes: &[u8]) -> Vec<Warning> {
         };
         let count = (range.len() as u64) / entry_size;
         for index in 0..count {
-            // `st_shndx` is at offset 14 in both classes.
-            let Some(section) = codec.u16(bytes, table.offset + index * entry_size + 14) else {
+            let Some(section) = codec.u16(bytes, table.offset + index * entry_size + shndx_at)
+            else {
                 break;
             };
             if section == 0 || section >= SHN_LORESERVE {
