@@ -923,3 +923,7 @@ fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<V
     }
     Ok(sections)
 }
+
+#[cfg(test)]
+#[path = "read_corruption_tests.rs"]
+mod corruption_tests;
