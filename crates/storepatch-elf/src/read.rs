@@ -833,10 +833,22 @@ fn check_segments(bytes: &[u8], segments: &[Segment], phoff: u64, codec: Codec) 
         }
         if file_range(bytes, segment.offset, segment.filesz).is_none() {
             let at = phoff.saturating_add(index as u64 * codec.phdr_size());
-            return Err(Error::malformed(
-                "program header (p_offset + p_filesz beyond the end of the file)",
-                at,
-            ));
+            let what = match segment.p_type {
+                PT_LOAD => {
+                    "program header PT_LOAD (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_DYNAMIC => {
+                    "program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_INTERP => {
+                    "program header PT_INTERP (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_NOTE => {
+                    "program header PT_NOTE (p_offset + p_filesz beyond the end of the file)"
+                }
+                _ => "program header (p_offset + p_filesz beyond the end of the file)",
+            };
+            return Err(Error::malformed(what, at));
         }
     }
     Ok(())
@@ -845,8 +857,13 @@ fn check_segments(bytes: &[u8], segments: &[Segment], phoff: u64, codec: Codec) 
 /// Reads the section headers; a file without them (`e_shnum` 0) has none. A table that is
 /// present must be well-formed: the entry size, the name table index, the name table itself
 /// and every name offset are checked.
+///
+/// With 0xff00 sections or more, the ELF header cannot hold the count: `e_shnum` is 0 and the
+/// first section header's `sh_size` holds it, and `e_shstrndx` is `SHN_XINDEX` with the index in
+/// its `sh_link` (extended section numbering, as the ELF specification defines it).
 fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<Vec<Section>> {
-    if ehdr.e_shoff == 0 || ehdr.e_shnum == 0 {
+    const SHN_XINDEX: u16 = 0xffff;
+    if ehdr.e_shoff == 0 {
         return Ok(Vec::new());
     }
     let is64 = ctx.container == Container::Big;
@@ -855,14 +872,42 @@ fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<V
     } else {
         (40, 0x2e, 0x32)
     };
+    let shoff = ehdr.e_shoff;
+    let first = || -> Result<goblin::elf::SectionHeader> {
+        if ehdr.e_shentsize != expected {
+            return Err(Error::malformed(
+                "section header entry size (e_shentsize)",
+                shentsize_at,
+            ));
+        }
+        if file_range(bytes, shoff, u64::from(expected)).is_none() {
+            return Err(Error::malformed(
+                "section header table outside the file",
+                shoff,
+            ));
+        }
+        goblin::elf::SectionHeader::parse(bytes, usize_of(shoff, "section header table")?, 1, ctx)
+            .ok()
+            .and_then(|mut headers| headers.pop())
+            .ok_or_else(|| Error::malformed("section header table", shoff))
+    };
+    let count = if ehdr.e_shnum == 0 {
+        // No section headers, unless a readable first header gives the count: tools that strip
+        // the section headers leave the other fields as they may.
+        match first() {
+            Ok(header) if header.sh_size != 0 => header.sh_size,
+            _ => return Ok(Vec::new()),
+        }
+    } else {
+        u64::from(ehdr.e_shnum)
+    };
     if ehdr.e_shentsize != expected {
         return Err(Error::malformed(
             "section header entry size (e_shentsize)",
             shentsize_at,
         ));
     }
-    let shoff = ehdr.e_shoff;
-    let table_size = u64::from(ehdr.e_shnum) * u64::from(expected);
+    let table_size = count.saturating_mul(u64::from(expected));
     if file_range(bytes, shoff, table_size).is_none() {
         return Err(Error::malformed(
             "section header table outside the file",
@@ -872,11 +917,15 @@ fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<V
     let headers = goblin::elf::SectionHeader::parse(
         bytes,
         usize_of(shoff, "section header table")?,
-        usize::from(ehdr.e_shnum),
+        usize_of(count, "section header count")?,
         ctx,
     )
     .map_err(|_| Error::malformed("section header table", shoff))?;
-    let strndx = usize::from(ehdr.e_shstrndx);
+    let strndx = if ehdr.e_shstrndx == SHN_XINDEX {
+        usize::try_from(first()?.sh_link).unwrap_or(usize::MAX)
+    } else {
+        usize::from(ehdr.e_shstrndx)
+    };
     let Some(strtab) = headers.get(strndx).filter(|_| strndx != 0) else {
         return Err(Error::malformed(
             "section name string table index (e_shstrndx) out of range",

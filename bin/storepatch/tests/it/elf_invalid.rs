@@ -259,12 +259,12 @@ fn malformed_cases(original: &[u8]) -> Vec<Case> {
     );
     case(
         "pt-dynamic-outside",
-        "program header (p_offset + p_filesz beyond the end of the file)",
+        "program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file)",
         &|b| put_u64(b, dynamic.at + 8, file_size + 0x1000),
     );
     case(
         "pt-load-filesz",
-        "program header (p_offset + p_filesz beyond the end of the file)",
+        "program header PT_LOAD (p_offset + p_filesz beyond the end of the file)",
         &|b| {
             let load = Fields(original).program_header(1);
             put_u64(b, load.at + 32, file_size * 4);
@@ -328,7 +328,7 @@ fn malformed_cases(original: &[u8]) -> Vec<Case> {
     );
     case(
         "truncated-half",
-        "program header (p_offset + p_filesz beyond the end of the file)",
+        "program header PT_LOAD (p_offset + p_filesz beyond the end of the file)",
         &|b| b.truncate(b.len() / 2),
     );
     case(
@@ -350,8 +350,10 @@ fn outcome(output: &Output) -> String {
     }
 }
 
-/// The commands run on every malformed file, by both tools.
+/// The commands run on every malformed file, by both tools: none (which validates), printing,
+/// an edit that relayouts, one that reads the version needs, and a plain copy.
 const COMMANDS: &[&[&str]] = &[
+    &[],
     &["--print-rpath"],
     &["--print-needed"],
     &[
@@ -395,14 +397,16 @@ fn malformed_files_are_rejected_where_patchelf_rejects_them() {
             );
             assert_eq!(fs_err::read(&file).unwrap(), case.bytes, "{}", case.name);
             assert_eq!(library.listing(), before, "{} {command:?}", case.name);
-            if command == &COMMANDS[0] {
+            if command == &COMMANDS[1] {
                 writeln!(messages, "{}: {}", case.name, stderr.trim()).unwrap();
             }
             // patchelf (here behind a slow wrapper script) is asked what reads the damaged
             // structure: printing, a relayout, a copy, and `--replace-needed` for version needs.
             let Some(patchelf) = &patchelf else { continue };
-            if command[0] == "--print-needed"
-                || (command[0] == "--replace-needed" && !case.name.starts_with("ver"))
+            let first = command.first().copied().unwrap_or_default();
+            if first.is_empty()
+                || first == "--print-needed"
+                || (first == "--replace-needed" && !case.name.starts_with("ver"))
             {
                 continue;
             }
@@ -433,8 +437,8 @@ fn malformed_files_are_rejected_where_patchelf_rejects_them() {
     e_phoff: error: cannot read `e_phoff`: malformed ELF: program header table at offset [OFFSET]
     e_shoff: error: cannot read `e_shoff`: malformed ELF: section header table outside the file at offset [OFFSET]
     pt-dynamic-misaligned: error: cannot read `pt-dynamic-misaligned`: malformed ELF: dynamic section (PT_DYNAMIC) offset misaligned at offset [OFFSET]
-    pt-dynamic-outside: error: cannot read `pt-dynamic-outside`: malformed ELF: program header (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
-    pt-load-filesz: error: cannot read `pt-load-filesz`: malformed ELF: program header (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    pt-dynamic-outside: error: cannot read `pt-dynamic-outside`: malformed ELF: program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    pt-load-filesz: error: cannot read `pt-load-filesz`: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
     dynstr-unterminated: error: cannot read `dynstr-unterminated`: malformed ELF: dynamic string table (.dynstr) not NUL-terminated at offset [OFFSET]
     dt-strtab-unmapped: error: cannot read `dt-strtab-unmapped`: malformed ELF: DT_STRTAB address at offset [OFFSET]
     dt-runpath-offset: error: cannot read `dt-runpath-offset`: malformed ELF: dynamic string offset at offset [OFFSET]
@@ -447,7 +451,7 @@ fn malformed_files_are_rejected_where_patchelf_rejects_them() {
     shstrtab-unterminated: error: cannot read `shstrtab-unterminated`: malformed ELF: section name string table (.shstrtab) empty or not NUL-terminated at offset [OFFSET]
     shstrtab-outside: error: cannot read `shstrtab-outside`: malformed ELF: section name string table outside the file at offset [OFFSET]
     truncated-header: error: cannot read `truncated-header`: not an ELF file: truncated or invalid ELF header
-    truncated-half: error: cannot read `truncated-half`: malformed ELF: program header (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    truncated-half: error: cannot read `truncated-half`: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
     truncated-section-headers: error: cannot read `truncated-section-headers`: malformed ELF: section header table outside the file at offset [OFFSET]
     ");
 }
@@ -835,4 +839,46 @@ fn symbols_in_unnamed_or_missing_sections_warn_on_a_relayout_like_patchelf() {
             assert_eq!(warnings(&theirs.stderr), expected, "patchelf, {run_path}");
         }
     }
+}
+
+/// Extended section numbering (`e_shnum` 0 with the count in the first section header's
+/// `sh_size`, `e_shstrndx` `SHN_XINDEX` with the index in its `sh_link`), which the ELF
+/// specification defines for files with 0xff00 sections or more, is read: an edit that moves
+/// `.dynstr` updates its section header, and `readelf` finds nothing wrong. (patchelf refuses
+/// such a file: "no section headers".)
+#[test]
+fn extended_section_numbering_is_read() {
+    let library = Library::build();
+    let mut bytes = fs_err::read(&library.path).unwrap();
+    let fields = Fields(&bytes);
+    let count = fields.u16(0x3c);
+    let names = fields.u16(0x3e);
+    let first = fields.section_headers()[0].at;
+    put_u64(&mut bytes, first + 32, u64::from(count)); // sh_size
+    put_u32(&mut bytes, first + 40, u32::from(names)); // sh_link
+    put_u16(&mut bytes, 0x3c, 0);
+    put_u16(&mut bytes, 0x3e, 0xffff);
+    fs_err::write(&library.path, &bytes).unwrap();
+    assert_readelf_clean(&library.path);
+    let run_path = format!("/{}", "r".repeat(300));
+    run_ok(
+        library
+            .storepatch()
+            .args(["--set-rpath", &run_path])
+            .arg(&library.path),
+    );
+    assert_eq!(
+        stdout_of(library.storepatch().arg("--print-rpath").arg(&library.path)),
+        format!("{run_path}\n")
+    );
+    assert_readelf_clean(&library.path);
+    let strings = stdout_of(
+        Command::new("readelf")
+            .args(["-W", "-p", ".dynstr"])
+            .arg(&library.path),
+    );
+    assert!(
+        strings.contains(&run_path),
+        "the .dynstr section header follows: {strings}"
+    );
 }
