@@ -459,7 +459,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
                 "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
                 file.display()
             );
-            for warning in &warnings {
+            for &warning in &warnings {
                 warn(file, warning);
             }
         }
@@ -471,7 +471,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     clippy::print_stderr,
     reason = "patchelf prints these warnings on stderr and carries on"
 )]
-fn warn(file: &Path, warning: &storepatch_elf::Warning) {
+fn warn(file: &Path, warning: storepatch_elf::Warning) {
     eprintln!("warning: {}: {warning}", file.display());
 }
 

@@ -229,17 +229,21 @@ fn malformed_cases(original: &[u8]) -> Vec<Case> {
         });
     };
     case("e_ident-class", "unknown ELF class (EI_CLASS)", &|b| {
-        b[4] = 7
+        b[4] = 7;
     });
     case(
         "e_ident-data",
         "unknown ELF data encoding (EI_DATA)",
-        &|b| b[5] = 9,
+        &|b| {
+            b[5] = 9;
+        },
     );
     case(
         "e_ident-version",
         "unsupported ELF version (EI_VERSION)",
-        &|b| b[6] = 2,
+        &|b| {
+            b[6] = 2;
+        },
     );
     case("e_shstrndx", "(e_shstrndx) out of range", &|b| {
         put_u16(b, 0x3e, 200);
@@ -273,7 +277,9 @@ fn malformed_cases(original: &[u8]) -> Vec<Case> {
     case(
         "dynstr-unterminated",
         "dynamic string table (.dynstr) not NUL-terminated",
-        &|b| b[offset(dynstr.offset + dynstr.size - 1)] = b'X',
+        &|b| {
+            b[offset(dynstr.offset + dynstr.size - 1)] = b'X';
+        },
     );
     case("dt-strtab-unmapped", "DT_STRTAB address", &|b| {
         put_u64(b, fields.dynamic_entry(DT_STRTAB) + 8, 0x7fff_0000_0000);
@@ -312,7 +318,9 @@ fn malformed_cases(original: &[u8]) -> Vec<Case> {
     case(
         "shstrtab-unterminated",
         "section name string table (.shstrtab) empty or not NUL-terminated",
-        &|b| b[offset(names.offset + names.size - 1)] = b'X',
+        &|b| {
+            b[offset(names.offset + names.size - 1)] = b'X';
+        },
     );
     case(
         "shstrtab-outside",
