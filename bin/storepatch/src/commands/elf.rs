@@ -56,7 +56,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--version]
   FILENAME...
 
-An option value of the form @FILE is replaced by the contents of FILE.
+A value @FILE of --set-interpreter, --set-os-abi, --set-soname, --set-rpath, --add-rpath,
+--add-needed, --remove-needed, --clear-symbol-version or --output is replaced by the contents
+of FILE (as patchelf does; other options take their values as they are).
 Exit status: 0 on success, 1 on any error (as patchelf).
 ";
 
@@ -133,7 +135,8 @@ enum Parsed {
     Version,
 }
 
-/// Reads an option value; `@FILE` means the bytes of FILE.
+/// Reads an option value; `@FILE` means the bytes of FILE (for the options patchelf reads
+/// `@FILE` for; the others use [`literal_value`]).
 fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<Vec<u8>> {
     let Some(raw) = args.next() else {
         bail!("missing argument to {option}");
