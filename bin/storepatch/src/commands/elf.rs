@@ -434,15 +434,14 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     if wants_print {
         // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
         let bytes = read_input(file)?;
-        let info =
-            ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
+        let info = parse_input(file, &bytes)?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);
     if invocation.edits == ElfEdits::default() && output == file {
         // Still parsed and validated, as patchelf does: malformed input is an error.
         let bytes = read_input(file)?;
-        ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        parse_input(file, &bytes)?;
         return Ok(());
     }
     // Read before the edit: patchelf warns about damage it finds while rewriting the headers.
@@ -537,6 +536,12 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     }
     out.flush()?;
     Ok(())
+}
+
+/// Parses and validates an input file; a malformed one is named as an edit names it
+/// (`FILE: malformed ELF: …`), so every command says the same about the same file.
+fn parse_input(file: &Path, bytes: &[u8]) -> anyhow::Result<ElfInfo> {
+    ElfInfo::parse(bytes).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))
 }
 
 /// Reads an input file (regular files only, see [`storepatch_elf::read_file`]), with an I/O
