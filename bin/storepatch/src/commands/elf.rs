@@ -444,10 +444,13 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
         parse_input(file, &bytes)?;
         return Ok(());
     }
-    // Read before the edit: patchelf warns about damage it finds while rewriting the headers.
-    let warnings = read_input(file)
-        .map(|bytes| storepatch_elf::relayout_warnings(&bytes))
-        .unwrap_or_default();
+    // Validated before the edit, so that a malformed file gets the same message from every
+    // command; and patchelf warns about damage it finds while rewriting the headers.
+    let warnings = {
+        let bytes = read_input(file)?;
+        parse_input(file, &bytes)?;
+        storepatch_elf::relayout_warnings(&bytes)
+    };
     // The error names the file already.
     let outcome =
         storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
@@ -538,10 +541,10 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     Ok(())
 }
 
-/// Parses and validates an input file; a malformed one is named as an edit names it
-/// (`FILE: malformed ELF: …`), so every command says the same about the same file.
+/// Parses and validates an input file; a malformed one is named in the form every command
+/// uses (``cannot read `FILE`: malformed ELF: …``).
 fn parse_input(file: &Path, bytes: &[u8]) -> anyhow::Result<ElfInfo> {
-    ElfInfo::parse(bytes).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))
+    ElfInfo::parse(bytes).map_err(|err| anyhow::anyhow!("cannot read `{}`: {err}", file.display()))
 }
 
 /// Reads an input file (regular files only, see [`storepatch_elf::read_file`]), with an I/O

@@ -442,31 +442,31 @@ fn malformed_files_are_rejected_where_patchelf_rejects_them() {
     eprintln!("{table}");
     // Offsets depend on gcc's layout; the messages are compared without them.
     insta::assert_snapshot!(without_offsets(&messages), @"
-    error: e_ident-class: not an ELF file: unknown ELF class (EI_CLASS)
-    error: e_ident-data: not an ELF file: unknown ELF data encoding (EI_DATA)
-    error: e_ident-version: not an ELF file: unsupported ELF version (EI_VERSION)
-    error: e_shstrndx: malformed ELF: section name string table index (e_shstrndx) out of range at offset [OFFSET]
-    error: e_shentsize: malformed ELF: section header entry size (e_shentsize) at offset [OFFSET]
-    error: e_phentsize: malformed ELF: program header entry size (e_phentsize) at offset [OFFSET]
-    error: e_phoff: malformed ELF: program header table at offset [OFFSET]
-    error: e_shoff: malformed ELF: section header table outside the file at offset [OFFSET]
-    error: pt-dynamic-misaligned: malformed ELF: dynamic section (PT_DYNAMIC) offset misaligned at offset [OFFSET]
-    error: pt-dynamic-outside: malformed ELF: program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
-    error: pt-load-filesz: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
-    error: dynstr-unterminated: malformed ELF: dynamic string table (.dynstr) not NUL-terminated at offset [OFFSET]
-    error: dt-strtab-unmapped: malformed ELF: DT_STRTAB address at offset [OFFSET]
-    error: dt-runpath-offset: malformed ELF: dynamic string offset at offset [OFFSET]
-    error: verneed-unmapped: malformed ELF: DT_VERNEED address at offset [OFFSET]
-    error: verneed-vn_file: malformed ELF: version need file name (vn_file) outside .dynstr at offset [OFFSET]
-    error: verneed-vn_aux: malformed ELF: version need auxiliary entry (vn_aux/vna_next) outside the file at offset [OFFSET]
-    error: vernaux-vna_name: malformed ELF: version need auxiliary name (vna_name) outside .dynstr at offset [OFFSET]
-    error: sh_name-outside: malformed ELF: section name (sh_name) outside the section name string table at offset [OFFSET]
-    error: sh_name-at-end: malformed ELF: section name (sh_name) outside the section name string table at offset [OFFSET]
-    error: shstrtab-unterminated: malformed ELF: section name string table (.shstrtab) empty or not NUL-terminated at offset [OFFSET]
-    error: shstrtab-outside: malformed ELF: section name string table outside the file at offset [OFFSET]
-    error: truncated-header: not an ELF file: truncated or invalid ELF header
-    error: truncated-half: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
-    error: truncated-section-headers: malformed ELF: section header table outside the file at offset [OFFSET]
+    error: cannot read `e_ident-class`: not an ELF file: unknown ELF class (EI_CLASS)
+    error: cannot read `e_ident-data`: not an ELF file: unknown ELF data encoding (EI_DATA)
+    error: cannot read `e_ident-version`: not an ELF file: unsupported ELF version (EI_VERSION)
+    error: cannot read `e_shstrndx`: malformed ELF: section name string table index (e_shstrndx) out of range at offset [OFFSET]
+    error: cannot read `e_shentsize`: malformed ELF: section header entry size (e_shentsize) at offset [OFFSET]
+    error: cannot read `e_phentsize`: malformed ELF: program header entry size (e_phentsize) at offset [OFFSET]
+    error: cannot read `e_phoff`: malformed ELF: program header table at offset [OFFSET]
+    error: cannot read `e_shoff`: malformed ELF: section header table outside the file at offset [OFFSET]
+    error: cannot read `pt-dynamic-misaligned`: malformed ELF: dynamic section (PT_DYNAMIC) offset misaligned at offset [OFFSET]
+    error: cannot read `pt-dynamic-outside`: malformed ELF: program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    error: cannot read `pt-load-filesz`: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    error: cannot read `dynstr-unterminated`: malformed ELF: dynamic string table (.dynstr) not NUL-terminated at offset [OFFSET]
+    error: cannot read `dt-strtab-unmapped`: malformed ELF: DT_STRTAB address at offset [OFFSET]
+    error: cannot read `dt-runpath-offset`: malformed ELF: dynamic string offset at offset [OFFSET]
+    error: cannot read `verneed-unmapped`: malformed ELF: DT_VERNEED address at offset [OFFSET]
+    error: cannot read `verneed-vn_file`: malformed ELF: version need file name (vn_file) outside .dynstr at offset [OFFSET]
+    error: cannot read `verneed-vn_aux`: malformed ELF: version need auxiliary entry (vn_aux/vna_next) outside the file at offset [OFFSET]
+    error: cannot read `vernaux-vna_name`: malformed ELF: version need auxiliary name (vna_name) outside .dynstr at offset [OFFSET]
+    error: cannot read `sh_name-outside`: malformed ELF: section name (sh_name) outside the section name string table at offset [OFFSET]
+    error: cannot read `sh_name-at-end`: malformed ELF: section name (sh_name) outside the section name string table at offset [OFFSET]
+    error: cannot read `shstrtab-unterminated`: malformed ELF: section name string table (.shstrtab) empty or not NUL-terminated at offset [OFFSET]
+    error: cannot read `shstrtab-outside`: malformed ELF: section name string table outside the file at offset [OFFSET]
+    error: cannot read `truncated-header`: not an ELF file: truncated or invalid ELF header
+    error: cannot read `truncated-half`: malformed ELF: program header PT_LOAD (p_offset + p_filesz beyond the end of the file) at offset [OFFSET]
+    error: cannot read `truncated-section-headers`: malformed ELF: section header table outside the file at offset [OFFSET]
     ");
 }
 
