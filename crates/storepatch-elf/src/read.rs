@@ -183,6 +183,14 @@ pub(crate) struct Dynamic {
     pub(crate) capacity: u64,
 }
 
+/// Where [`Parsed::read_dynamic`] finds the dynamic entries, and how to name it in an error.
+struct DynamicLocation {
+    offset: u64,
+    size: u64,
+    outside: &'static str,
+    misaligned: &'static str,
+}
+
 /// The dynamic string table: where it is and its bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct StringTable {
@@ -243,6 +251,28 @@ impl Parsed {
                 reason: "truncated ELF",
             });
         }
+        // The identification bytes first, so that the message names the one that is wrong.
+        if !matches!(
+            bytes[header::EI_CLASS],
+            header::ELFCLASS32 | header::ELFCLASS64
+        ) {
+            return Err(Error::NotElf {
+                reason: "unknown ELF class (EI_CLASS)",
+            });
+        }
+        if !matches!(
+            bytes[header::EI_DATA],
+            header::ELFDATA2LSB | header::ELFDATA2MSB
+        ) {
+            return Err(Error::NotElf {
+                reason: "unknown ELF data encoding (EI_DATA)",
+            });
+        }
+        if bytes[header::EI_VERSION] != header::EV_CURRENT {
+            return Err(Error::NotElf {
+                reason: "unsupported ELF version (EI_VERSION)",
+            });
+        }
         let ehdr = goblin::elf::Elf::parse_header(bytes).map_err(|_| Error::NotElf {
             reason: "truncated or invalid ELF header",
         })?;
@@ -259,7 +289,11 @@ impl Parsed {
         let ctx = Ctx::new(container, endian);
         let phentsize = u64::from(ehdr.e_phentsize);
         if ehdr.e_phnum > 0 && phentsize != codec.phdr_size() {
-            return Err(Error::malformed("program header entry size", 0));
+            let at = if codec.is64 { 0x36 } else { 0x2a };
+            return Err(Error::malformed(
+                "program header entry size (e_phentsize)",
+                at,
+            ));
         }
         let phoff = ehdr.e_phoff;
         let program_headers = goblin::elf::ProgramHeader::parse(
@@ -282,7 +316,8 @@ impl Parsed {
                 align: phdr.p_align,
             })
             .collect();
-        let sections = read_sections(bytes, &ehdr, ctx);
+        check_segments(bytes, &segments, phoff, codec)?;
+        let sections = read_sections(bytes, &ehdr, ctx)?;
 
         let mut parsed = Self {
             codec,
@@ -305,7 +340,7 @@ impl Parsed {
         };
         parsed.read_interp(bytes)?;
         parsed.read_dynamic(bytes)?;
-        parsed.read_symbols_and_versions(bytes);
+        parsed.read_symbols_and_versions(bytes)?;
         parsed.read_dlopen_notes(bytes);
         Ok(parsed)
     }
@@ -331,22 +366,41 @@ impl Parsed {
         Ok(())
     }
 
+    /// Where the dynamic section is: `PT_DYNAMIC`, which the loader uses; without one, the
+    /// `SHT_DYNAMIC` section header, which is all patchelf ever reads (a `.dynamic` of type
+    /// `SHT_NOBITS`, as in a separate debug file, is no dynamic section).
+    fn dynamic_location(&self) -> Option<DynamicLocation> {
+        if let Some(segment) = self.segments.iter().find(|s| s.p_type == PT_DYNAMIC) {
+            return Some(DynamicLocation {
+                offset: segment.offset,
+                size: segment.filesz,
+                outside: "dynamic section (PT_DYNAMIC) outside the file",
+                misaligned: "dynamic section (PT_DYNAMIC) offset misaligned",
+            });
+        }
+        let section = self.dynamic_section()?;
+        Some(DynamicLocation {
+            offset: section.offset,
+            size: section.size,
+            outside: "dynamic section (.dynamic section header, no PT_DYNAMIC) outside the file",
+            misaligned: "dynamic section (.dynamic section header, no PT_DYNAMIC) offset misaligned",
+        })
+    }
+
     fn read_dynamic(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some(segment) = self
-            .segments
-            .iter()
-            .find(|s| s.p_type == PT_DYNAMIC)
-            .copied()
-        else {
+        let Some(location) = self.dynamic_location() else {
             return Ok(());
         };
         let codec = self.codec;
-        let range = file_range(bytes, segment.offset, segment.filesz)
-            .ok_or_else(|| Error::malformed("PT_DYNAMIC", segment.offset))?;
+        let range = file_range(bytes, location.offset, location.size)
+            .ok_or_else(|| Error::malformed(location.outside, location.offset))?;
+        if location.offset % codec.word_size() != 0 {
+            return Err(Error::malformed(location.misaligned, location.offset));
+        }
         let capacity = (range.len() as u64) / codec.dyn_size();
         let mut entries = Vec::new();
         for index in 0..capacity {
-            let at = segment.offset + index * codec.dyn_size();
+            let at = location.offset + index * codec.dyn_size();
             let tag = codec
                 .word(bytes, at)
                 .ok_or_else(|| Error::malformed("dynamic entry", at))?;
@@ -359,7 +413,7 @@ impl Parsed {
             entries.push(DynEntry { tag, value });
         }
         let dynamic = Dynamic {
-            offset: segment.offset,
+            offset: location.offset,
             entries,
             capacity,
         };
@@ -379,6 +433,12 @@ impl Parsed {
                 .ok_or_else(|| Error::malformed("DT_STRTAB address", strtab))?;
             let range = file_range(bytes, offset, strsz)
                 .ok_or_else(|| Error::malformed("dynamic string table", offset))?;
+            if bytes[range.clone()].last() != Some(&0) {
+                return Err(Error::malformed(
+                    "dynamic string table (.dynstr) not NUL-terminated",
+                    offset,
+                ));
+            }
             self.dynstr = Some(StringTable {
                 offset,
                 bytes: bytes[range].to_vec(),
@@ -386,7 +446,7 @@ impl Parsed {
         } else if dynamic.entries.iter().any(|e| is_string_tag(e.tag)) {
             return Err(Error::malformed(
                 "dynamic section without DT_STRTAB/DT_STRSZ",
-                segment.offset,
+                location.offset,
             ));
         }
         if let Some(table) = &self.dynstr {
@@ -411,9 +471,9 @@ impl Parsed {
 
     /// Finds `.dynsym`, `.gnu.version`, `.gnu.version_r` and `.gnu.version_d` through the dynamic
     /// section and records every string offset they use.
-    fn read_symbols_and_versions(&mut self, bytes: &[u8]) {
+    fn read_symbols_and_versions(&mut self, bytes: &[u8]) -> Result<()> {
         if self.dynamic.is_none() || self.dynstr.is_none() {
-            return;
+            return Ok(());
         }
         let codec = self.codec;
         let mut refs = Vec::new();
@@ -445,44 +505,64 @@ impl Parsed {
         if let Some(versym) = self.dyn_value(DT_VERSYM) {
             self.versym = self.offset_of(versym);
         }
-        // Version needs: Elf_Verneed is 16 bytes, Elf_Vernaux 16 bytes, in both classes.
+        // Version needs: Elf_Verneed is 16 bytes, Elf_Vernaux 16 bytes, in both classes. The
+        // loader follows them (and patchelf's `--replace-needed` rewrites them), so a chain that
+        // leaves the file or names a string outside `.dynstr` is an error, not a partial read.
         if let (Some(address), Some(count)) =
             (self.dyn_value(DT_VERNEED), self.dyn_value(DT_VERNEEDNUM))
         {
-            match self.offset_of(address) {
-                Some(mut at) => {
-                    for _ in 0..count.min(MAX_CHAIN as u64) {
-                        let (Some(cnt), Some(file), Some(aux), Some(next)) = (
-                            codec.u16(bytes, at + 2),
-                            codec.u32(bytes, at + 4),
-                            codec.u32(bytes, at + 8),
-                            codec.u32(bytes, at + 12),
-                        ) else {
-                            complete = false;
-                            break;
-                        };
-                        self.verneed_files.push((at + 4, u64::from(file)));
-                        let mut aux_at = at + u64::from(aux);
-                        for _ in 0..cnt {
-                            let (Some(name), Some(aux_next)) =
-                                (codec.u32(bytes, aux_at + 8), codec.u32(bytes, aux_at + 12))
-                            else {
-                                complete = false;
-                                break;
-                            };
-                            refs.push(u64::from(name));
-                            if aux_next == 0 {
-                                break;
-                            }
-                            aux_at += u64::from(aux_next);
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        at += u64::from(next);
-                    }
+            let strings = self
+                .dynstr
+                .as_ref()
+                .map_or(0, |table| table.bytes.len() as u64);
+            let mut at = self
+                .offset_of(address)
+                .ok_or_else(|| Error::malformed("DT_VERNEED address", address))?;
+            for _ in 0..count.min(MAX_CHAIN as u64) {
+                let (Some(cnt), Some(file), Some(aux), Some(next)) = (
+                    codec.u16(bytes, at + 2),
+                    codec.u32(bytes, at + 4),
+                    codec.u32(bytes, at + 8),
+                    codec.u32(bytes, at + 12),
+                ) else {
+                    return Err(Error::malformed(
+                        "version need entry (vn_next) outside the file",
+                        at,
+                    ));
+                };
+                if u64::from(file) >= strings {
+                    return Err(Error::malformed(
+                        "version need file name (vn_file) outside .dynstr",
+                        at + 4,
+                    ));
                 }
-                None => complete = false,
+                self.verneed_files.push((at + 4, u64::from(file)));
+                let mut aux_at = at + u64::from(aux);
+                for _ in 0..cnt {
+                    let (Some(name), Some(aux_next)) =
+                        (codec.u32(bytes, aux_at + 8), codec.u32(bytes, aux_at + 12))
+                    else {
+                        return Err(Error::malformed(
+                            "version need auxiliary entry (vn_aux/vna_next) outside the file",
+                            aux_at,
+                        ));
+                    };
+                    if u64::from(name) >= strings {
+                        return Err(Error::malformed(
+                            "version need auxiliary name (vna_name) outside .dynstr",
+                            aux_at + 8,
+                        ));
+                    }
+                    refs.push(u64::from(name));
+                    if aux_next == 0 {
+                        break;
+                    }
+                    aux_at += u64::from(aux_next);
+                }
+                if next == 0 {
+                    break;
+                }
+                at += u64::from(next);
             }
         }
         // Version definitions: Elf_Verdef is 20 bytes, Elf_Verdaux 8 bytes.
@@ -524,6 +604,7 @@ impl Parsed {
             }
         }
         self.other_string_refs = complete.then_some(refs);
+        Ok(())
     }
 
     /// Number of dynamic symbols: from the section header, else `DT_HASH`, else `DT_GNU_HASH`.
@@ -620,9 +701,90 @@ impl Parsed {
         })
     }
 
+    /// The `SHT_DYNAMIC` section header (never a `SHT_NOBITS` `.dynamic`).
     pub(crate) fn dynamic_section(&self) -> Option<&Section> {
         self.sections.iter().find(|s| s.sh_type == SHT_DYNAMIC)
     }
+}
+
+/// Something damaged in a file that can still be edited, which patchelf warns about (on
+/// stderr) when it rewrites the file's headers, that is, on every edit that relayouts the file.
+///
+/// The relayout here never renumbers sections, so these symbols keep pointing where they did;
+/// the warnings say the file was broken before it was edited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Warning {
+    /// Symbols in `.symtab` or `.dynsym` have a section index (`st_shndx`) beyond the section
+    /// header table.
+    SymbolInMissingSection {
+        /// The section index the symbols name.
+        section: u16,
+    },
+    /// Symbols in `.symtab` or `.dynsym` are defined in a section whose name is empty.
+    SymbolInUnnamedSection {
+        /// The section index the symbols name.
+        section: u16,
+    },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // patchelf's wording, so that scripts matching its output keep working.
+        match self {
+            Self::SymbolInMissingSection { section } => write!(
+                formatter,
+                "entry {section} in symbol table refers to a non-existent section"
+            ),
+            Self::SymbolInUnnamedSection { section } => write!(
+                formatter,
+                "symbol table entry refers to an unnamed section (index {section})"
+            ),
+        }
+    }
+}
+
+/// The [`Warning`]s patchelf would print when it rewrites this file, each once, in order; a file
+/// that does not parse has none (its error is reported instead).
+pub fn relayout_warnings(bytes: &[u8]) -> Vec<Warning> {
+    const SHT_SYMTAB: u32 = 2;
+    const SHN_LORESERVE: u16 = 0xff00;
+    let Ok(parsed) = Parsed::parse(bytes) else {
+        return Vec::new();
+    };
+    let codec = parsed.codec;
+    // `Elf64_Sym` puts `st_shndx` after `st_name`, `st_info` and `st_other`; `Elf32_Sym` after
+    // `st_value` and `st_size` too.
+    let (entry_size, shndx_at): (u64, u64) = if codec.is64 { (24, 6) } else { (16, 14) };
+    let mut warnings = std::collections::BTreeSet::new();
+    for table in parsed
+        .sections
+        .iter()
+        .skip(1)
+        .filter(|s| s.sh_type == SHT_SYMTAB || s.sh_type == SHT_DYNSYM)
+    {
+        let Some(range) = file_range(bytes, table.offset, table.size) else {
+            continue;
+        };
+        let count = (range.len() as u64) / entry_size;
+        for index in 0..count {
+            let Some(section) = codec.u16(bytes, table.offset + index * entry_size + shndx_at)
+            else {
+                break;
+            };
+            if section == 0 || section >= SHN_LORESERVE {
+                continue;
+            }
+            match parsed.sections.get(usize::from(section)) {
+                None => warnings.insert(Warning::SymbolInMissingSection { section }),
+                Some(target) if target.name.is_empty() => {
+                    warnings.insert(Warning::SymbolInUnnamedSection { section })
+                }
+                Some(_) => false,
+            };
+        }
+    }
+    warnings.into_iter().collect()
 }
 
 /// Iterates the descriptors of notes with the given owner and type.
@@ -663,49 +825,154 @@ pub(crate) fn file_range(bytes: &[u8], offset: u64, size: u64) -> Option<std::op
     (end <= bytes.len()).then_some(start..end)
 }
 
-fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Vec<Section> {
-    let Ok(shoff) = usize::try_from(ehdr.e_shoff) else {
-        return Vec::new();
-    };
-    if shoff == 0 || ehdr.e_shnum == 0 {
-        return Vec::new();
+/// Program headers whose file contents lie beyond the end of the file are rejected.
+fn check_segments(bytes: &[u8], segments: &[Segment], phoff: u64, codec: Codec) -> Result<()> {
+    for (index, segment) in segments.iter().enumerate() {
+        if segment.p_type == 0 || segment.filesz == 0 {
+            continue;
+        }
+        if file_range(bytes, segment.offset, segment.filesz).is_none() {
+            let at = phoff.saturating_add(index as u64 * codec.phdr_size());
+            let what = match segment.p_type {
+                PT_LOAD => {
+                    "program header PT_LOAD (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_DYNAMIC => {
+                    "program header PT_DYNAMIC (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_INTERP => {
+                    "program header PT_INTERP (p_offset + p_filesz beyond the end of the file)"
+                }
+                PT_NOTE => {
+                    "program header PT_NOTE (p_offset + p_filesz beyond the end of the file)"
+                }
+                _ => "program header (p_offset + p_filesz beyond the end of the file)",
+            };
+            return Err(Error::malformed(what, at));
+        }
     }
-    let expected = if ctx.container == Container::Big {
-        64
+    Ok(())
+}
+
+/// Reads the section headers; a file without them (`e_shnum` 0) has none. A table that is
+/// present must be well-formed: the entry size, the name table index, the name table itself
+/// and every name offset are checked.
+///
+/// With 0xff00 sections or more, the ELF header cannot hold the count: `e_shnum` is 0 and the
+/// first section header's `sh_size` holds it, and `e_shstrndx` is `SHN_XINDEX` with the index in
+/// its `sh_link` (extended section numbering, as the ELF specification defines it).
+fn read_sections(bytes: &[u8], ehdr: &goblin::elf::Header, ctx: Ctx) -> Result<Vec<Section>> {
+    const SHN_XINDEX: u16 = 0xffff;
+    if ehdr.e_shoff == 0 {
+        return Ok(Vec::new());
+    }
+    let is64 = ctx.container == Container::Big;
+    let (expected, shentsize_at, shstrndx_at) = if is64 {
+        (64, 0x3a, 0x3e)
     } else {
-        40
+        (40, 0x2e, 0x32)
+    };
+    let shoff = ehdr.e_shoff;
+    let first = || -> Result<goblin::elf::SectionHeader> {
+        if ehdr.e_shentsize != expected {
+            return Err(Error::malformed(
+                "section header entry size (e_shentsize)",
+                shentsize_at,
+            ));
+        }
+        if file_range(bytes, shoff, u64::from(expected)).is_none() {
+            return Err(Error::malformed(
+                "section header table outside the file",
+                shoff,
+            ));
+        }
+        goblin::elf::SectionHeader::parse(bytes, usize_of(shoff, "section header table")?, 1, ctx)
+            .ok()
+            .and_then(|mut headers| headers.pop())
+            .ok_or_else(|| Error::malformed("section header table", shoff))
+    };
+    let count = if ehdr.e_shnum == 0 {
+        // No section headers, unless a readable first header gives the count: tools that strip
+        // the section headers leave the other fields as they may.
+        match first() {
+            Ok(header) if header.sh_size != 0 => header.sh_size,
+            _ => return Ok(Vec::new()),
+        }
+    } else {
+        u64::from(ehdr.e_shnum)
     };
     if ehdr.e_shentsize != expected {
-        return Vec::new();
+        return Err(Error::malformed(
+            "section header entry size (e_shentsize)",
+            shentsize_at,
+        ));
     }
-    let Ok(headers) =
-        goblin::elf::SectionHeader::parse(bytes, shoff, usize::from(ehdr.e_shnum), ctx)
-    else {
-        return Vec::new();
+    let table_size = count.saturating_mul(u64::from(expected));
+    if file_range(bytes, shoff, table_size).is_none() {
+        return Err(Error::malformed(
+            "section header table outside the file",
+            shoff,
+        ));
+    }
+    let headers = goblin::elf::SectionHeader::parse(
+        bytes,
+        usize_of(shoff, "section header table")?,
+        usize_of(count, "section header count")?,
+        ctx,
+    )
+    .map_err(|_| Error::malformed("section header table", shoff))?;
+    let strndx = if ehdr.e_shstrndx == SHN_XINDEX {
+        usize::try_from(first()?.sh_link).unwrap_or(usize::MAX)
+    } else {
+        usize::from(ehdr.e_shstrndx)
     };
-    let names = headers
-        .get(usize::from(ehdr.e_shstrndx))
-        .and_then(|strtab| file_range(bytes, strtab.sh_offset, strtab.sh_size))
-        .map(|range| &bytes[range]);
-    headers
-        .iter()
-        .enumerate()
-        .map(|(index, header)| {
-            let name = names
-                .and_then(|table| table.get(header.sh_name..))
-                .and_then(|rest| rest.split(|&byte| byte == 0).next())
-                .unwrap_or_default()
-                .to_vec();
-            Section {
-                index,
-                name,
-                sh_type: header.sh_type,
-                flags: header.sh_flags,
-                addr: header.sh_addr,
-                offset: header.sh_offset,
-                size: header.sh_size,
-                entsize: header.sh_entsize,
-            }
-        })
-        .collect()
+    let Some(strtab) = headers.get(strndx).filter(|_| strndx != 0) else {
+        return Err(Error::malformed(
+            "section name string table index (e_shstrndx) out of range",
+            shstrndx_at,
+        ));
+    };
+    let names = file_range(bytes, strtab.sh_offset, strtab.sh_size)
+        .map(|range| &bytes[range])
+        .ok_or_else(|| {
+            Error::malformed(
+                "section name string table outside the file",
+                strtab.sh_offset,
+            )
+        })?;
+    if names.last() != Some(&0) {
+        return Err(Error::malformed(
+            "section name string table (.shstrtab) empty or not NUL-terminated",
+            strtab.sh_offset,
+        ));
+    }
+    let mut sections = Vec::with_capacity(headers.len());
+    for (index, header) in headers.iter().enumerate() {
+        let Some(rest) = names.get(header.sh_name..).filter(|rest| !rest.is_empty()) else {
+            return Err(Error::malformed(
+                "section name (sh_name) outside the section name string table",
+                shoff + index as u64 * u64::from(expected),
+            ));
+        };
+        let name = rest
+            .split(|&byte| byte == 0)
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        sections.push(Section {
+            index,
+            name,
+            sh_type: header.sh_type,
+            flags: header.sh_flags,
+            addr: header.sh_addr,
+            offset: header.sh_offset,
+            size: header.sh_size,
+            entsize: header.sh_entsize,
+        });
+    }
+    Ok(sections)
 }
+
+#[cfg(test)]
+#[path = "read_corruption_tests.rs"]
+mod corruption_tests;

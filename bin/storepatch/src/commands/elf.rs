@@ -58,7 +58,9 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--version]
   FILENAME...
 
-An option value of the form @FILE is replaced by the contents of FILE.
+A value @FILE of --set-interpreter, --set-os-abi, --set-soname, --set-rpath, --add-rpath,
+--add-needed, --remove-needed, --clear-symbol-version or --output is replaced by the contents
+of FILE (as patchelf does; other options take their values as they are).
 Exit status: 0 on success, 1 on any error (as patchelf).
 ";
 
@@ -136,7 +138,8 @@ enum Parsed {
     Version,
 }
 
-/// Reads an option value; `@FILE` means the bytes of FILE.
+/// Reads an option value; `@FILE` means the bytes of FILE (for the options patchelf reads
+/// `@FILE` for; the others use [`literal_value`]).
 fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<Vec<u8>> {
     let Some(raw) = args.next() else {
         bail!("missing argument to {option}");
@@ -145,7 +148,7 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
         // Named as patchelf names it, so scripts matching its message keep working.
-        return fs_err::read(path).with_context(|| {
+        return read_value_file(path).with_context(|| {
             format!(
                 "getting info about '{}' (the value of {option})",
                 path.display()
@@ -153,6 +156,27 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
         });
     }
     Ok(raw)
+}
+
+/// Largest `@FILE` value read.
+const MAX_VALUE_FILE: u64 = 64 << 20;
+
+/// The bytes of an `@FILE` value: a regular file of at most [`MAX_VALUE_FILE`] bytes, so that
+/// `@/dev/zero` is not read without end and a FIFO is not waited on.
+fn read_value_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let metadata = fs_err::metadata(path)?;
+    if !metadata.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    fs_err::File::open(path)?
+        .take(MAX_VALUE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_VALUE_FILE {
+        bail!("{}: larger than {MAX_VALUE_FILE} bytes", path.display());
+    }
+    Ok(bytes)
 }
 
 /// Largest `--rename-dynamic-symbols` map file read.
@@ -206,6 +230,20 @@ fn read_symbol_map(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(renames)
 }
 
+/// Reads an option value as it is: patchelf reads `@FILE` only for the options that take a name
+/// or a path (`--set-interpreter`, `--set-os-abi`, `--set-soname`, `--set-rpath`, `--add-rpath`,
+/// `--add-needed`, `--remove-needed`, `--clear-symbol-version`, `--output`), not for
+/// `--replace-needed`, `--page-size` or `--allowed-rpath-prefixes`.
+fn literal_value(
+    args: &mut impl Iterator<Item = OsString>,
+    option: &str,
+) -> anyhow::Result<Vec<u8>> {
+    match args.next() {
+        Some(raw) => Ok(raw.into_vec()),
+        None => bail!("missing argument to {option}"),
+    }
+}
+
 fn text_value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Result<String> {
     let raw = value(args, option)?;
     String::from_utf8(raw).with_context(|| format!("the value of {option} is not UTF-8"))
@@ -220,7 +258,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.interpreter = Some(value(&mut args, "--set-interpreter")?);
             }
             Some("--page-size") => {
-                let size = text_value(&mut args, "--page-size")?;
+                let size = String::from_utf8(literal_value(&mut args, "--page-size")?)
+                    .context("the value of --page-size is not UTF-8")?;
                 let size: u64 = size
                     .trim()
                     .parse()
@@ -246,7 +285,7 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--remove-rpath") => invocation.remove_rpath = true,
             Some("--shrink-rpath") => invocation.shrink_rpath = true,
             Some("--allowed-rpath-prefixes") => {
-                let prefixes = value(&mut args, "--allowed-rpath-prefixes")?;
+                let prefixes = literal_value(&mut args, "--allowed-rpath-prefixes")?;
                 invocation.allowed_prefixes.extend(
                     prefixes
                         .split(|&b| b == b':')
@@ -265,8 +304,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.remove_needed.push(name);
             }
             Some("--replace-needed") => {
-                let old = value(&mut args, "--replace-needed")?;
-                let new = value(&mut args, "--replace-needed")?;
+                let old = literal_value(&mut args, "--replace-needed")?;
+                let new = literal_value(&mut args, "--replace-needed")?;
                 invocation.edits.replace_needed.push((old, new));
             }
             Some("--print-needed") => invocation.print_needed = true,
@@ -292,10 +331,8 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 invocation.edits.clear_symbol_version.push(name);
             }
             Some("--output") => {
-                let Some(output) = args.next() else {
-                    bail!("missing argument to --output");
-                };
-                invocation.output = Some(PathBuf::from(output));
+                let output = value(&mut args, "--output")?;
+                invocation.output = Some(PathBuf::from(OsString::from_vec(output)));
             }
             Some("--debug") => invocation.debug = true,
             Some("--help" | "-h") => return Ok(Parsed::Help),
@@ -401,20 +438,26 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     if wants_print {
         // Regular files only, read to their size: never `/dev/zero` without end, nor a FIFO.
         let bytes = read_input(file)?;
-        let info =
-            ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
+        let info = parse_input(file, &bytes)?;
         print_info(invocation, file, &info)?;
     }
     let output = invocation.output.as_deref().unwrap_or(file);
     if invocation.edits == ElfEdits::default() && output == file {
         // Still parsed and validated, as patchelf does: malformed input is an error.
         let bytes = read_input(file)?;
-        ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        parse_input(file, &bytes)?;
     } else {
+        // Validated before the edit, so that a malformed file gets the same message from every
+        // command; and patchelf warns about damage it finds while rewriting the headers.
+        let warnings = {
+            let bytes = read_input(file)?;
+            parse_input(file, &bytes)?;
+            storepatch_elf::relayout_warnings(&bytes)
+        };
         // The error names the file already.
         let outcome =
             storepatch_elf::apply_to_file_as(file, output, &invocation.edits, &invocation.options)?;
-        log_outcome(file, &outcome);
+        log_outcome(file, &outcome, &warnings);
     }
     if invocation.build_resolution_cache {
         build_resolution_cache(invocation, output)?;
@@ -432,7 +475,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
 )]
 fn build_resolution_cache(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     let bytes = read_input(file)?;
-    let info = ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+    let info = parse_input(file, &bytes)?;
     drop(bytes);
     match storepatch_elf::resolution_cache_descriptor(&info) {
         Ok(descriptor) => {
@@ -441,7 +484,7 @@ fn build_resolution_cache(invocation: &Invocation, file: &Path) -> anyhow::Resul
                 ..ElfEdits::default()
             };
             let outcome = storepatch_elf::apply_to_file(file, &edits, &invocation.options)?;
-            log_outcome(file, &outcome);
+            log_outcome(file, &outcome, &[]);
         }
         Err(_) if info.resolution_cache.is_some() => bail!(
             "{}: --build-resolution-cache: a resolution cache note is already present; \
@@ -455,17 +498,30 @@ fn build_resolution_cache(invocation: &Invocation, file: &Path) -> anyhow::Resul
     Ok(())
 }
 
-fn log_outcome(file: &Path, outcome: &Outcome) {
+fn log_outcome(file: &Path, outcome: &Outcome, warnings: &[storepatch_elf::Warning]) {
     match outcome {
         Outcome::Unchanged => log::debug!("{}: nothing to change", file.display()),
         Outcome::InPlace { bytes_written } => {
             log::debug!("{}: {bytes_written} bytes changed in place", file.display());
         }
-        Outcome::Relayout { old_size, new_size } => log::debug!(
-            "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
-            file.display()
-        ),
+        Outcome::Relayout { old_size, new_size } => {
+            log::debug!(
+                "{}: rewritten with a new segment ({old_size} -> {new_size} bytes)",
+                file.display()
+            );
+            for &warning in warnings {
+                warn(file, warning);
+            }
+        }
     }
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "patchelf prints these warnings on stderr and carries on"
+)]
+fn warn(file: &Path, warning: storepatch_elf::Warning) {
+    eprintln!("warning: {}: {warning}", file.display());
 }
 
 fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {
@@ -527,6 +583,12 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     }
     out.flush()?;
     Ok(())
+}
+
+/// Parses and validates an input file; a malformed one is named in the form every command
+/// uses (``cannot read `FILE`: malformed ELF: …``).
+fn parse_input(file: &Path, bytes: &[u8]) -> anyhow::Result<ElfInfo> {
+    ElfInfo::parse(bytes).map_err(|err| anyhow::anyhow!("cannot read `{}`: {err}", file.display()))
 }
 
 /// Reads an input file (regular files only, see [`storepatch_elf::read_file`]), with an I/O

@@ -9,6 +9,8 @@ mod common;
 /// Foreign architectures under qemu-user: edit, relink, run.
 mod cross;
 mod elf;
+/// `storepatch elf` on malformed files beside the real patchelf, and on every valid system file.
+mod elf_invalid;
 /// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
 mod faults;
 /// The committed man pages and completions are current.
