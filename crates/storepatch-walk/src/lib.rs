@@ -331,7 +331,7 @@ fn read_dir(
     options: WalkOptions,
     errors: &mut Vec<Error>,
 ) -> rustix::io::Result<(rustix::fs::Dir, Vec<Child>)> {
-    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use rustix::fs::{AtFlags, Mode, OFlags};
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
