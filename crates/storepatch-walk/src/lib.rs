@@ -426,10 +426,7 @@ fn open_listed(
 /// The last component of a path the walk built (`parent/name`).
 fn name_of(path: &Path) -> &OsStr {
     let bytes = path.as_os_str().as_bytes();
-    let start = bytes
-        .iter()
-        .rposition(|&byte| byte == b'/')
-        .map_or(0, |slash| slash + 1);
+    let start = memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1);
     OsStr::from_bytes(&bytes[start..])
 }
 
