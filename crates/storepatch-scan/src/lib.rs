@@ -999,7 +999,7 @@ mod tests {
                         0 => pick.to_le_bytes()[0],
                         1 => edges[pick % edges.len()],
                         // Long stretches of `e`, as a scrubbed hash has.
-                        _ if round % 4 == 3 && state % 7 != 0 => b'e',
+                        _ if round % 4 == 3 && !state.is_multiple_of(7) => b'e',
                         _ => alphabet[pick % 32],
                     }
                 })
