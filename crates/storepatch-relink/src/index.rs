@@ -118,6 +118,8 @@ enum Source {
     },
     /// A run path entry of an indexed library: a directory that may not exist.
     RunPath(PathBuf),
+    /// Files (or symlinks) named like libraries that the caller found walking a tree.
+    Listed(Vec<PathBuf>),
 }
 
 /// Collects library sources, then parses them all (see [`LibraryIndex::builder`]).
@@ -170,6 +172,21 @@ impl LibraryIndexBuilder {
             root: root.into(),
             recursive,
         });
+        self
+    }
+
+    /// Searches these files (or symlinks to them), in the order given, as [`Self::tree`] would
+    /// search the tree they were found in: for a caller that has walked the tree already, such
+    /// as [`crate::walk_trees`] ([`crate::TreeWalk::libraries`]). Names that do not look like
+    /// libraries are left out.
+    #[must_use]
+    pub fn files(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.push(Source::Listed(
+            paths
+                .into_iter()
+                .filter(|path| path.file_name().is_some_and(looks_like_library))
+                .collect(),
+        ));
         self
     }
 
@@ -265,6 +282,7 @@ fn list(source: &Source) -> Result<Vec<PathBuf>> {
             });
             Ok(names)
         }
+        Source::Listed(paths) => Ok(paths.clone()),
         Source::Tree { root, recursive } => {
             let walk = storepatch_walk::walk(root)?;
             Ok(walk

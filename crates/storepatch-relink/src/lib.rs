@@ -11,7 +11,7 @@
 //!   supplied library path has the same name ([`RestoreMap`]); see the `plan` module docs for
 //!   the exact rules and where they differ from autoPatchelfHook;
 //! - [`apply`]: one ELF engine pass per file, never through a shared inode, keeping modes;
-//! - [`relink_trees`]: the run over whole trees (each inode relinked once, other names linked to
+//! - [`walk_trees`], [`relink_walked`] and [`relink_trees`]: the run over whole trees, walked once (each inode relinked once, other names linked to
 //!   the new file again, per-file results in walk order);
 //! - [`Loader`]: a static model of ld.so's search, for audits;
 //! - [`Pattern`]: `fnmatch`-style patterns for ignoring missing dependencies.
@@ -59,6 +59,9 @@ pub use patchelf_flags::PatchelfFlagError;
 pub use plan::{
     Dependency, DependencyKind, PatchelfFlags, Plan, Relink, Relinker, Resolution, Settings, Skip,
 };
-pub use run::{FileResult, TreeError, TreeFile, TreeOptions, TreeRun, relink_trees};
+pub use run::{
+    FileResult, TreeError, TreeFile, TreeOptions, TreeRun, TreeWalk, relink_trees, relink_walked,
+    walk_trees,
+};
 pub use runpath::RestoreMap;
 pub use target::Target;

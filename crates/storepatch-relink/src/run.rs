@@ -1,7 +1,9 @@
 //! Relinking whole trees: which files are relinked, each file's result, hard links.
 //!
-//! [`relink_trees`] walks the roots, handles leftover temporary files of interrupted runs, relinks
-//! every regular file in parallel (each inode once, under the name met first), links the other
+//! [`walk_trees`] walks the roots once: it handles leftover temporary files of interrupted runs,
+//! collects the regular files to relink and the libraries among them (for the library index), and
+//! looks at each file's first bytes while the walk has it open, so the many files of a venv that are
+//! not ELF are never opened again. [`relink_walked`] then relinks every ELF file in parallel (each inode once, under the name met first), links the other
 //! names of a rewritten file to it again, and returns the results in walk order, so a report never
 //! depends on the thread count. A signal stops the run between files: each file is old or new.
 use std::collections::HashMap;
@@ -87,7 +89,139 @@ pub enum TreeError {
     Walk(#[from] storepatch_walk::Error),
 }
 
-/// Relinks every regular file below `roots` (see the module docs).
+/// The trees to relink, walked once: the files to relink and the libraries among them, for
+/// [`crate::LibraryIndexBuilder::files`] and then [`relink_walked`].
+#[derive(Debug)]
+pub struct TreeWalk {
+    files: Vec<TreeFile>,
+    /// What the walk learnt of each file's first bytes.
+    starts: Vec<Start>,
+    libraries: Vec<PathBuf>,
+    errors: Vec<(PathBuf, String)>,
+    removed: Vec<storepatch_tree::Removed>,
+}
+
+impl TreeWalk {
+    /// The files and symlinks of the trees named like libraries (`*.so*`), in walk order: the
+    /// trees' own libraries, as [`crate::LibraryIndexBuilder::tree`] would find them.
+    pub fn libraries(&self) -> &[PathBuf] {
+        &self.libraries
+    }
+}
+
+/// What a file's first bytes say, learnt while the tree is walked.
+#[derive(Debug)]
+enum Start {
+    /// It starts with the ELF magic: it is read whole and planned.
+    Elf,
+    /// It does not (or is too short to): not ELF.
+    NotElf,
+    /// Its first bytes could not be read; the message names the file.
+    Unreadable(String),
+}
+
+/// Walks `roots` once (see the module docs): every regular file to relink, with its first bytes
+/// looked at through the open file while the walk has it, and the libraries among them.
+/// Leftover temporary files of interrupted runs are removed here (or reported, in a dry run).
+///
+/// # Errors
+///
+/// A root cannot be walked; problems with single entries are in the [`TreeWalk`] instead.
+pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, TreeError> {
+    // The files to relink: regular files only (symlinks point at files that are relinked under
+    // their own name, or are outside the tree and must not be written).
+    // Hard links inside the trees: each file is relinked once, under the name met first.
+    let mut tree = TreeWalk {
+        files: Vec::new(),
+        starts: Vec::new(),
+        libraries: Vec::new(),
+        errors: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut first_names: HashMap<(u64, u64), usize> = HashMap::new();
+    let considered = |entry: &storepatch_walk::Entry| options.recursive || entry.depth <= 1;
+    let leftover = |entry: &storepatch_walk::Entry| {
+        if entry.depth == 0 {
+            return None;
+        }
+        entry
+            .path
+            .file_name()
+            .and_then(storepatch_rewrite::Leftover::from_name)
+    };
+    for root in roots {
+        let (walk, starts) = storepatch_walk::walk_with(root, |visit| {
+            let entry = visit.entry();
+            if entry.kind != EntryKind::File || !considered(entry) || leftover(entry).is_some() {
+                return None;
+            }
+            Some(start_of(visit))
+        })?;
+        tree.errors.extend(
+            walk.errors
+                .iter()
+                .map(|err| (err.path().to_path_buf(), error_chain(err))),
+        );
+        for (entry, start) in walk.entries.into_iter().zip(starts) {
+            if !matches!(entry.kind, EntryKind::File | EntryKind::Symlink) || !considered(&entry) {
+                continue;
+            }
+            if let Some(leftover) = leftover(&entry) {
+                if entry.kind == EntryKind::File {
+                    match storepatch_tree::leftover(&entry, &leftover, !options.dry_run) {
+                        Ok(note) => tree.removed.push(note),
+                        Err(err) => tree.errors.push((err.path, err.message)),
+                    }
+                }
+                continue;
+            }
+            if entry
+                .path
+                .file_name()
+                .is_some_and(crate::index::looks_like_library)
+            {
+                tree.libraries.push(entry.path.clone());
+            }
+            let Some(start) = start else {
+                continue;
+            };
+            let inode = (entry.dev, entry.ino);
+            let first_name = if entry.nlink > 1 {
+                let index = tree.files.len();
+                let first = *first_names.entry(inode).or_insert(index);
+                (first != index).then_some(first)
+            } else {
+                None
+            };
+            tree.files.push(TreeFile {
+                path: entry.path,
+                len: entry.len,
+                inode,
+                first_name,
+            });
+            tree.starts.push(start);
+        }
+    }
+    Ok(tree)
+}
+
+/// Looks at the first bytes of a regular file the walk has open; a file too short to hold the
+/// ELF magic is not opened for it.
+fn start_of(visit: &storepatch_walk::Visit<'_>) -> Start {
+    const MAGIC: &[u8; 4] = b"\x7fELF";
+    if visit.entry().len < MAGIC.len() as u64 {
+        return Start::NotElf;
+    }
+    let mut start = [0; MAGIC.len()];
+    match visit.read_start(&mut start) {
+        Ok(read) if read == start.len() && start == *MAGIC => Start::Elf,
+        Ok(_) => Start::NotElf,
+        Err(err) => Start::Unreadable(error_chain(&err)),
+    }
+}
+
+/// Relinks every regular file below `roots` (see the module docs): [`walk_trees`], then
+/// [`relink_walked`].
 ///
 /// # Errors
 ///
@@ -97,71 +231,46 @@ pub fn relink_trees(
     roots: &[PathBuf],
     options: TreeOptions,
 ) -> Result<TreeRun, TreeError> {
-    // The files to relink: regular files only (symlinks point at files that are relinked under
-    // their own name, or are outside the tree and must not be written).
-    // Hard links inside the trees: each file is relinked once, under the name met first.
-    let mut files: Vec<TreeFile> = Vec::new();
-    let mut errors: Vec<(PathBuf, String)> = Vec::new();
-    let mut removed = Vec::new();
-    let mut first_names: HashMap<(u64, u64), usize> = HashMap::new();
-    for root in roots {
-        let walk = storepatch_walk::walk(root)?;
-        errors.extend(
-            walk.errors
-                .iter()
-                .map(|err| (err.path().to_path_buf(), error_chain(err))),
-        );
-        for entry in walk.entries {
-            if entry.kind != EntryKind::File || !(options.recursive || entry.depth <= 1) {
-                continue;
-            }
-            if entry.depth > 0
-                && let Some(leftover) = entry
-                    .path
-                    .file_name()
-                    .and_then(storepatch_rewrite::Leftover::from_name)
-            {
-                match storepatch_tree::leftover(&entry, &leftover, !options.dry_run) {
-                    Ok(note) => removed.push(note),
-                    Err(err) => errors.push((err.path, err.message)),
-                }
-                continue;
-            }
-            let inode = (entry.dev, entry.ino);
-            let first_name = if entry.nlink > 1 {
-                let index = files.len();
-                let first = *first_names.entry(inode).or_insert(index);
-                (first != index).then_some(first)
-            } else {
-                None
-            };
-            files.push(TreeFile {
-                path: entry.path,
-                len: entry.len,
-                inode,
-                first_name,
-            });
-        }
-    }
+    Ok(relink_walked(
+        relinker,
+        walk_trees(roots, options)?,
+        options,
+    ))
+}
+
+/// Relinks the files of trees walked by [`walk_trees`] in parallel; results in walk order.
+pub fn relink_walked(relinker: &Relinker, tree: TreeWalk, options: TreeOptions) -> TreeRun {
+    let TreeWalk {
+        files,
+        starts,
+        errors,
+        removed,
+        ..
+    } = tree;
     let mut results: Vec<FileResult> = files
         .par_iter()
-        .map(|file| match file.first_name {
-            Some(first) => FileResult::HardLink {
+        .zip(starts)
+        .map(|(file, start)| match (file.first_name, start) {
+            (Some(first), _) => FileResult::HardLink {
                 first,
                 relinked: false,
             },
+            (None, Start::NotElf) => FileResult::Skipped(Skip::NotElf),
+            (None, Start::Unreadable(message)) => FileResult::Failed(message),
             // Each file is finished or not started: a signal stops the run between files.
-            None if storepatch_rewrite::interrupt::signal().is_some() => FileResult::Interrupted,
-            None => relink_file(relinker, &file.path, file.len, options),
+            (None, Start::Elf) if storepatch_rewrite::interrupt::signal().is_some() => {
+                FileResult::Interrupted
+            }
+            (None, Start::Elf) => relink_file(relinker, &file.path, file.len, options),
         })
         .collect();
     relink_hard_links(&files, &mut results);
-    Ok(TreeRun {
+    TreeRun {
         files,
         results,
         errors,
         removed,
-    })
+    }
 }
 
 /// Links every later name of a file to its first name again where relinking the first name put a
@@ -200,20 +309,8 @@ fn relink_hard_links(files: &[TreeFile], results: &mut [FileResult]) {
     }
 }
 
-/// Relinks one file (the first name of its inode).
+/// Relinks one file (the first name of its inode), which starts with the ELF magic.
 fn relink_file(relinker: &Relinker, path: &Path, len: u64, options: TreeOptions) -> FileResult {
-    // Most files of a venv are not ELF: look at the magic before reading them whole.
-    match has_elf_magic(path) {
-        Ok(true) => {}
-        Ok(false) => return FileResult::Skipped(Skip::NotElf),
-        Err(err) => {
-            return FileResult::Failed(format!(
-                "cannot read `{}`: {}",
-                path.display(),
-                io_cause(&err)
-            ));
-        }
-    }
     let contents = match storepatch_walk::read(path, len, options.read_policy) {
         Ok(contents) => contents,
         Err(err) => return FileResult::Failed(error_chain(&err)),
@@ -247,27 +344,77 @@ fn relink_file(relinker: &Relinker, path: &Path, len: u64, options: TreeOptions)
     }
 }
 
-/// Whether the file starts with the ELF magic (a shorter file does not).
-fn has_elf_magic(path: &Path) -> std::io::Result<bool> {
-    use std::io::Read as _;
-    let mut magic = [0u8; 4];
-    let mut file = fs_err::File::open(path)?;
-    let mut filled = 0;
-    while filled < magic.len() {
-        match file.read(&mut magic[filled..])? {
-            0 => break,
-            read => filled += read,
-        }
-    }
-    Ok(filled == magic.len() && magic == *b"\x7fELF")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What the system said about `err`: `fs_err` words its errors as
-/// ``failed to OPERATION `PATH`: CAUSE``, and the path is in the message already.
-fn io_cause(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    match text.split_once("`: ") {
-        Some((operation, cause)) if operation.starts_with("failed to ") => cause.to_owned(),
-        _ => text,
+    #[test]
+    fn one_walk_finds_the_libraries_and_looks_at_every_file_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs_err::create_dir_all(root.join("sub")).unwrap();
+        // A real ELF file (this test binary) under a library's name, and under another name.
+        let elf = fs_err::read(std::env::current_exe().unwrap()).unwrap();
+        fs_err::write(root.join("libreal.so.1"), &elf).unwrap();
+        fs_err::write(root.join("sub/libdeep.so"), &elf).unwrap();
+        fs_err::write(root.join("tool"), &elf).unwrap();
+        // The magic alone is a (truncated) ELF file; shorter files cannot be one.
+        fs_err::write(root.join("stub"), b"\x7fELF").unwrap();
+        fs_err::write(root.join("short"), b"\x7fEL").unwrap();
+        fs_err::write(root.join("empty"), b"").unwrap();
+        fs_err::write(root.join("script.py"), b"print('hello')\n").unwrap();
+        std::os::unix::fs::symlink("libreal.so.1", root.join("libreal.so")).unwrap();
+        fs_err::hard_link(root.join("tool"), root.join("tool-again")).unwrap();
+        let starts = |tree: &TreeWalk| -> Vec<(String, String, Option<usize>)> {
+            tree.files
+                .iter()
+                .zip(&tree.starts)
+                .map(|(file, start)| {
+                    let name = file.path.strip_prefix(&root).unwrap().display().to_string();
+                    (name, format!("{start:?}"), file.first_name)
+                })
+                .collect()
+        };
+        let names = |paths: &[PathBuf]| -> Vec<String> {
+            paths
+                .iter()
+                .map(|path| path.strip_prefix(&root).unwrap().display().to_string())
+                .collect()
+        };
+        let mut options = TreeOptions {
+            recursive: true,
+            dry_run: true,
+            read_policy: ReadPolicy::default(),
+        };
+        let tree = walk_trees(std::slice::from_ref(&root), options).unwrap();
+        assert!(tree.errors.is_empty(), "{:?}", tree.errors);
+        assert_eq!(
+            names(tree.libraries()),
+            ["libreal.so", "libreal.so.1", "sub/libdeep.so"]
+        );
+        let expected = [
+            ("empty", "NotElf", None),
+            ("libreal.so.1", "Elf", None),
+            ("script.py", "NotElf", None),
+            ("short", "NotElf", None),
+            ("stub", "Elf", None),
+            ("sub/libdeep.so", "Elf", None),
+            ("tool", "Elf", None),
+            ("tool-again", "Elf", Some(6)),
+        ];
+        let expected: Vec<(String, String, Option<usize>)> = expected
+            .iter()
+            .map(|(name, start, first)| ((*name).to_owned(), (*start).to_owned(), *first))
+            .collect();
+        assert_eq!(starts(&tree), expected);
+        // Without recursion, neither the files nor the libraries of `sub` are taken.
+        options.recursive = false;
+        let tree = walk_trees(std::slice::from_ref(&root), options).unwrap();
+        assert_eq!(names(tree.libraries()), ["libreal.so", "libreal.so.1"]);
+        assert!(
+            starts(&tree)
+                .iter()
+                .all(|(name, ..)| !name.starts_with("sub"))
+        );
     }
 }

@@ -32,7 +32,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use memchr::memmem;
 use storepatch_core::{HASH_LEN, HashPart, MAX_NAME_LEN, SCRUBBED_HASH, StoreDir, StorePath};
 
 /// How a reference was written.
@@ -109,10 +108,8 @@ impl ScannerBuilder {
     pub fn build(self) -> Scanner {
         let candidates: Vec<StorePath> = self.candidates.into_values().collect();
         let table = CandidateTable::new(&candidates);
-        let prefix_finder = memmem::Finder::new(self.store_dir.prefix()).into_owned();
         Scanner {
             store_dir: self.store_dir,
-            prefix_finder,
             candidates,
             table,
         }
@@ -123,7 +120,6 @@ impl ScannerBuilder {
 #[derive(Debug)]
 pub struct Scanner {
     store_dir: StoreDir,
-    prefix_finder: memmem::Finder<'static>,
     /// Sorted by hash.
     candidates: Vec<StorePath>,
     /// Packed hash part -> index into `candidates`.
@@ -240,15 +236,26 @@ fn all_hash(word: u64) -> bool {
             .any(|&letter| has_zero(word ^ u64::from_ne_bytes([letter; 8])))
 }
 
-/// Calls `found(start, end)` for every maximal run of at least 32 hash-alphabet bytes, in
-/// ascending order, adding the steps taken to `work`.
+/// Calls `found(start, end)` for every maximal run of at least 32 hash-alphabet bytes, and
+/// `scrubbed(start, end)` for every maximal run of at least 32 `e`s (a scrubbed hash), in ascending
+/// order, adding the steps taken to `work`.
 ///
 /// Most data has no such runs, so the search is a cheap filter over one word in every [`STRIDE`]
 /// bytes ([`maybe_all_hash`], a few arithmetic operations and a branch that is almost never
-/// taken). A word that passes and is made of alphabet bytes only is grown into its whole run, byte
-/// by byte both ways (never back into a run already reported), and the filter goes on after the
-/// run: every byte is looked at a bounded number of times.
-fn for_each_hash_run(haystack: &[u8], work: &mut u64, mut found: impl FnMut(usize, usize)) {
+/// taken). A word that passes and is made of alphabet bytes only (or of `e`s only) is grown into
+/// its whole run, byte by byte both ways (never back into a run already reported), and the filter
+/// goes on after the run: every byte is looked at a bounded number of times.
+///
+/// Every store path in path form is found here too: its hash part is a run of exactly 32 alphabet
+/// bytes (or `e`s), since the store dir before it ends in `/` and a path followed by another
+/// letter or digit is no path. So one pass over the bytes finds both forms.
+fn for_each_hash_run(
+    haystack: &[u8],
+    work: &mut u64,
+    mut found: impl FnMut(usize, usize),
+    mut scrubbed: impl FnMut(usize, usize),
+) {
+    const SCRUBBED_WORD: u64 = u64::from_ne_bytes([b'e'; WORD]);
     let len = haystack.len();
     let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
     let mut word_start = 0;
@@ -258,7 +265,28 @@ fn for_each_hash_run(haystack: &[u8], work: &mut u64, mut found: impl FnMut(usiz
     while let Some(bytes) = haystack.get(word_start..word_start + WORD) {
         steps += 1;
         let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
-        if !maybe_all_hash(word) || !all_hash(word) {
+        if !maybe_all_hash(word) {
+            word_start += STRIDE;
+            continue;
+        }
+        if word == SCRUBBED_WORD {
+            let mut start = word_start;
+            while start > done && haystack[start - 1] == b'e' {
+                start -= 1;
+            }
+            let mut end = word_start + WORD;
+            while end < len && haystack[end] == b'e' {
+                end += 1;
+            }
+            steps += (word_start - start) + (end - word_start) / WORD + WORD;
+            if end - start >= HASH_LEN {
+                scrubbed(start, end);
+            }
+            done = end;
+            word_start = end.next_multiple_of(STRIDE);
+            continue;
+        }
+        if !all_hash(word) {
             word_start += STRIDE;
             continue;
         }
@@ -625,26 +653,40 @@ impl Scanner {
         work: &mut u64,
     ) {
         let first = hits.len();
-        // Overlapping occurrences count: `/nix/store/nix/store/<hash>` holds the store dir twice,
-        // sharing a `/`, and a non-overlapping search would miss the second.
-        let mut from = 0;
-        while let Some(found) = self.prefix_finder.find(&haystack[from..]) {
-            let start = from + found;
-            if let Some(hit) = self.path_hit_at(haystack, start, base) {
+        // One pass finds the runs: the bare-form candidates, and the hash parts of every path.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut scrubbed_runs: Vec<(usize, usize)> = Vec::new();
+        let mut finder_work = 0;
+        for_each_hash_run(
+            haystack,
+            &mut finder_work,
+            |start, end| runs.push((start, end)),
+            |start, end| scrubbed_runs.push((start, end)),
+        );
+        let prefix = self.store_dir.prefix();
+        for &(start, end) in runs.iter().chain(&scrubbed_runs) {
+            if end - start == HASH_LEN
+                && haystack[..start].ends_with(prefix)
+                && let Some(hit) = self.path_hit_at(haystack, start - prefix.len(), base)
+            {
                 hits.push(hit);
             }
-            from = start + 1;
+        }
+        if !scrubbed_runs.is_empty() {
+            hits[first..].sort_by_key(|hit| hit.hash_offset);
         }
         let path_hits_end = hits.len();
         if self.table.is_empty() && keep.is_none() {
+            *work += finder_work;
             return;
         }
+
         let keeper = keep.map(|(windows, limit)| Keeper {
             windows,
             limit,
             seen: PackedMap::default(),
         });
-        let mut runs = RunScan {
+        let mut scan = RunScan {
             table: &self.table,
             candidates: &self.candidates,
             haystack,
@@ -655,12 +697,11 @@ impl Scanner {
             keeper,
             work: 0,
         };
-        let mut finder_work = 0;
-        for_each_hash_run(haystack, &mut finder_work, |start, end| {
-            runs.run(start, end);
-        });
-        *work += finder_work + runs.work;
-        if let Some(keeper) = runs.keeper {
+        for (start, end) in runs {
+            scan.run(start, end);
+        }
+        *work += finder_work + scan.work;
+        if let Some(keeper) = scan.keeper {
             keeper.finish();
         }
         hits[first..].sort_by_key(|hit| hit.hash_offset);
@@ -957,22 +998,31 @@ mod tests {
                     match state % 29 {
                         0 => pick.to_le_bytes()[0],
                         1 => edges[pick % edges.len()],
+                        // Long stretches of `e`, as a scrubbed hash has.
+                        _ if round % 4 == 3 && !state.is_multiple_of(7) => b'e',
                         _ => alphabet[pick % 32],
                     }
                 })
                 .collect();
             let mut found = Vec::new();
-            for_each_hash_run(&haystack, &mut 0, |start, end| {
-                found.extend(start..=end - HASH_LEN);
-            });
-            let expected: Vec<usize> = (0..len.saturating_sub(31))
-                .filter(|&start| {
-                    haystack[start..start + 32]
-                        .iter()
-                        .all(|&byte| HASH_BYTE[usize::from(byte)])
-                })
-                .collect();
-            assert_eq!(found, expected, "round {round}");
+            let mut scrubbed = Vec::new();
+            for_each_hash_run(
+                &haystack,
+                &mut 0,
+                |start, end| found.extend(start..=end - HASH_LEN),
+                |start, end| scrubbed.extend(start..=end - HASH_LEN),
+            );
+            let every = |class: &dyn Fn(u8) -> bool| -> Vec<usize> {
+                (0..len.saturating_sub(31))
+                    .filter(|&start| haystack[start..start + 32].iter().all(|&byte| class(byte)))
+                    .collect()
+            };
+            assert_eq!(
+                found,
+                every(&|byte| HASH_BYTE[usize::from(byte)]),
+                "round {round}"
+            );
+            assert_eq!(scrubbed, every(&|byte| byte == b'e'), "round {round}");
         }
     }
 
@@ -1231,6 +1281,26 @@ mod tests {
                 let scanner = scanner(&candidates);
                 let work = work_of(&scanner, &input);
                 prop_assert!(work <= 3 * input.len() as u64 + 64, "{} steps for {} bytes", work, input.len());
+            }
+
+            /// The path-form hits, found from the hash-alphabet runs, are exactly those a search
+            /// for every occurrence of the store dir finds (overlapping ones included).
+            #[test]
+            fn path_hits_match_a_search_for_the_store_dir(input in haystack()) {
+                let scanner = scanner(&[store_path(HASH_A, "zlib")]);
+                let found: Vec<Hit> = scanner
+                    .scan(&input)
+                    .into_iter()
+                    .filter(|hit| hit.form == Form::Path)
+                    .collect();
+                let prefix = scanner.store_dir().prefix();
+                let mut expected = Vec::new();
+                let mut from = 0;
+                while let Some(found) = memchr::memmem::find(&input[from..], prefix) {
+                    expected.extend(scanner.path_hit_at(&input, from + found, 0));
+                    from += found + 1;
+                }
+                prop_assert_eq!(found, expected);
             }
 
             /// Streaming in chunks of any size finds exactly what one whole scan finds.

@@ -137,18 +137,21 @@ pub struct Walk {
 
 /// Walks `root` without following symlinks. Fails only if the root itself cannot be examined.
 pub fn walk(root: &Path) -> Result<Walk> {
-    walk_with(root, |_| ()).map(|(walk, _)| walk)
+    walk_with_options(root, WalkOptions::default(), |_| ()).map(|(walk, _)| walk)
 }
 
 /// Walks `root` like [`walk`], calling `visit` on every entry as soon as it is found, on rayon's
 /// threads; returns the walk and `visit`'s results in walk order.
 ///
 /// Every directory is one task: it is opened once, listed and its children examined through that
-/// handle (`fstatat` on one name, not the whole path again), its subdirectories are handed on as
-/// tasks of their own, and `visit` runs on its children in parallel while the handle is still open,
-/// so [`Visit::read_with`] and [`Visit::read_link`] work relative to it too. Nothing waits for a
+/// handle (by one name, not the whole path again), its subdirectories are handed on as tasks of
+/// their own, and `visit` runs on its children in parallel while the handle is still open, so
+/// [`Visit::read_with`] and [`Visit::read_link`] work relative to it too. Nothing waits for a
 /// whole depth to finish, and the stack does not grow with the depth of the tree. The result does
 /// not depend on the thread count or on the order in which the threads get to the entries.
+///
+/// Every regular file is opened before it is visited (see [`WalkOptions::open_files`]): `visit`
+/// is expected to read most of them.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -163,6 +166,33 @@ where
     T: Send,
     F: Fn(&Visit<'_>) -> T + Sync,
 {
+    walk_with_options(root, WalkOptions { open_files: true }, visit)
+}
+
+/// How [`walk_with_options`] examines entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// Open each regular file (through its directory, never following a symlink) and take its
+    /// metadata from the open file, rather than looking its name up once to examine it and again
+    /// to open it. The file stays open while it is visited, so [`Visit::read_with`] reads it
+    /// without opening it again. Worth it when most files are read.
+    ///
+    /// Either way, the type the directory listing gives (`d_type`) only decides how an entry is
+    /// examined, never what it is: every entry's metadata comes from the entry itself, and an
+    /// entry whose type the listing does not give (`DT_UNKNOWN`) is examined by name.
+    pub open_files: bool,
+}
+
+/// [`walk_with`] with explicit [`WalkOptions`].
+pub fn walk_with_options<T, F>(
+    root: &Path,
+    options: WalkOptions,
+    visit: F,
+) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    F: Fn(&Visit<'_>) -> T + Sync,
+{
     let stat = rustix::fs::lstat(root).map_err(|source| Error::Walk {
         path: root.to_path_buf(),
         source: source.into(),
@@ -173,6 +203,7 @@ where
     if root.kind == EntryKind::Dir {
         let shared = Shared {
             visit: &visit,
+            options,
             listings: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(1),
         };
@@ -189,6 +220,7 @@ where
 /// What the directory tasks of one walk share.
 struct Shared<'v, T, F> {
     visit: &'v F,
+    options: WalkOptions,
     /// Each directory's listing, by its id (the root's is 0).
     listings: Mutex<Vec<Option<Listing<T>>>>,
     next_id: AtomicUsize,
@@ -199,6 +231,23 @@ struct Shared<'v, T, F> {
 struct Listing<T> {
     children: Vec<(Entry, T, Option<usize>)>,
     errors: Vec<Error>,
+}
+
+/// A child of a directory being listed.
+enum Child {
+    /// Examined by name while listing.
+    Examined(Entry),
+    /// A regular file as the listing says, opened and examined when it is visited.
+    ToOpen(PathBuf),
+}
+
+impl Child {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Examined(entry) => &entry.path,
+            Self::ToOpen(path) => path,
+        }
+    }
 }
 
 /// The task for one directory: see [`walk_with`].
@@ -214,32 +263,44 @@ fn list_dir<'s, T, F>(
 {
     let mut errors = Vec::new();
     let mut children = Vec::new();
-    match read_dir(&path, depth, &mut errors) {
-        Ok((dir, entries)) => {
-            let subdirs: Vec<Option<usize>> = entries
+    match read_dir(&path, depth, shared.options, &mut errors) {
+        Ok((dir, listed)) => {
+            let subdirs: Vec<Option<usize>> = listed
                 .iter()
-                .map(|entry| {
-                    (entry.kind == EntryKind::Dir).then(|| {
+                .map(|child| match child {
+                    Child::Examined(entry) if entry.kind == EntryKind::Dir => {
                         let sub_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                         let sub_path = entry.path.clone();
                         scope.spawn(move |scope| {
                             list_dir(scope, shared, sub_id, sub_path, depth + 1);
                         });
-                        sub_id
-                    })
+                        Some(sub_id)
+                    }
+                    Child::Examined(_) | Child::ToOpen(_) => None,
                 })
                 .collect();
             let parent = dir.fd().ok();
-            let values: Vec<T> = entries
-                .par_iter()
-                .map(|entry| (shared.visit)(&Visit { entry, parent }))
+            let visited: Vec<Result<(Entry, T)>> = listed
+                .into_par_iter()
+                .map(|child| {
+                    let (entry, file) = match child {
+                        Child::Examined(entry) => (entry, None),
+                        Child::ToOpen(path) => open_listed(parent, path, depth)?,
+                    };
+                    let value = (shared.visit)(&Visit {
+                        entry: &entry,
+                        parent,
+                        file: file.as_ref(),
+                    });
+                    Ok((entry, value))
+                })
                 .collect();
-            children = entries
-                .into_iter()
-                .zip(values)
-                .zip(subdirs)
-                .map(|((entry, value), sub_id)| (entry, value, sub_id))
-                .collect();
+            for (visited, sub_id) in visited.into_iter().zip(subdirs) {
+                match visited {
+                    Ok((entry, value)) => children.push((entry, value, sub_id)),
+                    Err(err) => errors.push(err),
+                }
+            }
         }
         Err(source) => errors.push(Error::Walk {
             path,
@@ -261,11 +322,15 @@ fn list_dir<'s, T, F>(
 /// Opens and lists a directory without following a symlink in its place; returns the open
 /// directory and its children sorted byte-wise by name. A child that cannot be examined is added
 /// to `errors` and left out.
+///
+/// With [`WalkOptions::open_files`], a child the listing calls a regular file is left for
+/// [`open_listed`]; every other child is examined here, by name (`fstatat`).
 fn read_dir(
     path: &Path,
     depth: usize,
+    options: WalkOptions,
     errors: &mut Vec<Error>,
-) -> rustix::io::Result<(rustix::fs::Dir, Vec<Entry>)> {
+) -> rustix::io::Result<(rustix::fs::Dir, Vec<Child>)> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -281,25 +346,87 @@ fn read_dir(
             continue;
         }
         let child = path.join(OsStr::from_bytes(name));
+        if opened_when_visited(dirent.file_type(), options) {
+            children.push(Child::ToOpen(child));
+            continue;
+        }
         match rustix::fs::statat(dir.fd()?, dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => children.push(Entry::from_stat(child, depth, &stat)),
+            Ok(stat) => children.push(Child::Examined(Entry::from_stat(child, depth, &stat))),
             Err(source) => errors.push(Error::Walk {
                 path: child,
                 source: source.into(),
             }),
         }
     }
-    children.sort_unstable_by(|left, right| name_of(&left.path).cmp(name_of(&right.path)));
+    children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
     Ok((dir, children))
+}
+
+/// Whether a child the listing gives as `listed` is examined by [`open_listed`] rather than by name
+/// while listing: only a regular file, and only if asked for. Anything else, including a type the
+/// file system did not give (`DT_UNKNOWN`), is examined by name.
+fn opened_when_visited(listed: rustix::fs::FileType, options: WalkOptions) -> bool {
+    options.open_files && listed == rustix::fs::FileType::RegularFile
+}
+
+/// Opens a child that the listing called a regular file, through its directory and without
+/// following a symlink, and examines the open file; returns it open only if it still is a regular
+/// file.
+///
+/// The open never blocks (`O_NONBLOCK`, for a FIFO put in the file's place) and never makes a
+/// terminal ours (`O_NOCTTY`). A name that cannot be opened (now a symlink, or unreadable) is
+/// examined by name instead, so it gets the same entry it would have had without opening; an
+/// unreadable file's error then comes from whoever reads it, as for any file. A directory put in
+/// the file's place is not walked: it is an error, as it would be for any entry that changes while
+/// its directory is listed.
+fn open_listed(
+    parent: Option<BorrowedFd<'_>>,
+    path: PathBuf,
+    depth: usize,
+) -> Result<(Entry, Option<std::fs::File>)> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let name = name_of(&path);
+    let opened = match parent {
+        Some(dir) => rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ),
+        None => Err(rustix::io::Errno::BADF),
+    };
+    let examined = match opened {
+        Ok(fd) => rustix::fs::fstat(&fd).map(|stat| (stat, Some(fd))),
+        Err(_) => match parent {
+            Some(dir) => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW),
+            None => rustix::fs::lstat(&path),
+        }
+        .map(|stat| (stat, None)),
+    };
+    let (stat, fd) = match examined {
+        Ok(examined) => examined,
+        Err(source) => {
+            return Err(Error::Walk {
+                path,
+                source: source.into(),
+            });
+        }
+    };
+    let entry = Entry::from_stat(path, depth, &stat);
+    match entry.kind {
+        EntryKind::File => Ok((entry, fd.map(std::fs::File::from))),
+        EntryKind::Dir => Err(Error::Walk {
+            path: entry.path,
+            source: std::io::Error::other("replaced by a directory while its parent was listed"),
+        }),
+        EntryKind::Symlink | EntryKind::Other => Ok((entry, None)),
+    }
 }
 
 /// The last component of a path the walk built (`parent/name`).
 fn name_of(path: &Path) -> &OsStr {
     let bytes = path.as_os_str().as_bytes();
-    let start = bytes
-        .iter()
-        .rposition(|&byte| byte == b'/')
-        .map_or(0, |slash| slash + 1);
+    let start = memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1);
     OsStr::from_bytes(&bytes[start..])
 }
 
@@ -339,6 +466,8 @@ pub struct Visit<'a> {
     entry: &'a Entry,
     /// The open directory holding the entry; `None` means the entry's whole path is used.
     parent: Option<BorrowedFd<'a>>,
+    /// The entry (a regular file) opened by the walk, if it was.
+    file: Option<&'a std::fs::File>,
 }
 
 impl<'a> Visit<'a> {
@@ -347,6 +476,7 @@ impl<'a> Visit<'a> {
         Self {
             entry,
             parent: None,
+            file: None,
         }
     }
 
@@ -363,6 +493,12 @@ impl<'a> Visit<'a> {
     /// Opens the entry (a regular file) for reading.
     pub fn open(&self) -> Result<std::fs::File> {
         use rustix::fs::{Mode, OFlags};
+        if let Some(file) = self.file {
+            return file.try_clone().map_err(|source| Error::Read {
+                path: self.entry.path.clone(),
+                source,
+            });
+        }
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
         let opened = match self.parent {
             Some(dir) => rustix::fs::openat(dir, self.name(), flags, Mode::empty()),
@@ -402,6 +538,9 @@ impl<'a> Visit<'a> {
 
     /// Reads the entry (a regular file) like the free [`read_with`].
     pub fn read_with<R>(&self, policy: ReadPolicy, with: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if let Some(file) = self.file {
+            return read_opened(file, &self.entry.path, self.entry.len, policy, with);
+        }
         read_opened(
             &self.open()?,
             &self.entry.path,
@@ -409,6 +548,34 @@ impl<'a> Visit<'a> {
             policy,
             with,
         )
+    }
+
+    /// Reads the first bytes of the entry (a regular file) into `buffer`, as many as it holds or
+    /// the file has; returns how many. Nothing past the buffer is read.
+    pub fn read_start(&self, buffer: &mut [u8]) -> Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let opened;
+        let file = if let Some(file) = self.file {
+            file
+        } else {
+            opened = self.open()?;
+            &opened
+        };
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match file.read_at(&mut buffer[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Error::Read {
+                        path: self.entry.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(filled)
     }
 
     /// The target of the entry (a symlink).
@@ -748,6 +915,128 @@ mod tests {
             }
             assert!(walk.errors.is_empty());
         }
+    }
+
+    /// Every entry as the walk gives it, with all its metadata.
+    fn described(walk: &Walk) -> Vec<String> {
+        walk.entries
+            .iter()
+            .map(|entry| format!("{entry:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn opening_files_gives_the_same_entries_as_examining_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        awkward_tree(dir.path());
+        fs_err::hard_link(dir.path().join("~"), dir.path().join("wide/linked")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("a/fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let by_name = walk(dir.path()).unwrap();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (opened, seen) = pool.install(|| {
+                walk_with(dir.path(), |visit| {
+                    (visit.entry().kind, visit.file.is_some())
+                })
+                .unwrap()
+            });
+            assert_eq!(described(&opened), described(&by_name), "{threads} threads");
+            assert!(opened.errors.is_empty() && by_name.errors.is_empty());
+            // Only regular files come open; the FIFO, symlinks and directories never do.
+            for (kind, open) in &seen {
+                assert_eq!(*open, *kind == EntryKind::File, "{kind:?}");
+            }
+            let fifo = opened
+                .entries
+                .iter()
+                .find(|entry| entry.path.ends_with("a/fifo"))
+                .unwrap();
+            assert_eq!(fifo.kind, EntryKind::Other);
+        }
+    }
+
+    #[test]
+    fn only_regular_files_the_listing_names_are_opened() {
+        use rustix::fs::FileType;
+        let open = WalkOptions { open_files: true };
+        assert!(opened_when_visited(FileType::RegularFile, open));
+        for listed in [
+            FileType::Unknown,
+            FileType::Directory,
+            FileType::Symlink,
+            FileType::Fifo,
+            FileType::Socket,
+            FileType::CharacterDevice,
+            FileType::BlockDevice,
+        ] {
+            assert!(!opened_when_visited(listed, open), "{listed:?}");
+        }
+        assert!(!opened_when_visited(
+            FileType::RegularFile,
+            WalkOptions::default()
+        ));
+    }
+
+    #[test]
+    fn a_listed_file_replaced_before_it_is_opened_is_examined_as_what_it_now_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs_err::create_dir(&root).unwrap();
+        fs_err::write(dir.path().join("secret"), "outside").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        fs_err::create_dir(root.join("dir")).unwrap();
+        fs_err::write(root.join("file"), "inside").unwrap();
+        let parent = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let parent = Some(std::os::fd::AsFd::as_fd(&parent));
+        // A symlink is not followed: it is a symlink entry, and nothing is opened.
+        let (link, file) = open_listed(parent, root.join("link"), 1).unwrap();
+        assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
+        // A FIFO does not block the open and is not handed on to be read.
+        let (fifo, file) = open_listed(parent, root.join("fifo"), 1).unwrap();
+        assert_eq!((fifo.kind, file.is_none()), (EntryKind::Other, true));
+        // A directory that took a file's place is an error naming it, not a directory to walk.
+        let err = open_listed(parent, root.join("dir"), 1).unwrap_err();
+        assert_eq!(err.path(), root.join("dir"));
+        let err = open_listed(parent, root.join("gone"), 1).unwrap_err();
+        assert_eq!(err.path(), root.join("gone"));
+        let (entry, file) = open_listed(parent, root.join("file"), 1).unwrap();
+        assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
+        let visit = Visit {
+            entry: &entry,
+            parent,
+            file: file.as_ref(),
+        };
+        let contents = visit.read_with(ReadPolicy::Read, <[u8]>::to_vec).unwrap();
+        assert_eq!(contents, b"inside");
+        let mut start = [0; 4];
+        assert_eq!(visit.read_start(&mut start).unwrap(), 4);
+        assert_eq!(&start, b"insi");
+        let mut more = [0; 10];
+        assert_eq!(Visit::detached(&entry).read_start(&mut more).unwrap(), 6);
+        assert_eq!(&more[..6], b"inside");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `storepatch relink`: autoPatchelfHook in one process.
 //!
-//! Order of work: read the interpreter (to learn the target machine), index the libraries of the
-//! trees being patched and then of the search paths, relink the trees
-//! ([`storepatch_relink::relink_trees`]: every regular file planned in parallel, the ones whose
-//! headers change written in one ELF engine pass each), and report in walk order, so the output
-//! never depends on the thread count. Missing dependencies are all listed before the run
-//! fails; per-file errors are reported and the run goes on.
+//! Order of work: read the interpreter (to learn the target machine), walk the trees once
+//! ([`storepatch_relink::walk_trees`]), index the libraries found there and then those of the
+//! search paths, relink the trees ([`storepatch_relink::relink_walked`]: every ELF file planned in
+//! parallel, the ones whose headers change written in one ELF engine pass each), and report in
+//! walk order, so the output never depends on the thread count. Missing dependencies are all
+//! listed before the run fails; per-file errors are reported and the run goes on.
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -86,11 +86,21 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     let patterns: Vec<Pattern> = args.ignore_missing.iter().map(Pattern::new).collect();
 
     let recursive = !args.no_recurse;
+    let read_policy = if global.no_mmap {
+        ReadPolicy::Read
+    } else {
+        ReadPolicy::default()
+    };
+    let tree_options = storepatch_relink::TreeOptions {
+        recursive,
+        dry_run: args.dry_run,
+        read_policy,
+    };
+    // One walk finds both the trees' own libraries and the files to relink.
+    let tree = storepatch_relink::walk_trees(&args.paths, tree_options)?;
     let mut builder = LibraryIndex::builder().follow_run_paths(args.follow_run_paths);
     if !args.ignore_existing {
-        for root in &args.paths {
-            builder = builder.tree(root, recursive);
-        }
+        builder = builder.files(tree.libraries().iter().cloned());
     }
     builder = builder.end_group();
     for source in &args.library_sources {
@@ -133,20 +143,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     };
     let relinker = Relinker::new(index, settings);
 
-    let read_policy = if global.no_mmap {
-        ReadPolicy::Read
-    } else {
-        ReadPolicy::default()
-    };
-    let run = storepatch_relink::relink_trees(
-        &relinker,
-        &args.paths,
-        storepatch_relink::TreeOptions {
-            recursive,
-            dry_run: args.dry_run,
-            read_policy,
-        },
-    )?;
+    let run = storepatch_relink::relink_walked(&relinker, tree, tree_options);
     for removed in &run.removed {
         output::message(global.quiet, &removed.to_string());
     }
