@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole-tool benchmark on the real corpus (benches/corpus/: authentik's dependency set installed
+# Whole-tool benchmark on the real corpus (benches/real-corpus/: authentik's dependency set installed
 # from PyPI wheels and sdists, made to look like a fixed-output derivation's output): scan, scrub,
 # restore and relink against ripgrep 15, the read and rewrite floors, the best shell pipeline,
 # remove-references-to and auto-patchelf.py + patchelf, side by side in one run, on tmpfs and on
@@ -17,6 +17,7 @@ usage: benches/real.sh [options]   (or benches/run.sh --real [options])
   --where LIST         comma-separated locations: tmpfs, disk [tmpfs,disk]
   --tmpfs DIR          a tmpfs directory for the tmpfs copies [/dev/shm]
   --cache DIR          corpus, downloads and tools [$STOREPATCH_BENCH_CACHE or ~/.cache/storepatch-bench]
+  --corpus DIR         use this built corpus (a directory real-corpus/build.py made) as it is
   --storepatch PATH    use this binary instead of building one
   --rg PATH            ripgrep 15 binary [installed into the cache with cargo install]
   --out DIR            results dir [benches/runs/<YYYY-MM-DD>-<machine>-real]
@@ -29,6 +30,7 @@ EOF
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 benches="$repo/benches"
 smoke=false runs=5 mutating_runs=3 where="tmpfs,disk" tmpfs=/dev/shm storepatch="" rg="" out="" machine=""
+corpus=""
 runs_set=false mutating_set=false
 cache=${STOREPATCH_BENCH_CACHE:-$HOME/.cache/storepatch-bench}
 RG_VERSION=15.2.0
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
         --where) where=$2; shift ;;
         --tmpfs) tmpfs=$2; shift ;;
         --cache) cache=$2; shift ;;
+        --corpus) corpus=$2; shift ;;
         --storepatch) storepatch=$2; shift ;;
         --rg) rg=$2; shift ;;
         --out) out=$2; shift ;;
@@ -98,7 +101,11 @@ fi
 
 # --- Corpus --------------------------------------------------------------------------------------
 log "real corpus (built once, then reused)"
-corpus=$(python3 "$benches/corpus/build.py" --cache "$cache")
+if [ -z "$corpus" ]; then
+    corpus=$(python3 "$benches/real-corpus/build.py" --cache "$cache")
+fi
+[ -f "$corpus/summary.json" ] || { echo "real.sh: $corpus is not a built corpus" >&2; exit 2; }
+corpus=$(cd "$corpus" && pwd)
 pristine="$corpus/tree"
 library_args=() apf_libs=()
 while IFS= read -r dir; do
@@ -226,7 +233,9 @@ mutating_groups() {
     clear
 
     relink_group "$loc" "$tree" "$root" base
-    if [ "$loc" = tmpfs ] && ! $smoke; then
+    # Five copies of the tree, on disk (on tmpfs they and their working copy would hold 9 GB of
+    # memory): does relink grow linearly?
+    if [ "$loc" = disk ] && ! $smoke; then
         local x5="$root/x5"
         rm -rf "$x5"
         mkdir -p "$x5"
@@ -247,11 +256,11 @@ relink_group() {
     log "$loc: relink ($size) vs auto-patchelf.py + patchelf (fresh copy before each run)"
     hf "$loc-relink-$size-storepatch" --runs "$mutating_runs" --prepare "$fresh" \
         -n "storepatch relink ($size)" "$(q "$storepatch") relink --quiet ${library_args[*]@Q} $(q "$work")"
-    python3 "$benches/corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-storepatch.tsv"
+    python3 "$benches/real-corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-storepatch.tsv"
     if [ -n "$apf" ]; then
         hf "$loc-relink-$size-auto-patchelf" --runs "$mutating_runs" --prepare "$fresh" \
             -n "auto-patchelf.py + patchelf ($size)" "python3 $(q "$apf") --paths $(q "$work") --libs ${apf_libs[*]@Q} >/dev/null"
-        python3 "$benches/corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-auto-patchelf.tsv"
+        python3 "$benches/real-corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-auto-patchelf.tsv"
         if cmp -s "$out/$loc-relink-$size-storepatch.tsv" "$out/$loc-relink-$size-auto-patchelf.tsv"; then
             echo "${loc}_relink_${size}_check=same RUNPATH directories for all $(wc -l < "$out/$loc-relink-$size-storepatch.tsv") ELF files" >> "$out/context.env"
         else
@@ -297,8 +306,8 @@ cliff_group() {
     local zeros_bytes xruns_bytes
     zeros_bytes=$(du -sb --apparent-size "$cliff_dir/zeros" | cut -f1)
     xruns_bytes=$(du -sb --apparent-size "$cliff_dir/xruns" | cut -f1)
-    python3 "$benches/corpus/slice.py" "$pristine" "$root/slice-zeros" "$zeros_bytes"
-    python3 "$benches/corpus/slice.py" "$pristine" "$root/slice-xruns" "$xruns_bytes"
+    python3 "$benches/real-corpus/slice.py" "$pristine" "$root/slice-zeros" "$zeros_bytes"
+    python3 "$benches/real-corpus/slice.py" "$pristine" "$root/slice-xruns" "$xruns_bytes"
     for input in "zeros:$cliff_dir/zeros" "slice-zeros:$root/slice-zeros" "xruns:$cliff_dir/xruns" "slice-xruns:$root/slice-xruns"; do
         echo "cliff_${input%%:*}_bytes=$(du -sb --apparent-size "${input#*:}" | cut -f1)" >> "$out/context.env"
     done

@@ -230,8 +230,8 @@ def main():
         "",
         "## Corpus",
         "",
-        f"`benches/corpus/build.py` ({context['corpus']}): authentik's dependency set "
-        "(`benches/corpus/pylock.toml`) installed by uv into a venv for Debian's python3.11, as "
+        f"`benches/real-corpus/build.py` ({context['corpus']}): authentik's dependency set "
+        "(`benches/real-corpus/pylock.toml`) installed by uv into a venv for Debian's python3.11, as "
         f"the output `{corpus['out']}` of a fixed-output derivation.",
         "",
         f"- {corpus['distributions']} distributions, {corpus['files']} regular files "

@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 const CHUNK: usize = 1 << 20;
 
+#[expect(clippy::print_stderr, reason = "the tool's only output: its errors")]
+fn report(message: &str) {
+    eprintln!("rewrite-floor: {message}");
+}
+
 fn rewrite(path: &Path, buffer: &[u8]) -> std::io::Result<()> {
     let metadata = fs_err::symlink_metadata(path)?;
     if !metadata.is_file() {
@@ -39,13 +44,13 @@ fn rewrite(path: &Path, buffer: &[u8]) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     let Some(list) = std::env::args_os().nth(1) else {
-        eprintln!("usage: rewrite-floor LIST");
+        report("usage: rewrite-floor LIST");
         return ExitCode::from(2);
     };
     let list = match fs_err::read(&list) {
         Ok(list) => list,
         Err(error) => {
-            eprintln!("rewrite-floor: {error}");
+            report(&error.to_string());
             return ExitCode::from(2);
         }
     };
@@ -64,7 +69,7 @@ fn main() -> ExitCode {
                     let mut failed = 0_usize;
                     for path in paths.iter().skip(worker).step_by(threads) {
                         if let Err(error) = rewrite(path, &buffer) {
-                            eprintln!("rewrite-floor: {error}");
+                            report(&error.to_string());
                             failed += 1;
                         }
                     }
