@@ -339,7 +339,7 @@ for loc in "${locations[@]}"; do
             ;;
         *) echo "real.sh: unknown location $loc (tmpfs or disk)" >&2; exit 2 ;;
     esac
-    echo "${loc}_filesystem=$(findmnt -no FSTYPE --target "$root")" >> "$out/context.env"
+    echo "${loc}_filesystem=$(findmnt -no FSTYPE --target "$root" | sed -n 1p)" >> "$out/context.env"
     scan_group "$loc" "$tree"
     mutating_groups "$loc" "$tree" "$root"
     if [ "$loc" = "${locations[0]}" ]; then
