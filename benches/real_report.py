@@ -179,6 +179,8 @@ def main():
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    total = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    memory_gib = f"{int(total.group(1)) / 1048576:.1f}" if total else "unknown"
     versions = {
         "storepatch": version([context["storepatch"], "--version"]),
         "storepatch git": version(["git", "-C", str(Path(__file__).parent), "describe", "--always",
@@ -242,7 +244,8 @@ def main():
         "",
         "## Machine",
         "",
-        f"- CPU: {model.group(1) if model else 'unknown'}, `nproc` = {nproc}",
+        f"- CPU: {model.group(1) if model else 'unknown'}, `nproc` = {nproc}, memory "
+        f"{memory_gib} GiB",
         f"- load average before / after: {context.get('load_before')} / {context.get('load_after')}",
         f"- filesystems: " + ", ".join(f"{loc} = {context.get(loc + '_filesystem', '?')}" for loc in locations),
         f"- wall time of the run: {context.get('wall_seconds', '?')} s",
