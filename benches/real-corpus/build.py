@@ -192,6 +192,9 @@ def build(final, cache):
     env["UV_CACHE_DIR"] = str(cache / "uv")
     env.pop("UV_COMPILE_BYTECODE", None)
     env["UV_NO_PROGRESS"] = "1"
+    # Real copies: uv hard-links files from its cache by default, and the tree is edited below
+    # (an FOD's output shares no inodes with anything either).
+    env["UV_LINK_MODE"] = "copy"
     # The source builds link with the fake store's lib dirs as run paths (as Nix's ld-wrapper adds
     # every buildInput's lib dir); after the build each run path is cut to the dirs that hold a
     # NEEDED library, as the fixup's patchelf --shrink-rpath does.
