@@ -4,6 +4,7 @@
 # side with hyperfine. Any input must scan within 3x the time of a same-size ordinary tree.
 #
 #   benches/cliff.sh [--smoke] [--storepatch PATH] [--compare DIR] [--out DIR]
+#   benches/cliff.sh --generate [--smoke]    only make the inputs, print their directory
 #
 # Inputs (generated once under target/bench-cliff/, on the filesystem that holds target/):
 #   zeros    one file of 50 MB of `0` (one alphabet byte repeated)
@@ -13,25 +14,28 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-smoke=false storepatch="" compare="" out="" runs=5
+smoke=false storepatch="" compare="" out="" runs=5 generate=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) smoke=true ;;
+        --generate) generate=true ;;
         --storepatch) storepatch=$2; shift ;;
         --compare) compare=$2; shift ;;
         --out) out=$2; shift ;;
         --runs) runs=$2; shift ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "cliff.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
-for tool in hyperfine rg python3; do
+tools=(python3)
+$generate || tools+=(hyperfine rg)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "cliff.sh: $tool is required" >&2; exit 2; }
 done
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-if [ -z "$storepatch" ]; then
+if [ -z "$storepatch" ] && ! $generate; then
     (cd "$repo" && cargo build --release --quiet -p storepatch)
     storepatch="$target_dir/release/storepatch"
 fi
@@ -59,6 +63,10 @@ for i in range(files):
         out.write(b"x" * 20000 + path + str(i % 7).encode() + b"/lib\n")
 PY
     touch "$inputs/done"
+fi
+if $generate; then
+    echo "$inputs"
+    exit 0
 fi
 
 out=${out:-$inputs/results}

@@ -5,11 +5,21 @@
 #
 #   benches/run.sh            full size (500 MiB, 30 000 files), results in benches/runs/<date>-<machine>/
 #   benches/run.sh --smoke    tiny corpus, one run each, under 30 s; results under the corpus dir
+#   benches/run.sh --real     the real corpus instead (benches/real.sh; its options follow)
 set -euo pipefail
+
+for argument in "$@"; do
+    if [ "$argument" = --real ]; then
+        rest=()
+        for other in "$@"; do [ "$other" = --real ] || rest+=("$other"); done
+        exec "$(dirname "${BASH_SOURCE[0]}")/real.sh" "${rest[@]}"
+    fi
+done
 
 usage() {
     cat <<'EOF'
 usage: benches/run.sh [options]
+  --real                  run benches/real.sh on the real corpus instead (see real.sh --help)
   --smoke                 tiny corpus (8 MiB, 600 files), one run each; for CI
   --corpus DIR            scratch dir for the corpus and working copies [target/bench-corpus]
   --size-mb N             corpus size in MiB [500]
@@ -80,7 +90,9 @@ if [ -z "$storepatch" ]; then
         && cargo build --release --quiet -p storepatch-test --example make-tree)
     storepatch="$target_dir/release/storepatch"
 elif [ ! -x "$make_tree" ]; then
-    (cd "$repo" && cargo build --release --quiet -p storepatch-test --example make-tree)
+    # With a given binary (CI passes the debug one the tests built), make-tree in the debug profile.
+    make_tree="$target_dir/debug/examples/make-tree"
+    (cd "$repo" && cargo build --quiet -p storepatch-test --example make-tree)
 fi
 storepatch=$(cd "$(dirname "$storepatch")" && pwd)/$(basename "$storepatch")
 
