@@ -142,12 +142,7 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
         // Named as patchelf names it, so scripts matching its message keep working.
-        return fs_err::read(path).with_context(|| {
-            format!(
-                "getting info about '{}' (the value of {option})",
-                path.display()
-            )
-        });
+        return crate::exit::read_regular(path).with_context(|| format!("the value of {option}"));
     }
     Ok(raw)
 }
@@ -160,16 +155,19 @@ const MAX_MAP_FILE: u64 = 64 << 20;
 /// given twice as OLD, or a name with a version (`@`) is an error naming the file and line.
 fn read_symbol_map(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     use std::io::Read;
-    let file = fs_err::File::open(path).with_context(|| "Cannot open map file")?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        bail!("{}: not a regular file", path.display());
+    let metadata = fs_err::metadata(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
+    if let Some(kind) = storepatch_rewrite::special_kind(metadata.file_type()) {
+        bail!(
+            "cannot read `{}`: {kind}, not a regular file",
+            path.display()
+        );
     }
+    let file = fs_err::File::open(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
     let mut bytes = Vec::new();
     file.take(MAX_MAP_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_MAP_FILE {
         bail!(
-            "{}: map file larger than {MAX_MAP_FILE} bytes",
+            "cannot read `{}`: larger than {MAX_MAP_FILE} bytes",
             path.display()
         );
     }
@@ -383,7 +381,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     reason = "patchelf-style errors: exit 1, not storepatch's 2"
 )]
 fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    eprintln!("error: {}", crate::exit::render(err));
     ExitCode::FAILURE
 }
 

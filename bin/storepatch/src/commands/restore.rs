@@ -392,7 +392,7 @@ fn apply(
                     Outcome::of_error(&err),
                     EntryError {
                         path: path.clone(),
-                        message: format!("{err:#}"),
+                        message: crate::exit::render(&err),
                     },
                 )
             })
@@ -509,7 +509,7 @@ fn rewrite_group(
             .map(|(index, change)| {
                 let path = &entries[change.entry].path;
                 let message = if index == 0 {
-                    format!("{err:#}")
+                    crate::exit::render(&err)
                 } else {
                     format!(
                         "not restored: another name of this file, `{}`, could not be",

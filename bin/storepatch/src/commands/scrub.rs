@@ -115,7 +115,7 @@ fn apply(
                 if status == Outcome::Failed {
                     errors.push(EntryError {
                         path: entries[changes[index].entry].path.clone(),
-                        message: format!("{err:#}"),
+                        message: crate::exit::render(&err),
                     });
                 }
                 status

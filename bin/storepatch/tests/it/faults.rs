@@ -29,14 +29,14 @@ fn leftovers(root: &Path) -> Vec<PathBuf> {
 }
 
 /// A small tmpfs, unmounted on drop. `None` (with a message) where mounting is not allowed.
-struct SmallFilesystem {
-    mount_point: PathBuf,
+pub(crate) struct SmallFilesystem {
+    pub(crate) mount_point: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl SmallFilesystem {
     #[expect(clippy::print_stderr, reason = "a skipped test says so")]
-    fn new(size: &str) -> Option<Self> {
+    pub(crate) fn new(size: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mount_point = dir.path().join("fs");
         fs_err::create_dir(&mount_point).unwrap();

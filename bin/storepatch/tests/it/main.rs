@@ -9,6 +9,8 @@ mod common;
 /// Foreign architectures under qemu-user: edit, relink, run.
 mod cross;
 mod elf;
+/// Every subcommand's errors about files, in one wording, provoked for real.
+mod errors;
 /// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
 mod faults;
 /// The committed man pages and completions are current.

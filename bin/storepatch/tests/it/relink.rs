@@ -743,8 +743,8 @@ fn files_that_cannot_be_written_are_errors_and_stay_untouched() {
     ----- stdout -----
 
     ----- stderr -----
-    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
-    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
     patched 0 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 2 errors
     ");
     assert_eq!(scrubbed.extension_identities(), before);
