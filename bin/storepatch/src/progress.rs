@@ -23,6 +23,7 @@ enum Display {
 
 struct Log {
     message: &'static str,
+    unit: &'static str,
     done: AtomicU64,
     start: Instant,
     interval: Duration,
@@ -32,6 +33,11 @@ struct Log {
 impl Progress {
     /// A counter of the entries done so far (their number is not known until the walk ends).
     pub(crate) fn new(message: &'static str, enabled: bool) -> Self {
+        Self::counting(message, "entries", enabled)
+    }
+
+    /// A counter of things done so far, named `unit` ("files").
+    pub(crate) fn counting(message: &'static str, unit: &'static str, enabled: bool) -> Self {
         if !enabled {
             return Self(None);
         }
@@ -43,6 +49,7 @@ impl Progress {
             let start = Instant::now();
             return Self(Some(Display::Log(Log {
                 message,
+                unit,
                 done: AtomicU64::new(0),
                 start,
                 interval,
@@ -50,9 +57,9 @@ impl Progress {
             })));
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg:>10} {spinner} {human_pos} entries ({rate})")
-        {
+        if let Ok(style) = ProgressStyle::with_template(&format!(
+            "{{msg:>10}} {{spinner}} {{human_pos}} {unit} ({{rate}})"
+        )) {
             bar.set_style(style.with_key(
                 "rate",
                 |state: &ProgressState, out: &mut dyn std::fmt::Write| {
@@ -97,9 +104,10 @@ impl Log {
         *last = now;
         let elapsed = now.duration_since(self.start);
         eprintln!(
-            "{}: {} entries so far ({}/s)",
+            "{}: {} {} so far ({}/s)",
             self.message,
             thousands(done),
+            self.unit,
             thousands(rate(done, elapsed))
         );
     }

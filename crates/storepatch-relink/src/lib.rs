@@ -59,6 +59,8 @@ pub use patchelf_flags::PatchelfFlagError;
 pub use plan::{
     Dependency, DependencyKind, PatchelfFlags, Plan, Relink, Relinker, Resolution, Settings, Skip,
 };
-pub use run::{FileResult, TreeError, TreeFile, TreeOptions, TreeRun, relink_trees};
+pub use run::{
+    FileResult, TreeError, TreeFile, TreeOptions, TreeRun, relink_trees, relink_trees_with_progress,
+};
 pub use runpath::RestoreMap;
 pub use target::Target;

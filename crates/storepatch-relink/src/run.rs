@@ -97,6 +97,20 @@ pub fn relink_trees(
     roots: &[PathBuf],
     options: TreeOptions,
 ) -> Result<TreeRun, TreeError> {
+    relink_trees_with_progress(relinker, roots, options, &())
+}
+
+/// Like [`relink_trees`], telling `progress` about each file once it is done.
+///
+/// # Errors
+///
+/// A root cannot be walked; problems with single files are in the [`TreeRun`] instead.
+pub fn relink_trees_with_progress(
+    relinker: &Relinker,
+    roots: &[PathBuf],
+    options: TreeOptions,
+    progress: &dyn storepatch_tree::Progress,
+) -> Result<TreeRun, TreeError> {
     // The files to relink: regular files only (symlinks point at files that are relinked under
     // their own name, or are outside the tree and must not be written).
     // Hard links inside the trees: each file is relinked once, under the name met first.
@@ -145,14 +159,20 @@ pub fn relink_trees(
     }
     let mut results: Vec<FileResult> = files
         .par_iter()
-        .map(|file| match file.first_name {
-            Some(first) => FileResult::HardLink {
-                first,
-                relinked: false,
-            },
-            // Each file is finished or not started: a signal stops the run between files.
-            None if storepatch_rewrite::interrupt::signal().is_some() => FileResult::Interrupted,
-            None => relink_file(relinker, &file.path, file.len, options),
+        .map(|file| {
+            let result = match file.first_name {
+                Some(first) => FileResult::HardLink {
+                    first,
+                    relinked: false,
+                },
+                // Each file is finished or not started: a signal stops the run between files.
+                None if storepatch_rewrite::interrupt::signal().is_some() => {
+                    FileResult::Interrupted
+                }
+                None => relink_file(relinker, &file.path, file.len, options),
+            };
+            progress.entry_done();
+            result
         })
         .collect();
     relink_hard_links(&files, &mut results);

@@ -143,7 +143,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     } else {
         ReadPolicy::default()
     };
-    let run = storepatch_relink::relink_trees(
+    let progress = crate::progress::Progress::counting(
+        "relinking",
+        "files",
+        !(global.json || global.quiet || global.no_progress),
+    );
+    let run = storepatch_relink::relink_trees_with_progress(
         &relinker,
         &args.paths,
         storepatch_relink::TreeOptions {
@@ -151,7 +156,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             dry_run: args.dry_run,
             read_policy,
         },
-    )?;
+        &progress,
+    );
+    progress.finish();
+    let run = run?;
     for removed in &run.removed {
         output::message(global.quiet, &removed.to_string());
     }

@@ -16,6 +16,8 @@ mod faults;
 /// The committed man pages and completions are current.
 mod generated;
 mod nix;
+/// Progress: the bar on a terminal, lines in a build log, nothing with `--quiet`.
+mod progress;
 /// Every README example, run against the bundled example and compared.
 mod readme;
 /// One test per fixed bug.
