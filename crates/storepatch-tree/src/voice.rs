@@ -88,7 +88,39 @@ pub fn in_one_voice(message: &str) -> String {
         rest = tail;
     }
     out.push_str(rest);
-    out
+    without_repeated_action(out)
+}
+
+/// `text` without an outer ``cannot ACTION `PATH`: `` directly followed by another
+/// ``cannot ACTION `PATH`…`` about the same path (a wrapper's message followed by the one of the
+/// operation it wrapped): the inner one says more, such as where a rename went.
+fn without_repeated_action(mut text: String) -> String {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("cannot ") {
+        let start = from + found;
+        if let Some(end) = repeated_action_end(&text[start..]) {
+            text.replace_range(start..start + end, "");
+        } else {
+            from = start + "cannot ".len();
+        }
+    }
+    text
+}
+
+/// For `text` starting ``cannot ACTION `PATH`: cannot ACTION2 `PATH```, the length of the first
+/// part (up to the second `cannot`).
+fn repeated_action_end(text: &str) -> Option<usize> {
+    let (action, quoted) = text.strip_prefix("cannot ")?.split_once('`')?;
+    let (path, after) = quoted.split_once('`')?;
+    if action.contains(':') || path.is_empty() {
+        return None;
+    }
+    let inner = after.strip_prefix(": ")?;
+    let (inner_action, inner_quoted) = inner.strip_prefix("cannot ")?.split_once('`')?;
+    let same_path = inner_quoted
+        .strip_prefix(path)
+        .is_some_and(|tail| tail.starts_with('`'));
+    (same_path && !inner_action.contains(':')).then(|| text.len() - inner.len())
 }
 
 /// `before` without a trailing ``PATH: `` when `tail` (`` `PATH`…``) names the same path.
@@ -176,6 +208,25 @@ mod tests {
         assert_eq!(
             in_one_voice("interpreter x: failed to open file `y`: gone"),
             "interpreter x: cannot open `y`: gone"
+        );
+    }
+
+    #[test]
+    fn a_wrapper_naming_the_same_path_gives_way_to_the_operation() {
+        assert_eq!(
+            in_one_voice(
+                "cannot rename `a/x`: failed to rename file from `a/x` to `a/y`: Permission denied"
+            ),
+            "cannot rename `a/x` to `a/y`: Permission denied"
+        );
+        assert_eq!(
+            in_one_voice("cannot read `a`: cannot open `a`: gone"),
+            "cannot open `a`: gone"
+        );
+        // Different paths are both kept.
+        assert_eq!(
+            in_one_voice("cannot link `a` to `b` again: cannot rename `c`: busy"),
+            "cannot link `a` to `b` again: cannot rename `c`: busy"
         );
     }
 

@@ -213,3 +213,32 @@ fn files_given_as_arguments_must_be_regular_files() {
     error: cannot read `/dev/zero`: a character device, not a regular file
     ");
 }
+
+/// `scrub` as a build user in a directory it does not own: neither the rename of a name nor the
+/// temporary file for a content rewrite can be made; each says which, where, and why.
+#[test]
+fn scrub_in_a_directory_that_cannot_be_written() {
+    let tree = crate::common::TestTree::new();
+    tree.write(&format!("sub/{ZLIB_HASH}-name"), "x\n");
+    tree.write("sub/file", format!("/nix/store/{ZLIB_HASH}-zlib\n"));
+    // The root is nobody's, `sub` stays root's.
+    tree.give_to_nobody(&[]);
+    let Some(mut command) = crate::common::storepatch_as_nobody() else {
+        return;
+    };
+    cmd_snapshot!(tree.filters(), command.arg("scrub").arg(&tree.root), @"
+    success: false
+    exit_code: 2
+    ----- stdout -----
+
+    ----- stderr -----
+    error: cannot rename `[TMP]/tree/sub/1ix8vrm5f9r5l2v7mwnlbjjzvl0ai3gz-name` to `[TMP]/tree/sub/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-name`: Permission denied (os error 13)
+    error: cannot create a temporary file in `[TMP]/tree/sub`: Permission denied (os error 13)
+    scrubbed 0 references to 0 store paths: 0 files, 0 symlinks, 0 names (4 entries scanned, 0 references kept, 2 entries failed, 2 errors)
+    ");
+    assert!(tree.path(&format!("sub/{ZLIB_HASH}-name")).exists());
+    assert_eq!(
+        fs_err::read_to_string(tree.path("sub/file")).unwrap(),
+        format!("/nix/store/{ZLIB_HASH}-zlib\n")
+    );
+}
