@@ -70,7 +70,7 @@ pub enum Error {
         cause: std::io::Error,
     },
     /// Parsing or editing the ELF file at a path failed.
-    #[error("{}: {cause}", path.display())]
+    #[error("cannot patch `{}`: {cause}", path.display())]
     File {
         /// The file.
         path: PathBuf,

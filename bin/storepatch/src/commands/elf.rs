@@ -403,7 +403,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
     if invocation.edits == ElfEdits::default() && output == file {
         // Still parsed and validated, as patchelf does: malformed input is an error.
         let bytes = read_input(file)?;
-        ElfInfo::parse(&bytes).with_context(|| format!("reading {}", file.display()))?;
+        ElfInfo::parse(&bytes).with_context(|| format!("cannot read `{}`", file.display()))?;
         return Ok(());
     }
     // The error names the file already.
@@ -425,7 +425,7 @@ fn run_one(invocation: &Invocation, file: &Path) -> anyhow::Result<()> {
 fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {
     let statically_linked = || {
         anyhow::anyhow!(
-            "{}: no dynamic section; the file is most likely statically linked",
+            "cannot read `{}`: it has no dynamic section (it is most likely statically linked)",
             file.display()
         )
     };
@@ -433,7 +433,7 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     if invocation.print_interpreter {
         let interpreter = info.interpreter.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
-                "{}: no PT_INTERP; the file is most likely statically linked",
+                "cannot read `{}`: it has no PT_INTERP (it is most likely statically linked)",
                 file.display()
             )
         })?;

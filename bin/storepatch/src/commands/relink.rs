@@ -39,7 +39,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         .chain(args.library_sources.iter_mut().map(LibrarySource::path_mut))
     {
         *path = std::path::absolute(&*path)
-            .with_context(|| format!("making `{}` absolute", path.display()))?;
+            .with_context(|| format!("cannot make `{}` absolute", path.display()))?;
     }
     let args = &args;
     let store_dir = super::store_dir(global)?;

@@ -1964,7 +1964,7 @@ fn new_load_alignment_static_pie_and_at_file_errors() {
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("static-pie") && stderr.contains("static-pie:"),
+            stderr.contains("cannot patch `") && stderr.contains("static-pie`: unsupported:"),
             "{stderr}"
         );
         assert_eq!(before, fs_err::read(&static_pie).unwrap());
