@@ -107,7 +107,7 @@ fn without_repeated_action(mut text: String) -> String {
     text
 }
 
-/// For `text` starting ``cannot ACTION `PATH`: cannot ACTION2 `PATH```, the length of the first
+/// For `text` starting ``cannot ACTION `PATH`: cannot ACTION2 `PATH` ``, the length of the first
 /// part (up to the second `cannot`).
 fn repeated_action_end(text: &str) -> Option<usize> {
     let (action, quoted) = text.strip_prefix("cannot ")?.split_once('`')?;
