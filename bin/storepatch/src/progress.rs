@@ -1,7 +1,6 @@
 //! Progress: a bar on a terminal; in a build log (stderr not a terminal), a short line every few
 //! seconds once a run takes that long. Never with `--json`, `--quiet` or `--no-progress`.
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,9 +9,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 /// How often a line is printed when stderr is not a terminal
 /// (`STOREPATCH_PROGRESS_INTERVAL_MS` overrides it, for tests).
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The time is checked once every this many entries, not on each.
-const CHECK_EVERY: u64 = 256;
 
 pub(crate) struct Progress(Option<Display>);
 
@@ -27,7 +23,8 @@ struct Log {
     done: AtomicU64,
     start: Instant,
     interval: Duration,
-    last: Mutex<Instant>,
+    /// When the next line is due, in milliseconds since `start`.
+    next_due: AtomicU64,
 }
 
 impl Progress {
@@ -46,14 +43,13 @@ impl Progress {
                 .ok()
                 .and_then(|text| text.parse().ok())
                 .map_or(LOG_INTERVAL, Duration::from_millis);
-            let start = Instant::now();
             return Self(Some(Display::Log(Log {
                 message,
                 unit,
                 done: AtomicU64::new(0),
-                start,
+                start: Instant::now(),
                 interval,
-                last: Mutex::new(start),
+                next_due: AtomicU64::new(millis(interval)),
             })));
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -90,19 +86,23 @@ impl Log {
     #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
     fn inc(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if !done.is_multiple_of(CHECK_EVERY) {
+        // The clock is read after each entry (a few nanoseconds), so a line is due on time even
+        // when entries are slow; of the threads that see it due, one prints it.
+        let elapsed = self.start.elapsed();
+        let due = self.next_due.load(Ordering::Relaxed);
+        if millis(elapsed) < due
+            || self
+                .next_due
+                .compare_exchange(
+                    due,
+                    millis(elapsed).saturating_add(millis(self.interval).max(1)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
             return;
         }
-        // Another thread printing right now will do.
-        let Ok(mut last) = self.last.try_lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if now.duration_since(*last) < self.interval {
-            return;
-        }
-        *last = now;
-        let elapsed = now.duration_since(self.start);
         eprintln!(
             "{}: {} {} so far ({}/s)",
             self.message,
@@ -111,6 +111,10 @@ impl Log {
             thousands(rate(done, elapsed))
         );
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Entries per second, rounded to a whole number.
