@@ -141,7 +141,7 @@ fn value(args: &mut impl Iterator<Item = OsString>, option: &str) -> anyhow::Res
     let raw = raw.into_vec();
     if let Some(file) = raw.strip_prefix(b"@") {
         let path = Path::new(OsStr::from_bytes(file));
-        // Named as patchelf names it, so scripts matching its message keep working.
+        // A regular file only, read to its size, as every file named on a command line.
         return crate::exit::read_regular(path).with_context(|| format!("the value of {option}"));
     }
     Ok(raw)
