@@ -115,6 +115,8 @@ fn a_bar_on_a_terminal() {
         let output = Command::new("/usr/bin/script")
             .args(["-qec", &command, "/dev/null"])
             .env_remove("STOREPATCH_NO_PROGRESS")
+            // A terminal that can redraw a line (under TERM=dumb no bar is drawn).
+            .env("TERM", "xterm")
             .output()
             .unwrap();
         let shown = String::from_utf8_lossy(&output.stdout);
