@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+# Headings in bold on a terminal only, so that a log holds no escape sequences.
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
 note() { printf '  -> %s\n' "$*"; }
 step() { printf '\n$ %s\n' "$*"; }
 

@@ -20,7 +20,7 @@ _storepatch() {
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -47,7 +47,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -68,7 +68,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -89,7 +89,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -123,7 +123,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -140,7 +140,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -156,7 +156,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
@@ -171,7 +171,7 @@ _arguments "${_arguments_options[@]}" : \
 '--json[Emit JSON Lines on stdout instead of the human report]' \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
-'--no-progress[Never show a progress bar (it is only shown when stderr is a terminal)]' \
+'--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
 '--no-mmap[Read every file with read(2) instead of mapping large ones into memory]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \

@@ -70,7 +70,8 @@ pub(crate) struct GlobalArgs {
     /// Print nothing but errors (and the `--json` output when asked for).
     #[arg(long, short, global = true)]
     pub(crate) quiet: bool,
-    /// Never show a progress bar (it is only shown when stderr is a terminal).
+    /// Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line
+    /// every 5 s once a run takes that long).
     #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_progress: bool,
     /// Read every file with read(2) instead of mapping large ones into memory.

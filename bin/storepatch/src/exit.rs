@@ -34,6 +34,26 @@ pub(crate) fn cannot(action: &str, path: &Path, err: &std::io::Error) -> anyhow:
     anyhow::anyhow!("cannot {action} `{}`: {}", path.display(), io_cause(err))
 }
 
+/// The bytes of the regular file at `path` (a symlink is followed), never more than the size
+/// `stat` gives: a device such as `/dev/zero` would give bytes without end and a FIFO would block,
+/// so both are refused before anything is opened. Errors are worded as [`cannot`] words them.
+pub(crate) fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let metadata = fs_err::metadata(path).map_err(|err| cannot("read", path, &err))?;
+    if let Some(kind) = storepatch_rewrite::special_kind(metadata.file_type()) {
+        anyhow::bail!(
+            "cannot read `{}`: {kind}, not a regular file",
+            path.display()
+        );
+    }
+    let file = fs_err::File::open(path).map_err(|err| cannot("read", path, &err))?;
+    let mut bytes = Vec::new();
+    file.take(metadata.len())
+        .read_to_end(&mut bytes)
+        .map_err(|err| cannot("read", path, &err))?;
+    Ok(bytes)
+}
+
 /// What the system said about `err` (`No such file or directory (os error 2)`). `fs_err` words
 /// its errors as ``failed to OPERATION `PATH`: CAUSE``; the path is in our message already, so
 /// only the cause is kept.
@@ -43,6 +63,12 @@ pub(crate) fn io_cause(err: &std::io::Error) -> String {
         Some((operation, cause)) if operation.starts_with("failed to ") => cause.to_owned(),
         _ => text,
     }
+}
+
+/// `err` and its causes on one line, in the one wording of messages about files
+/// ([`storepatch_tree::in_one_voice`]: ``cannot ACTION `PATH`: CAUSE``).
+pub(crate) fn render(err: &anyhow::Error) -> String {
+    storepatch_tree::in_one_voice(&format!("{err:#}"))
 }
 
 #[expect(clippy::print_stderr, reason = "the one place errors reach the user")]
@@ -55,7 +81,7 @@ pub(crate) fn report(result: anyhow::Result<ExitCode>, json: bool) -> ExitCode {
             log::debug!("removed {}", path.display());
         }
         if let Err(err) = &result {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(err));
         }
         let name = if signal == signal_hook::consts::SIGTERM {
             "SIGTERM"
@@ -81,14 +107,14 @@ pub(crate) fn report(result: anyhow::Result<ExitCode>, json: bool) -> ExitCode {
                 let line = serde_json::json!({
                     "type": "error",
                     "path": null,
-                    "message": format!("{err:#}"),
+                    "message": render(&err),
                 });
                 let _ = std::io::Write::write_all(
                     &mut std::io::stdout().lock(),
                     format!("{line}\n").as_bytes(),
                 );
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             ExitCode::from(ERROR)
         }
     }

@@ -1,7 +1,6 @@
 //! Progress: a bar on a terminal; in a build log (stderr not a terminal), a short line every few
 //! seconds once a run takes that long. Never with `--json`, `--quiet` or `--no-progress`.
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,9 +9,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 /// How often a line is printed when stderr is not a terminal
 /// (`STOREPATCH_PROGRESS_INTERVAL_MS` overrides it, for tests).
 const LOG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The time is checked once every this many entries, not on each.
-const CHECK_EVERY: u64 = 256;
 
 pub(crate) struct Progress(Option<Display>);
 
@@ -23,15 +19,22 @@ enum Display {
 
 struct Log {
     message: &'static str,
+    unit: &'static str,
     done: AtomicU64,
     start: Instant,
     interval: Duration,
-    last: Mutex<Instant>,
+    /// When the next line is due, in milliseconds since `start`.
+    next_due: AtomicU64,
 }
 
 impl Progress {
     /// A counter of the entries done so far (their number is not known until the walk ends).
     pub(crate) fn new(message: &'static str, enabled: bool) -> Self {
+        Self::counting(message, "entries", enabled)
+    }
+
+    /// A counter of things done so far, named `unit` ("files").
+    pub(crate) fn counting(message: &'static str, unit: &'static str, enabled: bool) -> Self {
         if !enabled {
             return Self(None);
         }
@@ -40,19 +43,19 @@ impl Progress {
                 .ok()
                 .and_then(|text| text.parse().ok())
                 .map_or(LOG_INTERVAL, Duration::from_millis);
-            let start = Instant::now();
             return Self(Some(Display::Log(Log {
                 message,
+                unit,
                 done: AtomicU64::new(0),
-                start,
+                start: Instant::now(),
                 interval,
-                last: Mutex::new(start),
+                next_due: AtomicU64::new(millis(interval)),
             })));
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg:>10} {spinner} {human_pos} entries ({rate})")
-        {
+        if let Ok(style) = ProgressStyle::with_template(&format!(
+            "{{msg:>10}} {{spinner}} {{human_pos}} {unit} ({{rate}})"
+        )) {
             bar.set_style(style.with_key(
                 "rate",
                 |state: &ProgressState, out: &mut dyn std::fmt::Write| {
@@ -83,26 +86,35 @@ impl Log {
     #[expect(clippy::print_stderr, reason = "progress goes to stderr")]
     fn inc(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if !done.is_multiple_of(CHECK_EVERY) {
+        // The clock is read after each entry (a few nanoseconds), so a line is due on time even
+        // when entries are slow; of the threads that see it due, one prints it.
+        let elapsed = self.start.elapsed();
+        let due = self.next_due.load(Ordering::Relaxed);
+        if millis(elapsed) < due
+            || self
+                .next_due
+                .compare_exchange(
+                    due,
+                    millis(elapsed).saturating_add(millis(self.interval).max(1)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
             return;
         }
-        // Another thread printing right now will do.
-        let Ok(mut last) = self.last.try_lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if now.duration_since(*last) < self.interval {
-            return;
-        }
-        *last = now;
-        let elapsed = now.duration_since(self.start);
         eprintln!(
-            "{}: {} entries so far ({}/s)",
+            "{}: {} {} so far ({}/s)",
             self.message,
             thousands(done),
+            self.unit,
             thousands(rate(done, elapsed))
         );
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Entries per second, rounded to a whole number.

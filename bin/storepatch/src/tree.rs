@@ -46,7 +46,7 @@ pub(crate) fn load_candidates(
 ) -> anyhow::Result<Vec<StorePath>> {
     let mut candidates = Vec::new();
     for file in files {
-        let text = fs_err::read(file).map_err(|err| crate::exit::cannot("read", file, &err))?;
+        let text = crate::exit::read_regular(file)?;
         candidates.extend(storepatch_tree::parse_candidates(store_dir, file, &text)?);
     }
     if from_env {

@@ -52,7 +52,7 @@ pub enum Error {
     },
     /// A file to read or to replace is not a regular file (a device, FIFO, socket or
     /// directory): it is never read without bound, waited on, or renamed over.
-    #[error("{}: {kind}, not a regular file; refusing to {action} it", path.display())]
+    #[error("cannot {action} `{}`: {kind}, not a regular file", path.display())]
     NotRegular {
         /// The file.
         path: PathBuf,
@@ -70,7 +70,7 @@ pub enum Error {
         cause: std::io::Error,
     },
     /// Parsing or editing the ELF file at a path failed.
-    #[error("{}: {cause}", path.display())]
+    #[error("cannot patch `{}`: {cause}", path.display())]
     File {
         /// The file.
         path: PathBuf,

@@ -306,9 +306,18 @@ fn write_error(path: &Path) -> impl FnOnce(storepatch_rewrite::Error) -> Error +
             storepatch_rewrite::Error::Interrupted { .. } => std::io::ErrorKind::Interrupted,
             _ => std::io::ErrorKind::InvalidInput,
         };
+        // The rewrite error's message names the action and the path, its source the cause;
+        // both go into the one message.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
         Error::Io {
             path: path.to_path_buf(),
-            cause: std::io::Error::new(kind, error),
+            cause: std::io::Error::new(kind, message),
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum Error {
     #[error(transparent)]
     Walk(#[from] storepatch_walk::Error),
     /// A file starts like an ELF file but cannot be parsed (truncated or malformed).
-    #[error("{}: {error}", path.display())]
+    #[error("cannot relink `{}`: {error}", path.display())]
     Elf {
         /// The file.
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum Error {
         error: storepatch_elf::Error,
     },
     /// The interpreter given for dynamic executables is not an ELF file that can be used.
-    #[error("interpreter {}: {reason}", path.display())]
+    #[error("cannot use `{}` as the interpreter: {reason}", path.display())]
     Interpreter {
         /// The interpreter path.
         path: PathBuf,

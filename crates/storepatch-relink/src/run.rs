@@ -235,11 +235,18 @@ pub fn relink_trees(
         relinker,
         walk_trees(roots, options)?,
         options,
+        &(),
     ))
 }
 
-/// Relinks the files of trees walked by [`walk_trees`] in parallel; results in walk order.
-pub fn relink_walked(relinker: &Relinker, tree: TreeWalk, options: TreeOptions) -> TreeRun {
+/// Relinks the files of trees walked by [`walk_trees`] in parallel, telling `progress` about each
+/// file once it is done; results in walk order.
+pub fn relink_walked(
+    relinker: &Relinker,
+    tree: TreeWalk,
+    options: TreeOptions,
+    progress: &dyn storepatch_tree::Progress,
+) -> TreeRun {
     let TreeWalk {
         files,
         starts,
@@ -250,18 +257,22 @@ pub fn relink_walked(relinker: &Relinker, tree: TreeWalk, options: TreeOptions) 
     let mut results: Vec<FileResult> = files
         .par_iter()
         .zip(starts)
-        .map(|(file, start)| match (file.first_name, start) {
-            (Some(first), _) => FileResult::HardLink {
-                first,
-                relinked: false,
-            },
-            (None, Start::NotElf) => FileResult::Skipped(Skip::NotElf),
-            (None, Start::Unreadable(message)) => FileResult::Failed(message),
-            // Each file is finished or not started: a signal stops the run between files.
-            (None, Start::Elf) if storepatch_rewrite::interrupt::signal().is_some() => {
-                FileResult::Interrupted
-            }
-            (None, Start::Elf) => relink_file(relinker, &file.path, file.len, options),
+        .map(|(file, start)| {
+            let result = match (file.first_name, start) {
+                (Some(first), _) => FileResult::HardLink {
+                    first,
+                    relinked: false,
+                },
+                (None, Start::NotElf) => FileResult::Skipped(Skip::NotElf),
+                (None, Start::Unreadable(message)) => FileResult::Failed(message),
+                // Each file is finished or not started: a signal stops the run between files.
+                (None, Start::Elf) if storepatch_rewrite::interrupt::signal().is_some() => {
+                    FileResult::Interrupted
+                }
+                (None, Start::Elf) => relink_file(relinker, &file.path, file.len, options),
+            };
+            progress.entry_done();
+            result
         })
         .collect();
     relink_hard_links(&files, &mut results);

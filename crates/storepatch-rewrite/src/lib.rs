@@ -81,7 +81,7 @@ pub enum Error {
     },
     /// The entry to be replaced is not a regular file (a device, FIFO, socket, directory or
     /// symlink is never replaced).
-    #[error("`{}` is {kind}: only regular files are replaced", .path.display())]
+    #[error("cannot replace `{}`: {kind}, not a regular file", .path.display())]
     NotRegular {
         /// The entry.
         path: PathBuf,
@@ -89,7 +89,7 @@ pub enum Error {
         kind: &'static str,
     },
     /// The entry to be retargeted is not a symlink.
-    #[error("`{}` is not a symlink any more", .path.display())]
+    #[error("cannot retarget `{}`: not a symlink any more", .path.display())]
     NotSymlink {
         /// The entry.
         path: PathBuf,
@@ -103,7 +103,7 @@ pub enum Error {
         signal: i32,
     },
     /// The path has no parent directory or no file name.
-    #[error("`{}` has no parent directory", .path.display())]
+    #[error("cannot replace `{}`: it has no parent directory", .path.display())]
     NoParent {
         /// The path.
         path: PathBuf,

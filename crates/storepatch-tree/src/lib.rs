@@ -22,6 +22,9 @@ use storepatch_core::{HashPart, StoreDir, StorePath};
 use storepatch_scan::{Hit, Scanner, Windows};
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
+mod voice;
+pub use voice::in_one_voice;
+
 /// Where in an entry a reference sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Location {
@@ -490,7 +493,8 @@ fn context(bytes: &[u8], hit: &Hit) -> Vec<u8> {
         .to_vec()
 }
 
-/// `err` and its causes on one line.
+/// `err` and its causes on one line, in the one wording of messages about files (see
+/// [`in_one_voice`]).
 #[must_use]
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut message = err.to_string();
@@ -500,7 +504,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    message
+    in_one_voice(&message)
 }
 
 /// A line of a candidates list that is not a store path.

@@ -60,7 +60,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A file changed size while it was being read.
-    #[error("`{}` changed while it was read (expected {expected} bytes, found {found})", .path.display())]
+    #[error("cannot read `{}`: it changed while it was read (expected {expected} bytes, found {found})", .path.display())]
     Changed {
         /// The file.
         path: PathBuf,
@@ -70,7 +70,7 @@ pub enum Error {
         found: u64,
     },
     /// The name now belongs to another file than the one the walk saw.
-    #[error("`{}` was replaced by another file after it was scanned", .path.display())]
+    #[error("cannot rewrite `{}`: it was replaced by another file after it was scanned", .path.display())]
     Replaced {
         /// The path.
         path: PathBuf,

@@ -187,16 +187,19 @@ const MAX_MAP_FILE: u64 = 64 << 20;
 /// given twice as OLD, or a name with a version (`@`) is an error naming the file and line.
 fn read_symbol_map(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     use std::io::Read;
-    let file = fs_err::File::open(path).with_context(|| "Cannot open map file")?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        bail!("{}: not a regular file", path.display());
+    let metadata = fs_err::metadata(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
+    if let Some(kind) = storepatch_rewrite::special_kind(metadata.file_type()) {
+        bail!(
+            "cannot read `{}`: {kind}, not a regular file",
+            path.display()
+        );
     }
+    let file = fs_err::File::open(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
     let mut bytes = Vec::new();
     file.take(MAX_MAP_FILE + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_MAP_FILE {
         bail!(
-            "{}: map file larger than {MAX_MAP_FILE} bytes",
+            "cannot read `{}`: larger than {MAX_MAP_FILE} bytes",
             path.display()
         );
     }
@@ -424,7 +427,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     reason = "patchelf-style errors: exit 1, not storepatch's 2"
 )]
 fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
+    eprintln!("error: {}", crate::exit::render(err));
     ExitCode::FAILURE
 }
 
@@ -527,7 +530,7 @@ fn warn(file: &Path, warning: storepatch_elf::Warning) {
 fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::Result<()> {
     let statically_linked = || {
         anyhow::anyhow!(
-            "{}: no dynamic section; the file is most likely statically linked",
+            "cannot read `{}`: it has no dynamic section (it is most likely statically linked)",
             file.display()
         )
     };
@@ -535,7 +538,7 @@ fn print_info(invocation: &Invocation, file: &Path, info: &ElfInfo) -> anyhow::R
     if invocation.print_interpreter {
         let interpreter = info.interpreter.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
-                "{}: no PT_INTERP; the file is most likely statically linked",
+                "cannot read `{}`: it has no PT_INTERP (it is most likely statically linked)",
                 file.display()
             )
         })?;

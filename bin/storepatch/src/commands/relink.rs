@@ -39,7 +39,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         .chain(args.library_sources.iter_mut().map(LibrarySource::path_mut))
     {
         *path = std::path::absolute(&*path)
-            .with_context(|| format!("making `{}` absolute", path.display()))?;
+            .with_context(|| format!("cannot make `{}` absolute", path.display()))?;
     }
     let args = &args;
     let store_dir = super::store_dir(global)?;
@@ -48,8 +48,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         (Some(path), _) => Some(path.clone()),
         (None, Some(bintools)) => {
             let file = bintools.join("nix-support/dynamic-linker");
-            let text = fs_err::read(&file)
-                .map_err(|err| crate::exit::cannot("read", &file, &err))
+            let text = crate::exit::read_regular(&file)
                 .context("$NIX_BINTOOLS names no dynamic linker")?;
             Some(PathBuf::from(std::ffi::OsStr::from_bytes(
                 text.trim_ascii(),
@@ -59,8 +58,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     };
     let target = match &interpreter {
         Some(path) => {
-            let bytes =
-                fs_err::read(path).map_err(|err| crate::exit::cannot("read", path, &err))?;
+            let bytes = crate::exit::read_regular(path)?;
             let info = ElfInfo::parse(&bytes)
                 .with_context(|| format!("cannot use `{}` as the interpreter", path.display()))?;
             Target::of(&info)
@@ -78,7 +76,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             Err(err) => output::message(
                 global.quiet,
                 &format!(
-                    "warning: libc directory from $NIX_BINTOOLS: {err}; using glibc's sonames"
+                    "warning: libc directory from $NIX_BINTOOLS: {}; using glibc's sonames",
+                    storepatch_tree::error_chain(&err)
                 ),
             ),
         }
@@ -111,7 +110,13 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     }
     let (index, index_errors) = builder.build();
     for err in &index_errors {
-        output::message(global.quiet, &format!("warning: library search: {err}"));
+        output::message(
+            global.quiet,
+            &format!(
+                "warning: library search: {}",
+                storepatch_tree::error_chain(err)
+            ),
+        );
     }
 
     let supplied: Vec<&Path> = args
@@ -143,7 +148,13 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
     };
     let relinker = Relinker::new(index, settings);
 
-    let run = storepatch_relink::relink_walked(&relinker, tree, tree_options);
+    let progress = crate::progress::Progress::counting(
+        "relinking",
+        "files",
+        !(global.json || global.quiet || global.no_progress),
+    );
+    let run = storepatch_relink::relink_walked(&relinker, tree, tree_options, &progress);
+    progress.finish();
     for removed in &run.removed {
         output::message(global.quiet, &removed.to_string());
     }

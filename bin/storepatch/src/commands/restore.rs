@@ -732,7 +732,7 @@ fn apply(
                     Outcome::of_error(&err),
                     EntryError {
                         path: path.clone(),
-                        message: format!("{err:#}"),
+                        message: crate::exit::render(&err),
                     },
                 )
             })
@@ -795,7 +795,7 @@ fn still_planned(
         let start = usize::try_from(restoration.hash_offset).unwrap_or(usize::MAX);
         anyhow::ensure!(
             contents.get(start..start.saturating_add(HASH_LEN)) == Some(&SCRUBBED_HASH[..]),
-            "changed while it was restored (no scrubbed hash at offset {} any more)",
+            "it changed while it was restored (no scrubbed hash at offset {} any more)",
             restoration.hash_offset
         );
     }
@@ -820,7 +820,7 @@ fn still_planned(
         anyhow::ensure!(
             contents.get(start..start.saturating_add(occurrence.len))
                 == Some(&relocations[occurrence.relocation].old[..]),
-            "changed while it was restored (`{}` not at offset {} any more)",
+            "it changed while it was restored (`{}` not at offset {} any more)",
             String::from_utf8_lossy(&relocations[occurrence.relocation].old),
             occurrence.offset
         );
@@ -848,9 +848,15 @@ fn rewrite_group(
             Ok((contents, metadata))
         })
         .and_then(|(contents, metadata)| {
-            still_planned(&contents, group[0], relocations)?;
+            still_planned(&contents, group[0], relocations)
+                .with_context(|| format!("cannot restore `{}`", leader.path.display()))?;
             let new = storepatch_rewrite::splice(&contents, &group[0].splices(relocations))
-                .context("the planned changes do not fit the file")?;
+                .with_context(|| {
+                    format!(
+                        "cannot restore `{}`: the planned changes do not fit the file",
+                        leader.path.display()
+                    )
+                })?;
             if new[..] != contents[..] {
                 storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
             }
@@ -865,7 +871,7 @@ fn rewrite_group(
             .map(|(index, change)| {
                 let path = &entries[change.entry].path;
                 let message = if index == 0 {
-                    format!("{err:#}")
+                    crate::exit::render(&err)
                 } else {
                     format!(
                         "not restored: another name of this file, `{}`, could not be",
@@ -907,9 +913,15 @@ fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow:
     storepatch_rewrite::interrupt::check(path)?;
     let target = fs_err::read_link(path)?;
     let target = target.as_os_str().as_bytes();
-    still_planned(target, change, relocations)?;
+    still_planned(target, change, relocations)
+        .with_context(|| format!("cannot restore `{}`", path.display()))?;
     let new_target = storepatch_rewrite::splice(target, &change.splices(relocations))
-        .context("the planned changes do not fit the symlink's target")?;
+        .with_context(|| {
+            format!(
+                "cannot restore `{}`: the planned changes do not fit the symlink's target",
+                path.display()
+            )
+        })?;
     storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
     Ok(())
 }

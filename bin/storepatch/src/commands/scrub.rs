@@ -115,7 +115,7 @@ fn apply(
                 if status == Outcome::Failed {
                     errors.push(EntryError {
                         path: entries[changes[index].entry].path.clone(),
-                        message: format!("{err:#}"),
+                        message: crate::exit::render(&err),
                     });
                 }
                 status
@@ -237,7 +237,9 @@ fn rewrite_group(
                 let hash = contents.get(start..start.saturating_add(32));
                 anyhow::ensure!(
                     hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
-                    "changed while it was scrubbed (no store hash at offset {offset} any more)"
+                    "cannot scrub `{}`: it changed while it was scrubbed (no store hash at offset \
+                     {offset} any more)",
+                    leader.path.display()
                 );
             }
             storepatch_rewrite::replace_file(
@@ -261,7 +263,7 @@ fn rewrite_group(
                 })
             } else {
                 anyhow::anyhow!(
-                    "{}: not scrubbed: its other name {} could not be rewritten",
+                    "cannot scrub `{}`: its other name `{}` could not be rewritten",
                     path.display(),
                     leader.path.display()
                 )
@@ -285,7 +287,10 @@ fn retarget(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
     let target = fs_err::read_link(path)?;
     let new_target = storepatch_rewrite::apply(target.as_os_str().as_bytes(), &patches(offsets))
         .ok_or_else(|| {
-            anyhow::anyhow!("symlink `{}` changed while it was scrubbed", path.display())
+            anyhow::anyhow!(
+                "cannot scrub `{}`: the symlink changed while it was scrubbed",
+                path.display()
+            )
         })?;
     storepatch_rewrite::retarget_symlink(path, &storepatch_rewrite::os_string(new_target))?;
     Ok(())

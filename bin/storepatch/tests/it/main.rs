@@ -11,11 +11,15 @@ mod cross;
 mod elf;
 /// `storepatch elf` on malformed files beside the real patchelf, and on every valid system file.
 mod elf_invalid;
+/// Every subcommand's errors about files, in one wording, provoked for real.
+mod errors;
 /// Faults and hostile trees: full disks, loops, sparse files, odd names, races.
 mod faults;
 /// The committed man pages and completions are current.
 mod generated;
 mod nix;
+/// Progress: the bar on a terminal, lines in a build log, nothing with `--quiet`.
+mod progress;
 /// Every README example, run against the bundled example and compared.
 mod readme;
 /// One test per fixed bug.

@@ -709,7 +709,7 @@ fn odd_files_are_skipped_or_reported_and_never_written() {
     ----- stderr -----
     note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libforeign.so: architecture aarch64 (64-bit) differs from the target x86-64 (64-bit)
     note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libnotelf.so: not an ELF file
-    error: [TMP]/venv/lib/python3.12/site-packages/extra/libtruncated.so: malformed ELF: program header table at offset 0x40
+    error: cannot relink `[TMP]/venv/lib/python3.12/site-packages/extra/libtruncated.so`: malformed ELF: program header table at offset 0x40
     note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/static-tool: statically linked
     patched 2 files (2 restored in place), 0 unchanged, 3 skipped, 0 missing dependencies (0 ignored), 1 errors
     ");
@@ -743,8 +743,8 @@ fn files_that_cannot_be_written_are_errors_and_stay_untouched() {
     ----- stdout -----
 
     ----- stderr -----
-    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
-    error: failed to open file `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
     patched 0 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 2 errors
     ");
     assert_eq!(scrubbed.extension_identities(), before);
