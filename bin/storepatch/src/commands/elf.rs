@@ -165,16 +165,25 @@ const MAX_VALUE_FILE: u64 = 64 << 20;
 /// `@/dev/zero` is not read without end and a FIFO is not waited on.
 fn read_value_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read as _;
-    let metadata = fs_err::metadata(path)?;
-    if !metadata.is_file() {
-        bail!("{}: not a regular file", path.display());
+    let cannot = |err: &std::io::Error| crate::exit::cannot("read", path, err);
+    let metadata = fs_err::metadata(path).map_err(|err| cannot(&err))?;
+    if let Some(kind) = storepatch_rewrite::special_kind(metadata.file_type()) {
+        bail!(
+            "cannot read `{}`: {kind}, not a regular file",
+            path.display()
+        );
     }
     let mut bytes = Vec::new();
-    fs_err::File::open(path)?
+    fs_err::File::open(path)
+        .map_err(|err| cannot(&err))?
         .take(MAX_VALUE_FILE + 1)
-        .read_to_end(&mut bytes)?;
+        .read_to_end(&mut bytes)
+        .map_err(|err| cannot(&err))?;
     if bytes.len() as u64 > MAX_VALUE_FILE {
-        bail!("{}: larger than {MAX_VALUE_FILE} bytes", path.display());
+        bail!(
+            "cannot read `{}`: larger than {MAX_VALUE_FILE} bytes",
+            path.display()
+        );
     }
     Ok(bytes)
 }

@@ -1976,7 +1976,8 @@ fn new_load_alignment_static_pie_and_at_file_errors() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
-            "error: the value of --set-rpath: cannot read `no-such-value-file`: No such file"
+            "error: getting info about 'no-such-value-file' (the value of --set-rpath): \
+             cannot read `no-such-value-file`: No such file"
         ),
         "{stderr}"
     );

@@ -768,7 +768,7 @@ fn static_pie_refuses_a_run_path_from_every_option() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         assert!(
-            stderr.contains("static-pie:") && stderr.contains("a run path in a static-pie"),
+            stderr.contains("static-pie`") && stderr.contains("a run path in a static-pie"),
             "{args:?}: {stderr}"
         );
         assert_eq!(fs_err::read(&program).unwrap(), original);

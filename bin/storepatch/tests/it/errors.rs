@@ -202,7 +202,7 @@ fn files_given_as_arguments_must_be_regular_files() {
     ----- stdout -----
 
     ----- stderr -----
-    error: the value of --set-rpath: cannot read `[TMP]/fifo`: a FIFO, not a regular file
+    error: getting info about '[TMP]/fifo' (the value of --set-rpath): cannot read `[TMP]/fifo`: a FIFO, not a regular file
     ");
     cmd_snapshot!(filters, storepatch().args(["elf", "--rename-dynamic-symbols", "/dev/zero"]).arg(&program), @"
     success: false
