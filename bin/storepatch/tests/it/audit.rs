@@ -15,18 +15,18 @@ fn scrubbed_tree_is_unhealthy_and_relinked_site_packages_are_healthy() {
     exit_code: 1
     ----- stdout -----
     PROBLEM                   PATH  DETAIL
-    missing #! interpreter    [TMP]/venv/bin/barkit-tool  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1/bin/python3.12
+    missing #! interpreter    [TMP]/venv/bin/barkit-tool  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-[PYTHON_VERSION]/bin/python[VER]
     missing #! interpreter    [TMP]/venv/bin/fastfoo-cli  [TMP]/venv/bin/python
-    dangling symlink          [TMP]/venv/bin/python  -> [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1/bin/python3.12
+    dangling symlink          [TMP]/venv/bin/python  -> [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-[PYTHON_VERSION]/bin/python[VER]
     dangling symlink          [TMP]/venv/bin/python3  -> python
-    dangling symlink          [TMP]/venv/bin/python3.12  -> python
-    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib
-    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib
-    missing library           [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  libbar.so.2
-    missing library           [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so  libbaz.so.0
-    dead run path entry       [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib
-    missing library           [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so  libfoo.so.1
-    missing venv home         [TMP]/venv/pyvenv.cfg  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1/bin
+    dangling symlink          [TMP]/venv/bin/python[VER]  -> python
+    dead run path entry       [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib
+    dead run path entry       [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib
+    missing library           [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]  libbar.so.2
+    missing library           [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]  libbaz.so.0
+    dead run path entry       [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib
+    missing library           [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]  libfoo.so.1
+    missing venv home         [TMP]/venv/pyvenv.cfg  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-[PYTHON_VERSION]/bin
     dangling symlink          [TMP]/venv/share/lib/libfoo.so.1  -> [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib/libfoo.so.1
 
       LIVE  SCRUBBED  STORE PATH
@@ -36,7 +36,7 @@ fn scrubbed_tree_is_unhealthy_and_relinked_site_packages_are_healthy() {
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libffi-3.4.6
          0         2  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-openssl-3.0.15
-         0        11  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1
+         0        11  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-[PYTHON_VERSION]
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-source
 
     ----- stderr -----
@@ -56,7 +56,7 @@ fn scrubbed_tree_is_unhealthy_and_relinked_site_packages_are_healthy() {
          1         0  [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3
          0         2  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9
-         0         4  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-3.12.1
+         0         4  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-python3-[PYTHON_VERSION]
          0         1  [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-source
          1         0  [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0
          1         0  [TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9

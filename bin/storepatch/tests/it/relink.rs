@@ -49,8 +49,24 @@ impl Scrubbed {
         command
     }
 
+    /// `[TMP]` for the temporary directory, and placeholders for what depends on the host's
+    /// Python (the fixture's venv is made for it): its version and extension suffix.
     pub(crate) fn filters(&self) -> Filters {
-        Filters::new().path(self.dir.path(), "[TMP]")
+        let filters = Filters::new().path(self.dir.path(), "[TMP]");
+        let Ok(python) = storepatch_test::fixture_store::host_python() else {
+            return filters;
+        };
+        let literal = |text: &str| text.replace('.', r"\.");
+        filters
+            .regex(
+                &literal(&format!("python3-{}", python.full_version)),
+                "python3-[PYTHON_VERSION]",
+            )
+            .regex(&literal(&python.ext_suffix), "[EXT_SUFFIX]")
+            .regex(
+                &literal(&format!("python{}", python.version)),
+                "python[VER]",
+            )
     }
 
     fn extension_identities(&self) -> Vec<(u64, u64, i64, i64)> {
@@ -139,8 +155,8 @@ fn scrubbed_run_paths_are_restored_in_place_and_extensions_load() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib (restored in place)
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+    patched [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib (restored in place)
+    patched [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
 
     ----- stderr -----
     patched 2 files (2 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
@@ -226,11 +242,11 @@ fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
     success: false
     exit_code: 1
     ----- stdout -----
-    would patch [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+    would patch [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
 
     ----- stderr -----
-    error: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbar.so.2 not found
-    error: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbaz.so.0 not found
+    error: [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: libbar.so.2 not found
+    error: [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: libbaz.so.0 not found
     would patch 1 files (1 restored in place), 1 unchanged, 0 skipped, 2 missing dependencies (0 ignored), 0 errors
     ");
     assert_eq!(scrubbed.extension_identities(), before);
@@ -239,21 +255,21 @@ fn missing_dependencies_are_listed_together_and_fail_unless_ignored() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+    patched [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
 
     ----- stderr -----
-    warning: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbar.so.2 not found (ignored by `libba?.so.*`)
-    warning: [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: libbaz.so.0 not found (ignored by `libba?.so.*`)
+    warning: [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: libbar.so.2 not found (ignored by `libba?.so.*`)
+    warning: [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: libbaz.so.0 not found (ignored by `libba?.so.*`)
     patched 1 files (1 restored in place), 1 unchanged, 0 skipped, 2 missing dependencies (2 ignored), 0 errors
     ");
     cmd_snapshot!(scrubbed.filters(), scrubbed.relink(&only_foo).args(["--json", "--ignore-missing", "libbar.so.2"]).arg(&fixture.venv), @r#"
     success: false
     exit_code: 1
     ----- stdout -----
-    {"action":"unchanged","dependencies":[{"dir":null,"kind":"needed","name":{"text":"libbar.so.2"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libbaz.so.0"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"run_path_old":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"type":"relink","write":"none"}
-    {"ignored":true,"kind":"needed","name":{"text":"libbar.so.2"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
-    {"ignored":false,"kind":"needed","name":{"text":"libbaz.so.0"},"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so"},"type":"missing"}
-    {"action":"unchanged","dependencies":[{"dir":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"kind":"needed","name":{"text":"libfoo.so.1"},"resolution":"library"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"run_path_old":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"type":"relink","write":"none"}
+    {"action":"unchanged","dependencies":[{"dir":null,"kind":"needed","name":{"text":"libbar.so.2"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libbaz.so.0"},"resolution":"missing"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"run_path_old":{"text":"[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib"},"type":"relink","write":"none"}
+    {"ignored":true,"kind":"needed","name":{"text":"libbar.so.2"},"path":{"text":"[TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]"},"type":"missing"}
+    {"ignored":false,"kind":"needed","name":{"text":"libbaz.so.0"},"path":{"text":"[TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]"},"type":"missing"}
+    {"action":"unchanged","dependencies":[{"dir":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"kind":"needed","name":{"text":"libfoo.so.1"},"resolution":"library"},{"dir":null,"kind":"needed","name":{"text":"libc.so.6"},"resolution":"libc"}],"interpreter_new":null,"interpreter_old":null,"path":{"text":"[TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]"},"restored_entries":0,"run_path_new":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"run_path_old":{"text":"[TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib"},"type":"relink","write":"none"}
     {"dry_run":false,"errors":0,"ignored":1,"interrupted":0,"missing":2,"patched":0,"restored_in_place":0,"skipped":0,"type":"summary","unchanged":2}
 
     ----- stderr -----
@@ -286,8 +302,8 @@ fn libraries_elsewhere_get_a_new_run_path_without_runtime_dependencies() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:/opt/extra/lib
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/elsewhere/libbar-2.3/lib:[TMP]/elsewhere/libbaz-0.9/lib:/opt/extra/lib
+    patched [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/elsewhere/libfoo-1.0/lib:/opt/extra/lib
 
     ----- stderr -----
     patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
@@ -703,14 +719,14 @@ fn odd_files_are_skipped_or_reported_and_never_written() {
     success: false
     exit_code: 2
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib (restored in place)
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
+    patched [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib (restored in place)
+    patched [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib (restored in place)
 
     ----- stderr -----
-    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libforeign.so: architecture aarch64 (64-bit) differs from the target x86-64 (64-bit)
-    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/libnotelf.so: not an ELF file
-    error: cannot relink `[TMP]/venv/lib/python3.12/site-packages/extra/libtruncated.so`: malformed ELF: program header table at offset 0x40
-    note: skipping [TMP]/venv/lib/python3.12/site-packages/extra/static-tool: statically linked
+    note: skipping [TMP]/venv/lib/python[VER]/site-packages/extra/libforeign.so: architecture aarch64 (64-bit) differs from the target x86-64 (64-bit)
+    note: skipping [TMP]/venv/lib/python[VER]/site-packages/extra/libnotelf.so: not an ELF file
+    error: cannot relink `[TMP]/venv/lib/python[VER]/site-packages/extra/libtruncated.so`: malformed ELF: program header table at offset 0x40
+    note: skipping [TMP]/venv/lib/python[VER]/site-packages/extra/static-tool: statically linked
     patched 2 files (2 restored in place), 0 unchanged, 3 skipped, 0 missing dependencies (0 ignored), 1 errors
     ");
     let after: Vec<_> = untouched.iter().map(|path| identity(path)).collect();
@@ -743,8 +759,8 @@ fn files_that_cannot_be_written_are_errors_and_stay_untouched() {
     ----- stdout -----
 
     ----- stderr -----
-    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
-    error: cannot open `[TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]`: Permission denied (os error 13)
+    error: cannot open `[TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]`: Permission denied (os error 13)
     patched 0 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 2 errors
     ");
     assert_eq!(scrubbed.extension_identities(), before);
@@ -1097,8 +1113,8 @@ fn library_trees_are_searched_recursively_and_no_recurse_stays_at_the_top() {
     success: true
     exit_code: 0
     ----- stdout -----
-    patched [TMP]/venv/lib/python3.12/site-packages/barkit/_native.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib
-    patched [TMP]/venv/lib/python3.12/site-packages/fastfoo/_speedups.cpython-312-x86_64-linux-gnu.so: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib
+    patched [TMP]/venv/lib/python[VER]/site-packages/barkit/_native[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbar-2.3/lib:[TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libbaz-0.9/lib -> [TMP]/store/488hznmlk6r1sgmypmnlvhp1fk817yq9-libbar-2.3/lib:[TMP]/store/kn9z1a0vr8mm1yi81h095aji6qifxr3n-libbaz-0.9/lib
+    patched [TMP]/venv/lib/python[VER]/site-packages/fastfoo/_speedups[EXT_SUFFIX]: run path [TMP]/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-libfoo-1.0/lib -> [TMP]/store/j5w3hw449i2pz2l90br88sb9x5gnhlll-libfoo-1.0/lib
 
     ----- stderr -----
     patched 2 files (0 restored in place), 0 unchanged, 0 skipped, 0 missing dependencies (0 ignored), 0 errors
