@@ -405,42 +405,44 @@ fn scan_places(
     budget: Option<&AtomicUsize>,
     scan: &mut EntryScan,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut record = |location, bytes: &[u8], streamed: Option<Vec<Hit>>| {
-        let (hits, windows) = match (streamed, budget) {
-            (Some(hits), Some(_)) => (hits, Some(overflowed())),
-            (Some(hits), None) => (hits, None),
-            (None, Some(budget)) => {
-                let limit = take_budget(budget);
-                let (hits, windows) = scanner.scan_keeping_windows(bytes, limit);
-                budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
-                (hits, Some(windows))
-            }
-            (None, None) => (scanner.scan(bytes), None),
-        };
-        if let Some(windows) = windows
-            && (windows.overflowed || !windows.windows.is_empty())
-        {
-            scan.windows.push((location, windows));
-        }
-        if !hits.is_empty() {
-            let contexts = if options.with_context {
-                hits.iter().map(|hit| context(bytes, hit)).collect()
-            } else {
-                Vec::new()
+    // `release` is told how far the scan of `bytes` has got (see `Scanner::scan_passing`).
+    let mut record =
+        |location, bytes: &[u8], streamed: Option<Vec<Hit>>, release: &mut dyn FnMut(usize)| {
+            let (hits, windows) = match (streamed, budget) {
+                (Some(hits), Some(_)) => (hits, Some(overflowed())),
+                (Some(hits), None) => (hits, None),
+                (None, Some(budget)) => {
+                    let limit = take_budget(budget);
+                    let (hits, windows) = scanner.scan_passing(bytes, Some(limit), release);
+                    budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
+                    (hits, Some(windows))
+                }
+                (None, None) => (scanner.scan_passing(bytes, None, release).0, None),
             };
-            scan.findings.push(Finding {
-                // Not known while the walk is still going: see `EntryScan::place_at`.
-                entry: usize::MAX,
-                location,
-                hits,
-                contexts,
-            });
-        }
-    };
+            if let Some(windows) = windows
+                && (windows.overflowed || !windows.windows.is_empty())
+            {
+                scan.windows.push((location, windows));
+            }
+            if !hits.is_empty() {
+                let contexts = if options.with_context {
+                    hits.iter().map(|hit| context(bytes, hit)).collect()
+                } else {
+                    Vec::new()
+                };
+                scan.findings.push(Finding {
+                    // Not known while the walk is still going: see `EntryScan::place_at`.
+                    entry: usize::MAX,
+                    location,
+                    hits,
+                    contexts,
+                });
+            }
+        };
     let entry = visit.entry();
     // The root's own name is outside the tree (it is often `$out` itself).
     if entry.depth > 0 {
-        record(Location::Name, visit.name().as_bytes(), None);
+        record(Location::Name, visit.name().as_bytes(), None, &mut |_| {});
     }
     match entry.kind {
         // Without mmap, big files are streamed in chunks rather than read whole into memory. The
@@ -448,16 +450,23 @@ fn scan_places(
         // runs are not kept (so a later candidate means reading such a file again).
         EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
             let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
-            record(Location::Content, &[], Some(hits));
+            record(Location::Content, &[], Some(hits), &mut |_| {});
         }
+        // A mapped file's pages are let go of behind the scan as it goes (see
+        // `Scanner::scan_passing`), so two threads on large files do not hold both whole.
         EntryKind::File => {
-            visit.read_with(options.read_policy, |contents| {
-                record(Location::Content, contents, None);
+            visit.read_with_release(options.read_policy, |contents, release| {
+                record(Location::Content, contents, None, release);
             })?;
         }
         EntryKind::Symlink => {
             let target = visit.read_link()?;
-            record(Location::Symlink, target.as_os_str().as_bytes(), None);
+            record(
+                Location::Symlink,
+                target.as_os_str().as_bytes(),
+                None,
+                &mut |_| {},
+            );
         }
         EntryKind::Dir | EntryKind::Other => {}
     }

@@ -345,7 +345,7 @@ fn read_dir(
         if name == b"." || name == b".." {
             continue;
         }
-        let child = path.join(OsStr::from_bytes(name));
+        let child = child_path(path, name);
         if opened_when_visited(dirent.file_type(), options) {
             children.push(Child::ToOpen(child));
             continue;
@@ -360,6 +360,20 @@ fn read_dir(
     }
     children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
     Ok((dir, children))
+}
+
+/// `parent/name`, allocated at its exact length: a tree's paths are most of a walk's memory, and
+/// `Path::join` leaves room for about as much again.
+fn child_path(parent: &Path, name: &[u8]) -> PathBuf {
+    let parent = parent.as_os_str().as_bytes();
+    let mut child = Vec::with_capacity(parent.len() + 1 + name.len());
+    child.extend_from_slice(parent);
+    // As `Path::join` does: no separator after an empty parent or one ending in `/`.
+    if !parent.is_empty() && !parent.ends_with(b"/") {
+        child.push(b'/');
+    }
+    child.extend_from_slice(name);
+    PathBuf::from(OsString::from_vec(child))
 }
 
 /// Whether a child the listing gives as `listed` is examined by [`open_listed`] rather than by name
@@ -432,8 +446,16 @@ fn name_of(path: &Path) -> &OsStr {
 
 /// Puts the listings into walk order: depth first, parents before children, siblings by name.
 fn flatten<T>(root: Entry, root_value: T, mut listings: Vec<Option<Listing<T>>>) -> (Walk, Vec<T>) {
+    // Sized once: growing by doubling would hold up to twice the entries (and a copy while
+    // moving them) next to the listings that are still being taken apart.
+    let count = 1 + listings
+        .iter()
+        .flatten()
+        .map(|listing| listing.children.len())
+        .sum::<usize>();
     let mut walk = Walk::default();
-    let mut values = Vec::new();
+    walk.entries.reserve_exact(count);
+    let mut values = Vec::with_capacity(count);
     walk.entries.push(root);
     values.push(root_value);
     let mut take = |id: usize, errors: &mut Vec<Error>| {
@@ -538,6 +560,15 @@ impl<'a> Visit<'a> {
 
     /// Reads the entry (a regular file) like the free [`read_with`].
     pub fn read_with<R>(&self, policy: ReadPolicy, with: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.read_with_release(policy, |bytes, _| with(bytes))
+    }
+
+    /// Reads the entry (a regular file) like the free [`read_with_release`].
+    pub fn read_with_release<R>(
+        &self,
+        policy: ReadPolicy,
+        with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
+    ) -> Result<R> {
         if let Some(file) = self.file {
             return read_opened(file, &self.entry.path, self.entry.len, policy, with);
         }
@@ -688,6 +719,24 @@ pub fn read_with<R>(
     policy: ReadPolicy,
     with: impl FnOnce(&[u8]) -> R,
 ) -> Result<R> {
+    read_opened(&open(path)?, path, expected_len, policy, |bytes, _| {
+        with(bytes)
+    })
+}
+
+/// Reads a file like [`read_with`], and also hands `with` a `release(offset)` to call as it goes:
+/// it says that `with` is done with the bytes before `offset` for now.
+///
+/// For a mapped file, the pages before `offset` are let go (they stop counting towards the
+/// process's resident memory), so reading a large file in one pass never keeps all of it resident.
+/// The bytes stay readable and unchanged: reading one again faults its page back in from the page
+/// cache. For a file read into memory, `release` does nothing.
+pub fn read_with_release<R>(
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+    with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
+) -> Result<R> {
     read_opened(&open(path)?, path, expected_len, policy, with)
 }
 
@@ -696,7 +745,7 @@ fn read_opened<R>(
     path: &Path,
     expected_len: u64,
     policy: ReadPolicy,
-    with: impl FnOnce(&[u8]) -> R,
+    with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
 ) -> Result<R> {
     /// Buffers that grew beyond this are not kept for the next file.
     const KEEP_AT_MOST: usize = 4 << 20;
@@ -704,12 +753,18 @@ fn read_opened<R>(
         static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
     if let Some(mapping) = map(file, path, expected_len, policy)? {
-        return Ok(with(&mapping));
+        let mut released = 0;
+        let mut release = |offset: usize| {
+            if offset > released {
+                released = mapping.release(released..offset);
+            }
+        };
+        return Ok(with(&mapping, &mut release));
     }
     // Taken out rather than borrowed: `with` may itself read files on this thread.
     let mut buffer = BUFFER.take();
-    let result =
-        read_exactly(file, path, expected_len, &mut buffer).map(|len| with(&buffer[..len]));
+    let result = read_exactly(file, path, expected_len, &mut buffer)
+        .map(|len| with(&buffer[..len], &mut |_| {}));
     if buffer.capacity() <= KEEP_AT_MOST {
         BUFFER.set(buffer);
     }
