@@ -210,32 +210,36 @@ pub fn scan_roots(
         .build();
     let budget = AtomicUsize::new(WINDOW_BUDGET);
     let mut entries = Vec::new();
-    let mut scans: Vec<EntryScan> = Vec::new();
+    let mut scans: Vec<Option<Box<EntryScan>>> = Vec::new();
     let mut errors = Vec::new();
     // Files are read while directories are still being listed.
     for root in roots {
         let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
             // After a signal the run stops: nothing more is read.
             if storepatch_rewrite::interrupt::signal().is_some() || is_leftover(visit) {
-                return EntryScan {
-                    findings: Vec::new(),
-                    windows: Vec::new(),
-                    error: None,
-                };
+                return None;
             }
             let scan = scan_entry(visit, &scanner, options, Some(&budget));
             progress.entry_done();
-            scan
+            scan.kept()
         })?;
         errors.extend(walk.errors.into_iter().map(|err| EntryError {
             path: err.path().to_path_buf(),
             message: error_chain(&err),
         }));
-        entries.extend(walk.entries);
-        scans.extend(root_scans);
+        // The first root's lists are taken as they are rather than copied.
+        if entries.is_empty() {
+            entries = walk.entries;
+            scans = root_scans;
+        } else {
+            entries.extend(walk.entries);
+            scans.extend(root_scans);
+        }
     }
     for (index, scan) in scans.iter_mut().enumerate() {
-        scan.place_at(index);
+        if let Some(scan) = scan {
+            scan.place_at(index);
+        }
     }
 
     // Store paths found in path form whose hashes were not searched for yet.
@@ -246,6 +250,7 @@ pub fn scan_roots(
         .collect();
     let found: HashMap<HashPart, StorePath> = scans
         .iter()
+        .flatten()
         .flat_map(|scan| &scan.findings)
         .flat_map(|finding| &finding.hits)
         .filter_map(Hit::live)
@@ -266,7 +271,11 @@ pub fn scan_roots(
         .into_par_iter()
         .zip(entries.par_iter())
         .enumerate()
-        .map(|(index, (scan, entry))| resolve(index, entry, scan, &found, &scanner, options))
+        .filter_map(|(index, (scan, entry))| {
+            Some(resolve(index, entry, *scan?, &found, &scanner, options))
+        })
+        // Most entries have nothing to report; only the others are kept (in order).
+        .filter(|scan| !scan.findings.is_empty() || scan.error.is_some())
         .collect();
     let mut findings = Vec::new();
     for scan in resolved {
@@ -315,6 +324,13 @@ struct EntryScan {
 }
 
 impl EntryScan {
+    /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
+    /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
+    fn kept(self) -> Option<Box<Self>> {
+        (!self.findings.is_empty() || !self.windows.is_empty() || self.error.is_some())
+            .then(|| Box::new(self))
+    }
+
     /// Records that the entry is [`TreeScan::entries`]`[index]` in every finding.
     fn place_at(&mut self, index: usize) {
         for finding in &mut self.findings {

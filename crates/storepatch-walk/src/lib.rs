@@ -295,6 +295,8 @@ fn list_dir<'s, T, F>(
                     Ok((entry, value))
                 })
                 .collect();
+            // Every child of the tree sits in one of these until the walk is flattened.
+            children.reserve_exact(visited.len());
             for (visited, sub_id) in visited.into_iter().zip(subdirs) {
                 match visited {
                     Ok((entry, value)) => children.push((entry, value, sub_id)),
