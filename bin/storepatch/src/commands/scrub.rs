@@ -27,10 +27,13 @@ struct Change {
     /// Offsets of the hash parts to overwrite.
     offsets: Vec<u64>,
     /// Rendered store paths of the scrubbed references, sorted and unique.
-    store_paths: BTreeSet<Vec<u8>>,
-    /// Their hash parts: the summary counts store paths by hash, as `scan` and Nix do (one store
-    /// path may be written with names that run on into other text).
-    hashes: BTreeSet<HashPart>,
+    store_paths: Vec<Vec<u8>>,
+    /// Their hash parts, sorted and unique: the summary counts store paths by hash, as `scan` and
+    /// Nix do (one store path may be written with names that run on into other text).
+    ///
+    /// Both are vectors, not sets: a venv has a change for each of thousands of `.pyc` files, most
+    /// with one store path, and a one-element `BTreeSet` holds a whole tree node.
+    hashes: Vec<HashPart>,
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitCode> {
@@ -64,8 +67,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
             entry: finding.entry,
             location: finding.location,
             offsets: Vec::new(),
-            store_paths: BTreeSet::new(),
-            hashes: BTreeSet::new(),
+            store_paths: Vec::new(),
+            hashes: Vec::new(),
         };
         for hit in &finding.hits {
             if selected(hit) {
@@ -73,12 +76,18 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
                 change.hashes.extend(hit.live().map(|path| *path.hash()));
                 change
                     .store_paths
-                    .insert(tree::render_target(&store_dir, hit));
+                    .push(tree::render_target(&store_dir, hit));
             } else if hit.live().is_some() {
                 kept += 1;
             }
         }
         if !change.offsets.is_empty() {
+            change.store_paths.sort_unstable();
+            change.store_paths.dedup();
+            change.store_paths.shrink_to_fit();
+            change.hashes.sort_unstable();
+            change.hashes.dedup();
+            change.hashes.shrink_to_fit();
             changes.push(change);
         }
     }
