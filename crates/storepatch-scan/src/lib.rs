@@ -1140,6 +1140,47 @@ mod tests {
     /// The two cliffs, at a tenth of their size: one long run of `0`, and runs of `x` that
     /// each end at a store path. Both cost a bounded number of steps per byte.
     #[test]
+    fn scan_passing_finds_the_same_and_reports_its_progress_in_order() {
+        let scanner = scanner(&[store_path(HASH_B, "b")]);
+        // References and windows spread over several report steps, one across a step's edge.
+        let mut input = Vec::new();
+        let mut filler = 0u32;
+        while input.len() < 5 * PASSED_EVERY + 1000 {
+            filler = filler.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            input.push(b"_-/.=\n"[(filler >> 16) as usize % 6]);
+            if input.len() % 300_000 == 0 {
+                input.extend_from_slice(b"/nix/store/");
+                input.extend_from_slice(HASH_A);
+                input.extend_from_slice(b"-dep/lib ");
+                input.extend_from_slice(HASH_B);
+                input.extend_from_slice(b" 01234567890abcdfghijklmnpqrsvwxyz ");
+            }
+        }
+        let edge = 2 * PASSED_EVERY - 20;
+        input.splice(edge..edge, HASH_B.iter().copied());
+        let mut passed = Vec::new();
+        let (hits, windows) = scanner.scan_passing(&input, Some(4096), &mut |offset| {
+            passed.push(offset);
+        });
+        assert_eq!(
+            (hits.clone(), windows),
+            scanner.scan_keeping_windows(&input, 4096)
+        );
+        let (plain, no_windows) = scanner.scan_passing(&input, None, &mut |_| {});
+        assert_eq!(plain, scanner.scan(&input));
+        assert_eq!(no_windows, Windows::default());
+        assert!(hits.iter().any(|hit| hit.hash_offset == edge as u64));
+        // About one report per step, ascending, none past the end.
+        assert!((4..=5).contains(&passed.len()), "{passed:?}");
+        assert!(passed.is_sorted(), "{passed:?}");
+        assert!(
+            passed.iter().all(|&offset| offset <= input.len()),
+            "{passed:?}"
+        );
+        assert!(passed[0] >= PASSED_EVERY - 64, "{passed:?}");
+    }
+
+    #[test]
     fn long_runs_cost_linear_work() {
         let scanner = scanner(&[store_path(HASH_B, "b")]);
         let count = |input: &[u8]| {

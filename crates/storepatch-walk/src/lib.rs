@@ -1242,4 +1242,75 @@ mod tests {
                 .is_empty()
         );
     }
+
+    /// Resident file-backed and shared-memory pages of this process, in bytes (a temporary file
+    /// may live on a disk or on tmpfs).
+    fn resident_file_pages() -> u64 {
+        let status = fs_err::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .filter(|line| line.starts_with("RssFile:") || line.starts_with("RssShmem:"))
+            .map(|line| {
+                let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                kib * 1024
+            })
+            .sum()
+    }
+
+    #[test]
+    fn releasing_a_mapping_behind_a_pass_keeps_it_small_and_its_bytes_the_same() {
+        const LEN: usize = 32 << 20;
+        const STEP: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("large");
+        let bytes: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        fs_err::write(&path, &bytes).unwrap();
+        // One pass over the file, reading every page, releasing (or not) each step behind it;
+        // returns the most the mapping added to the resident pages, and a sum of every byte.
+        let pass = |release_behind: bool| {
+            read_with_release(
+                &path,
+                LEN as u64,
+                ReadPolicy::MmapAbove(0),
+                |contents, release| {
+                    let before = resident_file_pages();
+                    let mut most = 0;
+                    let mut sum = 0u64;
+                    for (index, step) in contents.chunks(STEP).enumerate() {
+                        sum += step
+                            .iter()
+                            .step_by(512)
+                            .map(|&byte| u64::from(byte))
+                            .sum::<u64>();
+                        most = most.max(resident_file_pages().saturating_sub(before));
+                        if release_behind {
+                            release((index + 1) * STEP);
+                        }
+                    }
+                    // Bytes let go of read the same when read again.
+                    assert_eq!(contents, &bytes[..]);
+                    (most, sum)
+                },
+            )
+            .unwrap()
+        };
+        let expected: u64 = bytes.iter().step_by(512).map(|&byte| u64::from(byte)).sum();
+        let (kept, kept_sum) = pass(false);
+        let (released, released_sum) = pass(true);
+        assert_eq!((kept_sum, released_sum), (expected, expected));
+        // Without releasing, the whole file ends up resident; releasing holds it to a few steps
+        // (read-ahead and fault-around map a little beyond the byte read).
+        assert!(
+            kept >= (LEN - 2 * STEP) as u64,
+            "kept {kept} bytes resident"
+        );
+        assert!(released <= (8 * STEP) as u64, "{released} bytes resident");
+        // A file read into memory has nothing to release; `release` is a no-op for it.
+        let owned = read_with_release(&path, LEN as u64, ReadPolicy::Read, |contents, release| {
+            release(LEN);
+            contents == &bytes[..]
+        })
+        .unwrap();
+        assert!(owned);
+    }
 }
