@@ -424,7 +424,7 @@ fn scan_places(
     // `release` is told how far the scan of `bytes` has got (see `Scanner::scan_passing`).
     let mut record =
         |location, bytes: &[u8], streamed: Option<Vec<Hit>>, release: &mut dyn FnMut(usize)| {
-            let (hits, windows) = match (streamed, budget) {
+            let (mut hits, windows) = match (streamed, budget) {
                 (Some(hits), Some(_)) => (hits, Some(overflowed())),
                 (Some(hits), None) => (hits, None),
                 (None, Some(budget)) => {
@@ -441,6 +441,9 @@ fn scan_places(
                 scan.windows.push((location, windows));
             }
             if !hits.is_empty() {
+                // Kept until the run ends: most files have one hit, and a vector grown by push
+                // holds room for four.
+                hits.shrink_to_fit();
                 let contexts = if options.with_context {
                     hits.iter().map(|hit| context(bytes, hit)).collect()
                 } else {

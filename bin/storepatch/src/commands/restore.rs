@@ -289,6 +289,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                     relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
                 })
         })
+        .map(|mut change| {
+            // Kept to the end of the run: most changes restore one reference, and a vector grown
+            // by push holds room for four.
+            change.restorations.shrink_to_fit();
+            change
+        })
         .collect();
     plan_record_updates(
         entries,
