@@ -742,6 +742,17 @@ pub fn read_with_release<R>(
     read_opened(&open(path)?, path, expected_len, policy, with)
 }
 
+/// Reads an open regular file like [`read_with`]; `path` is its name for errors.
+pub fn read_from_with<R>(
+    file: &std::fs::File,
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+    with: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    read_opened(file, path, expected_len, policy, |bytes, _| with(bytes))
+}
+
 fn read_opened<R>(
     file: &std::fs::File,
     path: &Path,

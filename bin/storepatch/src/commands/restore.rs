@@ -849,18 +849,23 @@ fn rewrite_group(
                 .map_err(anyhow::Error::from)
         })
         .and_then(|(file, metadata)| {
-            let contents =
-                storepatch_walk::read_from(&file, &leader.path, leader.len, ReadPolicy::default())?;
-            Ok((contents, metadata))
-        })
-        .and_then(|(contents, metadata)| {
-            still_planned(&contents, group[0], relocations)?;
-            let new = storepatch_rewrite::splice(&contents, &group[0].splices(relocations))
-                .context("the planned changes do not fit the file")?;
-            if new[..] != contents[..] {
-                storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
-            }
-            Ok(())
+            // Read into the thread's reused buffer: thousands of small files read one after
+            // another then allocate nothing each.
+            storepatch_walk::read_from_with(
+                &file,
+                &leader.path,
+                leader.len,
+                ReadPolicy::default(),
+                |contents| {
+                    still_planned(contents, group[0], relocations)?;
+                    let new = storepatch_rewrite::splice(contents, &group[0].splices(relocations))
+                        .context("the planned changes do not fit the file")?;
+                    if new[..] != contents[..] {
+                        storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
+                    }
+                    Ok(())
+                },
+            )?
         });
     if let Err(err) = result {
         // No name of the inode changed.

@@ -231,31 +231,33 @@ fn rewrite_group(
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(storepatch_walk::Visit::detached(leader).reopen()?))
         .and_then(|(file, metadata)| {
-            let contents = storepatch_walk::read_from(
+            // Read into the thread's reused buffer: thousands of small files read one after
+            // another then allocate nothing each.
+            storepatch_walk::read_from_with(
                 &file,
                 &leader.path,
                 leader.len,
                 storepatch_walk::ReadPolicy::default(),
-            )?;
-            Ok((contents, metadata))
-        })
-        .and_then(|(contents, metadata)| {
-            // The file must still hold a hash at every offset the scan saw.
-            for &offset in &leader_change.offsets {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                let hash = contents.get(start..start.saturating_add(32));
-                anyhow::ensure!(
-                    hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
-                    "changed while it was scrubbed (no store hash at offset {offset} any more)"
-                );
-            }
-            storepatch_rewrite::replace_file(
-                &leader.path,
-                &metadata,
-                &contents,
-                &patches(&leader_change.offsets),
-            )?;
-            Ok(())
+                |contents| {
+                    // The file must still hold a hash at every offset the scan saw.
+                    for &offset in &leader_change.offsets {
+                        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                        let hash = contents.get(start..start.saturating_add(32));
+                        anyhow::ensure!(
+                            hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
+                            "changed while it was scrubbed (no store hash at offset {offset} any \
+                             more)"
+                        );
+                    }
+                    storepatch_rewrite::replace_file(
+                        &leader.path,
+                        &metadata,
+                        contents,
+                        &patches(&leader_change.offsets),
+                    )?;
+                    Ok(())
+                },
+            )?
         });
     if let Err(err) = result {
         let status = Outcome::of_error(&err);
