@@ -202,6 +202,8 @@ const WORD: usize = 8;
 /// The filter looks at one word in three. A run of 32 alphabet bytes covers at least three
 /// consecutive whole words (counted from the start of the haystack), so one of them is looked at.
 const STRIDE: usize = 3 * WORD;
+/// How often (in bytes of haystack) the window finder says how far it has got.
+const PASSED_EVERY: usize = 2 << 20;
 
 /// Whether every byte of `word` could be a hash byte: all are ASCII digits or lowercase letters.
 ///
@@ -249,11 +251,26 @@ fn all_hash(word: u64) -> bool {
 /// Every store path in path form is found here too: its hash part is a run of exactly 32 alphabet
 /// bytes (or `e`s), since the store dir before it ends in `/` and a path followed by another
 /// letter or digit is no path. So one pass over the bytes finds both forms.
+#[cfg(test)]
 fn for_each_hash_run(
+    haystack: &[u8],
+    work: &mut u64,
+    found: impl FnMut(usize, usize),
+    scrubbed: impl FnMut(usize, usize),
+) {
+    for_each_hash_run_passing(haystack, work, found, scrubbed, |_| {});
+}
+
+/// Like [`for_each_hash_run`], and calls `passed(offset)` each time the search has gone
+/// [`PASSED_EVERY`] bytes further: it reads nothing before `offset` any more (the byte-by-byte
+/// look-back stops at the end of the last run, and a run that started before `offset` has been
+/// reported).
+fn for_each_hash_run_passing(
     haystack: &[u8],
     work: &mut u64,
     mut found: impl FnMut(usize, usize),
     mut scrubbed: impl FnMut(usize, usize),
+    mut passed: impl FnMut(usize),
 ) {
     const SCRUBBED_WORD: u64 = u64::from_ne_bytes([b'e'; WORD]);
     let len = haystack.len();
@@ -262,7 +279,14 @@ fn for_each_hash_run(
     // Every run ending before this has been dealt with; the byte here (if any) is not a hash byte.
     let mut done = 0;
     let mut steps = 0;
+    let mut next_pass = PASSED_EVERY;
     while let Some(bytes) = haystack.get(word_start..word_start + WORD) {
+        if word_start >= next_pass {
+            // The look-back from here stops at `done` or at the first byte that is no hash byte;
+            // a run of hash bytes that long before `word_start` would have been found already.
+            passed(done.max(word_start.saturating_sub(STRIDE + WORD)));
+            next_pass = word_start + PASSED_EVERY;
+        }
         steps += 1;
         let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
         if !maybe_all_hash(word) {
@@ -643,6 +667,26 @@ impl Scanner {
         (hits, windows)
     }
 
+    /// Like [`Scanner::scan_keeping_windows`] with a `limit`, or [`Scanner::scan`] without one
+    /// (the windows are then empty), and calls `passed(offset)` now and then, in ascending order,
+    /// once the scan's pass over the whole haystack has left `offset` behind: from then on it only
+    /// reads bytes before `offset` near the references and windows it found.
+    ///
+    /// A caller whose haystack is a file mapping can let go of the pages before `offset` (a later
+    /// read faults them in again), so a large file never has to be resident all at once.
+    pub fn scan_passing(
+        &self,
+        haystack: &[u8],
+        limit: Option<usize>,
+        passed: &mut dyn FnMut(usize),
+    ) -> (Vec<Hit>, Windows) {
+        let mut hits = Vec::new();
+        let mut windows = Windows::default();
+        let keep = limit.map(|limit| (&mut windows, limit));
+        self.scan_into_passing(haystack, 0, &mut hits, keep, &mut 0, passed);
+        (hits, windows)
+    }
+
     /// Scans `haystack`, whose first byte is at `base` in the whole input, appending to `hits`.
     fn scan_into(
         &self,
@@ -652,16 +696,30 @@ impl Scanner {
         keep: Option<(&mut Windows, usize)>,
         work: &mut u64,
     ) {
+        self.scan_into_passing(haystack, base, hits, keep, work, &mut |_| {});
+    }
+
+    /// [`Scanner::scan_into`], telling `passed` how far it has got (see [`Scanner::scan_passing`]).
+    fn scan_into_passing(
+        &self,
+        haystack: &[u8],
+        base: u64,
+        hits: &mut Vec<Hit>,
+        keep: Option<(&mut Windows, usize)>,
+        work: &mut u64,
+        passed: &mut dyn FnMut(usize),
+    ) {
         let first = hits.len();
         // One pass finds the runs: the bare-form candidates, and the hash parts of every path.
         let mut runs: Vec<(usize, usize)> = Vec::new();
         let mut scrubbed_runs: Vec<(usize, usize)> = Vec::new();
         let mut finder_work = 0;
-        for_each_hash_run(
+        for_each_hash_run_passing(
             haystack,
             &mut finder_work,
             |start, end| runs.push((start, end)),
             |start, end| scrubbed_runs.push((start, end)),
+            passed,
         );
         let prefix = self.store_dir.prefix();
         for &(start, end) in runs.iter().chain(&scrubbed_runs) {
@@ -1081,6 +1139,47 @@ mod tests {
 
     /// The two cliffs, at a tenth of their size: one long run of `0`, and runs of `x` that
     /// each end at a store path. Both cost a bounded number of steps per byte.
+    #[test]
+    fn scan_passing_finds_the_same_and_reports_its_progress_in_order() {
+        let scanner = scanner(&[store_path(HASH_B, "b")]);
+        // References and windows spread over several report steps, one across a step's edge.
+        let mut input = Vec::new();
+        let mut filler = 0u32;
+        while input.len() < 5 * PASSED_EVERY + 1000 {
+            filler = filler.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            input.push(b"_-/.=\n"[(filler >> 16) as usize % 6]);
+            if input.len() % 300_000 == 0 {
+                input.extend_from_slice(b"/nix/store/");
+                input.extend_from_slice(HASH_A);
+                input.extend_from_slice(b"-dep/lib ");
+                input.extend_from_slice(HASH_B);
+                input.extend_from_slice(b" 01234567890abcdfghijklmnpqrsvwxyz ");
+            }
+        }
+        let edge = 2 * PASSED_EVERY - 20;
+        input.splice(edge..edge, HASH_B.iter().copied());
+        let mut passed = Vec::new();
+        let (hits, windows) = scanner.scan_passing(&input, Some(4096), &mut |offset| {
+            passed.push(offset);
+        });
+        assert_eq!(
+            (hits.clone(), windows),
+            scanner.scan_keeping_windows(&input, 4096)
+        );
+        let (plain, no_windows) = scanner.scan_passing(&input, None, &mut |_| {});
+        assert_eq!(plain, scanner.scan(&input));
+        assert_eq!(no_windows, Windows::default());
+        assert!(hits.iter().any(|hit| hit.hash_offset == edge as u64));
+        // About one report per step, ascending, none past the end.
+        assert!((4..=5).contains(&passed.len()), "{passed:?}");
+        assert!(passed.is_sorted(), "{passed:?}");
+        assert!(
+            passed.iter().all(|&offset| offset <= input.len()),
+            "{passed:?}"
+        );
+        assert!(passed[0] >= PASSED_EVERY - 64, "{passed:?}");
+    }
+
     #[test]
     fn long_runs_cost_linear_work() {
         let scanner = scanner(&[store_path(HASH_B, "b")]);

@@ -213,32 +213,36 @@ pub fn scan_roots(
         .build();
     let budget = AtomicUsize::new(WINDOW_BUDGET);
     let mut entries = Vec::new();
-    let mut scans: Vec<EntryScan> = Vec::new();
+    let mut scans: Vec<Option<Box<EntryScan>>> = Vec::new();
     let mut errors = Vec::new();
     // Files are read while directories are still being listed.
     for root in roots {
         let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
             // After a signal the run stops: nothing more is read.
             if storepatch_rewrite::interrupt::signal().is_some() || is_leftover(visit) {
-                return EntryScan {
-                    findings: Vec::new(),
-                    windows: Vec::new(),
-                    error: None,
-                };
+                return None;
             }
             let scan = scan_entry(visit, &scanner, options, Some(&budget));
             progress.entry_done();
-            scan
+            scan.kept()
         })?;
         errors.extend(walk.errors.into_iter().map(|err| EntryError {
             path: err.path().to_path_buf(),
             message: error_chain(&err),
         }));
-        entries.extend(walk.entries);
-        scans.extend(root_scans);
+        // The first root's lists are taken as they are rather than copied.
+        if entries.is_empty() {
+            entries = walk.entries;
+            scans = root_scans;
+        } else {
+            entries.extend(walk.entries);
+            scans.extend(root_scans);
+        }
     }
     for (index, scan) in scans.iter_mut().enumerate() {
-        scan.place_at(index);
+        if let Some(scan) = scan {
+            scan.place_at(index);
+        }
     }
 
     // Store paths found in path form whose hashes were not searched for yet.
@@ -249,6 +253,7 @@ pub fn scan_roots(
         .collect();
     let found: HashMap<HashPart, StorePath> = scans
         .iter()
+        .flatten()
         .flat_map(|scan| &scan.findings)
         .flat_map(|finding| &finding.hits)
         .filter_map(Hit::live)
@@ -269,7 +274,11 @@ pub fn scan_roots(
         .into_par_iter()
         .zip(entries.par_iter())
         .enumerate()
-        .map(|(index, (scan, entry))| resolve(index, entry, scan, &found, &scanner, options))
+        .filter_map(|(index, (scan, entry))| {
+            Some(resolve(index, entry, *scan?, &found, &scanner, options))
+        })
+        // Most entries have nothing to report; only the others are kept (in order).
+        .filter(|scan| !scan.findings.is_empty() || scan.error.is_some())
         .collect();
     let mut findings = Vec::new();
     for scan in resolved {
@@ -318,6 +327,13 @@ struct EntryScan {
 }
 
 impl EntryScan {
+    /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
+    /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
+    fn kept(self) -> Option<Box<Self>> {
+        (!self.findings.is_empty() || !self.windows.is_empty() || self.error.is_some())
+            .then(|| Box::new(self))
+    }
+
     /// Records that the entry is [`TreeScan::entries`]`[index]` in every finding.
     fn place_at(&mut self, index: usize) {
         for finding in &mut self.findings {
@@ -408,42 +424,47 @@ fn scan_places(
     budget: Option<&AtomicUsize>,
     scan: &mut EntryScan,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut record = |location, bytes: &[u8], streamed: Option<Vec<Hit>>| {
-        let (hits, windows) = match (streamed, budget) {
-            (Some(hits), Some(_)) => (hits, Some(overflowed())),
-            (Some(hits), None) => (hits, None),
-            (None, Some(budget)) => {
-                let limit = take_budget(budget);
-                let (hits, windows) = scanner.scan_keeping_windows(bytes, limit);
-                budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
-                (hits, Some(windows))
-            }
-            (None, None) => (scanner.scan(bytes), None),
-        };
-        if let Some(windows) = windows
-            && (windows.overflowed || !windows.windows.is_empty())
-        {
-            scan.windows.push((location, windows));
-        }
-        if !hits.is_empty() {
-            let contexts = if options.with_context {
-                hits.iter().map(|hit| context(bytes, hit)).collect()
-            } else {
-                Vec::new()
+    // `release` is told how far the scan of `bytes` has got (see `Scanner::scan_passing`).
+    let mut record =
+        |location, bytes: &[u8], streamed: Option<Vec<Hit>>, release: &mut dyn FnMut(usize)| {
+            let (mut hits, windows) = match (streamed, budget) {
+                (Some(hits), Some(_)) => (hits, Some(overflowed())),
+                (Some(hits), None) => (hits, None),
+                (None, Some(budget)) => {
+                    let limit = take_budget(budget);
+                    let (hits, windows) = scanner.scan_passing(bytes, Some(limit), release);
+                    budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
+                    (hits, Some(windows))
+                }
+                (None, None) => (scanner.scan_passing(bytes, None, release).0, None),
             };
-            scan.findings.push(Finding {
-                // Not known while the walk is still going: see `EntryScan::place_at`.
-                entry: usize::MAX,
-                location,
-                hits,
-                contexts,
-            });
-        }
-    };
+            if let Some(windows) = windows
+                && (windows.overflowed || !windows.windows.is_empty())
+            {
+                scan.windows.push((location, windows));
+            }
+            if !hits.is_empty() {
+                // Kept until the run ends: most files have one hit, and a vector grown by push
+                // holds room for four.
+                hits.shrink_to_fit();
+                let contexts = if options.with_context {
+                    hits.iter().map(|hit| context(bytes, hit)).collect()
+                } else {
+                    Vec::new()
+                };
+                scan.findings.push(Finding {
+                    // Not known while the walk is still going: see `EntryScan::place_at`.
+                    entry: usize::MAX,
+                    location,
+                    hits,
+                    contexts,
+                });
+            }
+        };
     let entry = visit.entry();
     // The root's own name is outside the tree (it is often `$out` itself).
     if entry.depth > 0 {
-        record(Location::Name, visit.name().as_bytes(), None);
+        record(Location::Name, visit.name().as_bytes(), None, &mut |_| {});
     }
     match entry.kind {
         // Without mmap, big files are streamed in chunks rather than read whole into memory. The
@@ -451,16 +472,23 @@ fn scan_places(
         // runs are not kept (so a later candidate means reading such a file again).
         EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
             let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
-            record(Location::Content, &[], Some(hits));
+            record(Location::Content, &[], Some(hits), &mut |_| {});
         }
+        // A mapped file's pages are let go of behind the scan as it goes (see
+        // `Scanner::scan_passing`), so two threads on large files do not hold both whole.
         EntryKind::File => {
-            visit.read_with(options.read_policy, |contents| {
-                record(Location::Content, contents, None);
+            visit.read_with_release(options.read_policy, |contents, release| {
+                record(Location::Content, contents, None, release);
             })?;
         }
         EntryKind::Symlink => {
             let target = visit.read_link()?;
-            record(Location::Symlink, target.as_os_str().as_bytes(), None);
+            record(
+                Location::Symlink,
+                target.as_os_str().as_bytes(),
+                None,
+                &mut |_| {},
+            );
         }
         EntryKind::Dir | EntryKind::Other => {}
     }

@@ -295,6 +295,8 @@ fn list_dir<'s, T, F>(
                     Ok((entry, value))
                 })
                 .collect();
+            // Every child of the tree sits in one of these until the walk is flattened.
+            children.reserve_exact(visited.len());
             for (visited, sub_id) in visited.into_iter().zip(subdirs) {
                 match visited {
                     Ok((entry, value)) => children.push((entry, value, sub_id)),
@@ -345,7 +347,7 @@ fn read_dir(
         if name == b"." || name == b".." {
             continue;
         }
-        let child = path.join(OsStr::from_bytes(name));
+        let child = child_path(path, name);
         if opened_when_visited(dirent.file_type(), options) {
             children.push(Child::ToOpen(child));
             continue;
@@ -360,6 +362,20 @@ fn read_dir(
     }
     children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
     Ok((dir, children))
+}
+
+/// `parent/name`, allocated at its exact length: a tree's paths are most of a walk's memory, and
+/// `Path::join` leaves room for about as much again.
+fn child_path(parent: &Path, name: &[u8]) -> PathBuf {
+    let parent = parent.as_os_str().as_bytes();
+    let mut child = Vec::with_capacity(parent.len() + 1 + name.len());
+    child.extend_from_slice(parent);
+    // As `Path::join` does: no separator after an empty parent or one ending in `/`.
+    if !parent.is_empty() && !parent.ends_with(b"/") {
+        child.push(b'/');
+    }
+    child.extend_from_slice(name);
+    PathBuf::from(OsString::from_vec(child))
 }
 
 /// Whether a child the listing gives as `listed` is examined by [`open_listed`] rather than by name
@@ -432,8 +448,16 @@ fn name_of(path: &Path) -> &OsStr {
 
 /// Puts the listings into walk order: depth first, parents before children, siblings by name.
 fn flatten<T>(root: Entry, root_value: T, mut listings: Vec<Option<Listing<T>>>) -> (Walk, Vec<T>) {
+    // Sized once: growing by doubling would hold up to twice the entries (and a copy while
+    // moving them) next to the listings that are still being taken apart.
+    let count = 1 + listings
+        .iter()
+        .flatten()
+        .map(|listing| listing.children.len())
+        .sum::<usize>();
     let mut walk = Walk::default();
-    let mut values = Vec::new();
+    walk.entries.reserve_exact(count);
+    let mut values = Vec::with_capacity(count);
     walk.entries.push(root);
     values.push(root_value);
     let mut take = |id: usize, errors: &mut Vec<Error>| {
@@ -538,6 +562,15 @@ impl<'a> Visit<'a> {
 
     /// Reads the entry (a regular file) like the free [`read_with`].
     pub fn read_with<R>(&self, policy: ReadPolicy, with: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.read_with_release(policy, |bytes, _| with(bytes))
+    }
+
+    /// Reads the entry (a regular file) like the free [`read_with_release`].
+    pub fn read_with_release<R>(
+        &self,
+        policy: ReadPolicy,
+        with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
+    ) -> Result<R> {
         if let Some(file) = self.file {
             return read_opened(file, &self.entry.path, self.entry.len, policy, with);
         }
@@ -688,7 +721,36 @@ pub fn read_with<R>(
     policy: ReadPolicy,
     with: impl FnOnce(&[u8]) -> R,
 ) -> Result<R> {
+    read_opened(&open(path)?, path, expected_len, policy, |bytes, _| {
+        with(bytes)
+    })
+}
+
+/// Reads a file like [`read_with`], and also hands `with` a `release(offset)` to call as it goes:
+/// it says that `with` is done with the bytes before `offset` for now.
+///
+/// For a mapped file, the pages before `offset` are let go (they stop counting towards the
+/// process's resident memory), so reading a large file in one pass never keeps all of it resident.
+/// The bytes stay readable and unchanged: reading one again faults its page back in from the page
+/// cache. For a file read into memory, `release` does nothing.
+pub fn read_with_release<R>(
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+    with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
+) -> Result<R> {
     read_opened(&open(path)?, path, expected_len, policy, with)
+}
+
+/// Reads an open regular file like [`read_with`]; `path` is its name for errors.
+pub fn read_from_with<R>(
+    file: &std::fs::File,
+    path: &Path,
+    expected_len: u64,
+    policy: ReadPolicy,
+    with: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
+    read_opened(file, path, expected_len, policy, |bytes, _| with(bytes))
 }
 
 fn read_opened<R>(
@@ -696,7 +758,7 @@ fn read_opened<R>(
     path: &Path,
     expected_len: u64,
     policy: ReadPolicy,
-    with: impl FnOnce(&[u8]) -> R,
+    with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
 ) -> Result<R> {
     /// Buffers that grew beyond this are not kept for the next file.
     const KEEP_AT_MOST: usize = 4 << 20;
@@ -704,12 +766,18 @@ fn read_opened<R>(
         static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
     if let Some(mapping) = map(file, path, expected_len, policy)? {
-        return Ok(with(&mapping));
+        let mut released = 0;
+        let mut release = |offset: usize| {
+            if offset > released {
+                released = mapping.release(released..offset);
+            }
+        };
+        return Ok(with(&mapping, &mut release));
     }
     // Taken out rather than borrowed: `with` may itself read files on this thread.
     let mut buffer = BUFFER.take();
-    let result =
-        read_exactly(file, path, expected_len, &mut buffer).map(|len| with(&buffer[..len]));
+    let result = read_exactly(file, path, expected_len, &mut buffer)
+        .map(|len| with(&buffer[..len], &mut |_| {}));
     if buffer.capacity() <= KEEP_AT_MOST {
         BUFFER.set(buffer);
     }
@@ -1184,5 +1252,76 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Resident file-backed and shared-memory pages of this process, in bytes (a temporary file
+    /// may live on a disk or on tmpfs).
+    fn resident_file_pages() -> u64 {
+        let status = fs_err::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .filter(|line| line.starts_with("RssFile:") || line.starts_with("RssShmem:"))
+            .map(|line| {
+                let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                kib * 1024
+            })
+            .sum()
+    }
+
+    #[test]
+    fn releasing_a_mapping_behind_a_pass_keeps_it_small_and_its_bytes_the_same() {
+        const LEN: usize = 32 << 20;
+        const STEP: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("large");
+        let bytes: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        fs_err::write(&path, &bytes).unwrap();
+        // One pass over the file, reading every page, releasing (or not) each step behind it;
+        // returns the most the mapping added to the resident pages, and a sum of every byte.
+        let pass = |release_behind: bool| {
+            read_with_release(
+                &path,
+                LEN as u64,
+                ReadPolicy::MmapAbove(0),
+                |contents, release| {
+                    let before = resident_file_pages();
+                    let mut most = 0;
+                    let mut sum = 0u64;
+                    for (index, step) in contents.chunks(STEP).enumerate() {
+                        sum += step
+                            .iter()
+                            .step_by(512)
+                            .map(|&byte| u64::from(byte))
+                            .sum::<u64>();
+                        most = most.max(resident_file_pages().saturating_sub(before));
+                        if release_behind {
+                            release((index + 1) * STEP);
+                        }
+                    }
+                    // Bytes let go of read the same when read again.
+                    assert_eq!(contents, &bytes[..]);
+                    (most, sum)
+                },
+            )
+            .unwrap()
+        };
+        let expected: u64 = bytes.iter().step_by(512).map(|&byte| u64::from(byte)).sum();
+        let (kept, kept_sum) = pass(false);
+        let (released, released_sum) = pass(true);
+        assert_eq!((kept_sum, released_sum), (expected, expected));
+        // Without releasing, the whole file ends up resident; releasing holds it to a few steps
+        // (read-ahead and fault-around map a little beyond the byte read).
+        assert!(
+            kept >= (LEN - 2 * STEP) as u64,
+            "kept {kept} bytes resident"
+        );
+        assert!(released <= (8 * STEP) as u64, "{released} bytes resident");
+        // A file read into memory has nothing to release; `release` is a no-op for it.
+        let owned = read_with_release(&path, LEN as u64, ReadPolicy::Read, |contents, release| {
+            release(LEN);
+            contents == &bytes[..]
+        })
+        .unwrap();
+        assert!(owned);
     }
 }

@@ -26,7 +26,35 @@ impl Mapping {
         let map = unsafe { memmap2::MmapOptions::new().map(file)? };
         Ok(Self(map))
     }
+
+    /// Lets go of the pages of `range` (rounded inwards to [`RELEASE_ALIGN`]) that this process
+    /// has faulted in, so they stop counting towards its resident memory. The bytes stay readable
+    /// and unchanged: the next read of one faults it in again from the page cache.
+    ///
+    /// Returns where the blocks let go of end (`range.start` if there were none), which is where
+    /// the next range should start. Errors are ignored: the pages then simply stay resident.
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) -> usize {
+        let start = range.start.next_multiple_of(RELEASE_ALIGN);
+        let end = range.end.min(self.0.len()) / RELEASE_ALIGN * RELEASE_ALIGN;
+        if start >= end {
+            return range.start;
+        }
+        // SAFETY: `MADV_DONTNEED` on a shared, read-only file mapping only drops this process's
+        // page-table entries for the range; the pages stay in the page cache and the next access
+        // maps them again with the file's bytes, so every `&[u8]` into the mapping keeps seeing
+        // the same contents (under the contract of `new`). Nothing is written through the mapping
+        // (it is read-only), so there are no private changes for it to throw away.
+        let _ = unsafe {
+            self.0
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        end
+    }
 }
+
+/// [`Mapping::release`] works in whole blocks this large: a multiple of every page size Linux
+/// uses (4 KiB to 64 KiB), so a block never shares a page with bytes outside the range.
+const RELEASE_ALIGN: usize = 64 << 10;
 
 impl Deref for Mapping {
     type Target = [u8];

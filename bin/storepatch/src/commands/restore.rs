@@ -289,6 +289,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
                     relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
                 })
         })
+        .map(|mut change| {
+            // Kept to the end of the run: most changes restore one reference, and a vector grown
+            // by push holds room for four.
+            change.restorations.shrink_to_fit();
+            change
+        })
         .collect();
     plan_record_updates(
         entries,
@@ -843,24 +849,29 @@ fn rewrite_group(
                 .map_err(anyhow::Error::from)
         })
         .and_then(|(file, metadata)| {
-            let contents =
-                storepatch_walk::read_from(&file, &leader.path, leader.len, ReadPolicy::default())?;
-            Ok((contents, metadata))
-        })
-        .and_then(|(contents, metadata)| {
-            still_planned(&contents, group[0], relocations)
-                .with_context(|| format!("cannot restore `{}`", leader.path.display()))?;
-            let new = storepatch_rewrite::splice(&contents, &group[0].splices(relocations))
-                .with_context(|| {
-                    format!(
-                        "cannot restore `{}`: the planned changes do not fit the file",
-                        leader.path.display()
-                    )
-                })?;
-            if new[..] != contents[..] {
-                storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
-            }
-            Ok(())
+            // Read into the thread's reused buffer: thousands of small files read one after
+            // another then allocate nothing each.
+            storepatch_walk::read_from_with(
+                &file,
+                &leader.path,
+                leader.len,
+                ReadPolicy::default(),
+                |contents| {
+                    still_planned(contents, group[0], relocations)
+                        .with_context(|| format!("cannot restore `{}`", leader.path.display()))?;
+                    let new = storepatch_rewrite::splice(contents, &group[0].splices(relocations))
+                        .with_context(|| {
+                            format!(
+                                "cannot restore `{}`: the planned changes do not fit the file",
+                                leader.path.display()
+                            )
+                        })?;
+                    if new[..] != contents[..] {
+                        storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
+                    }
+                    Ok(())
+                },
+            )?
         });
     if let Err(err) = result {
         // No name of the inode changed.

@@ -27,10 +27,13 @@ struct Change {
     /// Offsets of the hash parts to overwrite.
     offsets: Vec<u64>,
     /// Rendered store paths of the scrubbed references, sorted and unique.
-    store_paths: BTreeSet<Vec<u8>>,
-    /// Their hash parts: the summary counts store paths by hash, as `scan` and Nix do (one store
-    /// path may be written with names that run on into other text).
-    hashes: BTreeSet<HashPart>,
+    store_paths: Vec<Vec<u8>>,
+    /// Their hash parts, sorted and unique: the summary counts store paths by hash, as `scan` and
+    /// Nix do (one store path may be written with names that run on into other text).
+    ///
+    /// Both are vectors, not sets: a venv has a change for each of thousands of `.pyc` files, most
+    /// with one store path, and a one-element `BTreeSet` holds a whole tree node.
+    hashes: Vec<HashPart>,
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitCode> {
@@ -64,8 +67,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
             entry: finding.entry,
             location: finding.location,
             offsets: Vec::new(),
-            store_paths: BTreeSet::new(),
-            hashes: BTreeSet::new(),
+            store_paths: Vec::new(),
+            hashes: Vec::new(),
         };
         for hit in &finding.hits {
             if selected(hit) {
@@ -73,12 +76,18 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
                 change.hashes.extend(hit.live().map(|path| *path.hash()));
                 change
                     .store_paths
-                    .insert(tree::render_target(&store_dir, hit));
+                    .push(tree::render_target(&store_dir, hit));
             } else if hit.live().is_some() {
                 kept += 1;
             }
         }
         if !change.offsets.is_empty() {
+            change.store_paths.sort_unstable();
+            change.store_paths.dedup();
+            change.store_paths.shrink_to_fit();
+            change.hashes.sort_unstable();
+            change.hashes.dedup();
+            change.hashes.shrink_to_fit();
             changes.push(change);
         }
     }
@@ -222,33 +231,34 @@ fn rewrite_group(
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(storepatch_walk::Visit::detached(leader).reopen()?))
         .and_then(|(file, metadata)| {
-            let contents = storepatch_walk::read_from(
+            // Read into the thread's reused buffer: thousands of small files read one after
+            // another then allocate nothing each.
+            storepatch_walk::read_from_with(
                 &file,
                 &leader.path,
                 leader.len,
                 storepatch_walk::ReadPolicy::default(),
-            )?;
-            Ok((contents, metadata))
-        })
-        .and_then(|(contents, metadata)| {
-            // The file must still hold a hash at every offset the scan saw.
-            for &offset in &leader_change.offsets {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                let hash = contents.get(start..start.saturating_add(32));
-                anyhow::ensure!(
-                    hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
-                    "cannot scrub `{}`: it changed while it was scrubbed (no store hash at offset \
-                     {offset} any more)",
-                    leader.path.display()
-                );
-            }
-            storepatch_rewrite::replace_file(
-                &leader.path,
-                &metadata,
-                &contents,
-                &patches(&leader_change.offsets),
-            )?;
-            Ok(())
+                |contents| {
+                    // The file must still hold a hash at every offset the scan saw.
+                    for &offset in &leader_change.offsets {
+                        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                        let hash = contents.get(start..start.saturating_add(32));
+                        anyhow::ensure!(
+                            hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
+                            "cannot scrub `{}`: it changed while it was scrubbed (no store hash at \
+                             offset {offset} any more)",
+                            leader.path.display()
+                        );
+                    }
+                    storepatch_rewrite::replace_file(
+                        &leader.path,
+                        &metadata,
+                        contents,
+                        &patches(&leader_change.offsets),
+                    )?;
+                    Ok(())
+                },
+            )?
         });
     if let Err(err) = result {
         let status = Outcome::of_error(&err);
