@@ -571,7 +571,8 @@ impl Realistic {
                 path.file_name()
                     .is_some_and(|name| name.to_string_lossy().starts_with(stem))
             }) {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "{library}: the interpreter itself maps {} before any module; not checked",
                     own.display()
                 );
