@@ -298,6 +298,10 @@ pub struct Options {
     /// Alignment of a new `PT_LOAD`; default: the largest alignment of the file's LOADs, but at
     /// least the ABI's largest page size (64 KiB on aarch64, ppc64, mips, loongarch; 4 KiB on x86).
     pub page_size: Option<u64>,
+    /// patchelf's `--no-clobber-old-sections`: the old copy of a section a relayout moves is left
+    /// as it was, for programs that still read it at its old place. By default it is cleared, so
+    /// no old string (nor store path) survives in it.
+    pub keep_old_sections: bool,
 }
 
 /// Whether `bytes` start with the ELF magic; a cheap filter before [`ElfInfo::parse`].

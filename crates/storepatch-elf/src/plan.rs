@@ -383,6 +383,7 @@ impl Planner<'_> {
             new_interp.as_ref(),
             grow_dynamic,
             page_size,
+            options.keep_old_sections,
         )?;
         Ok(Planned::Relayout(Box::new(Layout {
             writes: std::mem::take(&mut self.writes),
@@ -1737,6 +1738,7 @@ impl Planner<'_> {
         new_interp: Option<&Vec<u8>>,
         grow_dynamic: bool,
         page_size: u64,
+        keep_old_sections: bool,
     ) -> Result<(u64, Vec<u8>)> {
         let codec = self.codec;
         let file_len = self.bytes.len() as u64;
@@ -2031,10 +2033,18 @@ impl Planner<'_> {
             let old_offset = self.parsed.dynstr.as_ref().map_or(0, |t| t.offset);
             // The old table is no longer referenced (DT_STRTAB and its section header move):
             // cleared, as patchelf clobbers moved sections, so no old string or store path
-            // survives in it.
+            // survives in it. Kept when asked (`--no-clobber-old-sections`), as patchelf keeps
+            // it: with the erasures made before the move (an old run path stays `X`), which are
+            // the start of the new table.
             if let Some(table) = &self.parsed.dynstr {
-                let zeros = vec![0u8; table.bytes.len()];
-                push_diff(&mut self.writes, self.bytes, table.offset, &zeros);
+                let old = if keep_old_sections {
+                    grown_strings
+                        .get(..table.bytes.len())
+                        .map_or_else(|| vec![0u8; table.bytes.len()], <[u8]>::to_vec)
+                } else {
+                    vec![0u8; table.bytes.len()]
+                };
+                push_diff(&mut self.writes, self.bytes, table.offset, &old);
             }
             if let Some(section) = self
                 .parsed

@@ -470,6 +470,7 @@ fn new_segment_uses_the_abi_page_size() {
         (
             Options {
                 page_size: Some(0x4000),
+                ..Options::default()
             },
             0x4000,
         ),
@@ -493,6 +494,7 @@ fn new_segment_uses_the_abi_page_size() {
     }
     let bad = Options {
         page_size: Some(1000),
+        ..Options::default()
     };
     assert!(plan(&bytes, &set_runpath(&[b'q'; 200]), &bad).is_err());
 }

@@ -97,6 +97,7 @@ impl PatchelfFlags {
     pub fn options(&self) -> Options {
         Options {
             page_size: self.page_size,
+            ..Options::default()
         }
     }
 }

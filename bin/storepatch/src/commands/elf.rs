@@ -51,8 +51,8 @@ usage: storepatch elf [OPTIONS] FILENAME...   (or: patchelf [OPTIONS] FILENAME..
   [--add-debug-tag]                Adds a DT_DEBUG entry to .dynamic, unless there is one
   [--build-resolution-cache]       Records where the run path resolves each needed library, in a
                                    .note.nixos.ldcache note (after the other edits)
-  [--no-sort]                      Accepted; new segments are never sorted here
-  [--no-clobber-old-sections]      Accepted; the old copy of a moved .dynstr is cleared anyway
+  [--no-sort]                      Accepted; segments and sections are never sorted here
+  [--no-clobber-old-sections]      Leave the old copy of a moved .dynstr as it was (default: cleared)
   [--output FILE]
   [--debug]
   [--version]
@@ -325,10 +325,9 @@ fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
             Some("--set-execstack") => invocation.set_execstack = true,
             Some("--clear-execstack") => invocation.clear_execstack = true,
             Some("--add-debug-tag") => invocation.edits.add_debug_tag = true,
-            // Both only change how patchelf lays out its rewrite. This layout never sorts
-            // segments, and always clears the old copy of a moved `.dynstr` (nothing refers
-            // to it, and it may hold old store paths).
-            Some("--no-sort" | "--no-clobber-old-sections") => {}
+            // Only changes how patchelf orders its rewrite; this layout never sorts segments.
+            Some("--no-sort") => {}
+            Some("--no-clobber-old-sections") => invocation.options.keep_old_sections = true,
             Some("--rename-dynamic-symbols") => {
                 let Some(map) = args.next() else {
                     bail!("missing argument to --rename-dynamic-symbols");

@@ -2654,3 +2654,51 @@ fn resolution_cache_note_goes_when_it_would_be_stale() {
         .arg(&bare));
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// `--no-clobber-old-sections` keeps the old copy of a moved `.dynstr`, as the real patchelf
+/// keeps it; without it the old copy is cleared. Measured by how often a string that lives only
+/// in `.dynstr` (the soname) is in the file after a run path too long to fit in place, side by
+/// side with the real patchelf.
+#[test]
+fn no_clobber_old_sections_keeps_the_old_dynstr_as_patchelf_does() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir.path().display().to_string();
+    let marker = "libmarker-qzqzqz.so.1";
+    let program = fixture.program("main", &[&format!("-Wl,-soname,{marker}")]);
+    let copies = |bytes: &[u8]| {
+        bytes
+            .windows(marker.len())
+            .filter(|window| *window == marker.as_bytes())
+            .count()
+    };
+    assert_eq!(copies(&fs_err::read(&program).unwrap()), 1);
+    let grown = format!("{dir}:/{}", "n".repeat(300));
+    for (flags, expected) in [(&[][..], 1), (&["--no-clobber-old-sections"][..], 2)] {
+        let ours = fixture.copy(&program, "ours");
+        run_ok(
+            fixture
+                .patchelf()
+                .args(flags)
+                .arg("--set-rpath")
+                .arg(&grown)
+                .arg(&ours),
+        );
+        let bytes = fs_err::read(&ours).unwrap();
+        assert_eq!(copies(&bytes), expected, "{flags:?}");
+        assert_eq!(
+            print(&fixture, "--print-rpath", &ours),
+            format!("{grown}\n"),
+            "{flags:?}"
+        );
+        assert_healthy_program(&ours);
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["--set-rpath", &grown]);
+        if let Some(theirs) = real_patchelf(&fixture, &program, &args) {
+            assert_eq!(
+                copies(&fs_err::read(&theirs).unwrap()),
+                expected,
+                "patchelf {flags:?}"
+            );
+        }
+    }
+}
