@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report import read_context, seconds, version
+
 SCAN = "storepatch scan --quiet"
 SCAN_JSON = "storepatch scan --json"
 SCAN_NO_MMAP = "storepatch scan --quiet --no-mmap"
@@ -28,14 +30,6 @@ BEST = "best shell: rg -l | sed -i -e ... (one -e per hash)"
 OLD_PASS = "remove-references-to: one sed -i pass over every file"
 SCRUB_BESIDE = "storepatch scrub (beside restore)"
 RESTORE = "storepatch restore"
-
-
-def read_context(path):
-    context = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition("=")
-        context[key] = value
-    return context
 
 
 def load(results):
@@ -57,24 +51,6 @@ def load(results):
                 "system": result.get("system"),
             }
     return commands
-
-
-def version(command):
-    try:
-        output = subprocess.run(
-            command, capture_output=True, text=True, check=False, timeout=30
-        ).stdout
-    except OSError:
-        return "not found"
-    return output.strip().splitlines()[0] if output.strip() else "unknown"
-
-
-def seconds(value):
-    if value >= 100:
-        return f"{value:.0f} s"
-    if value >= 1:
-        return f"{value:.2f} s"
-    return f"{value * 1000:.0f} ms"
 
 
 def main():
