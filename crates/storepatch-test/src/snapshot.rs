@@ -27,9 +27,15 @@ impl Filters {
         variants.sort_by_key(|variant| std::cmp::Reverse(variant.len()));
         variants.dedup();
         for variant in variants {
-            self.0
-                .push((regex::escape(&variant), placeholder.to_owned()));
+            self = self.literal(&variant, placeholder);
         }
+        self
+    }
+
+    /// Replaces every occurrence of the literal `text` with `placeholder`.
+    #[must_use]
+    pub fn literal(mut self, text: &str, placeholder: &str) -> Self {
+        self.0.push((regex::escape(text), placeholder.to_owned()));
         self
     }
 

@@ -56,17 +56,13 @@ impl Scrubbed {
         let Ok(python) = storepatch_test::fixture_store::host_python() else {
             return filters;
         };
-        let literal = |text: &str| text.replace('.', r"\.");
         filters
-            .regex(
-                &literal(&format!("python3-{}", python.full_version)),
+            .literal(
+                &format!("python3-{}", python.full_version),
                 "python3-[PYTHON_VERSION]",
             )
-            .regex(&literal(&python.ext_suffix), "[EXT_SUFFIX]")
-            .regex(
-                &literal(&format!("python{}", python.version)),
-                "python[VER]",
-            )
+            .literal(&python.ext_suffix, "[EXT_SUFFIX]")
+            .literal(&format!("python{}", python.version), "python[VER]")
     }
 
     fn extension_identities(&self) -> Vec<(u64, u64, i64, i64)> {
