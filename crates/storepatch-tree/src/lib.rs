@@ -73,8 +73,10 @@ pub struct EntryError {
 /// The outcome of scanning some roots.
 #[derive(Debug)]
 pub struct TreeScan {
-    /// Every entry of every root, in walk order.
+    /// The entries of every root that [`TreeOptions::keep`] keeps, in walk order.
     pub entries: Vec<Entry>,
+    /// How many entries the roots have, kept or not.
+    pub examined: usize,
     /// The references found, in entry order, then by [`Location`].
     pub findings: Vec<Finding>,
     /// Per-entry problems, sorted by path.
@@ -177,6 +179,32 @@ pub struct TreeOptions {
     pub read_policy: ReadPolicy,
     /// Whether [`Finding::contexts`] is filled in.
     pub with_context: bool,
+    /// Which entries [`TreeScan::entries`] holds.
+    pub keep: Keep,
+}
+
+/// Which entries a [`TreeScan`] keeps. An entry with findings, an error or a leftover's name is
+/// always kept; a command that needs nothing of the others lets go of them during the walk, so a
+/// run over a large tree holds only what it reports on.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Keep {
+    /// Every entry.
+    #[default]
+    All,
+    /// Only the entries with something to report, and those the function says yes to.
+    Reported(fn(&Entry) -> bool),
+}
+
+impl Keep {
+    /// Only the entries with something to report.
+    pub const REPORTED: Self = Self::Reported(|_| false);
+
+    fn keeps(self, entry: &Entry) -> bool {
+        match self {
+            Self::All => true,
+            Self::Reported(also) => also(entry),
+        }
+    }
 }
 
 /// Told about the run's progress; called from many threads at once.
@@ -213,19 +241,26 @@ pub fn scan_roots(
         .build();
     let budget = AtomicUsize::new(WINDOW_BUDGET);
     let mut entries = Vec::new();
+    let mut examined = 0;
     let mut scans: Vec<Option<Box<EntryScan>>> = Vec::new();
     let mut errors = Vec::new();
     // Files are read while directories are still being listed.
     for root in roots {
-        let (walk, root_scans) = storepatch_walk::walk_with(root, |visit| {
-            // After a signal the run stops: nothing more is read.
-            if storepatch_rewrite::interrupt::signal().is_some() || is_leftover(visit) {
-                return None;
+        let (walk, root_scans) = storepatch_walk::walk_keeping(root, |visit| {
+            if is_leftover(visit) {
+                return Some(None);
             }
-            let scan = scan_entry(visit, &scanner, options, Some(&budget));
-            progress.entry_done();
-            scan.kept()
+            // After a signal the run stops: nothing more is read.
+            let scan = if storepatch_rewrite::interrupt::signal().is_some() {
+                None
+            } else {
+                let scan = scan_entry(visit, &scanner, options, Some(&budget));
+                progress.entry_done();
+                scan.kept()
+            };
+            (scan.is_some() || options.keep.keeps(visit.entry())).then_some(scan)
         })?;
+        examined += walk.examined;
         errors.extend(walk.errors.into_iter().map(|err| EntryError {
             path: err.path().to_path_buf(),
             message: error_chain(&err),
@@ -298,6 +333,7 @@ pub fn scan_roots(
         .collect();
     Ok(TreeScan {
         entries,
+        examined,
         findings,
         errors,
         scanner,

@@ -133,6 +133,9 @@ pub struct Walk {
     pub entries: Vec<Entry>,
     /// Entries that could not be examined; the walk went on without them.
     pub errors: Vec<Error>,
+    /// How many entries the walk examined, the root included: more than `entries` holds when the
+    /// walk kept only some of them (see [`walk_keeping`]).
+    pub examined: usize,
 }
 
 /// Walks `root` without following symlinks. Fails only if the root itself cannot be examined.
@@ -169,6 +172,31 @@ where
     walk_with_options(root, WalkOptions { open_files: true }, visit)
 }
 
+/// Walks `root` like [`walk_with`], but keeps only the entries `visit` gives a value for: the
+/// others are let go of as soon as they are visited, so a walk of a large tree that reports on
+/// few of its entries never holds all of them. [`Walk::examined`] still counts every entry.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// fs_err::write(dir.path().join("big"), "four")?;
+/// fs_err::write(dir.path().join("small"), "")?;
+/// let (walk, sizes) = storepatch_walk::walk_keeping(dir.path(), |visit| {
+///     let entry = visit.entry();
+///     (entry.depth > 0 && entry.len > 0).then_some(entry.len)
+/// })?;
+/// assert_eq!(walk.examined, 3);
+/// assert_eq!(walk.entries.len(), 1);
+/// assert_eq!(sizes, [4]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn walk_keeping<T, F>(root: &Path, visit: F) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
+{
+    walk_kept(root, WalkOptions { open_files: true }, visit)
+}
+
 /// How [`walk_with_options`] examines entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkOptions {
@@ -192,6 +220,16 @@ pub fn walk_with_options<T, F>(
 where
     T: Send,
     F: Fn(&Visit<'_>) -> T + Sync,
+{
+    walk_kept(root, options, |entry| Some(visit(entry)))
+}
+
+/// The walk behind [`walk_with_options`] and [`walk_keeping`]: keeps the entries `visit` gives a
+/// value for.
+fn walk_kept<T, F>(root: &Path, options: WalkOptions, visit: F) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
     let stat = rustix::fs::lstat(root).map_err(|source| Error::Walk {
         path: root.to_path_buf(),
@@ -226,11 +264,20 @@ struct Shared<'v, T, F> {
     next_id: AtomicUsize,
 }
 
-/// A directory's children sorted by name, each with its value and (for a directory) the id of its
-/// own listing, and what could not be listed or examined.
+/// A directory's children sorted by name, and what could not be listed or examined.
 struct Listing<T> {
-    children: Vec<(Entry, T, Option<usize>)>,
+    children: Vec<Listed<T>>,
     errors: Vec<Error>,
+    /// How many children were examined, kept or not.
+    examined: usize,
+}
+
+/// A child in its directory's [`Listing`]: the entry with its value if it was kept, and for a
+/// directory the id of its own listing (a directory that is not kept is still walked through).
+/// A file that is not kept has no place at all.
+struct Listed<T> {
+    kept: Option<(Entry, T)>,
+    listing: Option<usize>,
 }
 
 /// A child of a directory being listed.
@@ -259,10 +306,11 @@ fn list_dir<'s, T, F>(
     depth: usize,
 ) where
     T: Send,
-    F: Fn(&Visit<'_>) -> T + Sync,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
     let mut errors = Vec::new();
     let mut children = Vec::new();
+    let mut examined = 0;
     match read_dir(&path, depth, shared.options, &mut errors) {
         Ok((dir, listed)) => {
             let subdirs: Vec<Option<usize>> = listed
@@ -280,7 +328,7 @@ fn list_dir<'s, T, F>(
                 })
                 .collect();
             let parent = dir.fd().ok();
-            let visited: Vec<Result<(Entry, T)>> = listed
+            let visited: Vec<Result<Option<(Entry, T)>>> = listed
                 .into_par_iter()
                 .map(|child| {
                     let (entry, file) = match child {
@@ -292,14 +340,24 @@ fn list_dir<'s, T, F>(
                         parent,
                         file: file.as_ref(),
                     });
-                    Ok((entry, value))
+                    Ok(value.map(|value| (entry, value)))
                 })
                 .collect();
-            // Every child of the tree sits in one of these until the walk is flattened.
-            children.reserve_exact(visited.len());
-            for (visited, sub_id) in visited.into_iter().zip(subdirs) {
+            // Every kept child of the tree sits in one of these until the walk is flattened.
+            let places = visited
+                .iter()
+                .zip(&subdirs)
+                .filter(|(visited, sub_id)| sub_id.is_some() || matches!(visited, Ok(Some(_))))
+                .count();
+            children.reserve_exact(places);
+            for (visited, listing) in visited.into_iter().zip(subdirs) {
                 match visited {
-                    Ok((entry, value)) => children.push((entry, value, sub_id)),
+                    Ok(kept) => {
+                        examined += 1;
+                        if kept.is_some() || listing.is_some() {
+                            children.push(Listed { kept, listing });
+                        }
+                    }
                     Err(err) => errors.push(err),
                 }
             }
@@ -318,7 +376,11 @@ fn list_dir<'s, T, F>(
     if listings.len() <= id {
         listings.resize_with(id + 1, || None);
     }
-    listings[id] = Some(Listing { children, errors });
+    listings[id] = Some(Listing {
+        children,
+        errors,
+        examined,
+    });
 }
 
 /// Opens and lists a directory without following a symlink in its place; returns the open
@@ -447,19 +509,34 @@ fn name_of(path: &Path) -> &OsStr {
 }
 
 /// Puts the listings into walk order: depth first, parents before children, siblings by name.
-fn flatten<T>(root: Entry, root_value: T, mut listings: Vec<Option<Listing<T>>>) -> (Walk, Vec<T>) {
+fn flatten<T>(
+    root: Entry,
+    root_value: Option<T>,
+    mut listings: Vec<Option<Listing<T>>>,
+) -> (Walk, Vec<T>) {
     // Sized once: growing by doubling would hold up to twice the entries (and a copy while
     // moving them) next to the listings that are still being taken apart.
-    let count = 1 + listings
-        .iter()
-        .flatten()
-        .map(|listing| listing.children.len())
-        .sum::<usize>();
     let mut walk = Walk::default();
+    let count = usize::from(root_value.is_some())
+        + listings
+            .iter()
+            .flatten()
+            .map(|listing| {
+                walk.examined += listing.examined;
+                listing
+                    .children
+                    .iter()
+                    .filter(|child| child.kept.is_some())
+                    .count()
+            })
+            .sum::<usize>();
+    walk.examined += 1;
     walk.entries.reserve_exact(count);
     let mut values = Vec::with_capacity(count);
-    walk.entries.push(root);
-    values.push(root_value);
+    if let Some(root_value) = root_value {
+        walk.entries.push(root);
+        values.push(root_value);
+    }
     let mut take = |id: usize, errors: &mut Vec<Error>| {
         let listing = listings.get_mut(id).and_then(Option::take)?;
         errors.extend(listing.errors);
@@ -467,13 +544,15 @@ fn flatten<T>(root: Entry, root_value: T, mut listings: Vec<Option<Listing<T>>>)
     };
     let mut stack: Vec<_> = take(0, &mut walk.errors).into_iter().collect();
     while let Some(children) = stack.last_mut() {
-        let Some((entry, value, sub_id)) = children.next() else {
+        let Some(Listed { kept, listing }) = children.next() else {
             stack.pop();
             continue;
         };
-        walk.entries.push(entry);
-        values.push(value);
-        if let Some(children) = sub_id.and_then(|id| take(id, &mut walk.errors)) {
+        if let Some((entry, value)) = kept {
+            walk.entries.push(entry);
+            values.push(value);
+        }
+        if let Some(children) = listing.and_then(|id| take(id, &mut walk.errors)) {
             stack.push(children);
         }
     }
@@ -983,6 +1062,51 @@ mod tests {
             }
             assert!(walk.errors.is_empty());
         }
+    }
+
+    #[test]
+    fn keeping_some_entries_gives_those_of_the_whole_walk_in_its_order_for_any_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        awkward_tree(dir.path());
+        let whole = walk(dir.path()).unwrap();
+        // Files of even size and the symlinks: whole directories (`empty`, `a/b/c/d/e`) are left
+        // out while their children are still walked.
+        let kept = |entry: &Entry| {
+            (entry.kind == EntryKind::File && entry.len % 2 == 0)
+                || entry.kind == EntryKind::Symlink
+        };
+        let expected: Vec<String> = whole
+            .entries
+            .iter()
+            .filter(|entry| kept(entry))
+            .map(|entry| format!("{entry:?}"))
+            .collect();
+        assert!(
+            expected
+                .iter()
+                .any(|entry| entry.contains("a/b/c/d/e/leaf"))
+        );
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (walk, values) = pool.install(|| {
+                walk_keeping(dir.path(), |visit| {
+                    kept(visit.entry()).then(|| visit.entry().path.clone())
+                })
+                .unwrap()
+            });
+            assert_eq!(described(&walk), expected, "{threads} threads");
+            let paths: Vec<&PathBuf> = walk.entries.iter().map(|entry| &entry.path).collect();
+            assert_eq!(values.iter().collect::<Vec<_>>(), paths, "values follow");
+            assert_eq!(walk.examined, whole.entries.len(), "{threads} threads");
+            assert!(walk.errors.is_empty());
+        }
+        // Keeping nothing, not even the root.
+        let (walk, values) = walk_keeping(dir.path(), |_| None::<()>).unwrap();
+        assert!(walk.entries.is_empty() && values.is_empty());
+        assert_eq!(walk.examined, whole.entries.len());
     }
 
     /// Every entry as the walk gives it, with all its metadata.

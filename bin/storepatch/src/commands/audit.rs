@@ -137,6 +137,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitC
             candidates: Vec::new(),
             read_policy,
             with_context: false,
+            // Every entry is checked for its ELF problems after the scan.
+            keep: storepatch_tree::Keep::All,
         },
         show_progress: !(global.json || global.quiet || global.no_progress),
     };

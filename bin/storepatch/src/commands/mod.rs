@@ -87,6 +87,7 @@ pub(crate) fn tree_options(
     global: &GlobalArgs,
     discovery: &DiscoveryArgs,
     with_context: bool,
+    keep: storepatch_tree::Keep,
 ) -> anyhow::Result<TreeOptions> {
     let store_dir = store_dir(global)?;
     let candidates = tree::load_candidates(
@@ -104,6 +105,7 @@ pub(crate) fn tree_options(
                 ReadPolicy::default()
             },
             with_context,
+            keep,
         },
         show_progress: !(global.json || global.quiet || global.no_progress),
     })

@@ -147,7 +147,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         candidates: Vec::new(),
         candidates_from_env: false,
     };
-    let options = super::tree_options(global, &discovery, false)?;
+    // Any entry may hold an OLD of a relocation; without one, only a few entries beyond those
+    // with scrubbed references are needed.
+    let keep = if relocations.is_empty() {
+        storepatch_tree::Keep::Reported(needed_without_findings)
+    } else {
+        storepatch_tree::Keep::All
+    };
+    let options = super::tree_options(global, &discovery, false, keep)?;
     let mut scan = tree::scan_roots(&args.paths, &options)?;
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
@@ -314,6 +321,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let report = Report {
         store_dir: &store_dir,
         entries,
+        examined: scan.examined,
         changes: &changes,
         unresolved: &unresolved,
         left: &left,
@@ -355,6 +363,15 @@ fn scrubbed_in_name(name: &[u8]) -> Vec<(u64, &[u8])> {
         from = after;
     }
     found
+}
+
+/// Whether a run without relocations needs the entry even when the scan found nothing in it: a
+/// `RECORD` (its lines get the new hashes of the files it lists) or an entry whose name holds a
+/// scrubbed bare hash.
+fn needed_without_findings(entry: &Entry) -> bool {
+    is_record(entry)
+        || (entry.depth > 0
+            && !scrubbed_in_name(Visit::detached(entry).name().as_bytes()).is_empty())
 }
 
 /// Whether an entry is a wheel's `RECORD` (`<name>.dist-info/RECORD`).
@@ -941,6 +958,8 @@ fn retarget(path: &Path, change: &Change, relocations: &[Relocation]) -> anyhow:
 struct Report<'run> {
     store_dir: &'run StoreDir,
     entries: &'run [Entry],
+    /// How many entries were scanned, kept or not.
+    examined: usize,
     changes: &'run [Change],
     unresolved: &'run BTreeMap<Vec<u8>, Unresolved>,
     left: &'run [Left],
@@ -1073,7 +1092,7 @@ impl Report<'_> {
                 "dry_run": args.dry_run,
                 "store_dir": bytes_value(self.store_dir.as_bytes()),
                 "supplied": self.supplied,
-                "entries": self.entries.len(),
+                "entries": self.examined,
                 "references": restored,
                 "relocated": relocated,
                 "record_lines": record_lines,
@@ -1223,7 +1242,7 @@ impl Report<'_> {
                 count(Location::Content),
                 count(Location::Symlink),
                 count(Location::Name),
-                self.entries.len(),
+                self.examined,
                 self.supplied,
                 self.unresolved.len(),
                 self.left.len(),

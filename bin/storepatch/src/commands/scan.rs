@@ -9,7 +9,12 @@ use crate::output::{self, Output, bytes_value, path_value};
 use crate::tree::{self, TreeScan};
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
-    let options = super::tree_options(global, &args.discovery, global.json)?;
+    let options = super::tree_options(
+        global,
+        &args.discovery,
+        global.json,
+        storepatch_tree::Keep::REPORTED,
+    )?;
     let mut scan = tree::scan_roots(&args.paths, &options)?;
     tree::handle_leftovers(&mut scan, false);
     let mut out = Output::new();
@@ -74,7 +79,7 @@ impl Totals {
             }
         }
         Self {
-            files: scan.entries.len(),
+            files: scan.examined,
             files_with_live: live_entries.len(),
             live,
             live_paths: live_paths.len(),

@@ -40,7 +40,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     for root in &args.paths {
         tree::require_directory(root)?;
     }
-    let options = super::tree_options(global, &args.discovery, false)?;
+    let options = super::tree_options(
+        global,
+        &args.discovery,
+        false,
+        storepatch_tree::Keep::REPORTED,
+    )?;
     let store_dir = options.store_dir.clone();
     let keep: BTreeSet<HashPart> = tree::parse_store_paths(&store_dir, &args.keep)?
         .iter()
@@ -364,7 +369,7 @@ fn report(
             "type": "summary",
             "dry_run": args.dry_run,
             "store_dir": bytes_value(store_dir.as_bytes()),
-            "entries": scan.entries.len(),
+            "entries": scan.examined,
             "references": references,
             "store_paths": store_paths.len(),
             "files": count(Location::Content),
@@ -423,7 +428,7 @@ fn report(
                 count(Location::Content),
                 count(Location::Symlink),
                 count(Location::Name),
-                scan.entries.len(),
+                scan.examined,
                 if failed > 0 {
                     format!("{failed} entries failed, ")
                 } else {
