@@ -365,9 +365,14 @@ struct EntryScan {
 impl EntryScan {
     /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
     /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
-    fn kept(self) -> Option<Box<Self>> {
-        (!self.findings.is_empty() || !self.windows.is_empty() || self.error.is_some())
-            .then(|| Box::new(self))
+    fn kept(mut self) -> Option<Box<Self>> {
+        (!self.findings.is_empty() || !self.windows.is_empty() || self.error.is_some()).then(|| {
+            // Kept until the run ends: most entries have one finding, and a vector grown by push
+            // holds room for four.
+            self.findings.shrink_to_fit();
+            self.windows.shrink_to_fit();
+            Box::new(self)
+        })
     }
 
     /// Records that the entry is [`TreeScan::entries`]`[index]` in every finding.
