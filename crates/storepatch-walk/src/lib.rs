@@ -37,6 +37,7 @@ use std::sync::{Mutex, PoisonError};
 use rayon::prelude::*;
 
 mod mmap;
+pub use mmap::use_one_malloc_arena;
 
 /// Errors from walking and reading, always with the path concerned.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,11 @@
-//! The one place storepatch maps files, and the only `unsafe` in the workspace.
+//! The one place storepatch maps files, and the only `unsafe` in the workspace (with the one
+//! call that tunes the C library's allocator, [`use_one_malloc_arena`]).
 //!
 //! See: ripgrep's `searcher/src/mmap.rs`, which states the same contract.
-#![expect(unsafe_code, reason = "memory-mapping a file is unsafe by definition")]
+#![expect(
+    unsafe_code,
+    reason = "memory-mapping a file and tuning the C allocator are unsafe by definition"
+)]
 
 use std::ops::Deref;
 
@@ -61,5 +65,22 @@ impl Deref for Mapping {
 
     fn deref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Makes every thread allocate from glibc's one main arena, rather than from arenas of their own
+/// (up to eight per core). A tree run allocates each entry's record on the walk's threads and
+/// frees or keeps it on another, and every arena holds on to the memory freed in it: on a
+/// 78 000-entry venv, separate arenas cost a scrub about 7 MB of peak resident memory, a fifth
+/// of it, for no measurable CPU time with a handful of threads. Call it before any thread starts.
+/// Elsewhere than glibc it does nothing.
+pub fn use_one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only sets a tunable of glibc's allocator; `M_ARENA_MAX` with a
+        // positive value is documented (mallopt(3)) and safe to set at any time, and only
+        // changes which arena later allocations come from. It takes no pointers. The result (0 on
+        // failure) is ignored: the allocator then keeps its default, which is only a cost.
+        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     }
 }
