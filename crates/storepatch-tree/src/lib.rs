@@ -315,7 +315,8 @@ pub fn scan_roots(
         // Most entries have nothing to report; only the others are kept (in order).
         .filter(|scan| !scan.findings.is_empty() || scan.error.is_some())
         .collect();
-    let mut findings = Vec::new();
+    // Sized once: grown by doubling it would hold up to twice the findings.
+    let mut findings = Vec::with_capacity(resolved.iter().map(|scan| scan.findings.len()).sum());
     for scan in resolved {
         findings.extend(scan.findings);
         errors.extend(scan.error);

@@ -303,6 +303,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             change
         })
         .collect();
+    // Kept to the end of the run too; collected from a filter, it may have room for twice as many.
+    changes.shrink_to_fit();
     plan_record_updates(
         entries,
         &mut changes,
@@ -491,13 +493,21 @@ fn plan_record_updates(
             if target == index {
                 continue;
             }
-            let new = read(target_entry).and_then(|current| {
-                storepatch_rewrite::splice(&current, &changes[change].splices(relocations))
-                    .ok_or_else(|| EntryError {
+            // Spliced straight from the file's bytes as read, so only the new copy is made.
+            let new = Visit::detached(target_entry)
+                .read_with(policy, |current| {
+                    storepatch_rewrite::splice(current, &changes[change].splices(relocations))
+                })
+                .map_err(|err| EntryError {
+                    path: target_entry.path.clone(),
+                    message: tree::error_chain(&err),
+                })
+                .and_then(|new| {
+                    new.ok_or_else(|| EntryError {
                         path: target_entry.path.clone(),
                         message: "the planned changes do not fit the file".to_owned(),
                     })
-            });
+                });
             match new {
                 Ok(new) => {
                     if let Some(bytes) = line.updated_fields(&new) {
