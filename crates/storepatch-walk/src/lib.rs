@@ -265,20 +265,17 @@ struct Shared<'v, T, F> {
     next_id: AtomicUsize,
 }
 
-/// A directory's children sorted by name, and what could not be listed or examined.
+/// A directory's kept children, and what could not be listed or examined.
 struct Listing<T> {
-    children: Vec<Listed<T>>,
+    /// The children that were kept, sorted by name, with their values.
+    kept: Vec<(Entry, T)>,
+    /// Every subdirectory's listing id, in name order, after how many of `kept` its children come
+    /// in walk order (the subdirectory itself among them when it is kept). A subdirectory that is
+    /// not kept is still walked through; a file that is not kept takes no room at all.
+    subdirs: Vec<(usize, usize)>,
     errors: Vec<Error>,
     /// How many children were examined, kept or not.
     examined: usize,
-}
-
-/// A child in its directory's [`Listing`]: the entry with its value if it was kept, and for a
-/// directory the id of its own listing (a directory that is not kept is still walked through).
-/// A file that is not kept has no place at all.
-struct Listed<T> {
-    kept: Option<(Entry, T)>,
-    listing: Option<usize>,
 }
 
 /// A child of a directory being listed.
@@ -310,7 +307,8 @@ fn list_dir<'s, T, F>(
     F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
     let mut errors = Vec::new();
-    let mut children = Vec::new();
+    let mut kept = Vec::new();
+    let mut subdir_listings = Vec::new();
     let mut examined = 0;
     match read_dir(&path, depth, shared.options, &mut errors) {
         Ok((dir, listed)) => {
@@ -345,18 +343,20 @@ fn list_dir<'s, T, F>(
                 })
                 .collect();
             // Every kept child of the tree sits in one of these until the walk is flattened.
-            let places = visited
-                .iter()
-                .zip(&subdirs)
-                .filter(|(visited, sub_id)| sub_id.is_some() || matches!(visited, Ok(Some(_))))
-                .count();
-            children.reserve_exact(places);
+            kept.reserve_exact(
+                visited
+                    .iter()
+                    .filter(|visited| matches!(visited, Ok(Some(_))))
+                    .count(),
+            );
+            subdir_listings.reserve_exact(subdirs.iter().flatten().count());
             for (visited, listing) in visited.into_iter().zip(subdirs) {
                 match visited {
-                    Ok(kept) => {
+                    Ok(child) => {
                         examined += 1;
-                        if kept.is_some() || listing.is_some() {
-                            children.push(Listed { kept, listing });
+                        kept.extend(child);
+                        if let Some(listing) = listing {
+                            subdir_listings.push((kept.len(), listing));
                         }
                     }
                     Err(err) => errors.push(err),
@@ -378,7 +378,8 @@ fn list_dir<'s, T, F>(
         listings.resize_with(id + 1, || None);
     }
     listings[id] = Some(Listing {
-        children,
+        kept,
+        subdirs: subdir_listings,
         errors,
         examined,
     });
@@ -524,11 +525,7 @@ fn flatten<T>(
             .flatten()
             .map(|listing| {
                 walk.examined += listing.examined;
-                listing
-                    .children
-                    .iter()
-                    .filter(|child| child.kept.is_some())
-                    .count()
+                listing.kept.len()
             })
             .sum::<usize>();
     walk.examined += 1;
@@ -538,24 +535,34 @@ fn flatten<T>(
         walk.entries.push(root);
         values.push(root_value);
     }
+    // Per directory being flattened: its kept children, its subdirectories, how many kept so far.
     let mut take = |id: usize, errors: &mut Vec<Error>| {
         let listing = listings.get_mut(id).and_then(Option::take)?;
         errors.extend(listing.errors);
-        Some(listing.children.into_iter())
+        Some((
+            listing.kept.into_iter(),
+            listing.subdirs.into_iter().peekable(),
+            0,
+        ))
     };
     let mut stack: Vec<_> = take(0, &mut walk.errors).into_iter().collect();
-    while let Some(children) = stack.last_mut() {
-        let Some(Listed { kept, listing }) = children.next() else {
+    while let Some((kept, subdirs, taken)) = stack.last_mut() {
+        if let Some(&(after, id)) = subdirs.peek()
+            && after == *taken
+        {
+            subdirs.next();
+            if let Some(children) = take(id, &mut walk.errors) {
+                stack.push(children);
+            }
+            continue;
+        }
+        let Some((entry, value)) = kept.next() else {
             stack.pop();
             continue;
         };
-        if let Some((entry, value)) = kept {
-            walk.entries.push(entry);
-            values.push(value);
-        }
-        if let Some(children) = listing.and_then(|id| take(id, &mut walk.errors)) {
-            stack.push(children);
-        }
+        *taken += 1;
+        walk.entries.push(entry);
+        values.push(value);
     }
     (walk, values)
 }
@@ -929,6 +936,9 @@ fn read_exactly(
         .and_then(|len| len.checked_add(1))
         .ok_or_else(|| changed(expected_len))?;
     if buffer.len() < wanted {
+        // Exactly: grown by doubling, a buffer kept per thread could hold twice the largest file
+        // read into it.
+        buffer.reserve_exact(wanted - buffer.len());
         buffer.resize(wanted, 0);
     }
     let mut filled = 0;
