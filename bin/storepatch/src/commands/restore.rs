@@ -527,6 +527,9 @@ fn plan_record_updates(
             planned.push((index, fields));
         }
     }
+    // At most one more change per RECORD: pushed one by one onto an exactly sized list, the first
+    // would double it.
+    changes.reserve_exact(planned.len());
     for (index, fields) in planned {
         match changes
             .iter_mut()
