@@ -1083,7 +1083,7 @@ mod tests {
         // Files of even size and the symlinks: whole directories (`empty`, `a/b/c/d/e`) are left
         // out while their children are still walked.
         let kept = |entry: &Entry| {
-            (entry.kind == EntryKind::File && entry.len % 2 == 0)
+            (entry.kind == EntryKind::File && entry.len.is_multiple_of(2))
                 || entry.kind == EntryKind::Symlink
         };
         let expected: Vec<String> = whole
