@@ -112,15 +112,17 @@ impl TreeWalk {
     }
 }
 
-/// What a file's first bytes say, learnt while the tree is walked.
-#[derive(Debug)]
+/// What a file's first bytes say, learnt while the tree is walked. One byte: the walk holds one
+/// for each of a tree's entries.
+#[derive(Clone, Copy, Debug)]
 enum Start {
     /// It starts with the ELF magic: it is read whole and planned.
     Elf,
     /// It does not (or is too short to): not ELF.
     NotElf,
-    /// Its first bytes could not be read; the message names the file.
-    Unreadable(String),
+    /// Its first bytes could not be read: it is read again when it is relinked, which reports
+    /// the error (or, if it can be read by then, relinks it).
+    Unreadable,
 }
 
 /// Walks `roots` once (see the module docs): every regular file to relink, with its first bytes
@@ -234,7 +236,10 @@ fn start_of(visit: &storepatch_walk::Visit<'_>) -> Start {
     match visit.read_start(&mut start) {
         Ok(read) if read == start.len() && start == *MAGIC => Start::Elf,
         Ok(_) => Start::NotElf,
-        Err(err) => Start::Unreadable(error_chain(&err)),
+        Err(err) => {
+            log::debug!("{}", error_chain(&err));
+            Start::Unreadable
+        }
     }
 }
 
@@ -282,12 +287,13 @@ pub fn relink_walked(
                     relinked: false,
                 },
                 (None, Start::NotElf) => FileResult::Skipped(Skip::NotElf),
-                (None, Start::Unreadable(message)) => FileResult::Failed(message),
                 // Each file is finished or not started: a signal stops the run between files.
-                (None, Start::Elf) if storepatch_rewrite::interrupt::signal().is_some() => {
+                (None, Start::Elf | Start::Unreadable)
+                    if storepatch_rewrite::interrupt::signal().is_some() =>
+                {
                     FileResult::Interrupted
                 }
-                (None, Start::Elf) => {
+                (None, Start::Elf | Start::Unreadable) => {
                     let started = std::time::Instant::now();
                     let result = relink_file(relinker, &file.path, file.len, options);
                     log::trace!(
@@ -348,7 +354,8 @@ fn relink_hard_links(files: &[TreeFile], results: &mut [FileResult]) {
     }
 }
 
-/// Relinks one file (the first name of its inode), which starts with the ELF magic.
+/// Relinks one file (the first name of its inode), which starts with the ELF magic (or whose
+/// start could not be read).
 fn relink_file(relinker: &Relinker, path: &Path, len: u64, options: TreeOptions) -> FileResult {
     // Mapped whatever its size (unless mapping is off): planning reads the headers and the
     // dynamic tables only, so only their pages are ever resident, even of a 100 MB library.
