@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::plan::{Layout, Planned};
+use crate::plan::Planned;
 use crate::{ElfEdits, Options};
 
 /// What [`apply_to_file`] did.
@@ -65,24 +65,52 @@ pub fn apply_to_file_as(
     options: &Options,
 ) -> Result<Outcome> {
     // Mapped, not read: an in-place edit of a 450 MB library should touch only the pages that
-    // the headers and strings live in. The mapping is dropped before anything is written.
+    // the headers and strings live in.
     let bytes = read_file(input)?;
+    write_planned(input, output, &bytes, edits, options)
+}
+
+/// Like [`apply_to_file`], for a caller that has just read the file: `bytes` are its contents
+/// (best mapped, see [`read_file`]), so it is neither read nor planned again. The safety rules
+/// are those of [`apply_to_file`]: a relayout is streamed from the file itself and verified
+/// before the rename, and a file that no longer has `bytes.len()` bytes is left alone.
+pub fn apply_to_read_file(
+    path: &Path,
+    bytes: &[u8],
+    edits: &ElfEdits,
+    options: &Options,
+) -> Result<Outcome> {
+    write_planned(path, path, bytes, edits, options)
+}
+
+/// Plans `edits` on `bytes` (the contents of `input`) and writes the result to `output`.
+fn write_planned(
+    input: &Path,
+    output: &Path,
+    bytes: &[u8],
+    edits: &ElfEdits,
+    options: &Options,
+) -> Result<Outcome> {
     let planned =
-        crate::plan::plan_layout(&bytes, edits, options).map_err(|err| err.with_path(input))?;
+        crate::plan::plan_layout(bytes, edits, options).map_err(|err| err.with_path(input))?;
     let same_file = input == output;
     if !same_file && output_target(output)? == Target::Device {
-        return write_to_device(output, &bytes, planned).map_err(|err| err.with_path(input));
+        return write_to_device(output, bytes, planned).map_err(|err| err.with_path(input));
     }
+    let old_size = bytes.len() as u64;
     match planned {
         Planned::Unchanged if same_file => Ok(Outcome::Unchanged),
         Planned::Unchanged => {
-            replace(input, output, |file, path| {
-                file.write_all(&bytes).map_err(io(path))
-            })?;
+            let copy = Copy {
+                bytes,
+                writes: &[],
+                length: old_size,
+                tail: &[],
+            };
+            write_copy(input, output, &copy, |_| Ok(()))?;
             Ok(Outcome::Unchanged)
         }
         Planned::InPlace(writes) if same_file && !is_shared_inode(input)? => {
-            drop(bytes);
             let written = write_in_place(output, &writes)?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
@@ -90,23 +118,28 @@ pub fn apply_to_file_as(
         }
         Planned::InPlace(writes) => {
             // A separate output, or a hard-linked file (copied and renamed, so that the other
-            // names keep the old bytes).
-            let mut copy = bytes.to_vec();
-            let written: u64 = writes
-                .iter()
-                .map(|write| write.apply_within(&mut copy, 0) as u64)
-                .sum();
-            replace(input, output, |file, path| {
-                file.write_all(&copy).map_err(io(path))
-            })?;
+            // names keep the old bytes), streamed as a relayout is.
+            let written = writes.iter().map(|write| write.bytes.len() as u64).sum();
+            let copy = Copy {
+                bytes,
+                writes: &writes,
+                length: old_size,
+                tail: &[],
+            };
+            write_copy(input, output, &copy, |_| Ok(())).map_err(|err| err.with_path(input))?;
             Ok(Outcome::InPlace {
                 bytes_written: written,
             })
         }
         Planned::Relayout(layout) => {
             // Streamed to disk: no second copy of a big file in memory.
-            let old_size = bytes.len() as u64;
-            let new_size = write_layout(input, output, old_size, &layout)
+            let copy = Copy {
+                bytes,
+                writes: &layout.writes,
+                length: layout.length,
+                tail: &layout.tail,
+            };
+            let new_size = write_copy(input, output, &copy, |new_bytes| layout.verify(new_bytes))
                 .map_err(|err| err.with_path(input))?;
             Ok(Outcome::Relayout { old_size, new_size })
         }
@@ -243,41 +276,124 @@ fn write_in_place(path: &Path, writes: &[crate::plan::Write]) -> Result<u64> {
     result
 }
 
-/// Writes a relayout of `input` to a temporary file next to `output`: the unchanged bytes are
-/// copied by the kernel (`copy_file_range`), the writes and the new segment are put in place,
-/// the result is mapped and verified, and only then renamed over `output` with `input`'s mode.
-/// Returns the new size.
-fn write_layout(input: &Path, output: &Path, old_size: u64, layout: &Layout) -> Result<u64> {
+/// A new file described as the old one (`bytes`, the contents of the input) with `writes`
+/// applied, cut or zero-padded to `length`, then `tail`.
+struct Copy<'a> {
+    bytes: &'a [u8],
+    writes: &'a [crate::plan::Write],
+    length: u64,
+    tail: &'a [u8],
+}
+
+/// Writes `copy` to a temporary file next to `output`: the unchanged bytes are copied by the
+/// kernel from `input` (`copy_file_range`), the writes (gathered into few, see
+/// [`gathered_writes`]) and the tail are put in place, the result is mapped and checked with
+/// `check`, and only then renamed over `output` with `input`'s mode. Returns the new size.
+fn write_copy(
+    input: &Path,
+    output: &Path,
+    copy: &Copy<'_>,
+    check: impl FnOnce(&[u8]) -> Result<()>,
+) -> Result<u64> {
     use std::io::Read as _;
 
-    let new_size = layout.length + layout.tail.len() as u64;
+    let old_size = copy.bytes.len() as u64;
+    let new_size = copy.length + copy.tail.len() as u64;
+    for write in copy.writes {
+        if write.offset.saturating_add(write.bytes.len() as u64) > old_size {
+            return Err(Error::malformed("write outside the file", write.offset));
+        }
+    }
     replace(input, output, |file, path| {
         let source = fs_err::File::open(input).map_err(io(input))?;
-        let prefix = old_size.min(layout.length);
-        let copied = std::io::copy(&mut source.file().take(prefix), file).map_err(io(path))?;
-        if copied != prefix {
+        // One byte more than expected is asked for: a file that grew is noticed too.
+        let copied =
+            std::io::copy(&mut source.file().take(old_size + 1), file).map_err(io(path))?;
+        if copied != old_size {
             return Err(Error::Io {
                 path: input.to_path_buf(),
                 cause: std::io::Error::other("the file changed while it was patched"),
             });
         }
-        file.set_len(layout.length).map_err(io(path))?;
-        for write in &layout.writes {
-            let end = write.offset.saturating_add(write.bytes.len() as u64);
-            if end > old_size {
-                return Err(Error::malformed("write outside the file", write.offset));
-            }
+        if copy.length != old_size {
+            file.set_len(copy.length).map_err(io(path))?;
+        }
+        for (offset, bytes) in gathered_writes(copy.bytes, copy.writes) {
             // Bytes past the new length are cut, as `Layout::build` does.
-            let keep =
-                usize::try_from(end.min(layout.length).saturating_sub(write.offset)).unwrap_or(0);
-            file.write_all_at(&write.bytes[..keep.min(write.bytes.len())], write.offset)
+            let keep = usize::try_from(copy.length.saturating_sub(offset))
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            if keep > 0 {
+                file.write_all_at(&bytes[..keep], offset)
+                    .map_err(io(path))?;
+            }
+        }
+        if !copy.tail.is_empty() {
+            file.write_all_at(copy.tail, copy.length)
                 .map_err(io(path))?;
         }
-        file.write_all_at(&layout.tail, layout.length)
-            .map_err(io(path))?;
-        layout.verify(&map(path, new_size)?)
+        check(&map(path, new_size)?)
     })?;
     Ok(new_size)
+}
+
+/// The largest gap of unchanged bytes that [`gathered_writes`] writes again to join two writes.
+pub(crate) const GATHER_GAP: u64 = 256;
+/// The largest write [`gathered_writes`] makes of smaller ones.
+pub(crate) const GATHER_MAX: u64 = 64 << 10;
+
+/// `writes` (all inside `bytes`, applied in order, a later one winning where they overlap) as
+/// few writes of whole ranges: writes less than [`GATHER_GAP`] bytes apart become one, with the
+/// unchanged bytes between them taken from `bytes`, up to [`GATHER_MAX`] bytes each. A relayout
+/// rewrites hundreds of fields a few bytes apart (program and section headers, dynamic entries):
+/// one `pwrite` each cost more than the kernel copy of the whole file.
+pub(crate) fn gathered_writes(bytes: &[u8], writes: &[crate::plan::Write]) -> Vec<(u64, Vec<u8>)> {
+    let mut ranges: Vec<(u64, u64)> = writes
+        .iter()
+        .filter(|write| !write.bytes.is_empty())
+        .map(|write| (write.offset, write.offset + write.bytes.len() as u64))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            // Inside the last range already (which may be one write longer than the largest).
+            Some(last) if end <= last.1 => {}
+            Some(last)
+                if start <= last.1.saturating_add(GATHER_GAP) && end - last.0 <= GATHER_MAX =>
+            {
+                last.1 = end;
+            }
+            // Past the largest write, the next one starts where the last ends (a write may
+            // fall into two ranges: each gets its part).
+            last => {
+                let start = last.map_or(start, |last| start.max(last.1));
+                merged.push((start, end));
+            }
+        }
+    }
+    // Each range holds the original bytes, then every write that falls in it, in order.
+    let mut gathered: Vec<(u64, Vec<u8>)> = merged
+        .iter()
+        .map(|&(start, end)| {
+            let range = usize::try_from(start).unwrap_or(usize::MAX)
+                ..usize::try_from(end).unwrap_or(usize::MAX);
+            (
+                start,
+                bytes.get(range).map(<[u8]>::to_vec).unwrap_or_default(),
+            )
+        })
+        .collect();
+    for write in writes {
+        let first = merged.partition_point(|&(_, end)| end <= write.offset);
+        for (start, window) in &mut gathered[first..] {
+            if *start >= write.offset.saturating_add(write.bytes.len() as u64) {
+                break;
+            }
+            write.apply_within(window, *start);
+        }
+    }
+    gathered
 }
 
 /// Fills a temporary file next to `output` with `fill`, syncs it, gives it the mode and owner of
@@ -319,5 +435,95 @@ fn write_error(path: &Path) -> impl FnOnce(storepatch_rewrite::Error) -> Error +
             path: path.to_path_buf(),
             cause: std::io::Error::new(kind, message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Write;
+
+    /// The gathered writes leave a file exactly as the writes do one by one in order (a later one
+    /// winning where they overlap), in fewer writes, none longer than allowed unless one write
+    /// alone is.
+    #[test]
+    fn gathered_writes_leave_the_same_bytes() {
+        let original: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        for round in 0..200 {
+            let mut writes = Vec::new();
+            for _ in 0..next(40) {
+                // Clustered offsets (headers) and some far apart; sizes from 1 byte to past
+                // the largest gathered write.
+                let offset = if next(3) == 0 {
+                    next(original.len() as u64)
+                } else {
+                    next(4096)
+                };
+                let room = original.len() as u64 - offset;
+                let len = (if next(20) == 0 {
+                    next(GATHER_MAX * 2)
+                } else {
+                    next(16)
+                } + 1)
+                    .min(room);
+                let byte = u8::try_from(next(256)).unwrap();
+                writes.push(Write {
+                    offset,
+                    bytes: vec![byte; usize::try_from(len).unwrap()],
+                });
+            }
+            let mut expected = original.clone();
+            for write in &writes {
+                write.apply_within(&mut expected, 0);
+            }
+            let gathered = gathered_writes(&original, &writes);
+            assert!(gathered.len() <= writes.len(), "round {round}");
+            let mut found = original.clone();
+            for (offset, bytes) in &gathered {
+                let at = usize::try_from(*offset).unwrap();
+                found[at..at + bytes.len()].copy_from_slice(bytes);
+                let alone = writes.iter().any(|write| {
+                    write.offset <= *offset
+                        && write.offset + write.bytes.len() as u64 >= *offset + bytes.len() as u64
+                });
+                assert!(bytes.len() as u64 <= GATHER_MAX || alone, "round {round}");
+            }
+            assert!(found == expected, "round {round}");
+            // In order, and never overlapping.
+            for pair in gathered.windows(2) {
+                let end = pair[0].0 + pair[0].1.len() as u64;
+                assert!(
+                    pair[1].0 >= end,
+                    "round {round}: overlapping gathered writes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn near_writes_become_one() {
+        let original = vec![0u8; 4096];
+        let writes: Vec<Write> = (0..100)
+            .map(|index| Write {
+                offset: 64 + index * 8,
+                bytes: vec![1, 2],
+            })
+            .chain([Write {
+                offset: 3000,
+                bytes: vec![9],
+            }])
+            .collect();
+        let gathered = gathered_writes(&original, &writes);
+        assert_eq!(gathered.len(), 2);
+        assert_eq!(gathered[0].0, 64);
+        assert_eq!(gathered[0].1.len(), 99 * 8 + 2);
+        assert_eq!(gathered[1], (3000, vec![9]));
     }
 }

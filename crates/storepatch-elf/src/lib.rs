@@ -62,9 +62,9 @@ mod read;
 mod tests;
 
 pub use error::{Error, Result};
-pub use file::{Outcome, apply_to_file, apply_to_file_as, read_file};
+pub use file::{Outcome, apply_to_file, apply_to_file_as, apply_to_read_file, read_file};
 pub use ldcache::{NoResolutionCache, resolution_cache_descriptor};
-pub use plan::{Patch, Write, plan};
+pub use plan::{Patch, Write, changes, plan};
 pub use read::{Warning, relayout_warnings};
 
 use read::{DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, Parsed};

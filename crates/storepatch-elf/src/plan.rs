@@ -206,6 +206,15 @@ pub fn plan(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<Patch> 
     })
 }
 
+/// Whether applying `edits` to the ELF file `bytes` changes it: [`plan`] without building a
+/// relayout (which holds a whole new copy of the file).
+pub fn changes(bytes: &[u8], edits: &ElfEdits, options: &Options) -> Result<bool> {
+    Ok(!matches!(
+        plan_layout(bytes, edits, options)?,
+        Planned::Unchanged
+    ))
+}
+
 /// What [`plan`] decided, with a relayout described rather than built, so that a caller writing
 /// to disk can stream it instead of holding a second copy of the file in memory.
 pub(crate) enum Planned {

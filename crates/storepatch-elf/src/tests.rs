@@ -552,6 +552,100 @@ fn streamed_relayout_equals_the_planned_one() {
     }
 }
 
+/// Every way of writing a patch to a file gives the bytes `plan` describes: in place, through
+/// bytes the caller read ([`crate::apply_to_read_file`]), as a copy for a file with another name
+/// (which keeps the old bytes) and into a separate output; in-place patches and relayouts (of a
+/// real linked binary too, whose relayout rewrites hundreds of header fields).
+#[test]
+fn every_write_path_gives_the_planned_bytes() {
+    use crate::Outcome;
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs: Vec<(String, Vec<u8>)> = COMBINATIONS
+        .iter()
+        .map(|&(is64, little)| {
+            (
+                format!("is64 {is64} little {little}"),
+                synthetic(is64, little),
+            )
+        })
+        .collect();
+    inputs.push((
+        "this test binary".to_owned(),
+        fs_err::read(std::env::current_exe().unwrap()).unwrap(),
+    ));
+    let edit_sets = [
+        set_runpath(b"/opt/new"),
+        set_runpath(&[b'x'; 300]),
+        ElfEdits {
+            interpreter: Some(vec![b'i'; 200]),
+            add_needed: vec![vec![b'n'; 90]],
+            ..ElfEdits::default()
+        },
+    ];
+    let options = Options::default();
+    for (name, bytes) in &inputs {
+        for edits in &edit_sets {
+            let (patch, expected) = edit(bytes, edits);
+            let relayout = matches!(patch, Patch::Relayout(_));
+            let check = |outcome: Outcome, path: &std::path::Path, how: &str| {
+                match outcome {
+                    Outcome::Relayout { new_size, .. } => {
+                        assert!(relayout, "{name}, {how}: {outcome:?}");
+                        assert_eq!(new_size, expected.len() as u64, "{name}, {how}");
+                    }
+                    Outcome::InPlace { .. } => assert!(!relayout, "{name}, {how}: {outcome:?}"),
+                    Outcome::Unchanged => panic!("{name}, {how}: unchanged"),
+                }
+                assert!(
+                    fs_err::read(path).unwrap() == expected,
+                    "{name}, {how}: not the planned bytes"
+                );
+            };
+            let path = dir.path().join("lib.so");
+            fs_err::write(&path, bytes).unwrap();
+            check(
+                crate::apply_to_file(&path, edits, &options).unwrap(),
+                &path,
+                "apply_to_file",
+            );
+
+            fs_err::write(&path, bytes).unwrap();
+            let outcome = crate::apply_to_read_file(&path, bytes, edits, &options).unwrap();
+            check(outcome, &path, "apply_to_read_file");
+
+            fs_err::write(&path, bytes).unwrap();
+            let other = dir.path().join("other-name.so");
+            fs_err::hard_link(&path, &other).unwrap();
+            check(
+                crate::apply_to_file(&path, edits, &options).unwrap(),
+                &path,
+                "hard link",
+            );
+            assert!(
+                fs_err::read(&other).unwrap() == *bytes,
+                "{name}: the other name changed"
+            );
+            fs_err::remove_file(&other).unwrap();
+
+            fs_err::write(&path, bytes).unwrap();
+            let output = dir.path().join("output.so");
+            let outcome = crate::apply_to_file_as(&path, &output, edits, &options).unwrap();
+            check(outcome, &output, "separate output");
+            assert!(
+                fs_err::read(&path).unwrap() == *bytes,
+                "{name}: the input changed"
+            );
+            fs_err::remove_file(&output).unwrap();
+        }
+    }
+    // Nothing else was left in the directory (no temporary file).
+    let left: Vec<_> = fs_err::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["lib.so"]);
+}
+
 /// A write lands in a window only where the two overlap, whichever side sticks out.
 #[test]
 fn writes_apply_only_where_they_overlap_the_window() {

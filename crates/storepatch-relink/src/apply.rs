@@ -2,7 +2,7 @@
 //! of read-only files, and writes every new file through storepatch-rewrite's one write path.
 use std::path::Path;
 
-use storepatch_elf::{ElfEdits, Options, Outcome, Patch};
+use storepatch_elf::{ElfEdits, Options, Outcome};
 
 use crate::error::{Error, Result};
 
@@ -23,11 +23,8 @@ pub fn apply_with_options(
     edits: &ElfEdits,
     options: &Options,
 ) -> Result<Outcome> {
-    let options = options.clone();
-    let patch =
-        storepatch_elf::plan(bytes, edits, &options).map_err(|error| Error::engine(path, error))?;
-    if patch == Patch::Unchanged {
-        return Ok(Outcome::Unchanged);
-    }
-    storepatch_elf::apply_to_file(path, edits, &options).map_err(|error| Error::engine(path, error))
+    // Planned once, on the bytes the caller read: a relayout is streamed from the file, never
+    // built in memory.
+    storepatch_elf::apply_to_read_file(path, bytes, edits, options)
+        .map_err(|error| Error::engine(path, error))
 }

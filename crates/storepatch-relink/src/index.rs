@@ -323,7 +323,8 @@ fn library(path: &Path) -> Result<Option<Parsed>> {
     if !metadata.is_file() {
         return Ok(None);
     }
-    let contents = storepatch_walk::read(path, metadata.len(), ReadPolicy::default())?;
+    // Mapped whatever its size: only the headers and dynamic tables are read.
+    let contents = storepatch_walk::read(path, metadata.len(), ReadPolicy::MmapAbove(0))?;
     let info = match ElfInfo::parse(&contents) {
         Ok(info) => info,
         Err(err) => {

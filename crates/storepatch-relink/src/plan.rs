@@ -334,9 +334,9 @@ impl Relinker {
             // The flags may ask for what the file already has (DF_1_NODEFLIB set, DT_RPATH
             // already): then there is nothing to write.
             let options = self.settings.patchelf.options();
-            let patch = storepatch_elf::plan(bytes, &relink.edits, &options)
+            let changes = storepatch_elf::changes(bytes, &relink.edits, &options)
                 .map_err(|error| Error::engine(path, error))?;
-            if patch == storepatch_elf::Patch::Unchanged {
+            if !changes {
                 relink.edits = ElfEdits::default();
             }
         }

@@ -70,7 +70,10 @@ pub struct TreeOptions {
 /// The outcome of relinking some trees.
 #[derive(Debug)]
 pub struct TreeRun {
-    /// Every regular file considered, in walk order.
+    /// The regular files considered that a report may name, in walk order: every file that
+    /// starts like an ELF file (or whose start could not be read), is named like a library
+    /// (`*.so*`) or has several names. The other files, the bulk of a tree, are not ELF and have
+    /// nothing to say, so they are left out.
     pub files: Vec<TreeFile>,
     /// `results[i]` is what happened to `files[i]`.
     pub results: Vec<FileResult>,
@@ -109,15 +112,17 @@ impl TreeWalk {
     }
 }
 
-/// What a file's first bytes say, learnt while the tree is walked.
-#[derive(Debug)]
+/// What a file's first bytes say, learnt while the tree is walked. One byte: the walk holds one
+/// for each of a tree's entries.
+#[derive(Clone, Copy, Debug)]
 enum Start {
     /// It starts with the ELF magic: it is read whole and planned.
     Elf,
     /// It does not (or is too short to): not ELF.
     NotElf,
-    /// Its first bytes could not be read; the message names the file.
-    Unreadable(String),
+    /// Its first bytes could not be read: it is read again when it is relinked, which reports
+    /// the error (or, if it can be read by then, relinks it).
+    Unreadable,
 }
 
 /// Walks `roots` once (see the module docs): every regular file to relink, with its first bytes
@@ -144,10 +149,7 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
         if entry.depth == 0 {
             return None;
         }
-        entry
-            .path
-            .file_name()
-            .and_then(storepatch_rewrite::Leftover::from_name)
+        storepatch_rewrite::Leftover::from_name(entry_name(entry)?)
     };
     for root in roots {
         let (walk, starts) = storepatch_walk::walk_with(root, |visit| {
@@ -175,16 +177,18 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
                 }
                 continue;
             }
-            if entry
-                .path
-                .file_name()
-                .is_some_and(crate::index::looks_like_library)
-            {
+            let library = entry_name(&entry).is_some_and(crate::index::looks_like_library);
+            if library {
                 tree.libraries.push(entry.path.clone());
             }
             let Some(start) = start else {
                 continue;
             };
+            // The bulk of a venv: a file that is not ELF, has one name and is not named like a
+            // library has nothing to report, so it is not kept (see `TreeRun::files`).
+            if matches!(start, Start::NotElf) && entry.nlink == 1 && !library {
+                continue;
+            }
             let inode = (entry.dev, entry.ino);
             let first_name = if entry.nlink > 1 {
                 let index = tree.files.len();
@@ -205,6 +209,22 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
     Ok(tree)
 }
 
+/// An entry's file name. Below the root, the walk built the path as `parent/name`, so the name
+/// is what follows the last `/`: cheaper than [`Path::file_name`], which parses components, for
+/// each of a tree's entries.
+fn entry_name(entry: &storepatch_walk::Entry) -> Option<&std::ffi::OsStr> {
+    use std::os::unix::ffi::OsStrExt as _;
+    if entry.depth == 0 {
+        return entry.path.file_name();
+    }
+    let bytes = entry.path.as_os_str().as_bytes();
+    let start = bytes
+        .iter()
+        .rposition(|&byte| byte == b'/')
+        .map_or(0, |slash| slash + 1);
+    Some(std::ffi::OsStr::from_bytes(&bytes[start..]))
+}
+
 /// Looks at the first bytes of a regular file the walk has open; a file too short to hold the
 /// ELF magic is not opened for it.
 fn start_of(visit: &storepatch_walk::Visit<'_>) -> Start {
@@ -216,7 +236,10 @@ fn start_of(visit: &storepatch_walk::Visit<'_>) -> Start {
     match visit.read_start(&mut start) {
         Ok(read) if read == start.len() && start == *MAGIC => Start::Elf,
         Ok(_) => Start::NotElf,
-        Err(err) => Start::Unreadable(error_chain(&err)),
+        Err(err) => {
+            log::debug!("{}", error_chain(&err));
+            Start::Unreadable
+        }
     }
 }
 
@@ -264,12 +287,23 @@ pub fn relink_walked(
                     relinked: false,
                 },
                 (None, Start::NotElf) => FileResult::Skipped(Skip::NotElf),
-                (None, Start::Unreadable(message)) => FileResult::Failed(message),
                 // Each file is finished or not started: a signal stops the run between files.
-                (None, Start::Elf) if storepatch_rewrite::interrupt::signal().is_some() => {
+                (None, Start::Elf | Start::Unreadable)
+                    if storepatch_rewrite::interrupt::signal().is_some() =>
+                {
                     FileResult::Interrupted
                 }
-                (None, Start::Elf) => relink_file(relinker, &file.path, file.len, options),
+                (None, Start::Elf | Start::Unreadable) => {
+                    let started = std::time::Instant::now();
+                    let result = relink_file(relinker, &file.path, file.len, options);
+                    log::trace!(
+                        "{}: {} bytes, {:?}",
+                        file.path.display(),
+                        file.len,
+                        started.elapsed()
+                    );
+                    result
+                }
             };
             progress.entry_done();
             result
@@ -320,9 +354,16 @@ fn relink_hard_links(files: &[TreeFile], results: &mut [FileResult]) {
     }
 }
 
-/// Relinks one file (the first name of its inode), which starts with the ELF magic.
+/// Relinks one file (the first name of its inode), which starts with the ELF magic (or whose
+/// start could not be read).
 fn relink_file(relinker: &Relinker, path: &Path, len: u64, options: TreeOptions) -> FileResult {
-    let contents = match storepatch_walk::read(path, len, options.read_policy) {
+    // Mapped whatever its size (unless mapping is off): planning reads the headers and the
+    // dynamic tables only, so only their pages are ever resident, even of a 100 MB library.
+    let policy = match options.read_policy {
+        ReadPolicy::Read => ReadPolicy::Read,
+        ReadPolicy::MmapAbove(_) => ReadPolicy::MmapAbove(0),
+    };
+    let contents = match storepatch_walk::read(path, len, policy) {
         Ok(contents) => contents,
         Err(err) => return FileResult::Failed(error_chain(&err)),
     };
@@ -360,7 +401,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_walk_finds_the_libraries_and_looks_at_every_file_start() {
+    fn one_walk_finds_the_libraries_and_keeps_the_files_to_report() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tree");
         fs_err::create_dir_all(root.join("sub")).unwrap();
@@ -376,6 +417,11 @@ mod tests {
         fs_err::write(root.join("script.py"), b"print('hello')\n").unwrap();
         std::os::unix::fs::symlink("libreal.so.1", root.join("libreal.so")).unwrap();
         fs_err::hard_link(root.join("tool"), root.join("tool-again")).unwrap();
+        // Files that are not ELF but kept for the report: a linker script named like a library,
+        // and a file with two names.
+        fs_err::write(root.join("libc.so"), b"GROUP ( libc.so.6 )\n").unwrap();
+        fs_err::write(root.join("data"), b"not ELF\n").unwrap();
+        fs_err::hard_link(root.join("data"), root.join("data-again")).unwrap();
         let starts = |tree: &TreeWalk| -> Vec<(String, String, Option<usize>)> {
             tree.files
                 .iter()
@@ -401,13 +447,14 @@ mod tests {
         assert!(tree.errors.is_empty(), "{:?}", tree.errors);
         assert_eq!(
             names(tree.libraries()),
-            ["libreal.so", "libreal.so.1", "sub/libdeep.so"]
+            ["libc.so", "libreal.so", "libreal.so.1", "sub/libdeep.so"]
         );
+        // `empty`, `short` and `script.py` are not ELF and have nothing to report: left out.
         let expected = [
-            ("empty", "NotElf", None),
+            ("data", "NotElf", None),
+            ("data-again", "NotElf", Some(0)),
+            ("libc.so", "NotElf", None),
             ("libreal.so.1", "Elf", None),
-            ("script.py", "NotElf", None),
-            ("short", "NotElf", None),
             ("stub", "Elf", None),
             ("sub/libdeep.so", "Elf", None),
             ("tool", "Elf", None),
@@ -421,7 +468,10 @@ mod tests {
         // Without recursion, neither the files nor the libraries of `sub` are taken.
         options.recursive = false;
         let tree = walk_trees(std::slice::from_ref(&root), options).unwrap();
-        assert_eq!(names(tree.libraries()), ["libreal.so", "libreal.so.1"]);
+        assert_eq!(
+            names(tree.libraries()),
+            ["libc.so", "libreal.so", "libreal.so.1"]
+        );
         assert!(
             starts(&tree)
                 .iter()

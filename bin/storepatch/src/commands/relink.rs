@@ -96,7 +96,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         read_policy,
     };
     // One walk finds both the trees' own libraries and the files to relink.
+    let started = std::time::Instant::now();
     let tree = storepatch_relink::walk_trees(&args.paths, tree_options)?;
+    log::debug!("walked the trees in {:?}", started.elapsed());
     let mut builder = LibraryIndex::builder().follow_run_paths(args.follow_run_paths);
     if !args.ignore_existing {
         builder = builder.files(tree.libraries().iter().cloned());
@@ -108,7 +110,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
             LibrarySource::Tree(dir) => builder.tree(dir, true),
         };
     }
+    let started = std::time::Instant::now();
     let (index, index_errors) = builder.build();
+    log::debug!("indexed the libraries in {:?}", started.elapsed());
     for err in &index_errors {
         output::message(
             global.quiet,
@@ -153,14 +157,18 @@ pub(crate) fn run(global: &GlobalArgs, args: &RelinkArgs) -> anyhow::Result<Exit
         "files",
         !(global.json || global.quiet || global.no_progress),
     );
+    let started = std::time::Instant::now();
     let run = storepatch_relink::relink_walked(&relinker, tree, tree_options, &progress);
+    log::debug!("relinked the files in {:?}", started.elapsed());
     progress.finish();
     for removed in &run.removed {
         output::message(global.quiet, &removed.to_string());
     }
 
+    let started = std::time::Instant::now();
     let report = Report::new(&run.files, &run.results, &patterns, &run.errors);
     report.print(global, args)?;
+    log::debug!("reported in {:?}", started.elapsed());
     Ok(ExitCode::from(if report.errors > 0 {
         crate::exit::ERROR
     } else {
