@@ -1,11 +1,12 @@
 //! `storepatch scan`: report every store reference in some trees.
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, ScanArgs};
-use crate::output::{self, Output, bytes_value, path_value};
+use crate::output::{self, Output, path_value};
 use crate::tree::{self, TreeScan};
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
@@ -176,24 +177,43 @@ fn write_json(
     scan: &TreeScan,
     store_dir: &storepatch_core::StoreDir,
 ) -> std::io::Result<()> {
+    // One reused line for the thousands of reference records, written by hand with the keys in
+    // the order `serde_json`'s map gives them (sorted), so the bytes are what `json!` would write.
+    let mut line = Vec::with_capacity(512);
     for finding in &scan.findings {
-        let path = &scan.entries[finding.entry].path;
+        let path = scan.entries[finding.entry]
+            .path
+            .as_os_str()
+            .as_encoded_bytes();
         for (index, hit) in finding.hits.iter().enumerate() {
             let live = hit.live();
-            out.json(&json!({
-                "type": "reference",
-                "path": path_value(path),
-                "kind": finding.location.as_str(),
-                "offset": hit.offset,
-                "form": match hit.form {
-                    storepatch_scan::Form::Path => "path",
-                    storepatch_scan::Form::Bare => "bare",
-                },
-                "store_path": bytes_value(&shown_store_path(scan, store_dir, hit)),
-                "hash": live.map(|path| path.hash().as_str().to_owned()),
-                "scrubbed": live.is_none(),
-                "context": finding.contexts.get(index).map(|context| bytes_value(context)),
-            }))?;
+            line.clear();
+            line.extend_from_slice(b"{\"context\":");
+            match finding.contexts.get(index) {
+                Some(context) => output::push_bytes_value(&mut line, context),
+                None => line.extend_from_slice(b"null"),
+            }
+            line.extend_from_slice(match hit.form {
+                storepatch_scan::Form::Path => b",\"form\":\"path\",\"hash\":",
+                storepatch_scan::Form::Bare => b",\"form\":\"bare\",\"hash\":",
+            });
+            match live {
+                Some(path) => output::push_json_str(&mut line, path.hash().as_str()),
+                None => line.extend_from_slice(b"null"),
+            }
+            line.extend_from_slice(b",\"kind\":");
+            output::push_json_str(&mut line, finding.location.as_str());
+            // Integers as `serde_json` writes them: plain decimal.
+            let _ = write!(line, ",\"offset\":{},\"path\":", hit.offset);
+            output::push_bytes_value(&mut line, path);
+            line.extend_from_slice(if live.is_none() {
+                b",\"scrubbed\":true,\"store_path\":"
+            } else {
+                b",\"scrubbed\":false,\"store_path\":"
+            });
+            output::push_bytes_value(&mut line, &shown_store_path(scan, store_dir, hit));
+            line.extend_from_slice(b",\"type\":\"reference\"}");
+            out.json_line(&line)?;
         }
     }
     for error in &scan.errors {
