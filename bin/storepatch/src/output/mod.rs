@@ -201,8 +201,32 @@ mod tests {
             b"\xc3".to_vec(),
         ];
         // Every length around base64's groups of three, and every byte value.
-        cases.extend((0..=9).map(|len| (0..len).map(|byte| byte * 29 + 128).collect()));
+        cases.extend(
+            (0..=9u8).map(|len| (0..len).map(|byte| byte.wrapping_mul(29) | 0x80).collect()),
+        );
         cases.push((0..=255).collect());
+        // Pseudo-random strings, mostly printable ASCII with some control characters, some
+        // multi-byte characters and now and then a byte that breaks UTF-8.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let len = next() % 40;
+            let mut case = Vec::new();
+            for _ in 0..len {
+                match next() % 16 {
+                    0 => case.push(u8::try_from(next() % 0x20).unwrap()),
+                    1 => case.extend_from_slice("\u{e9}".as_bytes()),
+                    2 if next() % 8 == 0 => case.push(0xff),
+                    _ => case.push(u8::try_from(0x20 + next() % 0x5f).unwrap()),
+                }
+            }
+            cases.push(case);
+        }
         for case in cases {
             let mut line = b"prefix".to_vec();
             push_bytes_value(&mut line, &case);
