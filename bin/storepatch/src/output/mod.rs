@@ -76,27 +76,24 @@ pub(crate) fn push_json_str(line: &mut Vec<u8>, text: &str) {
 /// Appends [`bytes_value`]`(bytes)` to `line`, byte for byte as `serde_json` writes it, without
 /// building the value: the fast path of records written by the thousand.
 pub(crate) fn push_bytes_value(line: &mut Vec<u8>, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            line.extend_from_slice(b"{\"text\":");
-            push_json_str(line, text);
-            line.push(b'}');
-        }
-        Err(_) => {
-            line.extend_from_slice(b"{\"bytes\":\"");
-            // Base64 needs no escaping.
-            let start = line.len();
-            line.resize(
-                start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
-                0,
-            );
-            let written = base64::engine::general_purpose::STANDARD
-                .encode_slice(bytes, &mut line[start..])
-                .unwrap_or(0);
-            line.truncate(start + written);
-            line.extend_from_slice(b"\"}");
-        }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        line.extend_from_slice(b"{\"text\":");
+        push_json_str(line, text);
+        line.push(b'}');
+        return;
     }
+    line.extend_from_slice(b"{\"bytes\":\"");
+    // Base64 needs no escaping.
+    let start = line.len();
+    line.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut line[start..])
+        .unwrap_or(0);
+    line.truncate(start + written);
+    line.extend_from_slice(b"\"}");
 }
 
 /// A path for a line of human output: control characters (a newline in a file name, say) and
