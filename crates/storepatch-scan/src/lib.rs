@@ -34,6 +34,8 @@ use std::io::Read;
 
 use storepatch_core::{HASH_LEN, HashPart, MAX_NAME_LEN, SCRUBBED_HASH, StoreDir, StorePath};
 
+mod wide;
+
 /// How a reference was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Form {
@@ -251,30 +253,36 @@ fn all_hash(word: u64) -> bool {
 /// Every store path in path form is found here too: its hash part is a run of exactly 32 alphabet
 /// bytes (or `e`s), since the store dir before it ends in `/` and a path followed by another
 /// letter or digit is no path. So one pass over the bytes finds both forms.
-#[cfg(test)]
-fn for_each_hash_run(
+///
+/// Calls `passed(offset)` each time the search has gone
+/// [`PASSED_EVERY`] bytes further: it reads nothing before `offset` any more (the byte-by-byte
+/// look-back stops at the end of the last run, and a run that started before `offset` has been
+/// reported).
+///
+/// Where the CPU has AVX2 ([`wide::available`]), the filter is [`wide::next_block`] instead of
+/// one word in every [`STRIDE`] bytes; both find the same runs.
+fn for_each_hash_run_passing(
     haystack: &[u8],
     work: &mut u64,
     found: impl FnMut(usize, usize),
     scrubbed: impl FnMut(usize, usize),
+    passed: impl FnMut(usize),
 ) {
-    for_each_hash_run_passing(haystack, work, found, scrubbed, |_| {});
+    if wide::available() {
+        for_each_hash_run_wide(haystack, work, found, scrubbed, passed);
+    } else {
+        for_each_hash_run_narrow(haystack, work, found, scrubbed, passed);
+    }
 }
 
-/// Like [`for_each_hash_run`], and calls `passed(offset)` each time the search has gone
-/// [`PASSED_EVERY`] bytes further: it reads nothing before `offset` any more (the byte-by-byte
-/// look-back stops at the end of the last run, and a run that started before `offset` has been
-/// reported).
-fn for_each_hash_run_passing(
+/// [`for_each_hash_run_passing`] with the word filter, on any CPU.
+fn for_each_hash_run_narrow(
     haystack: &[u8],
     work: &mut u64,
     mut found: impl FnMut(usize, usize),
     mut scrubbed: impl FnMut(usize, usize),
     mut passed: impl FnMut(usize),
 ) {
-    const SCRUBBED_WORD: u64 = u64::from_ne_bytes([b'e'; WORD]);
-    let len = haystack.len();
-    let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
     let mut word_start = 0;
     // Every run ending before this has been dealt with; the byte here (if any) is not a hash byte.
     let mut done = 0;
@@ -293,49 +301,128 @@ fn for_each_hash_run_passing(
             word_start += STRIDE;
             continue;
         }
-        if word == SCRUBBED_WORD {
-            let mut start = word_start;
-            while start > done && haystack[start - 1] == b'e' {
-                start -= 1;
+        match grow_run(
+            haystack,
+            word_start,
+            done,
+            &mut steps,
+            &mut found,
+            &mut scrubbed,
+        ) {
+            Some(end) => {
+                done = end;
+                word_start = end.next_multiple_of(STRIDE);
             }
-            let mut end = word_start + WORD;
-            while end < len && haystack[end] == b'e' {
-                end += 1;
-            }
-            steps += (word_start - start) + (end - word_start) / WORD + WORD;
-            if end - start >= HASH_LEN {
-                scrubbed(start, end);
-            }
-            done = end;
-            word_start = end.next_multiple_of(STRIDE);
-            continue;
+            None => word_start += STRIDE,
         }
-        if !all_hash(word) {
-            word_start += STRIDE;
-            continue;
+    }
+    *work += steps as u64;
+}
+
+/// [`for_each_hash_run_passing`] with [`wide::next_block`] as the filter.
+///
+/// A run of at least 32 bytes covers a whole [`wide::BLOCK`] of 16 bytes that starts at a
+/// multiple of 16 (counted from the start of the haystack); so does a run of 32 `e`s. Only such
+/// blocks, made of digits and lowercase letters alone, are looked at closely: their first word
+/// starts a run as in [`for_each_hash_run_narrow`], or the block is passed over.
+fn for_each_hash_run_wide(
+    haystack: &[u8],
+    work: &mut u64,
+    mut found: impl FnMut(usize, usize),
+    mut scrubbed: impl FnMut(usize, usize),
+    mut passed: impl FnMut(usize),
+) {
+    let len = haystack.len();
+    // Every block starting before this has been looked at.
+    let mut position = 0;
+    let mut done = 0;
+    let mut steps = 0;
+    let mut next_pass = PASSED_EVERY;
+    while position < len {
+        if position >= next_pass {
+            // As in the word filter: a run as long as a hash that started this far back would
+            // have covered a whole block looked at already.
+            passed(done.max(position.saturating_sub(HASH_LEN)));
+            next_pass = position + PASSED_EVERY;
         }
+        let from = position.next_multiple_of(wide::BLOCK);
+        let until = next_pass.min(len);
+        let Some(block) = wide::next_block(haystack, from, until) else {
+            steps += until.saturating_sub(from) / (2 * wide::BLOCK) + 1;
+            position = until;
+            continue;
+        };
+        steps += (block - from) / (2 * wide::BLOCK) + 1;
+        match grow_run(haystack, block, done, &mut steps, &mut found, &mut scrubbed) {
+            Some(end) => {
+                done = end;
+                position = end;
+            }
+            None => position = block + wide::BLOCK,
+        }
+    }
+    *work += steps as u64;
+}
+
+/// Looks closely at the word at `word_start`, whose bytes are all digits or lowercase letters:
+/// if it is made of `e`s or of alphabet bytes only, grows it into its whole run (byte by byte
+/// backwards, never back past `done`; forwards a word at a time), reports the run if it is at
+/// least a hash long, and returns where it ends. `None`: the word is neither, and starts no run.
+#[inline]
+fn grow_run(
+    haystack: &[u8],
+    word_start: usize,
+    done: usize,
+    steps: &mut usize,
+    found: &mut impl FnMut(usize, usize),
+    scrubbed: &mut impl FnMut(usize, usize),
+) -> Option<usize> {
+    const SCRUBBED_WORD: u64 = u64::from_ne_bytes([b'e'; WORD]);
+    let len = haystack.len();
+    let is_hash = |position: usize| HASH_BYTE[usize::from(haystack[position])];
+    let word = u64::from_le_bytes(
+        haystack
+            .get(word_start..word_start + WORD)?
+            .try_into()
+            .unwrap_or([0; WORD]),
+    );
+    if word == SCRUBBED_WORD {
         let mut start = word_start;
-        while start > done && is_hash(start - 1) {
+        while start > done && haystack[start - 1] == b'e' {
             start -= 1;
         }
         let mut end = word_start + WORD;
-        while let Some(bytes) = haystack.get(end..end + WORD)
-            && all_hash(u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD])))
-        {
-            end += WORD;
-        }
-        while end < len && is_hash(end) {
+        while end < len && haystack[end] == b'e' {
             end += 1;
         }
-        // Backwards byte by byte (under a word), forwards a word at a time.
-        steps += (word_start - start) + (end - word_start) / WORD + WORD;
+        *steps += (word_start - start) + (end - word_start) / WORD + WORD;
         if end - start >= HASH_LEN {
-            found(start, end);
+            scrubbed(start, end);
         }
-        done = end;
-        word_start = end.next_multiple_of(STRIDE);
+        return Some(end);
     }
-    *work += steps as u64;
+    if !all_hash(word) {
+        return None;
+    }
+    let mut start = word_start;
+    while start > done && is_hash(start - 1) {
+        start -= 1;
+    }
+    let mut end = word_start + WORD;
+    while let Some(bytes) = haystack.get(end..end + WORD)
+        && all_hash(u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD])))
+    {
+        end += WORD;
+    }
+    while end < len && is_hash(end) {
+        end += 1;
+    }
+    // Backwards byte by byte (under a word), forwards a word at a time.
+    *steps += (word_start - start) + (end - word_start) / WORD + WORD;
+    if end - start >= HASH_LEN {
+        found(start, end);
+    }
+    Some(end)
 }
 
 /// A 32-byte window of alphabet bytes packed into 160 bits, five per byte: two packed windows are
@@ -1062,25 +1149,146 @@ mod tests {
                     }
                 })
                 .collect();
-            let mut found = Vec::new();
-            let mut scrubbed = Vec::new();
-            for_each_hash_run(
-                &haystack,
-                &mut 0,
-                |start, end| found.extend(start..=end - HASH_LEN),
-                |start, end| scrubbed.extend(start..=end - HASH_LEN),
-            );
             let every = |class: &dyn Fn(u8) -> bool| -> Vec<usize> {
                 (0..len.saturating_sub(31))
                     .filter(|&start| haystack[start..start + 32].iter().all(|&byte| class(byte)))
                     .collect()
             };
+            for wide in [false, true] {
+                if wide && !wide::available() {
+                    continue;
+                }
+                let (found, scrubbed) = runs_found(&haystack, wide);
+                let found: Vec<usize> = found
+                    .iter()
+                    .flat_map(|&(start, end)| start..=end - HASH_LEN)
+                    .collect();
+                let scrubbed: Vec<usize> = scrubbed
+                    .iter()
+                    .flat_map(|&(start, end)| start..=end - HASH_LEN)
+                    .collect();
+                assert_eq!(
+                    found,
+                    every(&|byte| HASH_BYTE[usize::from(byte)]),
+                    "round {round}, wide {wide}"
+                );
+                assert_eq!(
+                    scrubbed,
+                    every(&|byte| byte == b'e'),
+                    "round {round}, wide {wide}"
+                );
+            }
+        }
+    }
+
+    /// The wide or the narrow window finder.
+    fn finder(
+        wide: bool,
+        haystack: &[u8],
+        work: &mut u64,
+        found: impl FnMut(usize, usize),
+        scrubbed: impl FnMut(usize, usize),
+        passed: impl FnMut(usize),
+    ) {
+        if wide {
+            for_each_hash_run_wide(haystack, work, found, scrubbed, passed);
+        } else {
+            for_each_hash_run_narrow(haystack, work, found, scrubbed, passed);
+        }
+    }
+
+    /// `(start, end)` of each run a window finder reported.
+    type Runs = Vec<(usize, usize)>;
+
+    /// The runs and the scrubbed runs one of the two window finders reports.
+    fn runs_found(haystack: &[u8], wide: bool) -> (Runs, Runs) {
+        let mut found = Vec::new();
+        let mut scrubbed = Vec::new();
+        finder(
+            wide,
+            haystack,
+            &mut 0,
+            |start, end| found.push((start, end)),
+            |start, end| scrubbed.push((start, end)),
+            |_| {},
+        );
+        (found, scrubbed)
+    }
+
+    /// Both window finders report the same runs, in the same order, and the same passes, on
+    /// haystacks long enough to be passed through several times, with long runs of the alphabet
+    /// and of `e`s at every alignment.
+    #[test]
+    fn wide_and_narrow_finders_agree() {
+        if !wide::available() {
+            return;
+        }
+        let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut state = 0x51_7cc1_b727_220a_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..4 {
+            let mut haystack = Vec::new();
+            while haystack.len() < PASSED_EVERY * 3 + round * 1000 {
+                let pick = usize::try_from(next() >> 8).unwrap();
+                let len = 1 + pick % 80;
+                match next() % 6 {
+                    0 => haystack.extend((0..len).map(|at| alphabet[(pick + at * 7) % 32])),
+                    1 => haystack.extend(std::iter::repeat_n(b'e', len)),
+                    2 => haystack.extend((0..len).map(|at| b"the quick brown fox "[at % 20])),
+                    3 => haystack.extend(b"/nix/store/"),
+                    _ => haystack.extend((0..len).map(|_| next().to_le_bytes()[0])),
+                }
+            }
+            let mut results = Vec::new();
+            for wide in [false, true] {
+                // Runs (`true`) and passes (`false`) in the order they are reported.
+                let events = std::cell::RefCell::new(Vec::new());
+                finder(
+                    wide,
+                    &haystack,
+                    &mut 0,
+                    |start, end| events.borrow_mut().push((true, start, end)),
+                    |start, end| events.borrow_mut().push((true, start, end)),
+                    |offset| events.borrow_mut().push((false, offset, offset)),
+                );
+                let events = events.into_inner();
+                // What `passed` is told only grows, and no run reported after it starts before.
+                let mut passed = 0;
+                let mut passes = 0;
+                for &(run, start, _) in &events {
+                    if run {
+                        assert!(
+                            start >= passed,
+                            "round {round}, wide {wide}: {start} < {passed}"
+                        );
+                    } else {
+                        assert!(
+                            start >= passed,
+                            "round {round}, wide {wide}: passes go back"
+                        );
+                        passed = start;
+                        passes += 1;
+                    }
+                }
+                assert!(passes >= 2, "round {round}, wide {wide}: {passes} passes");
+                let runs: Vec<(usize, usize)> = events
+                    .iter()
+                    .filter(|event| event.0)
+                    .map(|&(_, start, end)| (start, end))
+                    .collect();
+                results.push(runs);
+            }
+            assert_eq!(results[0], results[1], "round {round}");
             assert_eq!(
-                found,
-                every(&|byte| HASH_BYTE[usize::from(byte)]),
+                (runs_found(&haystack, false), results[0].len() > 10),
+                (runs_found(&haystack, true), true),
                 "round {round}"
             );
-            assert_eq!(scrubbed, every(&|byte| byte == b'e'), "round {round}");
         }
     }
 
@@ -1400,6 +1608,18 @@ mod tests {
                     from += found + 1;
                 }
                 prop_assert_eq!(found, expected);
+            }
+
+            /// The wide window finder (AVX2) reports exactly the runs of the narrow one (the
+            /// word filter), on inputs full of hash-alphabet runs, `e`s and store paths.
+            #[test]
+            fn wide_finder_matches_narrow(input in runs(), scrubbed in haystack(), cut in 0usize..64) {
+                if wide::available() {
+                    let mut input = input;
+                    input.extend_from_slice(&scrubbed);
+                    let input = &input[cut.min(input.len())..];
+                    prop_assert_eq!(runs_found(input, true), runs_found(input, false));
+                }
             }
 
             /// Streaming in chunks of any size finds exactly what one whole scan finds.

@@ -67,6 +67,35 @@ pub(crate) fn path_value(path: &Path) -> Value {
     bytes_value(path.as_os_str().as_encoded_bytes())
 }
 
+/// Appends `text` to `line` as a JSON string, escaped exactly as `serde_json` escapes it.
+pub(crate) fn push_json_str(line: &mut Vec<u8>, text: &str) {
+    // Writing into a `Vec` cannot fail, and a `&str` always serializes.
+    let _ = serde_json::to_writer(&mut *line, text);
+}
+
+/// Appends [`bytes_value`]`(bytes)` to `line`, byte for byte as `serde_json` writes it, without
+/// building the value: the fast path of records written by the thousand.
+pub(crate) fn push_bytes_value(line: &mut Vec<u8>, bytes: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        line.extend_from_slice(b"{\"text\":");
+        push_json_str(line, text);
+        line.push(b'}');
+        return;
+    }
+    line.extend_from_slice(b"{\"bytes\":\"");
+    // Base64 needs no escaping.
+    let start = line.len();
+    line.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut line[start..])
+        .unwrap_or(0);
+    line.truncate(start + written);
+    line.extend_from_slice(b"\"}");
+}
+
 /// A path for a line of human output: control characters (a newline in a file name, say) and
 /// bytes that are not UTF-8 are escaped (`\n`, `\t`, `\r`, `\xNN`), as ripgrep does, so that
 /// one entry is always one line.
@@ -114,6 +143,11 @@ impl Output {
         self.out.write_all(b"\n")
     }
 
+    /// Writes `line` (a JSON object built by hand) and a newline.
+    pub(crate) fn json_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.line(line)
+    }
+
     pub(crate) fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.out.write_all(bytes)?;
         self.out.write_all(b"\n")
@@ -142,4 +176,68 @@ pub(crate) fn entry_error(message: &str) {
 #[expect(clippy::print_stderr, reason = "warnings go to stderr by design")]
 pub(crate) fn warning(message: &str) {
     eprintln!("warning: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written byte values are the bytes `serde_json` writes for [`bytes_value`]: UTF-8
+    /// with every character that needs escaping, and bytes that are not UTF-8.
+    #[test]
+    fn push_bytes_value_writes_what_serde_json_writes() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain /nix/store/abc-name".to_vec(),
+            b"quote \" backslash \\ slash / del \x7f".to_vec(),
+            (0..0x20).collect(),
+            "\u{e9}t\u{e9} \u{2028}\u{2029} \u{1f600}"
+                .as_bytes()
+                .to_vec(),
+            b"\xff\xfe not UTF-8".to_vec(),
+            b"\xc3".to_vec(),
+        ];
+        // Every length around base64's groups of three, and every byte value.
+        cases.extend(
+            (0..=9u8).map(|len| (0..len).map(|byte| byte.wrapping_mul(29) | 0x80).collect()),
+        );
+        cases.push((0..=255).collect());
+        // Pseudo-random strings, mostly printable ASCII with some control characters, some
+        // multi-byte characters and now and then a byte that breaks UTF-8.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let len = next() % 40;
+            let mut case = Vec::new();
+            for _ in 0..len {
+                match next() % 16 {
+                    0 => case.push(u8::try_from(next() % 0x20).unwrap()),
+                    1 => case.extend_from_slice("\u{e9}".as_bytes()),
+                    2 if next() % 8 == 0 => case.push(0xff),
+                    _ => case.push(u8::try_from(0x20 + next() % 0x5f).unwrap()),
+                }
+            }
+            cases.push(case);
+        }
+        for case in cases {
+            let mut line = b"prefix".to_vec();
+            push_bytes_value(&mut line, &case);
+            let expected = [
+                b"prefix".to_vec(),
+                serde_json::to_vec(&bytes_value(&case)).unwrap(),
+            ]
+            .concat();
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&expected),
+                "{case:?}"
+            );
+            assert_eq!(line, expected);
+        }
+    }
 }

@@ -1,0 +1,160 @@
+//! The window finder's filter, 32 bytes at a time with AVX2 where the CPU has it.
+//!
+//! The word filter ([`super::maybe_all_hash`] on one word in every 24 bytes) costs a dozen
+//! instructions per 24 bytes, and on text its words of eight lowercase letters let a few percent
+//! of them through to the closer look. Here every byte is classified (digit or lowercase letter,
+//! or neither) 32 at a time, and only a whole 16-byte block of such bytes is let through, which
+//! text almost never has.
+//!
+//! This module holds the crate's only `unsafe`: the unaligned loads, and the call of the AVX2
+//! function once the CPU is known to have AVX2. Everything else is safe code.
+#![cfg_attr(
+    target_arch = "x86_64",
+    expect(
+        unsafe_code,
+        reason = "loading 32 bytes into a vector register and calling the AVX2 code"
+    )
+)]
+
+/// The filter's unit: a run of at least 32 bytes covers a whole block that starts at a multiple
+/// of this.
+pub(crate) const BLOCK: usize = 16;
+
+/// Whether [`next_block`] can be used (the CPU has AVX2); otherwise the word filter is.
+#[inline]
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The first block start `at`, a multiple of [`BLOCK`] with `from <= at < until`, whose block
+/// `haystack[at..at + BLOCK]` lies within the haystack and holds only ASCII digits and lowercase
+/// letters. `from` must be a multiple of [`BLOCK`].
+///
+/// Only call this when [`available`] says so; otherwise it falls back to a plain loop.
+#[inline]
+pub(crate) fn next_block(haystack: &[u8], from: usize, until: usize) -> Option<usize> {
+    debug_assert!(from.is_multiple_of(BLOCK));
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX2 (checked just above; the check is a cached load), which is
+        // all `next_block_avx2` requires of its caller.
+        return unsafe { next_block_avx2(haystack, from, until) };
+    }
+    next_block_plain(haystack, from, until)
+}
+
+/// Whether `byte` is an ASCII digit or lowercase letter.
+fn is_digit_or_lower(byte: u8) -> bool {
+    byte.is_ascii_digit() || byte.is_ascii_lowercase()
+}
+
+/// [`next_block`] one byte at a time: the reference the fast path is tested against.
+pub(crate) fn next_block_plain(haystack: &[u8], from: usize, until: usize) -> Option<usize> {
+    (from..until.min(haystack.len()))
+        .step_by(BLOCK)
+        .find(|&at| {
+            haystack
+                .get(at..at + BLOCK)
+                .is_some_and(|block| block.iter().all(|&byte| is_digit_or_lower(byte)))
+        })
+}
+
+/// [`next_block`] with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn next_block_avx2(haystack: &[u8], from: usize, until: usize) -> Option<usize> {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
+    };
+    const FULL: u32 = 0xffff;
+    let until = until.min(haystack.len());
+    let digit_base = _mm256_set1_epi8(0x30);
+    let digit_span = _mm256_set1_epi8(9);
+    let lower_base = _mm256_set1_epi8(0x61);
+    let lower_span = _mm256_set1_epi8(25);
+    let mut at = from;
+    // Two blocks per step, as long as both lie within the haystack.
+    while at < until {
+        let Some(bytes) = haystack.get(at..at + 2 * BLOCK) else {
+            break;
+        };
+        // SAFETY: `bytes` is 32 bytes long, the size of `__m256i`, and `loadu` reads them
+        // whatever their alignment (the pointer is never dereferenced as a `__m256i`).
+        #[expect(
+            clippy::cast_ptr_alignment,
+            reason = "an unaligned load, which takes a pointer of any alignment"
+        )]
+        let vector = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>()) };
+        // `byte - base <= span` as unsigned bytes: the byte lies in `base..=base + span`.
+        let digits = _mm256_sub_epi8(vector, digit_base);
+        let is_digit = _mm256_cmpeq_epi8(_mm256_min_epu8(digits, digit_span), digits);
+        let lowers = _mm256_sub_epi8(vector, lower_base);
+        let is_lower = _mm256_cmpeq_epi8(_mm256_min_epu8(lowers, lower_span), lowers);
+        let mask = u32::from_ne_bytes(
+            _mm256_movemask_epi8(_mm256_or_si256(is_digit, is_lower)).to_ne_bytes(),
+        );
+        if mask & FULL == FULL {
+            return Some(at);
+        }
+        if mask >> BLOCK == FULL && at + BLOCK < until {
+            return Some(at + BLOCK);
+        }
+        at += 2 * BLOCK;
+    }
+    // The last block, if only one is left.
+    if at < until {
+        return next_block_plain(haystack, at, until);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector filter finds the block the byte-by-byte one finds, from every start and up to
+    /// every limit, on bytes next to the edges of both classes.
+    #[test]
+    fn next_block_matches_the_plain_loop() {
+        if !available() {
+            return;
+        }
+        let edges = b"/09:`az{A\x80\xffe";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..400usize {
+            let len = round % 130;
+            let haystack: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let pick = usize::try_from(state >> 8).unwrap();
+                    // Mostly class bytes, so that whole blocks are common.
+                    if state.is_multiple_of(2 + u64::try_from(round % 40).unwrap()) {
+                        edges[pick % edges.len()]
+                    } else {
+                        b"0123456789abcdefghijklmnopqrstuvwxyz"[pick % 36]
+                    }
+                })
+                .collect();
+            for from in (0..=len + BLOCK).step_by(BLOCK) {
+                for until in from..=len + 2 {
+                    assert_eq!(
+                        // SAFETY: `available` said the CPU has AVX2.
+                        unsafe { next_block_avx2(&haystack, from, until) },
+                        next_block_plain(&haystack, from, until),
+                        "{haystack:?} from {from} until {until}"
+                    );
+                }
+            }
+        }
+    }
+}
