@@ -21,8 +21,8 @@
 #     host's /usr/local/share/ca-certificates is copied into the container's before
 #     ca-certificates is installed there, and SSL_CERT_FILE names the system bundle (uv and the
 #     tests' fixed-output derivation read it).
-#   - The repository is cloned from this checkout's HEAD (committed work only), bind-mounted
-#     read-only as /src, instead of from its public home.
+#   - The repository is cloned from this checkout's HEAD (committed work only, through a bare copy
+#     bind-mounted read-only as /src), instead of from its public home.
 #
 # The container is bubblewrap's (apt-get install bubblewrap): its root is set with pivot_root, not
 # chroot, because the kernel refuses user namespaces (which nix-build's sandbox needs) to a
@@ -48,15 +48,19 @@ if [ -e "$root/root/storepatch" ]; then
   exit 2
 fi
 
-mkdir -p "$root/usr/local/share/ca-certificates" "$root/root/.cargo/bin" "$root/src"
+mkdir -p "$root/usr/local/share/ca-certificates" "$root/root/.cargo/bin" "$root/src" "$root/logs"
 for crt in /usr/local/share/ca-certificates/*.crt; do
   [ -f "$crt" ] && cp "$crt" "$root/usr/local/share/ca-certificates/"
 done
 
-binds=(--ro-bind "$repo" /src)
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+git clone -q --bare "$repo" "$src/storepatch.git"
+binds=(--ro-bind "$src/storepatch.git" /src)
 if [ "${FRESH_RUSTUP:-0}" != 1 ]; then
   mkdir -p "$root/root/.rustup"
   cp -a "$HOME/.cargo/bin/." "$root/root/.cargo/bin/"
+  cp "$HOME/.cargo/env" "$root/root/.cargo/env"
   binds+=(--ro-bind "$HOME/.rustup" /root/.rustup)
 fi
 if [ "${FRESH_HOST_NEXTEST:-0}" = 1 ]; then
@@ -86,11 +90,11 @@ start=$SECONDS
 bash .ci/run >/logs/ci.log 2>&1; echo "### .ci/run: exit status $?, $((SECONDS - start)) s"
 '
 
-exec bwrap \
+bwrap \
   --bind "$root" / \
   --dev /dev \
   --proc /proc \
-  --tmpfs /tmp \
+  --perms 1777 --tmpfs /tmp \
   --ro-bind /etc/resolv.conf /etc/resolv.conf \
   --bind "$logdir" /logs \
   "${binds[@]}" \
