@@ -26,7 +26,11 @@
 #
 # The container is bubblewrap's (apt-get install bubblewrap): its root is set with pivot_root, not
 # chroot, because the kernel refuses user namespaces (which nix-build's sandbox needs) to a
-# chrooted process.
+# chrooted process. bwrap's /proc has read-only submounts (/proc/bus, /proc/irq), and the kernel
+# lets a user namespace mount a new proc (nix-build's sandbox does) only where a proc is fully
+# visible, so the container mounts a plain proc over it first. The root is bound with device
+# files allowed and /tmp is the root's own directory, as on a Debian bookworm installation (a
+# nodev tmpfs /tmp, as systemd's tmp.mount makes, is what the tests' device cases skip on).
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -72,6 +76,7 @@ fi
 # The steps, as README.md's quick start gives them.
 script='
 set -u
+mount -t proc proc /proc || exit 1
 export DEBIAN_FRONTEND=noninteractive
 echo "### prerequisites ($(date -u +%T))"
 apt-get update -qq && apt-get install -y -qq --no-install-recommends git curl ca-certificates >/dev/null || exit 1
@@ -91,10 +96,9 @@ bash .ci/run >/logs/ci.log 2>&1; echo "### .ci/run: exit status $?, $((SECONDS -
 '
 
 bwrap \
-  --bind "$root" / \
+  --dev-bind "$root" / \
   --dev /dev \
   --proc /proc \
-  --perms 1777 --tmpfs /tmp \
   --ro-bind /etc/resolv.conf /etc/resolv.conf \
   --bind "$logdir" /logs \
   "${binds[@]}" \
