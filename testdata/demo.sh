@@ -29,9 +29,11 @@ fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
-  say "Installing ${need[*]} (apt-get)"
+  say "Installing ${need[*]} (apt-get; its errors are shown, its progress is not)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # dpkg prints every unpacked package on stdout, even with -qq.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  note "installed"
 fi
 
 if [ -n "${STOREPATCH:-}" ]; then
@@ -95,7 +97,8 @@ note "the shebang of bin/demo now names out/bin/python"
 say "5. Relink: point every ELF file at the libraries it needs"
 step storepatch relink --library-path "store/*-libdemo-1.0/lib" out
 storepatch relink --library-path store/*-libdemo-1.0/lib out
-note "exit status 0: every NEEDED library was found"
+note "exit status 0: every NEEDED library was found; nothing to patch, as restore already put"
+note "the real hash back into the extension's RUNPATH (the readelf line below shows it)"
 step "readelf -d out/lib/python3.*/site-packages/demo/_demo.*.so | grep RUNPATH"
 readelf -d out/lib/python3.*/site-packages/demo/_demo.*.so | grep RUNPATH
 
@@ -114,4 +117,6 @@ note "libdemo was loaded from the store through the extension's RUNPATH alone"
 say "The round trip worked."
 if [ $# -ge 1 ]; then
   echo "The example is in $dir."
+else
+  echo "(The example's directory is removed now; bash testdata/demo.sh DIR keeps it in DIR.)"
 fi

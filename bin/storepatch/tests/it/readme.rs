@@ -276,9 +276,11 @@ fn demo_script_runs_the_round_trip() {
         "testdata/demo.sh failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let last = stdout.lines().rev().find(|line| !line.trim().is_empty());
+    let mut last = stdout.lines().rev().filter(|line| !line.trim().is_empty());
     assert!(
-        last.is_some_and(|line| line.contains("The round trip worked.")),
+        last.next()
+            .is_some_and(|line| line.contains("bash testdata/demo.sh DIR keeps it"))
+            && last.next() == Some("The round trip worked."),
         "{stdout}"
     );
     assert!(stdout.contains("hello from libdemo 1.0 ("), "{stdout}");
