@@ -305,29 +305,29 @@ fn after_first_pass(
 ) -> Vec<(usize, anyhow::Result<()>)> {
     let change = &changes[group[0]];
     let path = &scan.entries[change.entry].path;
-    let mut result = match written.result {
-        Err(err) => Err(anyhow::Error::from(err)),
-        Ok(()) => {
-            let late: Vec<u64> = change
-                .offsets
-                .iter()
-                .copied()
-                .filter(|offset| written.offsets.binary_search(offset).is_err())
-                .collect();
-            if late.is_empty() {
-                Ok(())
-            } else {
-                // The file is a new inode now: opened by name, checked by its contents.
-                storepatch_rewrite::interrupt::check(path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| {
-                        let file = fs_err::File::open(path)?.into_parts().0;
-                        let metadata = file.metadata()?;
-                        scrub_opened(path, &file, &metadata, &late)
-                    })
-            }
+    let mut result = written.result.map_err(anyhow::Error::from).and_then(|()| {
+        let late: Vec<u64> = change
+            .offsets
+            .iter()
+            .copied()
+            .filter(|offset| written.offsets.binary_search(offset).is_err())
+            .collect();
+        if late.is_empty() {
+            return Ok(());
         }
-    };
+        // The file is a new inode now: opened by name (never through a symlink), checked to be
+        // a regular file of the size the scan saw, and by its contents.
+        storepatch_rewrite::interrupt::check(path)?;
+        let entry = &scan.entries[change.entry];
+        let file = storepatch_walk::Visit::detached(entry).open()?;
+        let metadata = file.metadata()?;
+        anyhow::ensure!(
+            metadata.file_type().is_file() && metadata.len() == entry.len,
+            "cannot scrub `{}`: it changed while it was scrubbed",
+            path.display()
+        );
+        scrub_opened(path, &file, &metadata, &late)
+    });
     // A file written in the first pass has one name.
     group
         .iter()

@@ -1,4 +1,5 @@
 //! `storepatch scrub`: rewriting contents, symlinks and names safely.
+use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -190,7 +191,10 @@ fn late_bare_hashes_in_files_written_early() {
     let tree = TestTree::new();
     let early = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\nlinked with {PYTHON_HASH}\n");
     // 32-digit runs are all hash-alphabet bytes; 5000 of them are more than are kept.
-    let runs: String = (0..5000).map(|index| format!("{index:032}\n")).collect();
+    let runs = (0..5000).fold(String::new(), |mut runs, index| {
+        writeln!(runs, "{index:032}").unwrap();
+        runs
+    });
     let written = tree.write("a/written.txt", &early);
     let read_again = tree.write("a/read-again.txt", format!("{early}{runs}"));
     tree.write(
