@@ -305,7 +305,7 @@ fn after_first_pass(
 ) -> Vec<(usize, anyhow::Result<()>)> {
     let change = &changes[group[0]];
     let path = &scan.entries[change.entry].path;
-    let mut result = written.result.map_err(anyhow::Error::from).and_then(|()| {
+    let result = written.result.map_err(anyhow::Error::from).and_then(|()| {
         let late: Vec<u64> = change
             .offsets
             .iter()
@@ -328,21 +328,20 @@ fn after_first_pass(
         );
         scrub_opened(path, &file, &metadata, &late)
     });
-    // A file written in the first pass has one name.
-    group
-        .iter()
-        .map(|&index| {
-            let result = std::mem::replace(
-                &mut result,
-                Err(anyhow::anyhow!(
-                    "cannot scrub `{}`: it is another name of `{}`, written on its own",
-                    scan.entries[changes[index].entry].path.display(),
-                    path.display()
-                )),
-            );
-            (index, result)
-        })
-        .collect()
+    // A file written in the first pass has one name (see `FirstPass`): a second one would be the
+    // same file listed twice, by two roots that overlap.
+    let mut results = vec![(group[0], result)];
+    results.extend(group[1..].iter().map(|&index| {
+        (
+            index,
+            Err(anyhow::anyhow!(
+                "cannot scrub `{}`: it is another name of `{}`, written on its own",
+                scan.entries[changes[index].entry].path.display(),
+                path.display()
+            )),
+        )
+    }));
+    results
 }
 
 /// Reads the open file and writes it with the hashes at `offsets` scrubbed, once it is sure they
