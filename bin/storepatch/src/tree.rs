@@ -38,6 +38,18 @@ pub(crate) fn scan_roots(roots: &[PathBuf], options: &TreeOptions) -> anyhow::Re
     Ok(scan?)
 }
 
+/// [`scan_roots`], with `writer` writing files while the first pass holds their contents.
+pub(crate) fn scan_roots_writing(
+    roots: &[PathBuf],
+    options: &TreeOptions,
+    writer: &dyn storepatch_tree::ContentWriter,
+) -> anyhow::Result<TreeScan> {
+    let progress = Progress::new("scanning", options.show_progress);
+    let scan = storepatch_tree::scan_roots_writing(roots, &options.tree, &progress, writer);
+    progress.finish();
+    Ok(scan?)
+}
+
 /// Reads `--candidates` files and `--candidates-from-env` into store paths.
 pub(crate) fn load_candidates(
     store_dir: &StoreDir,

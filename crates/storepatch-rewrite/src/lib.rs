@@ -36,6 +36,7 @@ pub use relocate::{
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -190,7 +191,7 @@ pub fn replace_file(
         }
         position = end.unwrap_or(size);
     }
-    let mut replacement = Replacement::beside(path)?;
+    let mut replacement = Replacement::beside_examined(path, original)?;
     let temp = replacement.path().to_path_buf();
     let mut writer = SparseWriter::new(replacement.file(), contents.len());
     let mut position = 0usize;
@@ -363,9 +364,11 @@ impl WritableDirs {
     /// Call this before writing in parallel, so that no two threads race on one directory's mode.
     pub fn make_writable<'path>(dirs: impl IntoIterator<Item = &'path Path>) -> Result<Self> {
         let mut guard = Self::default();
-        let mut seen = std::collections::BTreeSet::new();
+        // Callers pass the parent of every file they will write, thousands of times the same
+        // few directories: compared as bytes, not component by component, and not copied.
+        let mut seen = std::collections::HashSet::new();
         for dir in dirs {
-            if !seen.insert(dir.to_path_buf()) {
+            if !seen.insert(dir.as_os_str().as_bytes()) {
                 continue;
             }
             let metadata = fs_err::symlink_metadata(dir).map_err(|err| Error::Io {

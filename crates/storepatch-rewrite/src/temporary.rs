@@ -6,14 +6,14 @@
 //! can recognise what a killed one left behind ([`Leftover`]). Only regular files are ever
 //! replaced: a device, FIFO, socket, directory or symlink at the destination is refused before
 //! anything is written and checked again just before the rename.
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 use crate::{Error, Result, io_error, parent_of};
 
@@ -22,10 +22,12 @@ const PREFIX: &[u8] = b".storepatch-";
 /// The suffix of every temporary entry's name.
 const SUFFIX: &[u8] = b".tmp";
 
-/// Temporary entries that exist right now.
-static REGISTERED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// Temporary entries that exist right now, by the number in their name (unique within the
+/// process): a rewrite of thousands of files registers each, so the key is one integer rather than
+/// a path compared component by component under the lock.
+static REGISTERED: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 
-fn registry() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+fn registry() -> std::sync::MutexGuard<'static, BTreeMap<u64, PathBuf>> {
     // A panic while the lock was held leaves a set that is still a valid set.
     REGISTERED
         .lock()
@@ -36,25 +38,31 @@ fn registry() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
 /// threads may still hold some) and returns their paths, sorted. An entry that is renamed into
 /// place meanwhile simply fails to be removed.
 pub fn remove_registered() -> Vec<PathBuf> {
-    let paths: Vec<PathBuf> = std::mem::take(&mut *registry()).into_iter().collect();
+    let mut paths: Vec<PathBuf> = std::mem::take(&mut *registry()).into_values().collect();
+    paths.sort_unstable();
     for path in &paths {
         let _ = fs_err::remove_file(path);
     }
     paths
 }
 
-/// A temporary name next to `path` that this process has not used yet.
-fn sibling(path: &Path) -> Result<PathBuf> {
+/// A temporary name next to `path` that this process has not used yet, and its number.
+fn sibling(path: &Path) -> Result<(u64, PathBuf)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Asked once: the process id does not change, and each rewrite would otherwise ask again.
+    static PID: LazyLock<u32> = LazyLock::new(std::process::id);
     let parent = parent_of(path)?;
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(parent.join(format!(".storepatch-{}-{unique}.tmp", std::process::id())))
+    let name = format!(".storepatch-{}-{unique}.tmp", *PID);
+    Ok((unique, parent.join(name)))
 }
 
 /// A registered temporary entry: unregistered on drop, and removed unless it was renamed.
 #[derive(Debug)]
 pub(crate) struct Registration {
     path: PathBuf,
+    /// Its key in [`REGISTERED`].
+    key: u64,
     placed: bool,
 }
 
@@ -67,11 +75,12 @@ impl Registration {
     ) -> Result<(Self, T)> {
         let mut attempts = 0;
         loop {
-            let temp = sibling(path)?;
+            let (key, temp) = sibling(path)?;
             // Registered before it exists, so a signal never misses it.
-            registry().insert(temp.clone());
+            registry().insert(key, temp.clone());
             let registration = Self {
                 path: temp,
+                key,
                 placed: false,
             };
             match create(&registration.path) {
@@ -114,7 +123,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        registry().remove(&self.path);
+        registry().remove(&self.key);
         if !self.placed {
             let _ = fs_err::remove_file(&self.path);
         }
@@ -180,8 +189,28 @@ impl Replacement {
     ///
     /// Fails with [`Error::NotRegular`] if `target` exists and is not a regular file.
     pub fn beside(target: &Path) -> Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         check_replaceable(target)?;
+        Self::create(target)
+    }
+
+    /// [`Replacement::beside`] for a target the caller has just examined (through the file it
+    /// read, say): `original` is its metadata, so the target is not looked up again before the
+    /// temporary file is made. It is still checked just before the rename
+    /// ([`Replacement::commit`]).
+    ///
+    /// Fails with [`Error::NotRegular`] if `original` is not a regular file.
+    pub fn beside_examined(target: &Path, original: &Metadata) -> Result<Self> {
+        if let Some(kind) = special_kind(original.file_type()) {
+            return Err(Error::NotRegular {
+                path: target.to_path_buf(),
+                kind,
+            });
+        }
+        Self::create(target)
+    }
+
+    fn create(target: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         crate::interrupt::check(target)?;
         let (registration, file) = Registration::create(target, |temp| {
             std::fs::OpenOptions::new()
@@ -310,6 +339,8 @@ impl Leftover {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]

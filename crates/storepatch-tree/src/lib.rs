@@ -86,6 +86,41 @@ pub struct TreeScan {
     /// Entries named like the temporary files of a storepatch run (`.storepatch-<pid>-<n>.tmp`):
     /// not scanned; see [`handle_leftovers`].
     pub leftovers: Vec<(usize, storepatch_rewrite::Leftover)>,
+    /// What a [`ContentWriter`] wrote during the first pass, by entry index, in entry order.
+    pub written: Vec<(usize, Written)>,
+}
+
+/// Writes a file while the first pass holds its contents, so that a command that changes most
+/// of the files it finds references in (`scrub`) reads each of them once, not once to find the
+/// references and again to rewrite them.
+///
+/// It only sees the hits of that first pass: a candidate found later (in path form elsewhere in
+/// the tree) can add hits to a file already written, which [`TreeScan::findings`] then holds next
+/// to the written ones, for the caller to write in a second go.
+pub trait ContentWriter: Sync {
+    /// Called on a regular file with the contents the first pass read and the references found
+    /// in them (never empty). Returns what was written, or `None` to leave the file to the caller
+    /// (nothing written).
+    ///
+    /// The file's directory has been listed in full before any of its files is visited, so a
+    /// temporary file made and renamed there is never seen by the walk.
+    fn write_content(&self, visit: &Visit<'_>, contents: &[u8], hits: &[Hit]) -> Option<Written>;
+}
+
+/// Writes nothing.
+impl ContentWriter for () {
+    fn write_content(&self, _: &Visit<'_>, _: &[u8], _: &[Hit]) -> Option<Written> {
+        None
+    }
+}
+
+/// A file a [`ContentWriter`] wrote (or tried to) during the first pass.
+#[derive(Debug)]
+pub struct Written {
+    /// The `hash_offset`s of the hits it changed, sorted.
+    pub offsets: Vec<u64>,
+    /// Whether the new file is in place; on an error the file is unchanged.
+    pub result: Result<(), storepatch_rewrite::Error>,
 }
 
 /// A leftover temporary file that [`leftover`] removed.
@@ -236,6 +271,20 @@ pub fn scan_roots(
     options: &TreeOptions,
     progress: &dyn Progress,
 ) -> Result<TreeScan, Error> {
+    scan_roots_writing(roots, options, progress, &())
+}
+
+/// [`scan_roots`], handing each file with references to `writer` while its contents are at hand.
+///
+/// # Errors
+///
+/// A root cannot be examined; problems below a root are [`TreeScan::errors`] instead.
+pub fn scan_roots_writing(
+    roots: &[PathBuf],
+    options: &TreeOptions,
+    progress: &dyn Progress,
+    writer: &dyn ContentWriter,
+) -> Result<TreeScan, Error> {
     let scanner = Scanner::builder(options.store_dir.clone())
         .candidates(options.candidates.iter().cloned())
         .build();
@@ -254,7 +303,7 @@ pub fn scan_roots(
             let scan = if storepatch_rewrite::interrupt::signal().is_some() {
                 None
             } else {
-                let scan = scan_entry(visit, &scanner, options, Some(&budget));
+                let scan = scan_entry(visit, &scanner, options, Some((&budget, writer)));
                 progress.entry_done();
                 scan.kept()
             };
@@ -305,21 +354,27 @@ pub fn scan_roots(
             .build()
     };
 
-    let resolved: Vec<EntryScan> = scans
+    let resolved: Vec<(usize, EntryScan)> = scans
         .into_par_iter()
         .zip(entries.par_iter())
         .enumerate()
         .filter_map(|(index, (scan, entry))| {
-            Some(resolve(index, entry, *scan?, &found, &scanner, options))
+            Some((
+                index,
+                resolve(index, entry, *scan?, &found, &scanner, options),
+            ))
         })
         // Most entries have nothing to report; only the others are kept (in order).
-        .filter(|scan| !scan.findings.is_empty() || scan.error.is_some())
+        .filter(|(_, scan)| !scan.findings.is_empty() || scan.error.is_some())
         .collect();
     // Sized once: grown by doubling it would hold up to twice the findings.
-    let mut findings = Vec::with_capacity(resolved.iter().map(|scan| scan.findings.len()).sum());
-    for scan in resolved {
+    let mut findings =
+        Vec::with_capacity(resolved.iter().map(|(_, scan)| scan.findings.len()).sum());
+    let mut written = Vec::new();
+    for (index, scan) in resolved {
         findings.extend(scan.findings);
         errors.extend(scan.error);
+        written.extend(scan.written.map(|done| (index, done)));
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
@@ -339,6 +394,7 @@ pub fn scan_roots(
         errors,
         scanner,
         leftovers,
+        written,
     })
 }
 
@@ -361,13 +417,19 @@ struct EntryScan {
     /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
     windows: Vec<(Location, Windows)>,
     error: Option<EntryError>,
+    /// What the [`ContentWriter`] wrote (first pass only).
+    written: Option<Written>,
 }
 
 impl EntryScan {
     /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
     /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
     fn kept(mut self) -> Option<Box<Self>> {
-        (!self.findings.is_empty() || !self.windows.is_empty() || self.error.is_some()).then(|| {
+        (!self.findings.is_empty()
+            || !self.windows.is_empty()
+            || self.error.is_some()
+            || self.written.is_some())
+        .then(|| {
             // Kept until the run ends: most entries have one finding, and a vector grown by push
             // holds room for four.
             self.findings.shrink_to_fit();
@@ -406,9 +468,12 @@ fn resolve(
         }
     }
     if rescan {
-        let mut scan = scan_entry(&Visit::detached(entry), scanner, options, None);
-        scan.place_at(index);
-        return scan;
+        let mut again = scan_entry(&Visit::detached(entry), scanner, options, None);
+        again.place_at(index);
+        return match scan.written.take() {
+            None => again,
+            Some(written) => after_written(scan, again, written),
+        };
     }
     for (location, hits) in late {
         match scan
@@ -432,22 +497,90 @@ fn resolve(
     scan
 }
 
-/// Scans one entry's name, contents or symlink target (see [`EntryScan::place_at`]). With a
-/// `budget`, keeps the runs that matched no candidate (first pass); without, scans with the final
-/// candidates (second pass).
+/// The second look at a file the [`ContentWriter`] wrote in the first pass (`first`): it read
+/// the new contents, where the written hits are scrubbed, so those come from the first pass and
+/// the others (such as late candidates' bare hashes) from the second look.
+fn after_written(mut first: EntryScan, again: EntryScan, written: Written) -> EntryScan {
+    first.written = Some(written);
+    if again.error.is_some() {
+        first.error = again.error;
+        return first;
+    }
+    let first_content = first
+        .findings
+        .iter()
+        .position(|finding| finding.location == Location::Content);
+    let mut merged = again;
+    for finding in &mut merged.findings {
+        let Some(first_finding) = first_content.map(|index| &first.findings[index]) else {
+            break;
+        };
+        if finding.location != Location::Content {
+            continue;
+        }
+        let seen: BTreeSet<u64> = first_finding
+            .hits
+            .iter()
+            .map(|hit| hit.hash_offset)
+            .collect();
+        let with_context = !finding.contexts.is_empty() && !first_finding.contexts.is_empty();
+        let mut pairs: Vec<(Hit, Vec<u8>)> = first_finding
+            .hits
+            .iter()
+            .cloned()
+            .zip(
+                first_finding
+                    .contexts
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::repeat(Vec::new())),
+            )
+            .collect();
+        let contexts = std::mem::take(&mut finding.contexts);
+        pairs.extend(
+            std::mem::take(&mut finding.hits)
+                .into_iter()
+                .zip(contexts.into_iter().chain(std::iter::repeat(Vec::new())))
+                .filter(|(hit, _)| !seen.contains(&hit.hash_offset)),
+        );
+        pairs.sort_by_key(|(hit, _)| hit.hash_offset);
+        let (hits, contexts): (Vec<Hit>, Vec<Vec<u8>>) = pairs.into_iter().unzip();
+        finding.hits = hits;
+        finding.contexts = if with_context { contexts } else { Vec::new() };
+    }
+    if let Some(index) = first_content
+        && !merged
+            .findings
+            .iter()
+            .any(|finding| finding.location == Location::Content)
+    {
+        merged.findings.push(first.findings.swap_remove(index));
+        merged.findings.sort_by_key(|finding| finding.location);
+    }
+    merged.written = first.written;
+    merged
+}
+
+/// Scans one entry's name, contents or symlink target (see [`EntryScan::place_at`]). In the first
+/// pass (`first`: the window budget and the content writer) keeps the runs that matched no
+/// candidate and hands files with hits to the writer; otherwise scans with the final candidates.
 fn scan_entry(
     visit: &Visit<'_>,
     scanner: &Scanner,
     options: &TreeOptions,
-    budget: Option<&AtomicUsize>,
+    first: Option<(&AtomicUsize, &dyn ContentWriter)>,
 ) -> EntryScan {
     let mut scan = EntryScan {
         findings: Vec::new(),
         windows: Vec::new(),
         error: None,
+        written: None,
     };
-    if let Err(err) = scan_places(visit, scanner, options, budget, &mut scan) {
-        scan.findings.clear();
+    if let Err(err) = scan_places(visit, scanner, options, first, &mut scan) {
+        // What was written stays reported with the hits it changed.
+        if scan.written.is_none() {
+            scan.findings.clear();
+        }
         scan.windows.clear();
         scan.error = Some(EntryError {
             path: visit.entry().path.clone(),
@@ -463,12 +596,14 @@ fn scan_places(
     visit: &Visit<'_>,
     scanner: &Scanner,
     options: &TreeOptions,
-    budget: Option<&AtomicUsize>,
+    first: Option<(&AtomicUsize, &dyn ContentWriter)>,
     scan: &mut EntryScan,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let budget = first.map(|(budget, _)| budget);
     // `release` is told how far the scan of `bytes` has got (see `Scanner::scan_passing`).
     let mut record =
         |location, bytes: &[u8], streamed: Option<Vec<Hit>>, release: &mut dyn FnMut(usize)| {
+            let whole = streamed.is_none();
             let (mut hits, windows) = match (streamed, budget) {
                 (Some(hits), Some(_)) => (hits, Some(overflowed())),
                 (Some(hits), None) => (hits, None),
@@ -494,6 +629,13 @@ fn scan_places(
                 } else {
                     Vec::new()
                 };
+                // Only with the whole contents at hand (not for a file streamed in chunks).
+                if let Some((_, writer)) = first
+                    && location == Location::Content
+                    && whole
+                {
+                    scan.written = writer.write_content(visit, bytes, &hits);
+                }
                 scan.findings.push(Finding {
                     // Not known while the walk is still going: see `EntryScan::place_at`.
                     entry: usize::MAX,

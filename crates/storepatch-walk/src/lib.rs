@@ -596,6 +596,11 @@ impl<'a> Visit<'a> {
         self.entry
     }
 
+    /// The entry (a regular file) as the walk opened it, if it did.
+    pub fn file(&self) -> Option<&'a std::fs::File> {
+        self.file
+    }
+
     /// The entry's own name (for the root, its path's last component).
     pub fn name(&self) -> &'a OsStr {
         name_of(&self.entry.path)

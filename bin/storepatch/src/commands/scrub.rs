@@ -4,7 +4,13 @@
 //! rewrite file contents in parallel (one temp file + rename each; hard links inside the tree are
 //! re-linked to the new file), retarget symlinks, then rename entries deepest first, and finally
 //! restore directory modes. Each step only touches entries that hold a selected reference.
-use std::collections::{BTreeMap, BTreeSet};
+//!
+//! Most files are written earlier, by the discovery's first pass while it holds their contents
+//! ([`FirstPass`]), so that each is read once: a file with one name whose directory lets us write
+//! there. Hits that only the second pass finds in such a file (bare hashes of store paths found
+//! elsewhere) are written after discovery, as are hard-linked files and the files of read-only
+//! directories.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +25,7 @@ use super::Outcome;
 use crate::cli::{GlobalArgs, ScrubArgs};
 use crate::output::{self, Output, bytes_value, path_value};
 use crate::tree::{self, EntryError, Location, TreeScan};
+use storepatch_tree::Written;
 
 /// The changes planned for one place of one entry.
 struct Change {
@@ -61,7 +68,17 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
         })
     };
 
-    let mut scan = tree::scan_roots(&args.paths, &options)?;
+    let mut scan = if args.dry_run {
+        tree::scan_roots(&args.paths, &options)?
+    } else {
+        tree::scan_roots_writing(
+            &args.paths,
+            &options,
+            &FirstPass {
+                selected: &selected,
+            },
+        )?
+    };
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
     }
@@ -101,7 +118,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     let (renamed, statuses) = if args.dry_run {
         (BTreeMap::new(), vec![Outcome::Planned; changes.len()])
     } else {
-        apply(&scan, &changes, &mut errors)?
+        let written = std::mem::take(&mut scan.written);
+        apply(&scan, &changes, written, &mut errors)?
     };
     report(
         global, args, &scan, &changes, &statuses, &renamed, &errors, kept, &store_dir,
@@ -113,10 +131,53 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     }))
 }
 
+/// Scrubs a file's selected references while discovery's first pass holds its contents.
+struct FirstPass<'select> {
+    selected: &'select (dyn Fn(&Hit) -> bool + Sync),
+}
+
+impl storepatch_tree::ContentWriter for FirstPass<'_> {
+    fn write_content(
+        &self,
+        visit: &storepatch_walk::Visit<'_>,
+        contents: &[u8],
+        hits: &[Hit],
+    ) -> Option<Written> {
+        let entry = visit.entry();
+        // Other names of the inode are re-linked to the new file after discovery (`apply`).
+        if entry.nlink > 1 {
+            return None;
+        }
+        let mut offsets: Vec<u64> = hits
+            .iter()
+            .filter(|hit| (self.selected)(hit))
+            .map(|hit| hit.hash_offset)
+            .collect();
+        if offsets.is_empty() {
+            return None;
+        }
+        offsets.sort_unstable();
+        offsets.dedup();
+        let metadata = visit.file()?.metadata().ok()?;
+        let result =
+            storepatch_rewrite::replace_file(&entry.path, &metadata, contents, &patches(&offsets));
+        match result {
+            // A directory we may not write to yet: `apply` makes it writable first.
+            Err(storepatch_rewrite::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                None
+            }
+            result => Some(Written { offsets, result }),
+        }
+    }
+}
+
 /// Carries out the plan. Returns the new paths of renamed entries and what became of each change.
 fn apply(
     scan: &TreeScan,
     changes: &[Change],
+    written: Vec<(usize, Written)>,
     errors: &mut Vec<EntryError>,
 ) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Outcome>)> {
     let entries = &scan.entries;
@@ -136,10 +197,18 @@ fn apply(
             }
         };
     };
-    let parents: BTreeSet<&Path> = changes
+    // Changes are in walk order, so one directory's files are mostly next to each other:
+    // `make_writable` sees each directory once however many files it holds.
+    // Files the first pass wrote need nothing more of their directory.
+    let mut written: HashMap<usize, Written> = written.into_iter().collect();
+    let mut parents: Vec<&Path> = changes
         .iter()
+        .filter(|change| {
+            change.location != Location::Content || !written.contains_key(&change.entry)
+        })
         .filter_map(|change| entries[change.entry].path.parent())
         .collect();
+    parents.dedup();
     let mut writable = WritableDirs::make_writable(parents)?;
 
     // Contents: one rewrite per inode; other names of the same inode in the tree are re-linked.
@@ -154,9 +223,19 @@ fn apply(
         }
     }
     let groups: Vec<Vec<usize>> = by_inode.into_values().collect();
+    let groups: Vec<(Vec<usize>, Option<Written>)> = groups
+        .into_iter()
+        .map(|group| {
+            let done = written.remove(&changes[group[0]].entry);
+            (group, done)
+        })
+        .collect();
     let content: Vec<(usize, anyhow::Result<()>)> = groups
-        .par_iter()
-        .flat_map_iter(|group| rewrite_group(scan, changes, group))
+        .into_par_iter()
+        .flat_map_iter(|(group, done)| match done {
+            Some(done) => after_first_pass(scan, changes, &group, done),
+            None => rewrite_group(scan, changes, &group),
+        })
         .collect();
     for (index, result) in content {
         record(index, result, errors);
@@ -221,6 +300,88 @@ fn patches(offsets: &[u64]) -> Vec<Patch<'static>> {
         .collect()
 }
 
+/// The result for each change of `group` (indices into `changes`), a file the first pass wrote:
+/// the hits it did not know of yet are written now.
+fn after_first_pass(
+    scan: &TreeScan,
+    changes: &[Change],
+    group: &[usize],
+    written: Written,
+) -> Vec<(usize, anyhow::Result<()>)> {
+    let change = &changes[group[0]];
+    let path = &scan.entries[change.entry].path;
+    let result = written.result.map_err(anyhow::Error::from).and_then(|()| {
+        let late: Vec<u64> = change
+            .offsets
+            .iter()
+            .copied()
+            .filter(|offset| written.offsets.binary_search(offset).is_err())
+            .collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        // The file is a new inode now: opened by name (never through a symlink), checked to be
+        // a regular file of the size the scan saw, and by its contents.
+        storepatch_rewrite::interrupt::check(path)?;
+        let entry = &scan.entries[change.entry];
+        let file = storepatch_walk::Visit::detached(entry).open()?;
+        let metadata = file.metadata()?;
+        anyhow::ensure!(
+            metadata.file_type().is_file() && metadata.len() == entry.len,
+            "cannot scrub `{}`: it changed while it was scrubbed",
+            path.display()
+        );
+        scrub_opened(path, &file, &metadata, &late)
+    });
+    // A file written in the first pass has one name (see `FirstPass`): a second one would be the
+    // same file listed twice, by two roots that overlap.
+    let mut results = vec![(group[0], result)];
+    results.extend(group[1..].iter().map(|&index| {
+        (
+            index,
+            Err(anyhow::anyhow!(
+                "cannot scrub `{}`: it is another name of `{}`, written on its own",
+                scan.entries[changes[index].entry].path.display(),
+                path.display()
+            )),
+        )
+    }));
+    results
+}
+
+/// Reads the open file and writes it with the hashes at `offsets` scrubbed, once it is sure they
+/// are still hashes.
+fn scrub_opened(
+    path: &Path,
+    file: &std::fs::File,
+    metadata: &std::fs::Metadata,
+    offsets: &[u64],
+) -> anyhow::Result<()> {
+    // Read into the thread's reused buffer: thousands of small files read one after another then
+    // allocate nothing each.
+    storepatch_walk::read_from_with(
+        file,
+        path,
+        metadata.len(),
+        storepatch_walk::ReadPolicy::default(),
+        |contents| {
+            // The file must still hold a hash at every offset the scan saw.
+            for &offset in offsets {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let hash = contents.get(start..start.saturating_add(32));
+                anyhow::ensure!(
+                    hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
+                    "cannot scrub `{}`: it changed while it was scrubbed (no store hash at \
+                     offset {offset} any more)",
+                    path.display()
+                );
+            }
+            storepatch_rewrite::replace_file(path, metadata, contents, &patches(offsets))?;
+            Ok(())
+        },
+    )?
+}
+
 /// Rewrites the first name of an inode and links the others to the result; returns the result
 /// for each change of `group` (indices into `changes`).
 fn rewrite_group(
@@ -236,34 +397,7 @@ fn rewrite_group(
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(storepatch_walk::Visit::detached(leader).reopen()?))
         .and_then(|(file, metadata)| {
-            // Read into the thread's reused buffer: thousands of small files read one after
-            // another then allocate nothing each.
-            storepatch_walk::read_from_with(
-                &file,
-                &leader.path,
-                leader.len,
-                storepatch_walk::ReadPolicy::default(),
-                |contents| {
-                    // The file must still hold a hash at every offset the scan saw.
-                    for &offset in &leader_change.offsets {
-                        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                        let hash = contents.get(start..start.saturating_add(32));
-                        anyhow::ensure!(
-                            hash.is_some_and(|hash| HashPart::parse(hash).is_ok()),
-                            "cannot scrub `{}`: it changed while it was scrubbed (no store hash at \
-                             offset {offset} any more)",
-                            leader.path.display()
-                        );
-                    }
-                    storepatch_rewrite::replace_file(
-                        &leader.path,
-                        &metadata,
-                        contents,
-                        &patches(&leader_change.offsets),
-                    )?;
-                    Ok(())
-                },
-            )?
+            scrub_opened(&leader.path, &file, &metadata, &leader_change.offsets)
         });
     if let Err(err) = result {
         let status = Outcome::of_error(&err);
@@ -380,7 +514,7 @@ fn report(
             "interrupted": interrupted,
             "errors": errors.len(),
         }))?;
-    } else {
+    } else if !global.quiet {
         for change in written.iter().map(|&index| &changes[index]) {
             let path = &scan.entries[change.entry].path;
             let mut line = format!(
@@ -405,10 +539,10 @@ fn report(
             );
             line.truncate(line.len() - 2);
             line.extend_from_slice(format!(" ({})", change.location.as_str()).as_bytes());
-            if !global.quiet {
-                out.line(&line)?;
-            }
+            out.line(&line)?;
         }
+    }
+    if !global.json {
         for error in errors {
             output::entry_error(&error.message);
         }

@@ -1,4 +1,5 @@
 //! `storepatch scrub`: rewriting contents, symlinks and names safely.
+use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -178,6 +179,57 @@ fn keep_and_only() {
         fs_err::read_to_string(tree.path("only.txt")).unwrap(),
         format!("{out}/bin /nix/store/{scrubbed}-python3-3.12.8/bin\n")
     );
+}
+
+/// Most files are written while discovery's first pass reads them. A bare hash that only counts
+/// once its store path turns up elsewhere (in path form) is found after that, in a file already
+/// written for its other references: it is scrubbed too, and the file is reported once with all
+/// of them. So also for a file with more unresolved hash-alphabet runs than discovery keeps,
+/// which is read again (after its first write) to find the late ones.
+#[test]
+fn late_bare_hashes_in_files_written_early() {
+    let tree = TestTree::new();
+    let early = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\nlinked with {PYTHON_HASH}\n");
+    // 32-digit runs are all hash-alphabet bytes; 5000 of them are more than are kept.
+    let runs = (0..5000).fold(String::new(), |mut runs, index| {
+        writeln!(runs, "{index:032}").unwrap();
+        runs
+    });
+    let written = tree.write("a/written.txt", &early);
+    let read_again = tree.write("a/read-again.txt", format!("{early}{runs}"));
+    tree.write(
+        "z/python.txt",
+        format!("/nix/store/{PYTHON_HASH}-python3-3.12.8/bin/python\n"),
+    );
+    let output = storepatch()
+        .args(["scrub", "--json"])
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let lines = json_lines(&output.stdout);
+    for path in [&written, &read_again] {
+        let records: Vec<_> = lines
+            .iter()
+            .filter(|line| {
+                line["type"] == "rewrite" && line["path"]["text"] == path.to_str().unwrap()
+            })
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["outcome"], "done");
+        assert_eq!(records[0]["references"], 2);
+    }
+    assert_eq!(lines.last().unwrap()["references"], 5);
+    let scrubbed = "e".repeat(32);
+    let expected = early
+        .replace(ZLIB_HASH, &scrubbed)
+        .replace(PYTHON_HASH, &scrubbed);
+    assert_eq!(fs_err::read_to_string(&written).unwrap(), expected);
+    assert_eq!(
+        fs_err::read_to_string(&read_again).unwrap(),
+        format!("{expected}{runs}")
+    );
+    assert!(live_references(&tree.root, Path::new("/nix/store")).is_empty());
 }
 
 #[test]
