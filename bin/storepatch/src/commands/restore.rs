@@ -493,10 +493,14 @@ fn plan_record_updates(
             if target == index {
                 continue;
             }
-            // Spliced straight from the file's bytes as read, so only the new copy is made.
-            let new = Visit::detached(target_entry)
+            // Hashed piece by piece from the file's bytes as read: no new copy is made.
+            let updated = Visit::detached(target_entry)
                 .read_with(policy, |current| {
-                    storepatch_rewrite::splice(current, &changes[change].splices(relocations))
+                    storepatch_rewrite::splice_pieces(
+                        current,
+                        &changes[change].splices(relocations),
+                    )
+                    .map(|pieces| line.updated_fields_of_pieces(&pieces))
                 })
                 .map_err(|err| EntryError {
                     path: target_entry.path.clone(),
@@ -508,9 +512,9 @@ fn plan_record_updates(
                         message: "the planned changes do not fit the file".to_owned(),
                     })
                 });
-            match new {
-                Ok(new) => {
-                    if let Some(bytes) = line.updated_fields(&new) {
+            match updated {
+                Ok(updated) => {
+                    if let Some(bytes) = updated {
                         fields.push(RecordField {
                             offset: line.fields.start as u64,
                             len: line.fields.len(),
@@ -889,15 +893,22 @@ fn rewrite_group(
                 |contents| {
                     still_planned(contents, group[0], relocations)
                         .with_context(|| format!("cannot restore `{}`", leader.path.display()))?;
-                    let new = storepatch_rewrite::splice(contents, &group[0].splices(relocations))
+                    let splices = group[0].splices(relocations);
+                    let changes = storepatch_rewrite::splice_changes(contents, &splices)
                         .with_context(|| {
                             format!(
                                 "cannot restore `{}`: the planned changes do not fit the file",
                                 leader.path.display()
                             )
                         })?;
-                    if new[..] != contents[..] {
-                        storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
+                    if changes {
+                        // Written piece by piece from the bytes as read: no new copy is built.
+                        storepatch_rewrite::replace_file_spliced(
+                            &leader.path,
+                            &metadata,
+                            contents,
+                            &splices,
+                        )?;
                     }
                     Ok(())
                 },
