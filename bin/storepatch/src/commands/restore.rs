@@ -441,14 +441,16 @@ fn plan_record_updates(
         .filter(|(_, entry)| entry.kind == EntryKind::File)
         .map(|(index, entry)| (entry.path.as_path(), index))
         .collect();
-    let read = |entry: &Entry| -> Result<Vec<u8>, EntryError> {
-        Visit::detached(entry)
-            .read_with(policy, <[u8]>::to_vec)
-            .map_err(|err| EntryError {
-                path: entry.path.clone(),
-                message: tree::error_chain(&err),
-            })
-    };
+    // Parsed straight from the bytes as read (a large RECORD is not copied first).
+    let read_lines =
+        |entry: &Entry| -> Result<Vec<storepatch_rewrite::record::RecordLine>, EntryError> {
+            Visit::detached(entry)
+                .read_with(policy, storepatch_rewrite::record::record_lines)
+                .map_err(|err| EntryError {
+                    path: entry.path.clone(),
+                    message: tree::error_chain(&err),
+                })
+        };
     let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         if !is_record(entry) {
@@ -457,15 +459,15 @@ fn plan_record_updates(
         let Some(base) = entry.path.parent().and_then(Path::parent) else {
             continue;
         };
-        let contents = match read(entry) {
-            Ok(contents) => contents,
+        let lines = match read_lines(entry) {
+            Ok(lines) => lines,
             Err(error) => {
                 errors.push(error);
                 continue;
             }
         };
         let mut fields = Vec::new();
-        for line in storepatch_rewrite::record::record_lines(&contents) {
+        for line in lines {
             let splices: Vec<Splice<'_>> =
                 storepatch_rewrite::find_occurrences(&line.path, relocations)
                     .iter()
