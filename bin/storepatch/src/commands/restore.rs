@@ -248,21 +248,28 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             return;
         }
         match supplied.resolve(name) {
-            Resolution::Unique(path) => plan
-                .entry((entry, location))
-                .or_insert_with(|| Change {
-                    entry,
-                    location,
-                    restorations: Vec::new(),
-                    occurrences: Vec::new(),
-                    rewrites: Vec::new(),
-                    record_fields: Vec::new(),
-                })
-                .restorations
-                .push(Restoration {
+            Resolution::Unique(path) => {
+                let restorations = &mut plan
+                    .entry((entry, location))
+                    .or_insert_with(|| Change {
+                        entry,
+                        location,
+                        restorations: Vec::new(),
+                        occurrences: Vec::new(),
+                        rewrites: Vec::new(),
+                        record_fields: Vec::new(),
+                    })
+                    .restorations;
+                // Most changes restore one reference, and the first push onto an empty vector
+                // makes room for four: room for exactly one first.
+                if restorations.capacity() == 0 {
+                    restorations.reserve_exact(1);
+                }
+                restorations.push(Restoration {
                     hash_offset,
                     path: path.clone(),
-                }),
+                });
+            }
             Resolution::Ambiguous(_) | Resolution::Unknown => {
                 note(name, entry, location, &supplied);
             }
