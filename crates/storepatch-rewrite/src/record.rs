@@ -33,20 +33,28 @@ pub struct RecordLine {
 /// The lines of `contents` (a `RECORD` file) that carry a hash, in order; lines without one
 /// (`RECORD,,`, byte-compiled files) and lines that are not `path,hash,size` are skipped.
 pub fn record_lines(contents: &[u8]) -> Vec<RecordLine> {
-    let mut lines = Vec::new();
+    record_lines_iter(contents).collect()
+}
+
+/// [`record_lines`] one at a time, for a caller that keeps only a few of them.
+pub fn record_lines_iter(contents: &[u8]) -> impl Iterator<Item = RecordLine> + '_ {
     let mut start = 0;
-    while start < contents.len() {
-        let end = memchr::memchr(b'\n', &contents[start..]).map_or(contents.len(), |at| start + at);
-        let mut line_end = end;
-        if line_end > start && contents[line_end - 1] == b'\r' {
-            line_end -= 1;
+    std::iter::from_fn(move || {
+        while start < contents.len() {
+            let end =
+                memchr::memchr(b'\n', &contents[start..]).map_or(contents.len(), |at| start + at);
+            let mut line_end = end;
+            if line_end > start && contents[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            let line = parse_line(&contents[start..line_end], start);
+            start = end + 1;
+            if line.is_some() {
+                return line;
+            }
         }
-        if let Some(line) = parse_line(&contents[start..line_end], start) {
-            lines.push(line);
-        }
-        start = end + 1;
-    }
-    lines
+        None
+    })
 }
 
 fn parse_line(line: &[u8], offset: usize) -> Option<RecordLine> {

@@ -448,16 +448,46 @@ fn plan_record_updates(
         .filter(|(_, entry)| entry.kind == EntryKind::File)
         .map(|(index, entry)| (entry.path.as_path(), index))
         .collect();
-    // Parsed straight from the bytes as read (a large RECORD is not copied first).
-    let read_lines =
-        |entry: &Entry| -> Result<Vec<storepatch_rewrite::record::RecordLine>, EntryError> {
-            Visit::detached(entry)
-                .read_with(policy, storepatch_rewrite::record::record_lines)
-                .map_err(|err| EntryError {
-                    path: entry.path.clone(),
-                    message: tree::error_chain(&err),
+    // The lines listing another file this run changes, with that file and its change.
+    let resolve = |index: usize, base: &Path, line: &storepatch_rewrite::record::RecordLine| {
+        let splices: Vec<Splice<'_>> =
+            storepatch_rewrite::find_occurrences(&line.path, relocations)
+                .iter()
+                .map(|occurrence| Splice {
+                    offset: occurrence.offset,
+                    len: occurrence.len,
+                    bytes: &relocations[occurrence.relocation].new,
                 })
+                .collect();
+        let listed =
+            storepatch_rewrite::splice(&line.path, &splices).unwrap_or_else(|| line.path.clone());
+        let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
+        let resolved = if listed.is_absolute() {
+            Some(listed.to_path_buf())
+        } else {
+            join_lexically(base, listed)
         };
+        let &target = resolved.as_deref().and_then(|path| by_path.get(path))?;
+        let target_entry = &entries[target];
+        let &change = by_inode.get(&(target_entry.dev, target_entry.ino))?;
+        (target != index).then_some((target, change))
+    };
+    // Parsed straight from the bytes as read, keeping only those lines (a large RECORD is neither
+    // copied nor held whole as lines).
+    let read_lines = |index: usize, entry: &Entry, base: &Path| {
+        Visit::detached(entry)
+            .read_with(policy, |contents| {
+                storepatch_rewrite::record::record_lines_iter(contents)
+                    .filter_map(|line| {
+                        resolve(index, base, &line).map(|(target, change)| (line, target, change))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|err| EntryError {
+                path: entry.path.clone(),
+                message: tree::error_chain(&err),
+            })
+    };
     let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         if !is_record(entry) {
@@ -466,7 +496,7 @@ fn plan_record_updates(
         let Some(base) = entry.path.parent().and_then(Path::parent) else {
             continue;
         };
-        let lines = match read_lines(entry) {
+        let lines = match read_lines(index, entry, base) {
             Ok(lines) => lines,
             Err(error) => {
                 errors.push(error);
@@ -474,34 +504,8 @@ fn plan_record_updates(
             }
         };
         let mut fields = Vec::new();
-        for line in lines {
-            let splices: Vec<Splice<'_>> =
-                storepatch_rewrite::find_occurrences(&line.path, relocations)
-                    .iter()
-                    .map(|occurrence| Splice {
-                        offset: occurrence.offset,
-                        len: occurrence.len,
-                        bytes: &relocations[occurrence.relocation].new,
-                    })
-                    .collect();
-            let listed = storepatch_rewrite::splice(&line.path, &splices)
-                .unwrap_or_else(|| line.path.clone());
-            let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
-            let resolved = if listed.is_absolute() {
-                Some(listed.to_path_buf())
-            } else {
-                join_lexically(base, listed)
-            };
-            let Some(&target) = resolved.as_deref().and_then(|path| by_path.get(path)) else {
-                continue;
-            };
+        for (line, target, change) in lines {
             let target_entry = &entries[target];
-            let Some(&change) = by_inode.get(&(target_entry.dev, target_entry.ino)) else {
-                continue;
-            };
-            if target == index {
-                continue;
-            }
             // Hashed piece by piece from the file's bytes as read: no new copy is made.
             let updated = Visit::detached(target_entry)
                 .read_with(policy, |current| {
