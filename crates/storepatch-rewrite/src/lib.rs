@@ -31,7 +31,8 @@ pub mod record;
 mod relocate;
 
 pub use relocate::{
-    Occurrence, PYTHON_BYTECODE, Relocation, Splice, binary_kind, find_occurrences, splice,
+    Occurrence, PYTHON_BYTECODE, Relocation, Splice, binary_kind, find_occurrences,
+    replace_file_spliced, splice, splice_changes, splice_pieces,
 };
 
 use std::ffi::{OsStr, OsString};

@@ -16,7 +16,6 @@
 use std::ops::Range;
 
 use base64::Engine as _;
-use sha2::Digest as _;
 
 /// One line of a `RECORD` file that has a hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,20 +33,28 @@ pub struct RecordLine {
 /// The lines of `contents` (a `RECORD` file) that carry a hash, in order; lines without one
 /// (`RECORD,,`, byte-compiled files) and lines that are not `path,hash,size` are skipped.
 pub fn record_lines(contents: &[u8]) -> Vec<RecordLine> {
-    let mut lines = Vec::new();
+    record_lines_iter(contents).collect()
+}
+
+/// [`record_lines`] one at a time, for a caller that keeps only a few of them.
+pub fn record_lines_iter(contents: &[u8]) -> impl Iterator<Item = RecordLine> + '_ {
     let mut start = 0;
-    while start < contents.len() {
-        let end = memchr::memchr(b'\n', &contents[start..]).map_or(contents.len(), |at| start + at);
-        let mut line_end = end;
-        if line_end > start && contents[line_end - 1] == b'\r' {
-            line_end -= 1;
+    std::iter::from_fn(move || {
+        while start < contents.len() {
+            let end =
+                memchr::memchr(b'\n', &contents[start..]).map_or(contents.len(), |at| start + at);
+            let mut line_end = end;
+            if line_end > start && contents[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            let line = parse_line(&contents[start..line_end], start);
+            start = end + 1;
+            if line.is_some() {
+                return line;
+            }
         }
-        if let Some(line) = parse_line(&contents[start..line_end], start) {
-            lines.push(line);
-        }
-        start = end + 1;
-    }
-    lines
+        None
+    })
 }
 
 fn parse_line(line: &[u8], offset: usize) -> Option<RecordLine> {
@@ -90,10 +97,22 @@ fn unquote(field: &[u8]) -> Option<Vec<u8>> {
 /// The digest of `contents` as a `RECORD` names it (`sha256=…`), for the algorithms wheels use
 /// (`sha256`, `sha384`, `sha512`); `None` for any other.
 pub fn record_hash(algorithm: &[u8], contents: &[u8]) -> Option<Vec<u8>> {
+    record_hash_of_pieces(algorithm, &[contents])
+}
+
+/// [`record_hash`] of the pieces written one after another, without joining them.
+fn record_hash_of_pieces(algorithm: &[u8], pieces: &[&[u8]]) -> Option<Vec<u8>> {
+    fn digest<D: sha2::Digest>(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut hasher = D::new();
+        for piece in pieces {
+            hasher.update(piece);
+        }
+        hasher.finalize().to_vec()
+    }
     let digest = match algorithm {
-        b"sha256" => sha2::Sha256::digest(contents).to_vec(),
-        b"sha384" => sha2::Sha384::digest(contents).to_vec(),
-        b"sha512" => sha2::Sha512::digest(contents).to_vec(),
+        b"sha256" => digest::<sha2::Sha256>(pieces),
+        b"sha384" => digest::<sha2::Sha384>(pieces),
+        b"sha512" => digest::<sha2::Sha512>(pieces),
         _ => return None,
     };
     let mut out = algorithm.to_vec();
@@ -110,9 +129,17 @@ impl RecordLine {
     /// `ALGORITHM=DIGEST,SIZE` for `contents`, if that differs from the line's (and the algorithm
     /// is one [`record_hash`] knows).
     pub fn updated_fields(&self, contents: &[u8]) -> Option<Vec<u8>> {
-        let mut fields = record_hash(&self.algorithm, contents)?;
+        self.updated_fields_of_pieces(&[contents])
+    }
+
+    /// [`RecordLine::updated_fields`] for the contents the pieces make written one after
+    /// another (such as [`crate::splice_pieces`] gives), hashed piece by piece without joining
+    /// them.
+    pub fn updated_fields_of_pieces(&self, pieces: &[&[u8]]) -> Option<Vec<u8>> {
+        let mut fields = record_hash_of_pieces(&self.algorithm, pieces)?;
         fields.push(b',');
-        fields.extend_from_slice(contents.len().to_string().as_bytes());
+        let size: usize = pieces.iter().map(|piece| piece.len()).sum();
+        fields.extend_from_slice(size.to_string().as_bytes());
         (fields != self.current).then_some(fields)
     }
 }
@@ -149,11 +176,21 @@ mod tests {
             b"sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
         );
         assert_eq!(record_hash(b"md5", b""), None);
+        // Hashed in pieces, as restore does for a file it has not rewritten yet: the same.
+        assert_eq!(
+            record_hash_of_pieces(b"sha512", &[b"ab", b"", b"cd"]),
+            record_hash(b"sha512", b"abcd")
+        );
         let line = &record_lines(b"x,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0\n")[0];
         assert_eq!(line.updated_fields(b""), None);
         assert_eq!(
             line.updated_fields(b"a").unwrap(),
             b"sha256=ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3ha_uSLs,1"
         );
+        assert_eq!(
+            line.updated_fields_of_pieces(&[b"", b"a"]).unwrap(),
+            b"sha256=ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3ha_uSLs,1"
+        );
+        assert_eq!(line.updated_fields_of_pieces(&[b"", b""]), None);
     }
 }

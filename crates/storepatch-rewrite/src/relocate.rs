@@ -5,6 +5,10 @@
 //! (and, through their structure, to the file names of `.pyc` code objects: see [`crate::pyc`]);
 //! other binary files (ELF) keep their offsets and the occurrences in them are reported instead.
 
+use std::path::Path;
+
+use crate::{Error, Replacement, Result, SparseWriter, write_error};
+
 /// Replace every occurrence of `old` with `new`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relocation {
@@ -83,7 +87,22 @@ pub struct Splice<'bytes> {
 
 /// Applies `splices` (sorted, not overlapping, in bounds) to `contents`; `None` otherwise.
 pub fn splice(contents: &[u8], splices: &[Splice<'_>]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(contents.len());
+    let pieces = splice_pieces(contents, splices)?;
+    let mut out = Vec::with_capacity(pieces.iter().map(|piece| piece.len()).sum());
+    for piece in pieces {
+        out.extend_from_slice(piece);
+    }
+    Some(out)
+}
+
+/// `contents` with `splices` applied, as the pieces to write one after another: the unchanged
+/// ranges of `contents` and the replacement bytes, in order (empty pieces left out). `None`
+/// unless the splices are sorted, in bounds and do not overlap.
+pub fn splice_pieces<'bytes>(
+    contents: &'bytes [u8],
+    splices: &[Splice<'bytes>],
+) -> Option<Vec<&'bytes [u8]>> {
+    let mut pieces = Vec::with_capacity(2 * splices.len() + 1);
     let mut position = 0usize;
     for splice in splices {
         let start = usize::try_from(splice.offset).ok()?;
@@ -91,12 +110,77 @@ pub fn splice(contents: &[u8], splices: &[Splice<'_>]) -> Option<Vec<u8>> {
         if start < position || end > contents.len() {
             return None;
         }
-        out.extend_from_slice(&contents[position..start]);
-        out.extend_from_slice(splice.bytes);
+        pieces.push(&contents[position..start]);
+        pieces.push(splice.bytes);
         position = end;
     }
-    out.extend_from_slice(&contents[position..]);
-    Some(out)
+    pieces.push(&contents[position..]);
+    pieces.retain(|piece| !piece.is_empty());
+    Some(pieces)
+}
+
+/// Whether the pieces, written one after another, give exactly `contents`.
+fn same_as(pieces: &[&[u8]], contents: &[u8]) -> bool {
+    let mut rest = contents;
+    for piece in pieces {
+        match rest.split_at_checked(piece.len()) {
+            Some((head, tail)) if head == *piece => rest = tail,
+            _ => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Whether applying `splices` to `contents` changes them (compared piece by piece, without
+/// building the new copy); `None` when the splices do not fit (see [`splice`]).
+pub fn splice_changes(contents: &[u8], splices: &[Splice<'_>]) -> Option<bool> {
+    splice_pieces(contents, splices).map(|pieces| !same_as(&pieces, contents))
+}
+
+/// Writes `contents` with `splices` applied to a temporary file beside `path`, gives it the mode
+/// (and, where allowed, the owner) of `original`, and renames it over `path`, like
+/// [`crate::replace_file`] but for changes of any length. The new contents are never built in
+/// memory: the unchanged ranges of `contents` and the replacement bytes are written straight to
+/// the temporary file through a buffer of one block.
+///
+/// Returns `false`, touching nothing, when the result would be `contents` itself; fails with
+/// [`Error::PatchOutOfBounds`], writing nothing, when the splices do not fit (see [`splice`]).
+pub fn replace_file_spliced(
+    path: &Path,
+    original: &std::fs::Metadata,
+    contents: &[u8],
+    splices: &[Splice<'_>],
+) -> Result<bool> {
+    let Some(pieces) = splice_pieces(contents, splices) else {
+        let misfit = splices
+            .iter()
+            .find(|splice| {
+                splice
+                    .offset
+                    .checked_add(splice.len as u64)
+                    .is_none_or(|end| end > contents.len() as u64)
+            })
+            .or(splices.first());
+        return Err(Error::PatchOutOfBounds {
+            path: path.to_path_buf(),
+            offset: misfit.map_or(0, |splice| splice.offset),
+            len: misfit.map_or(0, |splice| splice.len),
+            size: contents.len() as u64,
+        });
+    };
+    if same_as(&pieces, contents) {
+        return Ok(false);
+    }
+    let size = pieces.iter().map(|piece| piece.len()).sum();
+    let mut replacement = Replacement::beside(path)?;
+    let temp = replacement.path().to_path_buf();
+    let mut writer = SparseWriter::new(replacement.file(), size);
+    for piece in pieces {
+        writer.write(piece).map_err(write_error(&temp, path))?;
+    }
+    writer.finish().map_err(write_error(&temp, path))?;
+    replacement.commit(original)?;
+    Ok(true)
 }
 
 /// What [`binary_kind`] calls a `.pyc`: its file names can be relocated by re-writing the
@@ -183,6 +267,176 @@ mod tests {
             bytes: b"",
         }];
         assert_eq!(splice(b"abcd", &beyond), None);
+    }
+
+    /// A file of `size` bytes: text, with a run of zeros (a hole when rewritten) in the middle.
+    fn sample(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|at| {
+                if (100_000..240_000).contains(&at) {
+                    0
+                } else {
+                    b"0123456789/nix/store\n"[at % 21]
+                }
+            })
+            .collect()
+    }
+
+    fn temporaries(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs_err::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.as_encoded_bytes().starts_with(b".storepatch-"))
+            .collect()
+    }
+
+    #[test]
+    fn spliced_rewrite_streams_changes_of_any_length_across_blocks() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lib.txt");
+        let outside = dir.path().join("outside-link");
+        let original = sample(300_000);
+        fs_err::write(&path, &original).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o751)).unwrap();
+        fs_err::hard_link(&path, &outside).unwrap();
+        let long = vec![b'L'; 70_000];
+        let splices = [
+            // Shorter and longer, straddling the first block edge, inside the zeros, a long
+            // insertion, and at the very end.
+            Splice {
+                offset: 3,
+                len: 5,
+                bytes: b"",
+            },
+            Splice {
+                offset: 65_535,
+                len: 2,
+                bytes: b"/build/venv",
+            },
+            Splice {
+                offset: 131_072,
+                len: 0,
+                bytes: b"inserted",
+            },
+            Splice {
+                offset: 131_073,
+                len: 10,
+                bytes: &long,
+            },
+            Splice {
+                offset: 299_990,
+                len: 10,
+                bytes: b"/end",
+            },
+        ];
+        let metadata = fs_err::symlink_metadata(&path).unwrap();
+        assert_eq!(splice_changes(&original, &splices), Some(true));
+        assert!(replace_file_spliced(&path, &metadata, &original, &splices).unwrap());
+        assert_eq!(
+            fs_err::read(&path).unwrap(),
+            splice(&original, &splices).unwrap()
+        );
+        let after = fs_err::symlink_metadata(&path).unwrap();
+        assert_eq!(after.mode() & 0o7777, 0o751);
+        assert_ne!(after.ino(), metadata.ino());
+        // The other name of the old inode keeps the old contents.
+        assert_eq!(fs_err::read(&outside).unwrap(), original);
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn spliced_rewrite_that_changes_nothing_touches_nothing() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("activate");
+        fs_err::write(&path, b"ab/x").unwrap();
+        let metadata = fs_err::symlink_metadata(&path).unwrap();
+        let same = [Splice {
+            offset: 2,
+            len: 2,
+            bytes: b"/x",
+        }];
+        // Two changes that give the same bytes back: `a` dropped, `b` becoming `ab`.
+        let shifted = [
+            Splice {
+                offset: 0,
+                len: 1,
+                bytes: b"",
+            },
+            Splice {
+                offset: 1,
+                len: 1,
+                bytes: b"ab",
+            },
+        ];
+        for splices in [&same[..], &shifted[..], &[]] {
+            assert_eq!(splice_changes(b"ab/x", splices), Some(false));
+            assert!(!replace_file_spliced(&path, &metadata, b"ab/x", splices).unwrap());
+        }
+        assert_eq!(
+            fs_err::symlink_metadata(&path).unwrap().ino(),
+            metadata.ino()
+        );
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn spliced_rewrite_that_does_not_fit_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script");
+        fs_err::write(&path, b"abcd").unwrap();
+        let metadata = fs_err::symlink_metadata(&path).unwrap();
+        let beyond = [Splice {
+            offset: 3,
+            len: 2,
+            bytes: b"xy",
+        }];
+        let overlapping = [
+            Splice {
+                offset: 0,
+                len: 3,
+                bytes: b"x",
+            },
+            Splice {
+                offset: 2,
+                len: 1,
+                bytes: b"y",
+            },
+        ];
+        for splices in [&beyond[..], &overlapping[..]] {
+            assert_eq!(splice_changes(b"abcd", splices), None);
+            let err = replace_file_spliced(&path, &metadata, b"abcd", splices).unwrap_err();
+            assert!(matches!(err, Error::PatchOutOfBounds { .. }), "{err}");
+            assert!(err.to_string().contains("script"), "{err}");
+        }
+        assert_eq!(fs_err::read(&path).unwrap(), b"abcd");
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The pieces are the spliced copy, and a change is reported exactly when that copy
+        /// differs.
+        #[test]
+        fn spliced_pieces_are_the_spliced_copy(
+            contents in proptest::collection::vec(b'a'..=b'c', 0..40),
+            changes in proptest::collection::vec(
+                (0u64..45, 0usize..4, proptest::collection::vec(b'a'..=b'c', 0..4)),
+                0..5,
+            ),
+        ) {
+            let splices: Vec<Splice<'_>> = changes
+                .iter()
+                .map(|(offset, len, bytes)| Splice { offset: *offset, len: *len, bytes })
+                .collect();
+            let copy = splice(&contents, &splices);
+            let pieces = splice_pieces(&contents, &splices);
+            proptest::prop_assert_eq!(pieces.as_ref().map(|pieces| pieces.concat()), copy.clone());
+            proptest::prop_assert_eq!(
+                splice_changes(&contents, &splices),
+                copy.map(|copy| copy != contents)
+            );
+        }
     }
 
     #[test]

@@ -248,21 +248,28 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             return;
         }
         match supplied.resolve(name) {
-            Resolution::Unique(path) => plan
-                .entry((entry, location))
-                .or_insert_with(|| Change {
-                    entry,
-                    location,
-                    restorations: Vec::new(),
-                    occurrences: Vec::new(),
-                    rewrites: Vec::new(),
-                    record_fields: Vec::new(),
-                })
-                .restorations
-                .push(Restoration {
+            Resolution::Unique(path) => {
+                let restorations = &mut plan
+                    .entry((entry, location))
+                    .or_insert_with(|| Change {
+                        entry,
+                        location,
+                        restorations: Vec::new(),
+                        occurrences: Vec::new(),
+                        rewrites: Vec::new(),
+                        record_fields: Vec::new(),
+                    })
+                    .restorations;
+                // Most changes restore one reference, and the first push onto an empty vector
+                // makes room for four: room for exactly one first.
+                if restorations.capacity() == 0 {
+                    restorations.reserve_exact(1);
+                }
+                restorations.push(Restoration {
                     hash_offset,
                     path: path.clone(),
-                }),
+                });
+            }
             Resolution::Ambiguous(_) | Resolution::Unknown => {
                 note(name, entry, location, &supplied);
             }
@@ -441,9 +448,41 @@ fn plan_record_updates(
         .filter(|(_, entry)| entry.kind == EntryKind::File)
         .map(|(index, entry)| (entry.path.as_path(), index))
         .collect();
-    let read = |entry: &Entry| -> Result<Vec<u8>, EntryError> {
+    // The lines listing another file this run changes, with that file and its change.
+    let resolve = |index: usize, base: &Path, line: &storepatch_rewrite::record::RecordLine| {
+        let splices: Vec<Splice<'_>> =
+            storepatch_rewrite::find_occurrences(&line.path, relocations)
+                .iter()
+                .map(|occurrence| Splice {
+                    offset: occurrence.offset,
+                    len: occurrence.len,
+                    bytes: &relocations[occurrence.relocation].new,
+                })
+                .collect();
+        let listed =
+            storepatch_rewrite::splice(&line.path, &splices).unwrap_or_else(|| line.path.clone());
+        let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
+        let resolved = if listed.is_absolute() {
+            Some(listed.to_path_buf())
+        } else {
+            join_lexically(base, listed)
+        };
+        let &target = resolved.as_deref().and_then(|path| by_path.get(path))?;
+        let target_entry = &entries[target];
+        let &change = by_inode.get(&(target_entry.dev, target_entry.ino))?;
+        (target != index).then_some((target, change))
+    };
+    // Parsed straight from the bytes as read, keeping only those lines (a large RECORD is neither
+    // copied nor held whole as lines).
+    let read_lines = |index: usize, entry: &Entry, base: &Path| {
         Visit::detached(entry)
-            .read_with(policy, <[u8]>::to_vec)
+            .read_with(policy, |contents| {
+                storepatch_rewrite::record::record_lines_iter(contents)
+                    .filter_map(|line| {
+                        resolve(index, base, &line).map(|(target, change)| (line, target, change))
+                    })
+                    .collect::<Vec<_>>()
+            })
             .map_err(|err| EntryError {
                 path: entry.path.clone(),
                 message: tree::error_chain(&err),
@@ -457,46 +496,24 @@ fn plan_record_updates(
         let Some(base) = entry.path.parent().and_then(Path::parent) else {
             continue;
         };
-        let contents = match read(entry) {
-            Ok(contents) => contents,
+        let lines = match read_lines(index, entry, base) {
+            Ok(lines) => lines,
             Err(error) => {
                 errors.push(error);
                 continue;
             }
         };
         let mut fields = Vec::new();
-        for line in storepatch_rewrite::record::record_lines(&contents) {
-            let splices: Vec<Splice<'_>> =
-                storepatch_rewrite::find_occurrences(&line.path, relocations)
-                    .iter()
-                    .map(|occurrence| Splice {
-                        offset: occurrence.offset,
-                        len: occurrence.len,
-                        bytes: &relocations[occurrence.relocation].new,
-                    })
-                    .collect();
-            let listed = storepatch_rewrite::splice(&line.path, &splices)
-                .unwrap_or_else(|| line.path.clone());
-            let listed = Path::new(std::ffi::OsStr::from_bytes(&listed));
-            let resolved = if listed.is_absolute() {
-                Some(listed.to_path_buf())
-            } else {
-                join_lexically(base, listed)
-            };
-            let Some(&target) = resolved.as_deref().and_then(|path| by_path.get(path)) else {
-                continue;
-            };
+        for (line, target, change) in lines {
             let target_entry = &entries[target];
-            let Some(&change) = by_inode.get(&(target_entry.dev, target_entry.ino)) else {
-                continue;
-            };
-            if target == index {
-                continue;
-            }
-            // Spliced straight from the file's bytes as read, so only the new copy is made.
-            let new = Visit::detached(target_entry)
+            // Hashed piece by piece from the file's bytes as read: no new copy is made.
+            let updated = Visit::detached(target_entry)
                 .read_with(policy, |current| {
-                    storepatch_rewrite::splice(current, &changes[change].splices(relocations))
+                    storepatch_rewrite::splice_pieces(
+                        current,
+                        &changes[change].splices(relocations),
+                    )
+                    .map(|pieces| line.updated_fields_of_pieces(&pieces))
                 })
                 .map_err(|err| EntryError {
                     path: target_entry.path.clone(),
@@ -508,9 +525,9 @@ fn plan_record_updates(
                         message: "the planned changes do not fit the file".to_owned(),
                     })
                 });
-            match new {
-                Ok(new) => {
-                    if let Some(bytes) = line.updated_fields(&new) {
+            match updated {
+                Ok(updated) => {
+                    if let Some(bytes) = updated {
                         fields.push(RecordField {
                             offset: line.fields.start as u64,
                             len: line.fields.len(),
@@ -889,15 +906,22 @@ fn rewrite_group(
                 |contents| {
                     still_planned(contents, group[0], relocations)
                         .with_context(|| format!("cannot restore `{}`", leader.path.display()))?;
-                    let new = storepatch_rewrite::splice(contents, &group[0].splices(relocations))
+                    let splices = group[0].splices(relocations);
+                    let changes = storepatch_rewrite::splice_changes(contents, &splices)
                         .with_context(|| {
                             format!(
                                 "cannot restore `{}`: the planned changes do not fit the file",
                                 leader.path.display()
                             )
                         })?;
-                    if new[..] != contents[..] {
-                        storepatch_rewrite::replace_file(&leader.path, &metadata, &new, &[])?;
+                    if changes {
+                        // Written piece by piece from the bytes as read: no new copy is built.
+                        storepatch_rewrite::replace_file_spliced(
+                            &leader.path,
+                            &metadata,
+                            contents,
+                            &splices,
+                        )?;
                     }
                     Ok(())
                 },
