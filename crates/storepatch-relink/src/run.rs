@@ -152,12 +152,28 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
         storepatch_rewrite::Leftover::from_name(entry_name(entry)?)
     };
     for root in roots {
-        let (walk, starts) = storepatch_walk::walk_with(root, |visit| {
+        // Only the entries the loop below uses are kept: leftovers, symlinks named like
+        // libraries and the files a report may name (see `TreeRun::files`); the bulk of a venv,
+        // files that are not ELF, have one name and are not named like a library, is let go of
+        // as soon as it is visited.
+        let (walk, starts) = storepatch_walk::walk_keeping(root, |visit| {
             let entry = visit.entry();
-            if entry.kind != EntryKind::File || !considered(entry) || leftover(entry).is_some() {
+            if !considered(entry) {
                 return None;
             }
-            Some(start_of(visit))
+            match entry.kind {
+                EntryKind::File if leftover(entry).is_some() => Some(None),
+                EntryKind::File => {
+                    let start = start_of(visit);
+                    let library = entry_name(entry).is_some_and(crate::index::looks_like_library);
+                    (!matches!(start, Start::NotElf) || entry.nlink > 1 || library)
+                        .then_some(Some(start))
+                }
+                EntryKind::Symlink => (leftover(entry).is_none()
+                    && entry_name(entry).is_some_and(crate::index::looks_like_library))
+                .then_some(None),
+                EntryKind::Dir | EntryKind::Other => None,
+            }
         })?;
         tree.errors.extend(
             walk.errors

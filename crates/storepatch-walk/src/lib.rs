@@ -32,7 +32,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -147,10 +147,12 @@ pub fn walk(root: &Path) -> Result<Walk> {
 /// Walks `root` like [`walk`], calling `visit` on every entry as soon as it is found, on rayon's
 /// threads; returns the walk and `visit`'s results in walk order.
 ///
-/// Every directory is one task: it is opened once, listed and its children examined through that
-/// handle (by one name, not the whole path again), its subdirectories are handed on as tasks of
-/// their own, and `visit` runs on its children in parallel while the handle is still open, so
-/// [`Visit::read_with`] and [`Visit::read_link`] work relative to it too. Nothing waits for a
+/// Every directory is one task: it is opened once, by its name through its parent's open
+/// directory (the root by its path), examined through the open descriptor, listed, and its
+/// children examined through that handle (by one name, not the whole path again); its
+/// subdirectories are handed on as tasks of their own, and `visit` runs on its children in
+/// parallel while the handle is still open, so [`Visit::read_with`] and [`Visit::read_link`] work
+/// relative to it too. Nothing waits for a
 /// whole depth to finish, and the stack does not grow with the depth of the tree. The result does
 /// not depend on the thread count or on the order in which the threads get to the entries.
 ///
@@ -247,7 +249,7 @@ where
             next_id: AtomicUsize::new(1),
         };
         let path = root.path.clone();
-        rayon::scope(|scope| list_dir(scope, &shared, 0, path, 1));
+        rayon::scope(|scope| list_dir(scope, &shared, 0, path, None, 1));
         listings = shared
             .listings
             .into_inner()
@@ -267,16 +269,24 @@ struct Shared<'v, T, F> {
 
 /// A directory's kept children, and what could not be listed or examined.
 struct Listing<T> {
-    /// The children that were kept, sorted by name, with their values.
+    /// The directory itself with its value, if it was kept (never for the root, whose entry is
+    /// examined before the walk starts): a subdirectory is examined by its own task, through the
+    /// descriptor it was opened with.
+    own: Option<(Entry, T)>,
+    /// The children that were kept, sorted by name, with their values; subdirectories are not
+    /// among them (see `own`).
     kept: Vec<(Entry, T)>,
-    /// Every subdirectory's listing id, in name order, after how many of `kept` its children come
-    /// in walk order (the subdirectory itself among them when it is kept). A subdirectory that is
-    /// not kept is still walked through; a file that is not kept takes no room at all.
+    /// Every subdirectory's listing id, in name order, after how many of `kept` it and its
+    /// children come in walk order. A subdirectory that is not kept is still walked through; a
+    /// file that is not kept takes no room at all.
     subdirs: Vec<(usize, usize)>,
     errors: Vec<Error>,
     /// How many children were examined, kept or not.
     examined: usize,
 }
+
+/// What visiting a child of a directory gave: see `list_dir`.
+type Visited<T> = Option<Result<Option<(Entry, T)>>>;
 
 /// A child of a directory being listed.
 enum Child {
@@ -284,23 +294,30 @@ enum Child {
     Examined(Entry),
     /// A regular file as the listing says, opened and examined when it is visited.
     ToOpen(PathBuf),
+    /// A directory as the listing says (or as examining it by name said): opened through its
+    /// parent and examined through the open directory by a task of its own.
+    Dir(PathBuf),
 }
 
 impl Child {
     fn path(&self) -> &Path {
         match self {
             Self::Examined(entry) => &entry.path,
-            Self::ToOpen(path) => path,
+            Self::ToOpen(path) | Self::Dir(path) => path,
         }
     }
 }
 
-/// The task for one directory: see [`walk_with`].
+/// The task for one directory: see [`walk_with`]. `parent` is the open directory holding it
+/// (`None` for the root, which is opened by its path): the directory is opened by its name there,
+/// never following a symlink, and examined through the open descriptor, so its path is never
+/// looked up again.
 fn list_dir<'s, T, F>(
     scope: &rayon::Scope<'s>,
     shared: &'s Shared<'s, T, F>,
     id: usize,
     path: PathBuf,
+    parent: Option<Arc<rustix::fs::Dir>>,
     depth: usize,
 ) where
     T: Send,
@@ -310,16 +327,62 @@ fn list_dir<'s, T, F>(
     let mut kept = Vec::new();
     let mut subdir_listings = Vec::new();
     let mut examined = 0;
-    match read_dir(&path, depth, shared.options, &mut errors) {
-        Ok((dir, listed)) => {
+    let mut own = None;
+    let opened = match parent {
+        None => match open_dir(rustix::fs::CWD, path.as_path()) {
+            Ok(fd) => Ok(Some((fd, path))),
+            Err(source) => Err(Error::Walk {
+                path,
+                source: source.into(),
+            }),
+        },
+        Some(parent) => {
+            let (entry, fd) = match open_subdir(&parent, path, depth - 1) {
+                Ok(opened) => opened,
+                Err(err) => {
+                    store(shared, id, Listing::failed(err));
+                    return;
+                }
+            };
+            examined += 1;
+            let value = (shared.visit)(&Visit {
+                entry: &entry,
+                parent: parent.fd().ok(),
+                file: None,
+            });
+            // The parent is no longer needed: let its descriptor go before walking further down.
+            drop(parent);
+            let opened = fd.map(|fd| fd.map(|fd| (fd, entry.path.clone())));
+            own = value.map(|value| (entry, value));
+            opened.transpose()
+        }
+    };
+    let listed = opened.and_then(|opened| {
+        opened
+            .map(|(fd, path)| {
+                read_dir(fd, &path, depth, shared.options, &mut errors).map_err(|source| {
+                    Error::Walk {
+                        path,
+                        source: source.into(),
+                    }
+                })
+            })
+            .transpose()
+    });
+    match listed {
+        // No longer a directory: its entry is all there is.
+        Ok(None) => {}
+        Ok(Some((dir, listed))) => {
+            let dir = Arc::new(dir);
             let subdirs: Vec<Option<usize>> = listed
                 .iter()
                 .map(|child| match child {
-                    Child::Examined(entry) if entry.kind == EntryKind::Dir => {
+                    Child::Dir(sub_path) => {
                         let sub_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                        let sub_path = entry.path.clone();
+                        let sub_path = sub_path.clone();
+                        let dir = Arc::clone(&dir);
                         scope.spawn(move |scope| {
-                            list_dir(scope, shared, sub_id, sub_path, depth + 1);
+                            list_dir(scope, shared, sub_id, sub_path, Some(dir), depth + 1);
                         });
                         Some(sub_id)
                     }
@@ -327,49 +390,81 @@ fn list_dir<'s, T, F>(
                 })
                 .collect();
             let parent = dir.fd().ok();
-            let visited: Vec<Result<Option<(Entry, T)>>> = listed
+            // Per child: `None` for a subdirectory (examined by its own task), else the child
+            // examined and visited, kept or not, or why it could not be examined.
+            let visited: Vec<Visited<T>> = listed
                 .into_par_iter()
                 .map(|child| {
                     let (entry, file) = match child {
                         Child::Examined(entry) => (entry, None),
-                        Child::ToOpen(path) => open_listed(parent, path, depth)?,
+                        Child::ToOpen(path) => match open_listed(parent, path, depth) {
+                            Ok(opened) => opened,
+                            Err(err) => return Some(Err(err)),
+                        },
+                        Child::Dir(_) => return None,
                     };
                     let value = (shared.visit)(&Visit {
                         entry: &entry,
                         parent,
                         file: file.as_ref(),
                     });
-                    Ok(value.map(|value| (entry, value)))
+                    Some(Ok(value.map(|value| (entry, value))))
                 })
                 .collect();
             // Every kept child of the tree sits in one of these until the walk is flattened.
             kept.reserve_exact(
                 visited
                     .iter()
-                    .filter(|visited| matches!(visited, Ok(Some(_))))
+                    .filter(|visited| matches!(visited, Some(Ok(Some(_)))))
                     .count(),
             );
             subdir_listings.reserve_exact(subdirs.iter().flatten().count());
             for (visited, listing) in visited.into_iter().zip(subdirs) {
                 match visited {
-                    Ok(child) => {
+                    Some(Ok(child)) => {
                         examined += 1;
                         kept.extend(child);
-                        if let Some(listing) = listing {
-                            subdir_listings.push((kept.len(), listing));
-                        }
                     }
-                    Err(err) => errors.push(err),
+                    Some(Err(err)) => errors.push(err),
+                    None => {}
+                }
+                if let Some(listing) = listing {
+                    subdir_listings.push((kept.len(), listing));
                 }
             }
         }
-        Err(source) => errors.push(Error::Walk {
-            path,
-            source: source.into(),
-        }),
+        Err(err) => errors.push(err),
     }
     // Listing order is the file system's: report problems by path instead.
     errors.sort_by(|left, right| left.path().cmp(right.path()));
+    store(
+        shared,
+        id,
+        Listing {
+            own,
+            kept,
+            subdirs: subdir_listings,
+            errors,
+            examined,
+        },
+    );
+}
+
+impl<T> Listing<T> {
+    /// The listing of a subdirectory that could not be examined at all.
+    fn failed(err: Error) -> Self {
+        Self {
+            own: None,
+            kept: Vec::new(),
+            subdirs: Vec::new(),
+            errors: vec![err],
+            examined: 0,
+        }
+    }
+}
+
+/// Puts a directory's listing where [`flatten`] finds it.
+fn store<T, F>(shared: &Shared<'_, T, F>, id: usize, listing: Listing<T>) {
     let mut listings = shared
         .listings
         .lock()
@@ -377,32 +472,77 @@ fn list_dir<'s, T, F>(
     if listings.len() <= id {
         listings.resize_with(id + 1, || None);
     }
-    listings[id] = Some(Listing {
-        kept,
-        subdirs: subdir_listings,
-        errors,
-        examined,
-    });
+    listings[id] = Some(listing);
 }
 
-/// Opens and lists a directory without following a symlink in its place; returns the open
-/// directory and its children sorted byte-wise by name. A child that cannot be examined is added
-/// to `errors` and left out.
+/// Opens a directory at `path` (relative to `at`) for listing, without following a symlink in
+/// its place.
+fn open_dir<P: rustix::path::Arg>(
+    at: impl std::os::fd::AsFd,
+    path: P,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens a subdirectory the listing of `parent` gave, by its name there, and examines it through
+/// the open descriptor. Returns its entry, and the open directory or why it could not be opened
+/// (reported against the entry, as for any directory that cannot be listed), or `None` if it is
+/// no directory any more.
 ///
-/// With [`WalkOptions::open_files`], a child the listing calls a regular file is left for
-/// [`open_listed`]; every other child is examined here, by name (`fstatat`).
+/// If it cannot be opened as a directory, it is examined by name instead: it may have been
+/// replaced since the listing (by a symlink or a file, which is then that entry and is not
+/// walked), or be a directory that cannot be opened (an error, after its entry). Only an entry
+/// that cannot be examined at all is an error without an entry.
+fn open_subdir(
+    parent: &rustix::fs::Dir,
+    path: PathBuf,
+    depth: usize,
+) -> Result<(Entry, Option<Result<rustix::fd::OwnedFd>>)> {
+    use rustix::fs::AtFlags;
+    let walk_error = |path: &Path, source: rustix::io::Errno| Error::Walk {
+        path: path.to_path_buf(),
+        source: source.into(),
+    };
+    let dir = parent.fd().map_err(|source| walk_error(&path, source))?;
+    let name = name_of(&path);
+    match open_dir(dir, name) {
+        Ok(fd) => match rustix::fs::fstat(&fd) {
+            Ok(stat) => Ok((Entry::from_stat(path, depth, &stat), Some(Ok(fd)))),
+            Err(source) => Err(walk_error(&path, source)),
+        },
+        Err(open_error) => {
+            let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|source| walk_error(&path, source))?;
+            let entry = Entry::from_stat(path, depth, &stat);
+            // Not a directory any more: only its entry is reported, and nothing below it.
+            let opened =
+                (entry.kind == EntryKind::Dir).then(|| Err(walk_error(&entry.path, open_error)));
+            Ok((entry, opened))
+        }
+    }
+}
+
+/// Lists an open directory; returns it and its children sorted byte-wise by name. A child that
+/// cannot be examined is added to `errors` and left out.
+///
+/// A child the listing calls a directory is left for its own task (see [`open_subdir`]); with
+/// [`WalkOptions::open_files`], a child the listing calls a regular file is left for
+/// [`open_listed`]; every other child is examined here, by name (`fstatat`), and handed on as a
+/// directory if it is one.
 fn read_dir(
+    fd: rustix::fd::OwnedFd,
     path: &Path,
     depth: usize,
     options: WalkOptions,
     errors: &mut Vec<Error>,
 ) -> rustix::io::Result<(rustix::fs::Dir, Vec<Child>)> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    use rustix::fs::{AtFlags, FileType};
     let mut dir = rustix::fs::Dir::new(fd)?;
     let mut children = Vec::new();
     while let Some(item) = dir.read() {
@@ -412,11 +552,18 @@ fn read_dir(
             continue;
         }
         let child = child_path(path, name);
+        if dirent.file_type() == FileType::Directory {
+            children.push(Child::Dir(child));
+            continue;
+        }
         if opened_when_visited(dirent.file_type(), options) {
             children.push(Child::ToOpen(child));
             continue;
         }
         match rustix::fs::statat(dir.fd()?, dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                children.push(Child::Dir(child));
+            }
             Ok(stat) => children.push(Child::Examined(Entry::from_stat(child, depth, &stat))),
             Err(source) => errors.push(Error::Walk {
                 path: child,
@@ -525,7 +672,7 @@ fn flatten<T>(
             .flatten()
             .map(|listing| {
                 walk.examined += listing.examined;
-                listing.kept.len()
+                usize::from(listing.own.is_some()) + listing.kept.len()
             })
             .sum::<usize>();
     walk.examined += 1;
@@ -536,22 +683,27 @@ fn flatten<T>(
         values.push(root_value);
     }
     // Per directory being flattened: its kept children, its subdirectories, how many kept so far.
-    let mut take = |id: usize, errors: &mut Vec<Error>| {
+    // A directory's own entry comes before its children.
+    let mut take = |id: usize, walk: &mut Walk, values: &mut Vec<T>| {
         let listing = listings.get_mut(id).and_then(Option::take)?;
-        errors.extend(listing.errors);
+        walk.errors.extend(listing.errors);
+        if let Some((entry, value)) = listing.own {
+            walk.entries.push(entry);
+            values.push(value);
+        }
         Some((
             listing.kept.into_iter(),
             listing.subdirs.into_iter().peekable(),
             0,
         ))
     };
-    let mut stack: Vec<_> = take(0, &mut walk.errors).into_iter().collect();
+    let mut stack: Vec<_> = take(0, &mut walk, &mut values).into_iter().collect();
     while let Some((kept, subdirs, taken)) = stack.last_mut() {
         if let Some(&(after, id)) = subdirs.peek()
             && after == *taken
         {
             subdirs.next();
-            if let Some(children) = take(id, &mut walk.errors) {
+            if let Some(children) = take(id, &mut walk, &mut values) {
                 stack.push(children);
             }
             continue;
@@ -1245,6 +1397,101 @@ mod tests {
         let mut more = [0; 10];
         assert_eq!(Visit::detached(&entry).read_start(&mut more).unwrap(), 6);
         assert_eq!(&more[..6], b"inside");
+    }
+
+    #[test]
+    fn a_listed_directory_replaced_before_it_is_opened_is_examined_as_what_it_now_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs_err::create_dir_all(root.join("dir")).unwrap();
+        fs_err::create_dir(&outside).unwrap();
+        fs_err::write(outside.join("secret"), "outside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        fs_err::write(root.join("file"), "inside").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let parent =
+            rustix::fs::Dir::new(open_dir(rustix::fs::CWD, root.as_path()).unwrap()).unwrap();
+        // A directory is opened through its parent and examined through the open descriptor.
+        let (entry, opened) = open_subdir(&parent, root.join("dir"), 1).unwrap();
+        let ino = fs_err::symlink_metadata(root.join("dir")).unwrap().ino();
+        assert_eq!(
+            (entry.kind, entry.ino, entry.depth),
+            (EntryKind::Dir, ino, 1)
+        );
+        assert!(matches!(opened, Some(Ok(_))));
+        // A symlink to a directory that took its place is a symlink entry, never opened.
+        let (link, opened) = open_subdir(&parent, root.join("link"), 1).unwrap();
+        assert_eq!((link.kind, opened.is_none()), (EntryKind::Symlink, true));
+        // So are a file and a FIFO (whose open does not block: it is not opened as a directory).
+        let (file, opened) = open_subdir(&parent, root.join("file"), 1).unwrap();
+        assert_eq!(
+            (file.kind, file.len, opened.is_none()),
+            (EntryKind::File, 6, true)
+        );
+        let (fifo, opened) = open_subdir(&parent, root.join("fifo"), 1).unwrap();
+        assert_eq!((fifo.kind, opened.is_none()), (EntryKind::Other, true));
+        // A directory that went away is an error naming it.
+        let err = open_subdir(&parent, root.join("gone"), 1).unwrap_err();
+        assert_eq!(err.path(), root.join("gone"));
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_during_the_walk_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs_err::create_dir_all(root.join("b").join("sub")).unwrap();
+        fs_err::write(root.join("b").join("inside"), "inside").unwrap();
+        fs_err::write(root.join("a"), "first").unwrap();
+        fs_err::create_dir(&outside).unwrap();
+        fs_err::write(outside.join("secret"), "outside").unwrap();
+        // On one thread, a directory's own files are visited before its subdirectories' tasks
+        // run: visiting `a` swaps `b` for a symlink to a directory outside the tree, after `b` was
+        // listed as a directory and before it is opened.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (walk, visited) = pool
+            .install(|| {
+                walk_with(&root, |visit| {
+                    if visit.name() == "a" {
+                        fs_err::rename(root.join("b"), dir.path().join("moved")).unwrap();
+                        std::os::unix::fs::symlink(&outside, root.join("b")).unwrap();
+                    }
+                    visit.entry().path.clone()
+                })
+            })
+            .unwrap();
+        let names: Vec<_> = walk
+            .entries
+            .iter()
+            .map(|entry| {
+                (
+                    entry.path.strip_prefix(&root).unwrap().to_owned(),
+                    entry.kind,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (PathBuf::new(), EntryKind::Dir),
+                (PathBuf::from("a"), EntryKind::File),
+                (PathBuf::from("b"), EntryKind::Symlink),
+            ]
+        );
+        assert_eq!(visited.len(), 3);
+        assert!(walk.errors.is_empty(), "{:?}", walk.errors);
+        assert_eq!(walk.examined, 3);
     }
 
     #[test]
