@@ -907,7 +907,7 @@ pub enum ReadPolicy {
 impl Default for ReadPolicy {
     fn default() -> Self {
         // Below this, a read(2) costs less than setting up and tearing down a mapping.
-        Self::MmapAbove(1 << 20)
+        Self::MmapAbove(256 << 10)
     }
 }
 
