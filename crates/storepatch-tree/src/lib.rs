@@ -374,7 +374,7 @@ pub fn scan_roots_writing(
     for (index, scan) in resolved {
         findings.extend(scan.findings);
         errors.extend(scan.error);
-        written.extend(scan.written.map(|done| (index, done)));
+        written.extend(scan.written.map(|done| (index, *done)));
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
@@ -417,8 +417,9 @@ struct EntryScan {
     /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
     windows: Vec<(Location, Windows)>,
     error: Option<EntryError>,
-    /// What the [`ContentWriter`] wrote (first pass only).
-    written: Option<Written>,
+    /// What the [`ContentWriter`] wrote (first pass only). Boxed: most scans are of files nothing
+    /// wrote, and every kept scan would otherwise carry its room.
+    written: Option<Box<Written>>,
 }
 
 impl EntryScan {
@@ -500,7 +501,7 @@ fn resolve(
 /// The second look at a file the [`ContentWriter`] wrote in the first pass (`first`): it read
 /// the new contents, where the written hits are scrubbed, so those come from the first pass and
 /// the others (such as late candidates' bare hashes) from the second look.
-fn after_written(mut first: EntryScan, again: EntryScan, written: Written) -> EntryScan {
+fn after_written(mut first: EntryScan, again: EntryScan, written: Box<Written>) -> EntryScan {
     first.written = Some(written);
     if again.error.is_some() {
         first.error = again.error;
@@ -634,7 +635,7 @@ fn scan_places(
                     && location == Location::Content
                     && whole
                 {
-                    scan.written = writer.write_content(visit, bytes, &hits);
+                    scan.written = writer.write_content(visit, bytes, &hits).map(Box::new);
                 }
                 scan.findings.push(Finding {
                     // Not known while the walk is still going: see `EntryScan::place_at`.
