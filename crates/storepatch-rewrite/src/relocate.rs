@@ -44,6 +44,19 @@ pub struct Occurrence {
     pub relocation: usize,
 }
 
+impl Occurrence {
+    /// The splice that puts its relocation's `new` bytes in its place (`relocations` is the slice
+    /// it was found with).
+    #[must_use]
+    pub fn splice<'bytes>(&self, relocations: &'bytes [Relocation]) -> Splice<'bytes> {
+        Splice {
+            offset: self.offset,
+            len: self.len,
+            bytes: &relocations[self.relocation].new,
+        }
+    }
+}
+
 /// Every occurrence of any `old`, left to right and not overlapping; where two start at the same
 /// place the longer `old` wins (so `/a/b` is preferred to `/a` when both are given).
 pub fn find_occurrences(contents: &[u8], relocations: &[Relocation]) -> Vec<Occurrence> {
@@ -234,11 +247,7 @@ mod tests {
         assert_eq!(offsets, [(2, 1), (23, 0), (26, 0), (28, 0), (30, 0)]);
         let splices: Vec<Splice<'_>> = found
             .iter()
-            .map(|occurrence| Splice {
-                offset: occurrence.offset,
-                len: occurrence.len,
-                bytes: &relocations[occurrence.relocation].new,
-            })
+            .map(|occurrence| occurrence.splice(&relocations))
             .collect();
         assert_eq!(
             splice(text, &splices).unwrap(),

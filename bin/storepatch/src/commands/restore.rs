@@ -81,11 +81,11 @@ impl Change {
                 len: HASH_LEN,
                 bytes: restoration.path.hash().as_bytes(),
             })
-            .chain(self.occurrences.iter().map(|occurrence| Splice {
-                offset: occurrence.offset,
-                len: occurrence.len,
-                bytes: &relocations[occurrence.relocation].new,
-            }))
+            .chain(
+                self.occurrences
+                    .iter()
+                    .map(|occurrence| occurrence.splice(relocations)),
+            )
             .chain(self.rewrites.iter().map(|rewrite| Splice {
                 offset: rewrite.offset,
                 len: rewrite.len,
@@ -453,11 +453,7 @@ fn plan_record_updates(
         let splices: Vec<Splice<'_>> =
             storepatch_rewrite::find_occurrences(&line.path, relocations)
                 .iter()
-                .map(|occurrence| Splice {
-                    offset: occurrence.offset,
-                    len: occurrence.len,
-                    bytes: &relocations[occurrence.relocation].new,
-                })
+                .map(|occurrence| occurrence.splice(relocations))
                 .collect();
         let listed =
             storepatch_rewrite::splice(&line.path, &splices).unwrap_or_else(|| line.path.clone());
