@@ -1130,6 +1130,18 @@ mod tests {
 
     use super::*;
 
+    /// Makes a FIFO at `path`.
+    fn make_fifo(path: impl AsRef<Path>) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path.as_ref(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn walk_is_sorted_and_does_not_follow_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -1290,14 +1302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         awkward_tree(dir.path());
         fs_err::hard_link(dir.path().join("~"), dir.path().join("wide/linked")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            dir.path().join("a/fifo"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(dir.path().join("a/fifo"));
         let by_name = walk(dir.path()).unwrap();
         for threads in [1, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -1354,14 +1359,7 @@ mod tests {
         fs_err::create_dir(&root).unwrap();
         fs_err::write(dir.path().join("secret"), "outside").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("fifo"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(root.join("fifo"));
         fs_err::create_dir(root.join("dir")).unwrap();
         fs_err::write(root.join("file"), "inside").unwrap();
         let parent = rustix::fs::open(
@@ -1409,14 +1407,7 @@ mod tests {
         fs_err::write(outside.join("secret"), "outside").unwrap();
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
         fs_err::write(root.join("file"), "inside").unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("fifo"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        make_fifo(root.join("fifo"));
         let parent =
             rustix::fs::Dir::new(open_dir(rustix::fs::CWD, root.as_path()).unwrap()).unwrap();
         // A directory is opened through its parent and examined through the open descriptor.
