@@ -12,8 +12,10 @@ usage() {
     cat <<'EOF'
 usage: benches/real.sh [options]   (or benches/run.sh --real [options])
   --smoke              one run each, no x5 relink, small cliff inputs: checks the harness only
-  --runs N             timed runs of read-only commands [5]
-  --mutating-runs N    timed runs of commands that change the tree (scrub, restore, relink) [3]
+  --runs N             timed runs of read-only commands [10]
+  --mutating-runs N    timed runs of commands that change the tree (scrub, restore, relink) [5]
+  --relink-runs N      timed runs of storepatch relink (short next to its noise) [10]
+  --memory-runs N      runs of each command whose peak memory is measured; the median counts [3]
   --where LIST         comma-separated locations: tmpfs, disk [tmpfs,disk]
   --tmpfs DIR          a tmpfs directory for the tmpfs copies [/dev/shm]
   --cache DIR          corpus, downloads and tools [$STOREPATCH_BENCH_CACHE or ~/.cache/storepatch-bench]
@@ -29,9 +31,9 @@ EOF
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 benches="$repo/benches"
-smoke=false runs=5 mutating_runs=3 where="tmpfs,disk" tmpfs=/dev/shm storepatch="" rg="" out="" machine=""
+smoke=false runs=10 mutating_runs=5 relink_runs=10 memory_runs=3 where="tmpfs,disk" tmpfs=/dev/shm storepatch="" rg="" out="" machine=""
 corpus=""
-runs_set=false mutating_set=false
+runs_set=false mutating_set=false relink_set=false memory_set=false
 cache=${STOREPATCH_BENCH_CACHE:-$HOME/.cache/storepatch-bench}
 RG_VERSION=15.2.0
 while [ $# -gt 0 ]; do
@@ -39,6 +41,8 @@ while [ $# -gt 0 ]; do
         --smoke) smoke=true ;;
         --runs) runs=$2; runs_set=true; shift ;;
         --mutating-runs) mutating_runs=$2; mutating_set=true; shift ;;
+        --relink-runs) relink_runs=$2; relink_set=true; shift ;;
+        --memory-runs) memory_runs=$2; memory_set=true; shift ;;
         --where) where=$2; shift ;;
         --tmpfs) tmpfs=$2; shift ;;
         --cache) cache=$2; shift ;;
@@ -56,6 +60,8 @@ warmup=1
 if $smoke; then
     $runs_set || runs=1
     $mutating_set || mutating_runs=1
+    $relink_set || relink_runs=1
+    $memory_set || memory_runs=1
     warmup=0
 fi
 start_seconds=$SECONDS
@@ -150,6 +156,8 @@ reference_count=$(wc -l < "$out/references.txt")
     echo "corpus=$corpus"
     echo "runs=$runs"
     echo "mutating_runs=$mutating_runs"
+    echo "relink_runs=$relink_runs"
+    echo "memory_runs=$memory_runs"
     echo "warmup=$warmup"
     echo "where=$where"
     echo "storepatch=$storepatch"
@@ -261,7 +269,7 @@ relink_group() {
     local work="$root/work"
     local fresh="rm -rf $(q "$work"); cp -dR --preserve=mode,ownership,timestamps $(q "$tree") $(q "$work") && sync"
     log "$loc: relink ($size) vs auto-patchelf.py + patchelf (fresh copy before each run)"
-    hf "$loc-relink-$size-storepatch" --runs "$mutating_runs" --prepare "$fresh" \
+    hf "$loc-relink-$size-storepatch" --runs "$relink_runs" --prepare "$fresh" \
         -n "storepatch relink ($size)" "$(q "$storepatch") relink --quiet ${library_args[*]@Q} $(q "$work")"
     python3 "$benches/real-corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-storepatch.tsv"
     if [ -n "$apf" ]; then
@@ -278,7 +286,8 @@ relink_group() {
 }
 
 # memory LOC TREE ROOT: peak resident set (GNU time's %M, the largest of the process tree) of each
-# command once, each mutating one on a fresh copy.
+# command, the median of $memory_runs runs (it varies by a few hundred KiB with the threads'
+# timing), each mutating run on a fresh copy.
 memory_group() {
     local loc=$1 tree=$2 root=$3
     local work="$root/work"
@@ -287,9 +296,16 @@ memory_group() {
     : > "$file"
     measure() {
         local name=$1 prepare=$2 command=$3
-        if [ -n "$prepare" ]; then rm -rf "$work"; cp -a "$prepare" "$work"; fi
-        /usr/bin/time -f %M -o "$root/maxrss" sh -c "$command" >/dev/null 2>&1 || true
-        printf '%s\t%s\n' "$name" "$(tail -n 1 "$root/maxrss")" >> "$file"
+        local peaks=() i
+        for ((i = 0; i < memory_runs; i++)); do
+            if [ -n "$prepare" ]; then rm -rf "$work"; cp -a "$prepare" "$work"; fi
+            /usr/bin/time -f %M -o "$root/maxrss" sh -c "$command" >/dev/null 2>&1 || true
+            peaks+=("$(tail -n 1 "$root/maxrss")")
+        done
+        # The median (the upper one of an even count), then every run's figure.
+        local sorted
+        sorted=$(printf '%s\n' "${peaks[@]}" | sort -n | sed -n "$((memory_runs / 2 + 1))p")
+        printf '%s\t%s\t%s\n' "$name" "$sorted" "${peaks[*]}" >> "$file"
     }
     local scrubbed="$root/scrubbed"
     rm -rf "$scrubbed"
