@@ -841,15 +841,17 @@ impl<'a> Visit<'a> {
     /// `at_end` set and holds the rest of the file; its return is not looked at.
     ///
     /// Returns whether the whole file was read (`false`: `with` stopped). The buffer is kept per
-    /// thread like [`read_with`]'s. A file that is not the `len` bytes the walk saw is
-    /// [`Error::Changed`].
+    /// thread like [`read_with`]'s. Reads are at explicit offsets, so the file the walk opened is
+    /// left where it was for a later read of it. A file that is not the `len` bytes the walk saw
+    /// is [`Error::Changed`].
     pub fn read_in_pieces(
         &self,
         piece_len: usize,
         mut with: impl FnMut(&[u8], u64, bool) -> std::ops::ControlFlow<(), usize>,
     ) -> Result<bool> {
+        use std::os::unix::fs::FileExt as _;
         let opened;
-        let mut file = if let Some(file) = self.file {
+        let file = if let Some(file) = self.file {
             file
         } else {
             opened = self.open()?;
@@ -880,7 +882,7 @@ impl<'a> Visit<'a> {
                 }
                 let mut at_end = false;
                 while held < end {
-                    match file.read(&mut buffer[held..end]) {
+                    match file.read_at(&mut buffer[held..end], start + held as u64) {
                         Ok(0) => {
                             at_end = true;
                             break;
@@ -1795,6 +1797,17 @@ mod tests {
                 }
             }
         }
+        // Through the file the walk opened: a whole read after it still reads the whole file.
+        let (_, read_after) = walk_keeping(dir.path(), |visit| {
+            (visit.entry().path.ends_with("file") && visit.file().is_some()).then(|| {
+                visit
+                    .read_in_pieces(4096, |held, _, _| ControlFlow::Continue(held.len()))
+                    .unwrap();
+                visit.read_with(ReadPolicy::Read, <[u8]>::to_vec).unwrap()
+            })
+        })
+        .unwrap();
+        assert_eq!(read_after, [bytes.clone()]);
         // Told to stop, it stops.
         let mut calls = 0;
         let whole = Visit::detached(&file)
