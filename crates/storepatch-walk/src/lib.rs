@@ -1807,7 +1807,7 @@ mod tests {
             })
         })
         .unwrap();
-        assert_eq!(read_after, [bytes.clone()]);
+        assert_eq!(read_after, std::slice::from_ref(&bytes));
         // Told to stop, it stops.
         let mut calls = 0;
         let whole = Visit::detached(&file)
