@@ -769,7 +769,8 @@ fn scan_in_pieces(
     let mut pieces = scanner.pieces(limit);
     let mut hits = Vec::new();
     let mut contexts = Vec::new();
-    // The file offset where the next piece starts, and how far from there there is no cut.
+    // The file offset where the next piece starts, and how far from there there is no cut (the
+    // cut found is the last one before where the search stopped).
     let mut next = 0u64;
     let mut searched = 0u64;
     let offset_in = |offset: u64, start: u64| usize::try_from(offset - start).unwrap_or(usize::MAX);
@@ -798,7 +799,6 @@ fn scan_in_pieces(
             contexts.extend(hits[first..].iter().map(|hit| context(held, start, hit)));
         }
         next = start + end as u64;
-        searched = next;
         std::ops::ControlFlow::Continue(end.saturating_sub(CONTEXT_BYTES))
     })?;
     Ok(whole.then(|| Scanned {
