@@ -10,7 +10,8 @@
 //!
 //! [`Scanner::scan`] works on a whole buffer; [`Scanner::stream`] works on a buffer fed in chunks
 //! and reports the same hits whatever the chunk size, so a reference split across a chunk edge is
-//! still found.
+//! still found. [`Scanner::pieces`] works on a buffer cut only where no reference can be (see
+//! [`Scanner::last_cut`]) and gives everything a whole scan gives, the kept windows included.
 //!
 //! ```
 //! use storepatch_core::{StoreDir, StorePath, HashPart};
@@ -110,10 +111,17 @@ impl ScannerBuilder {
     pub fn build(self) -> Scanner {
         let candidates: Vec<StorePath> = self.candidates.into_values().collect();
         let table = CandidateTable::new(&candidates);
+        let mut cut = [true; 256];
+        for (byte, cut) in (0..=u8::MAX).zip(&mut cut) {
+            *cut = !storepatch_core::is_hash_byte(byte)
+                && !storepatch_core::is_name_byte(byte)
+                && !self.store_dir.prefix().contains(&byte);
+        }
         Scanner {
             store_dir: self.store_dir,
             candidates,
             table,
+            cut,
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct Scanner {
     candidates: Vec<StorePath>,
     /// Packed hash part -> index into `candidates`.
     table: CandidateTable,
+    /// The bytes no reference can hold (see [`Scanner::last_cut`]).
+    cut: [bool; 256],
 }
 
 /// 32-byte runs of hash-alphabet bytes that matched no candidate, kept by
@@ -575,14 +585,23 @@ fn stretch_end(haystack: &[u8], from: usize, end: usize, byte: u8, work: &mut u6
 }
 
 /// The windows kept by [`Scanner::scan_keeping_windows`] while they are being found.
-struct Keeper<'windows> {
-    windows: &'windows mut Windows,
+#[derive(Debug)]
+struct Keeper {
+    windows: Windows,
     limit: usize,
     /// Each distinct value: its index in `windows.windows` and whether it occurred again.
     seen: PackedMap<(usize, bool)>,
 }
 
-impl Keeper<'_> {
+impl Keeper {
+    fn new(windows: Windows, limit: usize) -> Self {
+        Self {
+            windows,
+            limit,
+            seen: PackedMap::default(),
+        }
+    }
+
     /// Records `occurrences` windows of value `packed`, the first at `offset` with bytes `bytes`.
     fn add(&mut self, offset: u64, occurrences: usize, packed: Packed, bytes: &[u8]) {
         if self.windows.overflowed {
@@ -605,7 +624,7 @@ impl Keeper<'_> {
         self.windows.windows.push((offset, hash));
     }
 
-    fn finish(self) {
+    fn finish(mut self) -> Windows {
         let mut repeated: Vec<HashPart> = self
             .seen
             .values()
@@ -614,11 +633,12 @@ impl Keeper<'_> {
             .collect();
         repeated.sort_unstable();
         self.windows.repeated = repeated;
+        self.windows
     }
 }
 
 /// The bare-form search over one haystack's runs; see [`Scanner::scan_into`].
-struct RunScan<'scan, 'windows> {
+struct RunScan<'scan> {
     table: &'scan CandidateTable,
     candidates: &'scan [StorePath],
     haystack: &'scan [u8],
@@ -627,11 +647,11 @@ struct RunScan<'scan, 'windows> {
     /// The path hits are `hits[next_path..path_hits_end]` from here on.
     next_path: usize,
     path_hits_end: usize,
-    keeper: Option<Keeper<'windows>>,
+    keeper: Option<&'scan mut Keeper>,
     work: u64,
 }
 
-impl RunScan<'_, '_> {
+impl RunScan<'_> {
     /// Looks at every window of the run `haystack[start..end]`, in constant time per window: the
     /// packed value slides one byte at a time, and a stretch of one repeated byte (whose windows
     /// are all alike) is skipped eight bytes at a time and looked up once.
@@ -796,6 +816,27 @@ impl Scanner {
         work: &mut u64,
         passed: &mut dyn FnMut(usize),
     ) {
+        match keep {
+            Some((windows, limit)) => {
+                let mut keeper = Keeper::new(std::mem::take(windows), limit);
+                self.scan_into_keeper(haystack, base, hits, Some(&mut keeper), work, passed);
+                *windows = keeper.finish();
+            }
+            None => self.scan_into_keeper(haystack, base, hits, None, work, passed),
+        }
+    }
+
+    /// [`Scanner::scan_into_passing`] with the windows kept in `keeper`, which may have seen
+    /// earlier pieces of the same input (so a window seen there counts as seen).
+    fn scan_into_keeper(
+        &self,
+        haystack: &[u8],
+        base: u64,
+        hits: &mut Vec<Hit>,
+        keeper: Option<&mut Keeper>,
+        work: &mut u64,
+        passed: &mut dyn FnMut(usize),
+    ) {
         let first = hits.len();
         // One pass finds the runs: the bare-form candidates, and the hash parts of every path.
         let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -821,16 +862,11 @@ impl Scanner {
             hits[first..].sort_by_key(|hit| hit.hash_offset);
         }
         let path_hits_end = hits.len();
-        if self.table.is_empty() && keep.is_none() {
+        if self.table.is_empty() && keeper.is_none() {
             *work += finder_work;
             return;
         }
 
-        let keeper = keep.map(|(windows, limit)| Keeper {
-            windows,
-            limit,
-            seen: PackedMap::default(),
-        });
         let mut scan = RunScan {
             table: &self.table,
             candidates: &self.candidates,
@@ -846,9 +882,6 @@ impl Scanner {
             scan.run(start, end);
         }
         *work += finder_work + scan.work;
-        if let Some(keeper) = scan.keeper {
-            keeper.finish();
-        }
         hits[first..].sort_by_key(|hit| hit.hash_offset);
     }
 
@@ -896,6 +929,38 @@ impl Scanner {
         }
     }
 
+    /// Whether no reference can hold `byte`: it is no hash byte, no name byte and not in the
+    /// store dir. A piece of input that ends just after such a byte holds every reference that
+    /// starts in it whole (see [`Scanner::pieces`]).
+    pub fn is_cut(&self, byte: u8) -> bool {
+        self.cut[usize::from(byte)]
+    }
+
+    /// The length of the longest start of `bytes` that ends just after a byte no reference can
+    /// hold ([`Scanner::is_cut`]), or `None` when `bytes` has no such byte.
+    ///
+    /// Text has one on almost every line (a space, a newline, a quote) and binaries in almost
+    /// every word (a NUL), so the search backwards from the end is short; only input made of
+    /// store-path bytes alone has none at all.
+    pub fn last_cut(&self, bytes: &[u8]) -> Option<usize> {
+        bytes
+            .iter()
+            .rposition(|&byte| self.is_cut(byte))
+            .map(|at| at + 1)
+    }
+
+    /// Starts a scan of input handed over in pieces cut where no reference can be (see
+    /// [`PieceScan::scan`]). Keeps up to `limit` windows like [`Scanner::scan_keeping_windows`],
+    /// or none without a limit. The hits and windows are exactly those of a scan of the whole
+    /// input at once, however it is cut.
+    pub fn pieces(&self, limit: Option<usize>) -> PieceScan<'_> {
+        PieceScan {
+            scanner: self,
+            keeper: limit.map(|limit| Keeper::new(Windows::default(), limit)),
+            scanned: 0,
+        }
+    }
+
     /// Scans everything `reader` yields, `chunk_size` bytes at a time (raised to a useful minimum).
     pub fn scan_reader(
         &self,
@@ -916,6 +981,42 @@ impl Scanner {
         }
         stream.finish(&mut hits);
         Ok(hits)
+    }
+}
+
+/// A scan over input handed over in pieces; see [`Scanner::pieces`].
+#[derive(Debug)]
+pub struct PieceScan<'scanner> {
+    scanner: &'scanner Scanner,
+    keeper: Option<Keeper>,
+    /// Offset in the whole input of the next piece.
+    scanned: u64,
+}
+
+impl PieceScan<'_> {
+    /// Scans `piece`, the input's next bytes, appending its hits (in hash offset order, with
+    /// offsets in the whole input) to `hits`.
+    ///
+    /// Every piece but the last must end just after a byte [`Scanner::is_cut`] says no reference
+    /// can hold, such as the end [`Scanner::last_cut`] finds. Then no reference spans two pieces,
+    /// no run of hash-alphabet bytes does, and a store dir in front of a hash is in the hash's
+    /// piece, so each piece has exactly the hits and windows of its part of the whole input. A
+    /// piece cut anywhere else may lose references that span its end.
+    pub fn scan(&mut self, piece: &[u8], hits: &mut Vec<Hit>) {
+        self.scanner.scan_into_keeper(
+            piece,
+            self.scanned,
+            hits,
+            self.keeper.as_mut(),
+            &mut 0,
+            &mut |_| {},
+        );
+        self.scanned += piece.len() as u64;
+    }
+
+    /// Ends the scan: the windows kept over all the pieces (empty without a limit).
+    pub fn finish(self) -> Windows {
+        self.keeper.map(Keeper::finish).unwrap_or_default()
     }
 }
 
@@ -1629,6 +1730,46 @@ mod tests {
                 let whole = scanner.scan(&input);
                 let streamed = scanner.scan_reader(&input[..], chunk_size).unwrap();
                 prop_assert_eq!(streamed, whole);
+            }
+
+            /// Scanning in pieces cut after [`Scanner::is_cut`] bytes (a random choice of them, or
+            /// every one) gives the hits and kept windows of one whole scan, on inputs with
+            /// references next to every cut and long alphabet runs, with and without a limit.
+            #[test]
+            fn pieces_give_what_one_whole_scan_gives(
+                parts in proptest::collection::vec(prop_oneof![haystack(), runs()], 1..4),
+                mask in proptest::collection::vec(any::<bool>(), 1..9),
+                limit in prop_oneof![Just(None), (1usize..64).prop_map(Some), Just(Some(4096))],
+            ) {
+                let input = parts.concat();
+                let scanner = scanner(&[store_path(HASH_A, "zlib"), store_path(HASH_B, "b")]);
+                let (whole, whole_windows) = match limit {
+                    Some(limit) => scanner.scan_keeping_windows(&input, limit),
+                    None => (scanner.scan(&input), Windows::default()),
+                };
+                let cuts: Vec<usize> = (0..input.len())
+                    .filter(|&at| scanner.is_cut(input[at]))
+                    .map(|at| at + 1)
+                    .collect();
+                let chosen: Vec<usize> = cuts
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| mask[index % mask.len()])
+                    .map(|(_, &cut)| cut)
+                    .collect();
+                for ends in [&chosen, &cuts] {
+                    let mut pieces = scanner.pieces(limit);
+                    let mut hits = Vec::new();
+                    let mut start = 0;
+                    for &end in ends.iter().chain([&input.len()]) {
+                        pieces.scan(&input[start..end], &mut hits);
+                        start = end;
+                    }
+                    prop_assert_eq!(&hits, &whole);
+                    prop_assert_eq!(&pieces.finish(), &whole_windows);
+                }
+                // `last_cut` finds the last of them.
+                prop_assert_eq!(scanner.last_cut(&input), cuts.last().copied());
             }
 
             /// Every hit is in bounds and its hash bytes are what it claims.

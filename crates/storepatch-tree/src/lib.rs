@@ -105,12 +105,23 @@ pub trait ContentWriter: Sync {
     /// The file's directory has been listed in full before any of its files is visited, so a
     /// temporary file made and renamed there is never seen by the walk.
     fn write_content(&self, visit: &Visit<'_>, contents: &[u8], hits: &[Hit]) -> Option<Written>;
+
+    /// Whether [`ContentWriter::write_content`] may write anything. A writer that never does lets
+    /// a file read in pieces (`--no-mmap`) stay that way when it has references; otherwise such a
+    /// file is read again whole for the writer.
+    fn writes(&self) -> bool {
+        true
+    }
 }
 
 /// Writes nothing.
 impl ContentWriter for () {
     fn write_content(&self, _: &Visit<'_>, _: &[u8], _: &[Hit]) -> Option<Written> {
         None
+    }
+
+    fn writes(&self) -> bool {
+        false
     }
 }
 
@@ -198,8 +209,12 @@ pub fn handle_leftovers(scan: &mut TreeScan, clean: bool) -> Vec<Removed> {
 /// How many bytes either side of a hit [`Finding::contexts`] keeps.
 pub const CONTEXT_BYTES: usize = 24;
 
-/// With `--no-mmap`, files larger than this are streamed through the scanner.
-const STREAM_ABOVE: u64 = 64 << 20;
+/// With `--no-mmap`, files larger than this are read in pieces of this size (see
+/// [`scan_in_pieces`]): the files the default policy maps.
+const PIECE_LEN: usize = 256 << 10;
+/// A file read in pieces that has nowhere to cut for this long (it is made of store-path bytes
+/// alone) is streamed through the scanner instead.
+const STREAM_ABOVE: usize = 64 << 20;
 /// Chunk size for streamed files.
 const STREAM_CHUNK: usize = 1 << 20;
 
@@ -603,18 +618,17 @@ fn scan_places(
     let budget = first.map(|(budget, _)| budget);
     // `release` is told how far the scan of `bytes` has got (see `Scanner::scan_passing`).
     let mut record =
-        |location, bytes: &[u8], streamed: Option<Vec<Hit>>, release: &mut dyn FnMut(usize)| {
-            let whole = streamed.is_none();
-            let (mut hits, windows) = match (streamed, budget) {
-                (Some(hits), Some(_)) => (hits, Some(overflowed())),
-                (Some(hits), None) => (hits, None),
+        |location, bytes: &[u8], scanned: Option<Scanned>, release: &mut dyn FnMut(usize)| {
+            let whole = scanned.is_none();
+            let (mut hits, windows, contexts) = match (scanned, budget) {
+                (Some(scanned), _) => (scanned.hits, scanned.windows, scanned.contexts),
                 (None, Some(budget)) => {
                     let limit = take_budget(budget);
                     let (hits, windows) = scanner.scan_passing(bytes, Some(limit), release);
                     budget.fetch_add(limit - windows.windows.len(), Ordering::Relaxed);
-                    (hits, Some(windows))
+                    (hits, Some(windows), None)
                 }
-                (None, None) => (scanner.scan_passing(bytes, None, release).0, None),
+                (None, None) => (scanner.scan_passing(bytes, None, release).0, None, None),
             };
             if let Some(windows) = windows
                 && (windows.overflowed || !windows.windows.is_empty())
@@ -625,10 +639,12 @@ fn scan_places(
                 // Kept until the run ends: most files have one hit, and a vector grown by push
                 // holds room for four.
                 hits.shrink_to_fit();
-                let contexts = if options.with_context {
-                    hits.iter().map(|hit| context(bytes, hit)).collect()
-                } else {
-                    Vec::new()
+                let contexts = match contexts {
+                    Some(contexts) => contexts,
+                    None if options.with_context => {
+                        hits.iter().map(|hit| context(bytes, 0, hit)).collect()
+                    }
+                    None => Vec::new(),
                 };
                 // Only with the whole contents at hand (not for a file streamed in chunks).
                 if let Some((_, writer)) = first
@@ -652,12 +668,55 @@ fn scan_places(
         record(Location::Name, visit.name().as_bytes(), None, &mut |_| {});
     }
     match entry.kind {
-        // Without mmap, big files are streamed in chunks rather than read whole into memory. The
-        // scanner reports the same hits whatever the chunking; the context and the unresolved
-        // runs are not kept (so a later candidate means reading such a file again).
-        EntryKind::File if options.read_policy == ReadPolicy::Read && entry.len > STREAM_ABOVE => {
-            let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
-            record(Location::Content, &[], Some(hits), &mut |_| {});
+        // Without mmap, large files are read in pieces rather than whole into memory, with the
+        // same hits, windows and context as a whole read.
+        EntryKind::File
+            if options.read_policy == ReadPolicy::Read && entry.len > PIECE_LEN as u64 =>
+        {
+            let limit = budget.map(take_budget);
+            let pieces = scan_in_pieces(
+                visit,
+                scanner,
+                limit,
+                options.with_context,
+                (PIECE_LEN, STREAM_ABOVE),
+            );
+            if let (Some(budget), Some(limit)) = (budget, limit) {
+                let used = match &pieces {
+                    Ok(Some(Scanned {
+                        windows: Some(windows),
+                        ..
+                    })) => windows.windows.len(),
+                    _ => 0,
+                };
+                budget.fetch_add(limit - used, Ordering::Relaxed);
+            }
+            match pieces? {
+                // A writer needs the whole contents of a file it may rewrite: such a file (one
+                // with references) is read again whole, as with mmap.
+                Some(scanned)
+                    if !scanned.hits.is_empty()
+                        && first.is_some_and(|(_, writer)| writer.writes())
+                        && entry.len <= STREAM_ABOVE as u64 =>
+                {
+                    visit.read_with(options.read_policy, |contents| {
+                        record(Location::Content, contents, None, &mut |_| {});
+                    })?;
+                }
+                Some(scanned) => record(Location::Content, &[], Some(scanned), &mut |_| {}),
+                // Nowhere to cut: streamed, with the same hits whatever the chunking; the context
+                // and the unresolved runs are not kept (so a later candidate means reading the
+                // file again).
+                None => {
+                    let hits = scanner.scan_reader(visit.open()?, STREAM_CHUNK)?;
+                    let scanned = Scanned {
+                        hits,
+                        windows: budget.map(|_| overflowed()),
+                        contexts: None,
+                    };
+                    record(Location::Content, &[], Some(scanned), &mut |_| {});
+                }
+            }
         }
         // A mapped file's pages are let go of behind the scan as it goes (see
         // `Scanner::scan_passing`), so two threads on large files do not hold both whole.
@@ -680,6 +739,75 @@ fn scan_places(
     Ok(())
 }
 
+/// What a scan of a file read in pieces found (see [`scan_in_pieces`]).
+struct Scanned {
+    hits: Vec<Hit>,
+    /// The windows kept, when a limit was given.
+    windows: Option<Windows>,
+    /// The hits' contexts, when asked for; `None` leaves them to be taken from the bytes at hand.
+    contexts: Option<Vec<Vec<u8>>>,
+}
+
+/// Scans a file read in pieces of about `piece_len` bytes ([`Visit::read_in_pieces`]), keeping
+/// up to `limit` windows: the same hits, windows and (`with_context`) contexts as a scan of the
+/// whole file at once, in a buffer of about one piece.
+///
+/// Each piece ends just after a byte no reference can hold ([`Scanner::last_cut`]), so no
+/// reference or run spans two pieces and [`storepatch_scan::PieceScan`] finds in each exactly
+/// what a whole scan finds there. What follows the cut is kept for the next piece, with
+/// [`CONTEXT_BYTES`] before it and at least as many after it in hand for the contexts of the
+/// hits near the edge. A stretch with no such byte (one hash-alphabet byte repeated) keeps the
+/// buffer growing, each time searched only where it was not before; past `max_uncut` bytes the
+/// scan gives up and returns `None`. (The tree scan uses [`PIECE_LEN`] and [`STREAM_ABOVE`].)
+fn scan_in_pieces(
+    visit: &Visit<'_>,
+    scanner: &Scanner,
+    limit: Option<usize>,
+    with_context: bool,
+    (piece_len, max_uncut): (usize, usize),
+) -> Result<Option<Scanned>, storepatch_walk::Error> {
+    let mut pieces = scanner.pieces(limit);
+    let mut hits = Vec::new();
+    let mut contexts = Vec::new();
+    // The file offset where the next piece starts, and how far from there there is no cut (the
+    // cut found is the last one before where the search stopped).
+    let mut next = 0u64;
+    let mut searched = 0u64;
+    let offset_in = |offset: u64, start: u64| usize::try_from(offset - start).unwrap_or(usize::MAX);
+    let whole = visit.read_in_pieces(piece_len, |held, start, at_end| {
+        let from = offset_in(next, start);
+        let end = if at_end {
+            Some(held.len())
+        } else {
+            let until = held.len().saturating_sub(CONTEXT_BYTES).max(from);
+            let search_from = offset_in(searched, start).clamp(from, until);
+            let cut = scanner
+                .last_cut(&held[search_from..until])
+                .map(|cut| search_from + cut);
+            searched = start + until as u64;
+            cut
+        };
+        let Some(end) = end else {
+            if held.len() - from > max_uncut {
+                return std::ops::ControlFlow::Break(());
+            }
+            return std::ops::ControlFlow::Continue(from.saturating_sub(CONTEXT_BYTES));
+        };
+        let first = hits.len();
+        pieces.scan(&held[from..end], &mut hits);
+        if with_context {
+            contexts.extend(hits[first..].iter().map(|hit| context(held, start, hit)));
+        }
+        next = start + end as u64;
+        std::ops::ControlFlow::Continue(end.saturating_sub(CONTEXT_BYTES))
+    })?;
+    Ok(whole.then(|| Scanned {
+        hits,
+        windows: limit.map(|_| pieces.finish()),
+        contexts: with_context.then_some(contexts),
+    }))
+}
+
 fn overflowed() -> Windows {
     Windows {
         overflowed: true,
@@ -697,8 +825,10 @@ fn take_budget(budget: &AtomicUsize) -> usize {
     taken
 }
 
-fn context(bytes: &[u8], hit: &Hit) -> Vec<u8> {
-    let start = usize::try_from(hit.offset)
+/// The context of `hit` in `bytes`, whose first byte is at offset `base` of the place scanned
+/// (and which holds it all, or [`CONTEXT_BYTES`] either side of the hit).
+fn context(bytes: &[u8], base: u64, hit: &Hit) -> Vec<u8> {
+    let start = usize::try_from(hit.offset.saturating_sub(base))
         .unwrap_or(usize::MAX)
         .min(bytes.len());
     let end = start.saturating_add(hit.len).min(bytes.len());
@@ -830,5 +960,138 @@ pub fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HASH_A: &[u8; 32] = b"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
+    const HASH_B: &[u8; 32] = b"1111111111111111111111111111111z";
+
+    fn store_path(hash: &[u8; 32], name: &str) -> StorePath {
+        StorePath::new(HashPart::parse(hash).unwrap(), name)
+    }
+
+    /// Parts a file is made of: noise, store paths and their pieces, bare hashes, scrubbed
+    /// hashes, separators, and long runs of hash-alphabet bytes with nowhere to cut.
+    fn part() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            Just(b"/nix/store/".to_vec()),
+            Just(HASH_A.to_vec()),
+            Just(HASH_B.to_vec()),
+            Just(storepatch_core::SCRUBBED_HASH.to_vec()),
+            Just(b"-zlib-1.3.1".to_vec()),
+            Just(b"/lib\0".to_vec()),
+            Just(b"\n".to_vec()),
+            "[a-z0-9.+_=-]{0,30}".prop_map(String::into_bytes),
+            (prop::sample::select(&b"0xz-."[..]), 0usize..600)
+                .prop_map(|(byte, len)| vec![byte; len]),
+            ("[0-9a-df-np-sv-z]{1,40}", 0usize..600).prop_map(|(pattern, len)| pattern
+                .into_bytes()
+                .into_iter()
+                .cycle()
+                .take(len)
+                .collect()),
+        ]
+    }
+
+    /// The file `bytes` as the walk sees it, in a directory that lives as long as the result.
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, Entry) {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join("file"), bytes).unwrap();
+        let walk = storepatch_walk::walk(dir.path()).unwrap();
+        let entry = walk
+            .entries
+            .into_iter()
+            .find(|entry| entry.kind == EntryKind::File)
+            .unwrap();
+        (dir, entry)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// A file read in pieces of any size gives the hits, kept windows and contexts of one scan
+        /// of the whole file, with references at every piece edge, at the file's end, and inside
+        /// long runs with nowhere to cut; and gives up only where a stretch with no cut is longer
+        /// than it is allowed to hold.
+        #[test]
+        fn pieces_give_what_a_whole_read_gives(
+            parts in proptest::collection::vec(part(), 0..80),
+            piece_len in 1usize..300,
+            limit in prop_oneof![Just(None), (0usize..40).prop_map(Some)],
+        ) {
+            let bytes = parts.concat();
+            let scanner = Scanner::builder(StoreDir::default())
+                .candidate(store_path(HASH_B, "b"))
+                .build();
+            let (whole, windows) = match limit {
+                Some(limit) => {
+                    let (hits, windows) = scanner.scan_keeping_windows(&bytes, limit);
+                    (hits, Some(windows))
+                }
+                None => (scanner.scan(&bytes), None),
+            };
+            let contexts: Vec<Vec<u8>> = whole.iter().map(|hit| context(&bytes, 0, hit)).collect();
+            let (_dir, entry) = file_with(&bytes);
+            let visit = Visit::detached(&entry);
+            let scanned = scan_in_pieces(&visit, &scanner, limit, true, (piece_len, usize::MAX))
+                .unwrap()
+                .unwrap();
+            prop_assert_eq!(&scanned.hits, &whole);
+            prop_assert_eq!(&scanned.windows, &windows);
+            prop_assert_eq!(scanned.contexts.as_ref(), Some(&contexts));
+            let without = scan_in_pieces(&visit, &scanner, limit, false, (piece_len, usize::MAX))
+                .unwrap()
+                .unwrap();
+            prop_assert_eq!(&without.hits, &whole);
+            prop_assert!(without.contexts.is_none());
+            // The longest stretch with nowhere to cut, and a bound just under it.
+            let uncut = bytes
+                .split(|&byte| scanner.is_cut(byte))
+                .map(<[u8]>::len)
+                .max()
+                .unwrap_or(0);
+            if uncut > 2 * piece_len + 2 * CONTEXT_BYTES {
+                let capped = scan_in_pieces(&visit, &scanner, limit, false, (piece_len, uncut / 2))
+                    .unwrap();
+                prop_assert!(capped.is_none());
+            }
+        }
+    }
+
+    /// 50 MB of `0` (the cliff input, with a reference at each end) has nowhere to cut:
+    /// read in 256 KiB pieces it is still scanned whole and right, in a number of reads
+    /// logarithmic in its size rather than quadratic work.
+    #[test]
+    fn a_file_with_nowhere_to_cut_is_scanned_whole_and_right() {
+        let mut bytes = b"/nix/store/".to_vec();
+        bytes.extend_from_slice(HASH_A);
+        bytes.extend_from_slice(b"-a ");
+        bytes.resize(50_000_000, b'0');
+        bytes.extend_from_slice(HASH_B);
+        let scanner = Scanner::builder(StoreDir::default())
+            .candidate(store_path(HASH_B, "b"))
+            .build();
+        let (_dir, entry) = file_with(&bytes);
+        let started = std::time::Instant::now();
+        let scanned = scan_in_pieces(
+            &Visit::detached(&entry),
+            &scanner,
+            Some(4096),
+            true,
+            (PIECE_LEN, STREAM_ABOVE),
+        )
+        .unwrap()
+        .unwrap();
+        let (hits, windows) = scanner.scan_keeping_windows(&bytes, 4096);
+        assert_eq!(scanned.hits, hits);
+        assert_eq!(scanned.hits.len(), 2);
+        assert_eq!(scanned.windows, Some(windows));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 }

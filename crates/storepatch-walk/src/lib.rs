@@ -827,6 +827,110 @@ impl<'a> Visit<'a> {
         )
     }
 
+    /// Reads the entry (a regular file) from start to end a piece at a time, into a buffer that
+    /// holds only what `with` still needs: the bounded way to read a file of any size for a reader
+    /// that looks at a stretch of it at a time.
+    ///
+    /// `with(bytes, start, at_end)` is handed the bytes held, which start at offset `start` of the
+    /// file; unless `at_end`, at least `piece_len` of them are new since its last call. It returns
+    /// `Continue(done)`: it is done with the first `done` bytes, and the others are handed to it
+    /// again, first, in the next call; or `Break(())` to stop reading. Each read adds as many
+    /// bytes as are still held, and at least `piece_len`, so a reader that keeps much (a file with
+    /// nowhere to cut) costs a number of reads logarithmic in what it keeps, and each byte is
+    /// moved to the front of the buffer a bounded number of times on average. The last call has
+    /// `at_end` set and holds the rest of the file; its return is not looked at.
+    ///
+    /// Returns whether the whole file was read (`false`: `with` stopped). The buffer is kept per
+    /// thread like [`read_with`]'s. Reads are at explicit offsets, so the file the walk opened is
+    /// left where it was for a later read of it. A file that is not the `len` bytes the walk saw
+    /// is [`Error::Changed`].
+    pub fn read_in_pieces(
+        &self,
+        piece_len: usize,
+        mut with: impl FnMut(&[u8], u64, bool) -> std::ops::ControlFlow<(), usize>,
+    ) -> Result<bool> {
+        use std::os::unix::fs::FileExt as _;
+        let opened;
+        let file = if let Some(file) = self.file {
+            file
+        } else {
+            opened = self.open()?;
+            &opened
+        };
+        let path = &self.entry.path;
+        let expected = self.entry.len;
+        let changed = |found: u64| Error::Changed {
+            path: path.clone(),
+            expected,
+            found,
+        };
+        // Taken out rather than borrowed: `with` may itself read files on this thread.
+        let mut buffer = BUFFER.take();
+        let result = (|| {
+            let piece_len = piece_len.max(1);
+            // File offset of `buffer[0]`, and how many bytes from there are held.
+            let mut start = 0u64;
+            let mut held = 0usize;
+            let mut want = piece_len;
+            loop {
+                // One byte past the expected end is asked for, so a file that grew is noticed.
+                let limit =
+                    usize::try_from((expected + 1).saturating_sub(start)).unwrap_or(usize::MAX);
+                let end = (held + want).min(limit);
+                if buffer.len() < end {
+                    buffer.resize(end, 0);
+                }
+                let mut at_end = false;
+                while held < end {
+                    match file.read_at(&mut buffer[held..end], start + held as u64) {
+                        Ok(0) => {
+                            at_end = true;
+                            break;
+                        }
+                        Ok(read) => {
+                            held += read;
+                            // A short read ending at the expected length is the end of a regular
+                            // file, as in `read_exactly`: no further read to find it.
+                            if start + held as u64 == expected && held < end {
+                                at_end = true;
+                                break;
+                            }
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(Error::Read {
+                                path: path.clone(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                let total = start + held as u64;
+                if total > expected || (at_end && total != expected) {
+                    return Err(changed(total));
+                }
+                if at_end {
+                    let _ = with(&buffer[..held], start, true);
+                    return Ok(true);
+                }
+                match with(&buffer[..held], start, false) {
+                    std::ops::ControlFlow::Break(()) => return Ok(false),
+                    std::ops::ControlFlow::Continue(done) => {
+                        let done = done.min(held);
+                        buffer.copy_within(done..held, 0);
+                        held -= done;
+                        start += done as u64;
+                        want = piece_len.max(held);
+                    }
+                }
+            }
+        })();
+        if buffer.capacity() <= KEEP_AT_MOST {
+            BUFFER.set(buffer);
+        }
+        result
+    }
+
     /// Reads the first bytes of the entry (a regular file) into `buffer`, as many as it holds or
     /// the file has; returns how many. Nothing past the buffer is read.
     pub fn read_start(&self, buffer: &mut [u8]) -> Result<usize> {
@@ -1004,11 +1108,6 @@ fn read_opened<R>(
     policy: ReadPolicy,
     with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
 ) -> Result<R> {
-    /// Buffers that grew beyond this are not kept for the next file.
-    const KEEP_AT_MOST: usize = 4 << 20;
-    thread_local! {
-        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-    }
     if let Some(mapping) = map(file, path, expected_len, policy)? {
         let mut released = 0;
         let mut release = |offset: usize| {
@@ -1026,6 +1125,14 @@ fn read_opened<R>(
         BUFFER.set(buffer);
     }
     result
+}
+
+/// Buffers that grew beyond this are not kept for the next file.
+const KEEP_AT_MOST: usize = 4 << 20;
+
+thread_local! {
+    /// The buffer files are read into on this thread (see [`read_with`]).
+    static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn open(path: &Path) -> Result<std::fs::File> {
@@ -1630,6 +1737,111 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Reading in pieces hands over every byte once in order whatever the reader keeps (nothing,
+    /// everything, a tail), grows the buffer only as far as the reader keeps, stops when told,
+    /// and notices a file that is no longer the size the walk saw.
+    #[test]
+    fn reading_in_pieces_hands_over_the_file_in_order_and_detects_changes() {
+        use std::ops::ControlFlow;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+        fs_err::write(dir.path().join("file"), &bytes).unwrap();
+        fs_err::write(dir.path().join("empty"), "").unwrap();
+        let walk = walk(dir.path()).unwrap();
+        let entry = |name: &str| {
+            walk.entries
+                .iter()
+                .find(|entry| entry.path.ends_with(name))
+                .unwrap()
+                .clone()
+        };
+        let file = entry("file");
+        // How much of what it holds the reader is done with: all, none, all but a tail.
+        let keeps: [fn(usize) -> usize; 3] = [|held| held, |_| 0, |held| held.saturating_sub(777)];
+        for piece_len in [1, 1000, 4096, 65_536, 1 << 20] {
+            for keep in keeps {
+                let mut seen = Vec::new();
+                let mut calls = 0;
+                let mut largest = 0;
+                let whole = Visit::detached(&file)
+                    .read_in_pieces(piece_len, |held, start, at_end| {
+                        calls += 1;
+                        largest = largest.max(held.len());
+                        // What was handed before and kept comes first again.
+                        let start = usize::try_from(start).unwrap();
+                        assert_eq!(held, &bytes[start..start + held.len()]);
+                        let done = if at_end { held.len() } else { keep(held.len()) };
+                        seen.truncate(start);
+                        seen.extend_from_slice(&held[..done]);
+                        if at_end {
+                            seen.extend_from_slice(&held[done..]);
+                        }
+                        ControlFlow::Continue(done)
+                    })
+                    .unwrap();
+                assert!(whole);
+                assert_eq!(seen.len(), bytes.len(), "{piece_len}");
+                assert!(seen == bytes, "{piece_len}");
+                if keep(1000) == 1000 {
+                    // Done with everything each time: nothing held beyond a piece and one byte.
+                    assert!(largest <= piece_len + 1, "{piece_len}: {largest}");
+                }
+                if keep(1000) == 0 {
+                    // Keeping everything: the reads double, so there are few calls.
+                    assert!(
+                        calls <= 2 + 2 * (bytes.len() / piece_len).max(1).ilog2(),
+                        "{calls}"
+                    );
+                }
+            }
+        }
+        // Through the file the walk opened: a whole read after it still reads the whole file.
+        let (_, read_after) = walk_keeping(dir.path(), |visit| {
+            (visit.entry().path.ends_with("file") && visit.file().is_some()).then(|| {
+                visit
+                    .read_in_pieces(4096, |held, _, _| ControlFlow::Continue(held.len()))
+                    .unwrap();
+                visit.read_with(ReadPolicy::Read, <[u8]>::to_vec).unwrap()
+            })
+        })
+        .unwrap();
+        assert_eq!(read_after, std::slice::from_ref(&bytes));
+        // Told to stop, it stops.
+        let mut calls = 0;
+        let whole = Visit::detached(&file)
+            .read_in_pieces(1000, |_, _, _| {
+                calls += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert!(!whole);
+        assert_eq!(calls, 1);
+        // An empty file: one call, at its end.
+        let mut calls = 0;
+        Visit::detached(&entry("empty"))
+            .read_in_pieces(1000, |held, _, at_end| {
+                calls += 1;
+                assert!(held.is_empty() && at_end);
+                ControlFlow::Continue(0)
+            })
+            .unwrap();
+        assert_eq!(calls, 1);
+        // A file that shrank or grew since the walk saw it.
+        for (len, found) in [(100_003 + 10, 100_003), (99_000, 99_001)] {
+            let seen_then = Entry {
+                len,
+                ..file.clone()
+            };
+            let err = Visit::detached(&seen_then)
+                .read_in_pieces(4096, |held, _, _| ControlFlow::Continue(held.len()))
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Changed { found: at, .. } if at == found),
+                "{err:?}"
+            );
+        }
     }
 
     /// Resident file-backed and shared-memory pages of this process, in bytes (a temporary file

@@ -246,6 +246,34 @@ fn names_that_are_not_utf8_are_kept_as_bytes() {
     assert!(decoded.ends_with(b"/tree/caf\xe9"), "{decoded:?}");
 }
 
+/// Text over several of the pieces a file is read in without mmap (256 KiB): references in
+/// path form and bare hashes of a path found elsewhere (`big.bin`), some across each piece edge,
+/// one at the very end, and a 300 KB run of `0` with nowhere to cut.
+pub(crate) fn big_text() -> Vec<u8> {
+    let mut text = Vec::new();
+    let mut line = 0;
+    while text.len() < 1_100_000 {
+        let edge = (text.len() / (256 << 10) + 1) * (256 << 10);
+        if edge - text.len() < 100 {
+            // Across the edge: a path, then a bare hash, each starting a few bytes before it.
+            text.resize(edge - 20, b' ');
+            text.extend_from_slice(format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib ").as_bytes());
+            text.resize(edge + (256 << 10) - 10, b'\n');
+            text.extend_from_slice(ZLIB_HASH.as_bytes());
+        }
+        if line == 2000 {
+            text.extend(std::iter::repeat_n(b'0', 300_000));
+        }
+        text.extend_from_slice(
+            format!("{line:08} rpath /nix/store/{ZLIB_HASH}-zlib-1.3.1/lib and {ZLIB_HASH}\n")
+                .as_bytes(),
+        );
+        line += 1;
+    }
+    text.extend_from_slice(ZLIB_HASH.as_bytes());
+    text
+}
+
 /// The same tree through every code path gives the same report: 1 or 4 threads, mmap or read.
 #[test]
 fn output_does_not_depend_on_threads_or_reading() {
@@ -257,6 +285,7 @@ fn output_does_not_depend_on_threads_or_reading() {
         big[position..position + path.len()].copy_from_slice(path.as_bytes());
     }
     tree.write("lib/big.bin", &big);
+    tree.write("lib/big.txt", big_text());
     let run = |args: &[&str]| {
         storepatch()
             .arg("scan")

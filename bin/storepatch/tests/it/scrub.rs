@@ -544,3 +544,44 @@ fn output_is_identical_for_any_thread_count() {
         describe_differences(&differences)
     );
 }
+
+/// Scrubbing without mmap (large files scanned in pieces, and read again whole only to be
+/// rewritten) reports and writes exactly what scrubbing with mmap does.
+#[test]
+fn scrub_without_mmap_is_the_same() {
+    let tree = TestTree::small_venv();
+    tree.write("lib/big.txt", crate::scan::big_text());
+    // Large, with no references: scanned in pieces and never written.
+    tree.write("lib/clean.txt", "no references here\n".repeat(30_000));
+    let copy = tree.root.with_file_name("copy");
+    copy_tree(&tree.root, &copy).unwrap();
+    let outputs: Vec<Vec<u8>> = [(&tree.root, None), (&copy, Some("--no-mmap"))]
+        .into_iter()
+        .map(|(root, flag)| {
+            let output = storepatch()
+                .args(["scrub", "--json"])
+                .args(flag)
+                .arg(root)
+                .output()
+                .unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .replace(copy.to_str().unwrap(), tree.root.to_str().unwrap())
+                .into_bytes()
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    let differences = compare_trees(&tree.root, &copy).unwrap();
+    assert!(
+        differences.is_empty(),
+        "{}",
+        describe_differences(&differences)
+    );
+    assert!(live_references(&copy, Path::new("/nix/store")).is_empty());
+}
