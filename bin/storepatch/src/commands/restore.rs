@@ -15,6 +15,7 @@
 //! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
 //! modes put back. Files that need no change are never written.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,8 @@ use serde_json::json;
 use storepatch_core::{HASH_LEN, Resolution, SCRUBBED_HASH, StoreDir, StorePath, SuppliedPaths};
 use storepatch_rewrite::pyc::FilenameRewrite;
 use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
-use storepatch_scan::Target;
+use storepatch_scan::{Hit, Target};
+use storepatch_tree::Written;
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
 use super::Outcome;
@@ -155,7 +157,20 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         storepatch_tree::Keep::All
     };
     let options = super::tree_options(global, &discovery, false, keep)?;
-    let mut scan = tree::scan_roots(&args.paths, &options)?;
+    // Without relocations, a file's changes are its scrubbed references alone, known as soon as
+    // the first pass reads it: it is written then (see `FirstPass`).
+    let mut scan = if args.dry_run || !relocations.is_empty() {
+        tree::scan_roots(&args.paths, &options)?
+    } else {
+        tree::scan_roots_writing(
+            &args.paths,
+            &options,
+            &FirstPass {
+                supplied: &supplied,
+            },
+        )?
+    };
+    let written: BTreeMap<usize, Written> = std::mem::take(&mut scan.written).into_iter().collect();
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
     }
@@ -316,6 +331,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         entries,
         &mut changes,
         &relocations,
+        &written,
         options.read_policy,
         &mut errors,
     );
@@ -324,7 +340,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let renamed = if args.dry_run {
         BTreeMap::new()
     } else {
-        apply(entries, &changes, &relocations, &mut errors, &mut outcomes)?
+        apply(
+            entries,
+            &changes,
+            &relocations,
+            written,
+            &mut errors,
+            &mut outcomes,
+        )?
     };
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     let report = Report {
@@ -427,6 +450,7 @@ fn plan_record_updates(
     entries: &[Entry],
     changes: &mut Vec<Change>,
     relocations: &[Relocation],
+    written: &BTreeMap<usize, Written>,
     policy: ReadPolicy,
     errors: &mut Vec<EntryError>,
 ) {
@@ -502,14 +526,19 @@ fn plan_record_updates(
         let mut fields = Vec::new();
         for (line, target, change) in lines {
             let target_entry = &entries[target];
+            // A file the first pass wrote holds its new contents already, but for the
+            // restorations that pass did not know of; one it failed to write is hashed as planned
+            // (its line is dropped with those of the files `apply` fails to write).
+            let pending = pending(&changes[change], written);
+            let splices = match &pending {
+                Ok(pending) => pending.splices(relocations),
+                Err(_) => changes[change].splices(relocations),
+            };
             // Hashed piece by piece from the file's bytes as read: no new copy is made.
             let updated = Visit::detached(target_entry)
                 .read_with(policy, |current| {
-                    storepatch_rewrite::splice_pieces(
-                        current,
-                        &changes[change].splices(relocations),
-                    )
-                    .map(|pieces| line.updated_fields_of_pieces(&pieces))
+                    storepatch_rewrite::splice_pieces(current, &splices)
+                        .map(|pieces| line.updated_fields_of_pieces(&pieces))
                 })
                 .map_err(|err| EntryError {
                     path: target_entry.path.clone(),
@@ -686,11 +715,16 @@ fn apply(
     entries: &[Entry],
     changes: &[Change],
     relocations: &[Relocation],
+    mut written: BTreeMap<usize, Written>,
     errors: &mut Vec<EntryError>,
     outcomes: &mut BTreeMap<(usize, Location), Outcome>,
 ) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
+    // Files the first pass wrote need nothing more of their directory.
     let parents: BTreeSet<&Path> = changes
         .iter()
+        .filter(|change| {
+            change.location != Location::Content || !written.contains_key(&change.entry)
+        })
         .filter_map(|change| entries[change.entry].path.parent())
         .collect();
     let mut writable = WritableDirs::make_writable(parents)?;
@@ -710,9 +744,19 @@ fn apply(
     let (records, groups): (Vec<Vec<&Change>>, Vec<Vec<&Change>>) = by_inode
         .into_values()
         .partition(|group| !group[0].record_fields.is_empty());
+    let groups: Vec<(Vec<&Change>, Option<Written>)> = groups
+        .into_iter()
+        .map(|group| {
+            let done = written.remove(&group[0].entry);
+            (group, done)
+        })
+        .collect();
     let content_errors: Vec<(usize, Outcome, EntryError)> = groups
-        .par_iter()
-        .flat_map_iter(|group| rewrite_group(entries, group, relocations))
+        .into_par_iter()
+        .flat_map_iter(|(group, done)| match done {
+            Some(done) => after_first_pass(entries, &group, done),
+            None => rewrite_group(entries, &group, relocations),
+        })
         .collect();
     let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
     // A line whose file was not written keeps its old hash: the RECORD is then reported as
@@ -832,6 +876,136 @@ fn apply(
     }
     writable.restore()?;
     Ok(renamed)
+}
+
+/// Restores a file's scrubbed references while discovery's first pass holds its contents (runs
+/// without relocations only).
+struct FirstPass<'supplied> {
+    supplied: &'supplied SuppliedPaths,
+}
+
+impl storepatch_tree::ContentWriter for FirstPass<'_> {
+    fn write_content(&self, visit: &Visit<'_>, contents: &[u8], hits: &[Hit]) -> Option<Written> {
+        let entry = visit.entry();
+        // Other names of the inode are re-linked to the new file after discovery (`apply`), and a
+        // `RECORD` gets the new hashes of the files it lists, known once they are all planned.
+        if entry.nlink > 1 || is_record(entry) {
+            return None;
+        }
+        let mut splices: Vec<Splice<'_>> = hits
+            .iter()
+            .filter_map(|hit| match &hit.target {
+                Target::Scrubbed { name } => match self.supplied.resolve(name) {
+                    Resolution::Unique(path) => Some(Splice {
+                        offset: hit.hash_offset,
+                        len: HASH_LEN,
+                        bytes: path.hash().as_bytes(),
+                    }),
+                    Resolution::Ambiguous(_) | Resolution::Unknown => None,
+                },
+                _ => None,
+            })
+            .collect();
+        splices.sort_by_key(|splice| splice.offset);
+        splices.dedup_by_key(|splice| splice.offset);
+        // A supplied path whose hash is the scrubbed one changes nothing: left to `apply`, which
+        // writes no file that needs no change.
+        if splices.is_empty() || splices.iter().any(|splice| splice.bytes == SCRUBBED_HASH) {
+            return None;
+        }
+        let metadata = visit.file()?.metadata().ok()?;
+        let result = storepatch_rewrite::interrupt::check(&entry.path).and_then(|()| {
+            storepatch_rewrite::replace_file_spliced(&entry.path, &metadata, contents, &splices)
+                .map(|_| ())
+        });
+        match result {
+            // A directory we may not write to yet: `apply` makes it writable first.
+            Err(storepatch_rewrite::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                None
+            }
+            result => Some(Written {
+                offsets: splices.iter().map(|splice| splice.offset).collect(),
+                result,
+            }),
+        }
+    }
+}
+
+/// What is still to be written of `change`: all of it, or, for a file the first pass wrote, the
+/// restorations that pass did not know of; the first pass's error if it failed to write it.
+fn pending<'change, 'written>(
+    change: &'change Change,
+    written: &'written BTreeMap<usize, Written>,
+) -> Result<Cow<'change, Change>, &'written storepatch_rewrite::Error> {
+    if change.location != Location::Content {
+        return Ok(Cow::Borrowed(change));
+    }
+    let Some(done) = written.get(&change.entry) else {
+        return Ok(Cow::Borrowed(change));
+    };
+    done.result.as_ref().map_err(|err| err)?;
+    let mut late = change.clone();
+    late.restorations.retain(|restoration| {
+        done.offsets
+            .binary_search(&restoration.hash_offset)
+            .is_err()
+    });
+    Ok(Cow::Owned(late))
+}
+
+/// The result for `group` (the names of one inode), a file the first pass wrote: the
+/// restorations it did not know of are written now.
+fn after_first_pass(
+    entries: &[Entry],
+    group: &[&Change],
+    done: Written,
+) -> Vec<(usize, Outcome, EntryError)> {
+    let leader = &entries[group[0].entry];
+    let mut results = Vec::new();
+    match done.result {
+        Err(err) => {
+            let err = anyhow::Error::from(err);
+            results.push((
+                group[0].entry,
+                Outcome::of_error(&err),
+                EntryError {
+                    path: leader.path.clone(),
+                    message: crate::exit::render(&err),
+                },
+            ));
+        }
+        Ok(()) => {
+            let mut late = group[0].clone();
+            late.restorations.retain(|restoration| {
+                done.offsets
+                    .binary_search(&restoration.hash_offset)
+                    .is_err()
+            });
+            if !late.restorations.is_empty() {
+                // The file is a new inode now: reopened by name and checked like any other.
+                results.extend(rewrite_group(entries, &[&late], &[]));
+            }
+        }
+    }
+    // A file written in the first pass has one name (see `FirstPass`): a second one would be the
+    // same file listed twice, by two roots that overlap.
+    results.extend(group[1..].iter().map(|change| {
+        (
+            change.entry,
+            Outcome::Failed,
+            EntryError {
+                path: entries[change.entry].path.clone(),
+                message: format!(
+                    "cannot restore `{}`: it is another name of `{}`, written on its own",
+                    entries[change.entry].path.display(),
+                    leader.path.display()
+                ),
+            },
+        )
+    }));
+    results
 }
 
 /// Checks that `contents` still hold what the plan was made from.
