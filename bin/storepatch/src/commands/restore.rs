@@ -16,7 +16,7 @@
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
 //! modes put back. Files that need no change are never written.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -466,7 +466,9 @@ fn plan_record_updates(
     if by_inode.is_empty() {
         return;
     }
-    let by_path: BTreeMap<&Path, usize> = entries
+    // Hashed, not ordered: a tree's entries are tens of thousands of long paths, and ordering
+    // them compares every one component by component.
+    let by_path: HashMap<&Path, usize> = entries
         .iter()
         .enumerate()
         .filter(|(_, entry)| entry.kind == EntryKind::File)
@@ -758,9 +760,14 @@ fn apply(
             None => rewrite_group(entries, &group, relocations),
         })
         .collect();
-    let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
-    // A line whose file was not written keeps its old hash: the RECORD is then reported as
-    // failed (whatever else was written to it).
+    let unwritten: BTreeMap<usize, Outcome> = content_errors
+        .iter()
+        .map(|(entry, outcome, _)| (*entry, *outcome))
+        .collect();
+    // A line whose file was not written keeps its old hash, which is still the file's. One whose
+    // file failed to write makes the RECORD reported as failed (whatever else was written to
+    // it); one whose file a signal left unchanged is simply dropped, the signal stopping the
+    // RECORD's own update anyway.
     let mut kept_errors = Vec::new();
     let records: Vec<Vec<Change>> = records
         .into_iter()
@@ -769,11 +776,16 @@ fn apply(
                 .into_iter()
                 .map(|change| {
                     let mut change = change.clone();
-                    let planned = change.record_fields.len();
+                    let mut kept = 0;
                     change
                         .record_fields
-                        .retain(|field| !failed.contains(&field.target));
-                    let kept = planned - change.record_fields.len();
+                        .retain(|field| match unwritten.get(&field.target) {
+                            None => true,
+                            Some(outcome) => {
+                                kept += usize::from(*outcome == Outcome::Failed);
+                                false
+                            }
+                        });
                     if kept > 0 {
                         kept_errors.push((
                             change.entry,
@@ -805,10 +817,50 @@ fn apply(
             rewrite_group(entries, &group, relocations)
         })
         .collect();
+    // A RECORD that was not updated (a signal stopped the run first, or its write failed) while
+    // files it lists were: those lines hold hashes of contents the files no longer have, and a
+    // later run, which finds nothing to change in those files, would not plan them again. Said
+    // so, and counted as failed.
+    let stale_errors: Vec<(usize, Outcome, EntryError)> = record_errors
+        .iter()
+        .filter_map(|(entry, outcome, _)| {
+            let change = records
+                .iter()
+                .flatten()
+                .find(|change| change.entry == *entry)?;
+            let stale = change.record_fields.len();
+            (stale > 0).then(|| {
+                let why = if *outcome == Outcome::Interrupted {
+                    "the run was stopped before the RECORD was updated"
+                } else {
+                    "the RECORD could not be updated"
+                };
+                (
+                    *entry,
+                    Outcome::Failed,
+                    EntryError {
+                        path: entries[*entry].path.clone(),
+                        message: if stale == 1 {
+                            format!(
+                                "1 RECORD line keeps the old hash of a file this run changed: \
+                                 {why}"
+                            )
+                        } else {
+                            format!(
+                                "{stale} RECORD lines keep the old hashes of files this run \
+                                 changed: {why}"
+                            )
+                        },
+                    },
+                )
+            })
+        })
+        .collect();
     for (entry, outcome, error) in content_errors
         .into_iter()
         .chain(kept_errors)
         .chain(record_errors)
+        .chain(stale_errors)
     {
         outcomes.insert((entry, Location::Content), outcome);
         errors.push(error);
