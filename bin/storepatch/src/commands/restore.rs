@@ -17,7 +17,7 @@
 //! modes put back. Files that need no change are never written.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -442,6 +442,27 @@ fn join_lexically(base: &Path, path: &Path) -> Option<PathBuf> {
     Some(joined)
 }
 
+/// `path`'s bytes in the one spelling of its components (no `//`, no `.` inside, no trailing
+/// `/`), so that paths `Path` holds equal have equal keys; borrowed when already so spelt (paths
+/// the walk builds below a root given plainly).
+fn path_key(path: &Path) -> Cow<'_, [u8]> {
+    let bytes = path.as_os_str().as_bytes();
+    let plain = memchr::memmem::find(bytes, b"//").is_none()
+        && memchr::memmem::find(bytes, b"/./").is_none()
+        && !(bytes.len() > 1 && bytes.ends_with(b"/"))
+        && !bytes.ends_with(b"/.");
+    if plain {
+        Cow::Borrowed(bytes)
+    } else {
+        Cow::Owned(
+            path.components()
+                .collect::<PathBuf>()
+                .into_os_string()
+                .into_vec(),
+        )
+    }
+}
+
 /// For every `RECORD` in the tree, the lines of files this run changes get the hash and size of
 /// the new contents (`hash,size` fields as splices of the `RECORD`'s own change); every other
 /// byte of it stays. A line's path is read as it will be after relocation: relative to the
@@ -466,13 +487,14 @@ fn plan_record_updates(
     if by_inode.is_empty() {
         return;
     }
-    // Hashed, not ordered: a tree's entries are tens of thousands of long paths, and ordering
-    // them compares every one component by component.
-    let by_path: HashMap<&Path, usize> = entries
+    // Keyed by the paths' bytes in one spelling (see `path_key`), hashed: a tree's entries are
+    // tens of thousands of long paths, which an ordered map of `Path`s would compare component
+    // by component, and which `Path`'s own hash reads byte by byte.
+    let by_path: HashMap<Cow<'_, [u8]>, usize> = entries
         .iter()
         .enumerate()
         .filter(|(_, entry)| entry.kind == EntryKind::File)
-        .map(|(index, entry)| (entry.path.as_path(), index))
+        .map(|(index, entry)| (path_key(&entry.path), index))
         .collect();
     // The lines listing another file this run changes, with that file and its change.
     let resolve = |index: usize, base: &Path, line: &storepatch_rewrite::record::RecordLine| {
@@ -489,7 +511,9 @@ fn plan_record_updates(
         } else {
             join_lexically(base, listed)
         };
-        let &target = resolved.as_deref().and_then(|path| by_path.get(path))?;
+        let &target = resolved
+            .as_deref()
+            .and_then(|path| by_path.get(&path_key(path)))?;
         let target_entry = &entries[target];
         let &change = by_inode.get(&(target_entry.dev, target_entry.ino))?;
         (target != index).then_some((target, change))
@@ -510,63 +534,67 @@ fn plan_record_updates(
                 message: tree::error_chain(&err),
             })
     };
-    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        if !is_record(entry) {
-            continue;
-        }
-        let Some(base) = entry.path.parent().and_then(Path::parent) else {
-            continue;
-        };
-        let lines = match read_lines(index, entry, base) {
-            Ok(lines) => lines,
-            Err(error) => {
-                errors.push(error);
-                continue;
-            }
-        };
-        let mut fields = Vec::new();
-        for (line, target, change) in lines {
-            let target_entry = &entries[target];
-            // A file the first pass wrote holds its new contents already, but for the
-            // restorations that pass did not know of; one it failed to write is hashed as planned
-            // (its line is dropped with those of the files `apply` fails to write).
-            let pending = pending(&changes[change], written);
-            let splices = match &pending {
-                Ok(pending) => pending.splices(relocations),
-                Err(_) => changes[change].splices(relocations),
+    // Each RECORD on its own, in parallel; the results in entry order.
+    let changes_now: &[Change] = changes;
+    let per_record: Vec<(usize, Vec<RecordField>, Vec<EntryError>)> = entries
+        .par_iter()
+        .enumerate()
+        .filter(|(_, entry)| is_record(entry))
+        .filter_map(|(index, entry)| {
+            let base = entry.path.parent().and_then(Path::parent)?;
+            let mut errors = Vec::new();
+            let lines = match read_lines(index, entry, base) {
+                Ok(lines) => lines,
+                Err(error) => return Some((index, Vec::new(), vec![error])),
             };
-            // Hashed piece by piece from the file's bytes as read: no new copy is made.
-            let updated = Visit::detached(target_entry)
-                .read_with(policy, |current| {
-                    storepatch_rewrite::splice_pieces(current, &splices)
-                        .map(|pieces| line.updated_fields_of_pieces(&pieces))
-                })
-                .map_err(|err| EntryError {
-                    path: target_entry.path.clone(),
-                    message: tree::error_chain(&err),
-                })
-                .and_then(|new| {
-                    new.ok_or_else(|| EntryError {
-                        path: target_entry.path.clone(),
-                        message: "the planned changes do not fit the file".to_owned(),
+            let mut fields = Vec::new();
+            for (line, target, change) in lines {
+                let target_entry = &entries[target];
+                // A file the first pass wrote holds its new contents already, but for the
+                // restorations that pass did not know of; one it failed to write is hashed as
+                // planned (its line is dropped with those of the files `apply` fails to write).
+                let pending = pending(&changes_now[change], written);
+                let splices = match &pending {
+                    Ok(pending) => pending.splices(relocations),
+                    Err(_) => changes_now[change].splices(relocations),
+                };
+                // Hashed piece by piece from the file's bytes as read: no new copy is made.
+                let updated = Visit::detached(target_entry)
+                    .read_with(policy, |current| {
+                        storepatch_rewrite::splice_pieces(current, &splices)
+                            .map(|pieces| line.updated_fields_of_pieces(&pieces))
                     })
-                });
-            match updated {
-                Ok(updated) => {
-                    if let Some(bytes) = updated {
-                        fields.push(RecordField {
-                            offset: line.fields.start as u64,
-                            len: line.fields.len(),
-                            old: line.current,
-                            bytes,
-                            target,
-                        });
+                    .map_err(|err| EntryError {
+                        path: target_entry.path.clone(),
+                        message: tree::error_chain(&err),
+                    })
+                    .and_then(|new| {
+                        new.ok_or_else(|| EntryError {
+                            path: target_entry.path.clone(),
+                            message: "the planned changes do not fit the file".to_owned(),
+                        })
+                    });
+                match updated {
+                    Ok(updated) => {
+                        if let Some(bytes) = updated {
+                            fields.push(RecordField {
+                                offset: line.fields.start as u64,
+                                len: line.fields.len(),
+                                old: line.current,
+                                bytes,
+                                target,
+                            });
+                        }
                     }
+                    Err(error) => errors.push(error),
                 }
-                Err(error) => errors.push(error),
             }
-        }
+            Some((index, fields, errors))
+        })
+        .collect();
+    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
+    for (index, fields, record_errors) in per_record {
+        errors.extend(record_errors);
         if !fields.is_empty() {
             planned.push((index, fields));
         }
@@ -575,9 +603,14 @@ fn plan_record_updates(
     // would double it.
     changes.reserve_exact(planned.len());
     for (index, fields) in planned {
+        // `changes` are sorted by entry and place (the RECORDs' own changes are pushed after
+        // them, and none of those is looked for again).
         match changes
-            .iter_mut()
-            .find(|change| change.entry == index && change.location == Location::Content)
+            .binary_search_by_key(&(index, Location::Content), |change| {
+                (change.entry, change.location)
+            })
+            .ok()
+            .map(|at| &mut changes[at])
         {
             Some(change) => change.record_fields = fields,
             None => changes.push(Change {
@@ -955,7 +988,7 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
                     }),
                     Resolution::Ambiguous(_) | Resolution::Unknown => None,
                 },
-                _ => None,
+                Target::Live(_) => None,
             })
             .collect();
         splices.sort_by_key(|splice| splice.offset);
@@ -997,7 +1030,7 @@ fn pending<'change, 'written>(
     let Some(done) = written.get(&change.entry) else {
         return Ok(Cow::Borrowed(change));
     };
-    done.result.as_ref().map_err(|err| err)?;
+    done.result.as_ref()?;
     let mut late = change.clone();
     late.restorations.retain(|restoration| {
         done.offsets
@@ -1016,29 +1049,26 @@ fn after_first_pass(
 ) -> Vec<(usize, Outcome, EntryError)> {
     let leader = &entries[group[0].entry];
     let mut results = Vec::new();
-    match done.result {
-        Err(err) => {
-            let err = anyhow::Error::from(err);
-            results.push((
-                group[0].entry,
-                Outcome::of_error(&err),
-                EntryError {
-                    path: leader.path.clone(),
-                    message: crate::exit::render(&err),
-                },
-            ));
-        }
-        Ok(()) => {
-            let mut late = group[0].clone();
-            late.restorations.retain(|restoration| {
-                done.offsets
-                    .binary_search(&restoration.hash_offset)
-                    .is_err()
-            });
-            if !late.restorations.is_empty() {
-                // The file is a new inode now: reopened by name and checked like any other.
-                results.extend(rewrite_group(entries, &[&late], &[]));
-            }
+    if let Err(err) = done.result {
+        let err = anyhow::Error::from(err);
+        results.push((
+            group[0].entry,
+            Outcome::of_error(&err),
+            EntryError {
+                path: leader.path.clone(),
+                message: crate::exit::render(&err),
+            },
+        ));
+    } else {
+        let mut late = group[0].clone();
+        late.restorations.retain(|restoration| {
+            done.offsets
+                .binary_search(&restoration.hash_offset)
+                .is_err()
+        });
+        if !late.restorations.is_empty() {
+            // The file is a new inode now: reopened by name and checked like any other.
+            results.extend(rewrite_group(entries, &[&late], &[]));
         }
     }
     // A file written in the first pass has one name (see `FirstPass`): a second one would be the
@@ -1530,6 +1560,28 @@ fn join(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_keys_are_equal_for_equal_paths() {
+        let key = |path: &str| path_key(Path::new(path)).into_owned();
+        let plain = key("venv/lib/site-packages/demo.py");
+        assert!(matches!(
+            path_key(Path::new("venv/lib/site-packages/demo.py")),
+            Cow::Borrowed(_)
+        ));
+        for spelling in [
+            "venv//lib/site-packages/demo.py",
+            "venv/./lib/site-packages/demo.py",
+            "venv/lib/site-packages/./demo.py",
+        ] {
+            assert_eq!(key(spelling), plain, "{spelling}");
+        }
+        assert_eq!(key("venv/lib/"), key("venv/lib"));
+        assert_eq!(key("venv/lib/."), key("venv/lib"));
+        assert_eq!(key("./venv/lib"), b"./venv/lib");
+        assert_ne!(key("./venv/lib"), key("venv/lib"));
+        assert_eq!(key("/"), b"/");
+    }
 
     #[test]
     fn scrubbed_names_in_file_names() {

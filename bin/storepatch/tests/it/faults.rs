@@ -564,6 +564,7 @@ fn restore_with_relocation_stops_cleanly_on_sigint() {
 // See: #15
 #[test]
 fn restore_interrupted_reports_record_lines_it_left_stale() {
+    use std::fmt::Write as _;
     let tree = TestTree::new();
     let store_path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
     let restored = format!("{store_path}/lib\n").repeat(4);
@@ -584,14 +585,12 @@ fn restore_interrupted_reports_record_lines_it_left_stale() {
     // One RECORD per directory, at the tree's root: `d07.dist-info/RECORD` lists `d07/…`.
     let records: Vec<(PathBuf, String)> = (0..40)
         .map(|dir| {
-            let record: String = paths
-                .iter()
-                .filter(|path| path.parent() == Some(&tree.root.join(format!("d{dir:02}"))))
-                .map(|path| {
-                    let relative = path.strip_prefix(&tree.root).unwrap().display();
-                    format!("{relative},{scrubbed_fields}\n")
-                })
-                .collect();
+            let dir_path = tree.root.join(format!("d{dir:02}"));
+            let mut record = String::new();
+            for path in paths.iter().filter(|path| path.parent() == Some(&dir_path)) {
+                let relative = path.strip_prefix(&tree.root).unwrap().display();
+                writeln!(record, "{relative},{scrubbed_fields}").unwrap();
+            }
             let path = tree.write(&format!("d{dir:02}.dist-info/RECORD"), &record);
             (path, record)
         })
