@@ -15,6 +15,14 @@
 //! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
 //! modes put back. Files that need no change are never written.
+//!
+//! Without `--relocate` and `--dry-run`, a file's changes are its scrubbed references alone, known
+//! as soon as discovery's first pass reads it: a file with one name that is not a `RECORD` is
+//! restored there and then ([`FirstPass`]), so that it is read once, as scrub does. A signal
+//! during that pass stops discovery, so files it did not reach have no record (and are
+//! unchanged). A `RECORD` that is not updated while files it lists were (a signal came first, or
+//! its write failed) is reported as failed, counting the lines left with an old hash: a later run
+//! finds nothing to change in those files and would not plan those lines again.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
