@@ -15,8 +15,17 @@
 //! Writes follow scrub: one temp file + rename per changed inode (other names of the inode in
 //! the tree are re-linked to it), symlinks replaced atomically, renames deepest first, directory
 //! modes put back. Files that need no change are never written.
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::ffi::OsStrExt;
+//!
+//! Without `--relocate` and `--dry-run`, a file's changes are its scrubbed references alone, known
+//! as soon as discovery's first pass reads it: a file with one name that is not a `RECORD` is
+//! restored there and then ([`FirstPass`]), so that it is read once, as scrub does. A signal
+//! during that pass stops discovery, so files it did not reach have no record (and are
+//! unchanged). A `RECORD` that is not updated while files it lists were (a signal came first, or
+//! its write failed) is reported as failed, counting the lines left with an old hash: a later run
+//! finds nothing to change in those files and would not plan those lines again.
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,7 +35,8 @@ use serde_json::json;
 use storepatch_core::{HASH_LEN, Resolution, SCRUBBED_HASH, StoreDir, StorePath, SuppliedPaths};
 use storepatch_rewrite::pyc::FilenameRewrite;
 use storepatch_rewrite::{Occurrence, Relocation, Splice, WritableDirs};
-use storepatch_scan::Target;
+use storepatch_scan::{Hit, Target};
+use storepatch_tree::Written;
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
 use super::Outcome;
@@ -155,7 +165,20 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         storepatch_tree::Keep::All
     };
     let options = super::tree_options(global, &discovery, false, keep)?;
-    let mut scan = tree::scan_roots(&args.paths, &options)?;
+    // Without relocations, a file's changes are its scrubbed references alone, known as soon as
+    // the first pass reads it: it is written then (see `FirstPass`).
+    let mut scan = if args.dry_run || !relocations.is_empty() {
+        tree::scan_roots(&args.paths, &options)?
+    } else {
+        tree::scan_roots_writing(
+            &args.paths,
+            &options,
+            &FirstPass {
+                supplied: &supplied,
+            },
+        )?
+    };
+    let written: BTreeMap<usize, Written> = std::mem::take(&mut scan.written).into_iter().collect();
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
     }
@@ -316,6 +339,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         entries,
         &mut changes,
         &relocations,
+        &written,
         options.read_policy,
         &mut errors,
     );
@@ -324,7 +348,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
     let renamed = if args.dry_run {
         BTreeMap::new()
     } else {
-        apply(entries, &changes, &relocations, &mut errors, &mut outcomes)?
+        apply(
+            entries,
+            &changes,
+            &relocations,
+            written,
+            &mut errors,
+            &mut outcomes,
+        )?
     };
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     let report = Report {
@@ -419,6 +450,27 @@ fn join_lexically(base: &Path, path: &Path) -> Option<PathBuf> {
     Some(joined)
 }
 
+/// `path`'s bytes in the one spelling of its components (no `//`, no `.` inside, no trailing
+/// `/`), so that paths `Path` holds equal have equal keys; borrowed when already so spelt (paths
+/// the walk builds below a root given plainly).
+fn path_key(path: &Path) -> Cow<'_, [u8]> {
+    let bytes = path.as_os_str().as_bytes();
+    let plain = memchr::memmem::find(bytes, b"//").is_none()
+        && memchr::memmem::find(bytes, b"/./").is_none()
+        && !(bytes.len() > 1 && bytes.ends_with(b"/"))
+        && !bytes.ends_with(b"/.");
+    if plain {
+        Cow::Borrowed(bytes)
+    } else {
+        Cow::Owned(
+            path.components()
+                .collect::<PathBuf>()
+                .into_os_string()
+                .into_vec(),
+        )
+    }
+}
+
 /// For every `RECORD` in the tree, the lines of files this run changes get the hash and size of
 /// the new contents (`hash,size` fields as splices of the `RECORD`'s own change); every other
 /// byte of it stays. A line's path is read as it will be after relocation: relative to the
@@ -427,6 +479,7 @@ fn plan_record_updates(
     entries: &[Entry],
     changes: &mut Vec<Change>,
     relocations: &[Relocation],
+    written: &BTreeMap<usize, Written>,
     policy: ReadPolicy,
     errors: &mut Vec<EntryError>,
 ) {
@@ -442,11 +495,14 @@ fn plan_record_updates(
     if by_inode.is_empty() {
         return;
     }
-    let by_path: BTreeMap<&Path, usize> = entries
+    // Keyed by the paths' bytes in one spelling (see `path_key`), hashed: a tree's entries are
+    // tens of thousands of long paths, which an ordered map of `Path`s would compare component
+    // by component, and which `Path`'s own hash reads byte by byte.
+    let by_path: HashMap<Cow<'_, [u8]>, usize> = entries
         .iter()
         .enumerate()
         .filter(|(_, entry)| entry.kind == EntryKind::File)
-        .map(|(index, entry)| (entry.path.as_path(), index))
+        .map(|(index, entry)| (path_key(&entry.path), index))
         .collect();
     // The lines listing another file this run changes, with that file and its change.
     let resolve = |index: usize, base: &Path, line: &storepatch_rewrite::record::RecordLine| {
@@ -463,7 +519,9 @@ fn plan_record_updates(
         } else {
             join_lexically(base, listed)
         };
-        let &target = resolved.as_deref().and_then(|path| by_path.get(path))?;
+        let &target = resolved
+            .as_deref()
+            .and_then(|path| by_path.get(&path_key(path)))?;
         let target_entry = &entries[target];
         let &change = by_inode.get(&(target_entry.dev, target_entry.ino))?;
         (target != index).then_some((target, change))
@@ -484,58 +542,67 @@ fn plan_record_updates(
                 message: tree::error_chain(&err),
             })
     };
-    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        if !is_record(entry) {
-            continue;
-        }
-        let Some(base) = entry.path.parent().and_then(Path::parent) else {
-            continue;
-        };
-        let lines = match read_lines(index, entry, base) {
-            Ok(lines) => lines,
-            Err(error) => {
-                errors.push(error);
-                continue;
-            }
-        };
-        let mut fields = Vec::new();
-        for (line, target, change) in lines {
-            let target_entry = &entries[target];
-            // Hashed piece by piece from the file's bytes as read: no new copy is made.
-            let updated = Visit::detached(target_entry)
-                .read_with(policy, |current| {
-                    storepatch_rewrite::splice_pieces(
-                        current,
-                        &changes[change].splices(relocations),
-                    )
-                    .map(|pieces| line.updated_fields_of_pieces(&pieces))
-                })
-                .map_err(|err| EntryError {
-                    path: target_entry.path.clone(),
-                    message: tree::error_chain(&err),
-                })
-                .and_then(|new| {
-                    new.ok_or_else(|| EntryError {
-                        path: target_entry.path.clone(),
-                        message: "the planned changes do not fit the file".to_owned(),
+    // Each RECORD on its own, in parallel; the results in entry order.
+    let changes_now: &[Change] = changes;
+    let per_record: Vec<(usize, Vec<RecordField>, Vec<EntryError>)> = entries
+        .par_iter()
+        .enumerate()
+        .filter(|(_, entry)| is_record(entry))
+        .filter_map(|(index, entry)| {
+            let base = entry.path.parent().and_then(Path::parent)?;
+            let mut errors = Vec::new();
+            let lines = match read_lines(index, entry, base) {
+                Ok(lines) => lines,
+                Err(error) => return Some((index, Vec::new(), vec![error])),
+            };
+            let mut fields = Vec::new();
+            for (line, target, change) in lines {
+                let target_entry = &entries[target];
+                // A file the first pass wrote holds its new contents already, but for the
+                // restorations that pass did not know of; one it failed to write is hashed as
+                // planned (its line is dropped with those of the files `apply` fails to write).
+                let pending = pending(&changes_now[change], written);
+                let splices = match &pending {
+                    Ok(pending) => pending.splices(relocations),
+                    Err(_) => changes_now[change].splices(relocations),
+                };
+                // Hashed piece by piece from the file's bytes as read: no new copy is made.
+                let updated = Visit::detached(target_entry)
+                    .read_with(policy, |current| {
+                        storepatch_rewrite::splice_pieces(current, &splices)
+                            .map(|pieces| line.updated_fields_of_pieces(&pieces))
                     })
-                });
-            match updated {
-                Ok(updated) => {
-                    if let Some(bytes) = updated {
-                        fields.push(RecordField {
-                            offset: line.fields.start as u64,
-                            len: line.fields.len(),
-                            old: line.current,
-                            bytes,
-                            target,
-                        });
+                    .map_err(|err| EntryError {
+                        path: target_entry.path.clone(),
+                        message: tree::error_chain(&err),
+                    })
+                    .and_then(|new| {
+                        new.ok_or_else(|| EntryError {
+                            path: target_entry.path.clone(),
+                            message: "the planned changes do not fit the file".to_owned(),
+                        })
+                    });
+                match updated {
+                    Ok(updated) => {
+                        if let Some(bytes) = updated {
+                            fields.push(RecordField {
+                                offset: line.fields.start as u64,
+                                len: line.fields.len(),
+                                old: line.current,
+                                bytes,
+                                target,
+                            });
+                        }
                     }
+                    Err(error) => errors.push(error),
                 }
-                Err(error) => errors.push(error),
             }
-        }
+            Some((index, fields, errors))
+        })
+        .collect();
+    let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
+    for (index, fields, record_errors) in per_record {
+        errors.extend(record_errors);
         if !fields.is_empty() {
             planned.push((index, fields));
         }
@@ -544,9 +611,14 @@ fn plan_record_updates(
     // would double it.
     changes.reserve_exact(planned.len());
     for (index, fields) in planned {
+        // `changes` are sorted by entry and place (the RECORDs' own changes are pushed after
+        // them, and none of those is looked for again).
         match changes
-            .iter_mut()
-            .find(|change| change.entry == index && change.location == Location::Content)
+            .binary_search_by_key(&(index, Location::Content), |change| {
+                (change.entry, change.location)
+            })
+            .ok()
+            .map(|at| &mut changes[at])
         {
             Some(change) => change.record_fields = fields,
             None => changes.push(Change {
@@ -686,11 +758,16 @@ fn apply(
     entries: &[Entry],
     changes: &[Change],
     relocations: &[Relocation],
+    mut written: BTreeMap<usize, Written>,
     errors: &mut Vec<EntryError>,
     outcomes: &mut BTreeMap<(usize, Location), Outcome>,
 ) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
+    // Files the first pass wrote need nothing more of their directory.
     let parents: BTreeSet<&Path> = changes
         .iter()
+        .filter(|change| {
+            change.location != Location::Content || !written.contains_key(&change.entry)
+        })
         .filter_map(|change| entries[change.entry].path.parent())
         .collect();
     let mut writable = WritableDirs::make_writable(parents)?;
@@ -710,13 +787,28 @@ fn apply(
     let (records, groups): (Vec<Vec<&Change>>, Vec<Vec<&Change>>) = by_inode
         .into_values()
         .partition(|group| !group[0].record_fields.is_empty());
-    let content_errors: Vec<(usize, Outcome, EntryError)> = groups
-        .par_iter()
-        .flat_map_iter(|group| rewrite_group(entries, group, relocations))
+    let groups: Vec<(Vec<&Change>, Option<Written>)> = groups
+        .into_iter()
+        .map(|group| {
+            let done = written.remove(&group[0].entry);
+            (group, done)
+        })
         .collect();
-    let failed: BTreeSet<usize> = content_errors.iter().map(|(entry, ..)| *entry).collect();
-    // A line whose file was not written keeps its old hash: the RECORD is then reported as
-    // failed (whatever else was written to it).
+    let content_errors: Vec<(usize, Outcome, EntryError)> = groups
+        .into_par_iter()
+        .flat_map_iter(|(group, done)| match done {
+            Some(done) => after_first_pass(entries, &group, done),
+            None => rewrite_group(entries, &group, relocations),
+        })
+        .collect();
+    let unwritten: BTreeMap<usize, Outcome> = content_errors
+        .iter()
+        .map(|(entry, outcome, _)| (*entry, *outcome))
+        .collect();
+    // A line whose file was not written keeps its old hash, which is still the file's. One whose
+    // file failed to write makes the RECORD reported as failed (whatever else was written to
+    // it); one whose file a signal left unchanged is simply dropped, the signal stopping the
+    // RECORD's own update anyway.
     let mut kept_errors = Vec::new();
     let records: Vec<Vec<Change>> = records
         .into_iter()
@@ -725,11 +817,16 @@ fn apply(
                 .into_iter()
                 .map(|change| {
                     let mut change = change.clone();
-                    let planned = change.record_fields.len();
+                    let mut kept = 0;
                     change
                         .record_fields
-                        .retain(|field| !failed.contains(&field.target));
-                    let kept = planned - change.record_fields.len();
+                        .retain(|field| match unwritten.get(&field.target) {
+                            None => true,
+                            Some(outcome) => {
+                                kept += usize::from(*outcome == Outcome::Failed);
+                                false
+                            }
+                        });
                     if kept > 0 {
                         kept_errors.push((
                             change.entry,
@@ -761,10 +858,50 @@ fn apply(
             rewrite_group(entries, &group, relocations)
         })
         .collect();
+    // A RECORD that was not updated (a signal stopped the run first, or its write failed) while
+    // files it lists were: those lines hold hashes of contents the files no longer have, and a
+    // later run, which finds nothing to change in those files, would not plan them again. Said
+    // so, and counted as failed.
+    let stale_errors: Vec<(usize, Outcome, EntryError)> = record_errors
+        .iter()
+        .filter_map(|(entry, outcome, _)| {
+            let change = records
+                .iter()
+                .flatten()
+                .find(|change| change.entry == *entry)?;
+            let stale = change.record_fields.len();
+            (stale > 0).then(|| {
+                let why = if *outcome == Outcome::Interrupted {
+                    "the run was stopped before the RECORD was updated"
+                } else {
+                    "the RECORD could not be updated"
+                };
+                (
+                    *entry,
+                    Outcome::Failed,
+                    EntryError {
+                        path: entries[*entry].path.clone(),
+                        message: if stale == 1 {
+                            format!(
+                                "1 RECORD line keeps the old hash of a file this run changed: \
+                                 {why}"
+                            )
+                        } else {
+                            format!(
+                                "{stale} RECORD lines keep the old hashes of files this run \
+                                 changed: {why}"
+                            )
+                        },
+                    },
+                )
+            })
+        })
+        .collect();
     for (entry, outcome, error) in content_errors
         .into_iter()
         .chain(kept_errors)
         .chain(record_errors)
+        .chain(stale_errors)
     {
         outcomes.insert((entry, Location::Content), outcome);
         errors.push(error);
@@ -832,6 +969,133 @@ fn apply(
     }
     writable.restore()?;
     Ok(renamed)
+}
+
+/// Restores a file's scrubbed references while discovery's first pass holds its contents (runs
+/// without relocations only).
+struct FirstPass<'supplied> {
+    supplied: &'supplied SuppliedPaths,
+}
+
+impl storepatch_tree::ContentWriter for FirstPass<'_> {
+    fn write_content(&self, visit: &Visit<'_>, contents: &[u8], hits: &[Hit]) -> Option<Written> {
+        let entry = visit.entry();
+        // Other names of the inode are re-linked to the new file after discovery (`apply`), and a
+        // `RECORD` gets the new hashes of the files it lists, known once they are all planned.
+        if entry.nlink > 1 || is_record(entry) {
+            return None;
+        }
+        let mut splices: Vec<Splice<'_>> = hits
+            .iter()
+            .filter_map(|hit| match &hit.target {
+                Target::Scrubbed { name } => match self.supplied.resolve(name) {
+                    Resolution::Unique(path) => Some(Splice {
+                        offset: hit.hash_offset,
+                        len: HASH_LEN,
+                        bytes: path.hash().as_bytes(),
+                    }),
+                    Resolution::Ambiguous(_) | Resolution::Unknown => None,
+                },
+                Target::Live(_) => None,
+            })
+            .collect();
+        splices.sort_by_key(|splice| splice.offset);
+        splices.dedup_by_key(|splice| splice.offset);
+        // A supplied path whose hash is the scrubbed one changes nothing: left to `apply`, which
+        // writes no file that needs no change.
+        if splices.is_empty() || splices.iter().any(|splice| splice.bytes == SCRUBBED_HASH) {
+            return None;
+        }
+        let metadata = visit.file()?.metadata().ok()?;
+        let result = storepatch_rewrite::interrupt::check(&entry.path).and_then(|()| {
+            storepatch_rewrite::replace_file_spliced(&entry.path, &metadata, contents, &splices)
+                .map(|_| ())
+        });
+        match result {
+            // A directory we may not write to yet: `apply` makes it writable first.
+            Err(storepatch_rewrite::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                None
+            }
+            result => Some(Written {
+                offsets: splices.iter().map(|splice| splice.offset).collect(),
+                result,
+            }),
+        }
+    }
+}
+
+/// What is still to be written of `change`: all of it, or, for a file the first pass wrote, the
+/// restorations that pass did not know of; the first pass's error if it failed to write it.
+fn pending<'change, 'written>(
+    change: &'change Change,
+    written: &'written BTreeMap<usize, Written>,
+) -> Result<Cow<'change, Change>, &'written storepatch_rewrite::Error> {
+    if change.location != Location::Content {
+        return Ok(Cow::Borrowed(change));
+    }
+    let Some(done) = written.get(&change.entry) else {
+        return Ok(Cow::Borrowed(change));
+    };
+    done.result.as_ref()?;
+    let mut late = change.clone();
+    late.restorations.retain(|restoration| {
+        done.offsets
+            .binary_search(&restoration.hash_offset)
+            .is_err()
+    });
+    Ok(Cow::Owned(late))
+}
+
+/// The result for `group` (the names of one inode), a file the first pass wrote: the
+/// restorations it did not know of are written now.
+fn after_first_pass(
+    entries: &[Entry],
+    group: &[&Change],
+    done: Written,
+) -> Vec<(usize, Outcome, EntryError)> {
+    let leader = &entries[group[0].entry];
+    let mut results = Vec::new();
+    if let Err(err) = done.result {
+        let err = anyhow::Error::from(err);
+        results.push((
+            group[0].entry,
+            Outcome::of_error(&err),
+            EntryError {
+                path: leader.path.clone(),
+                message: crate::exit::render(&err),
+            },
+        ));
+    } else {
+        let mut late = group[0].clone();
+        late.restorations.retain(|restoration| {
+            done.offsets
+                .binary_search(&restoration.hash_offset)
+                .is_err()
+        });
+        if !late.restorations.is_empty() {
+            // The file is a new inode now: reopened by name and checked like any other.
+            results.extend(rewrite_group(entries, &[&late], &[]));
+        }
+    }
+    // A file written in the first pass has one name (see `FirstPass`): a second one would be the
+    // same file listed twice, by two roots that overlap.
+    results.extend(group[1..].iter().map(|change| {
+        (
+            change.entry,
+            Outcome::Failed,
+            EntryError {
+                path: entries[change.entry].path.clone(),
+                message: format!(
+                    "cannot restore `{}`: it is another name of `{}`, written on its own",
+                    entries[change.entry].path.display(),
+                    leader.path.display()
+                ),
+            },
+        )
+    }));
+    results
 }
 
 /// Checks that `contents` still hold what the plan was made from.
@@ -1304,6 +1568,28 @@ fn join(items: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_keys_are_equal_for_equal_paths() {
+        let key = |path: &str| path_key(Path::new(path)).into_owned();
+        let plain = key("venv/lib/site-packages/demo.py");
+        assert!(matches!(
+            path_key(Path::new("venv/lib/site-packages/demo.py")),
+            Cow::Borrowed(_)
+        ));
+        for spelling in [
+            "venv//lib/site-packages/demo.py",
+            "venv/./lib/site-packages/demo.py",
+            "venv/lib/site-packages/./demo.py",
+        ] {
+            assert_eq!(key(spelling), plain, "{spelling}");
+        }
+        assert_eq!(key("venv/lib/"), key("venv/lib"));
+        assert_eq!(key("venv/lib/."), key("venv/lib"));
+        assert_eq!(key("./venv/lib"), b"./venv/lib");
+        assert_ne!(key("./venv/lib"), key("venv/lib"));
+        assert_eq!(key("/"), b"/");
+    }
 
     #[test]
     fn scrubbed_names_in_file_names() {

@@ -44,7 +44,9 @@
 //!   (as Nix's scanner does), in `scan` and `scrub` alike. `scrub`'s `files`, `symlinks` and
 //!   `names` count entries written; `failed` and `interrupted` count the ones left unchanged.
 //!   `relink`'s `interrupted` counts files a signal left unchanged. After SIGINT or SIGTERM the
-//!   summary still comes, and the exit code is 130 or 143.
+//!   summary still comes, and the exit code is 130 or 143. `scrub`, and `restore` without
+//!   `--relocate`, write most files while discovery reads them, so an entry discovery had not
+//!   reached when the signal came has no record (and is unchanged).
 //!
 //! Byte strings (paths, store paths, contexts) are `{"text": "..."}` when they are UTF-8 and
 //! `{"bytes": "<base64>"}` otherwise, so nothing is lost.

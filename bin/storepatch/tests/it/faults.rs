@@ -415,8 +415,9 @@ fn check_outcomes(
 }
 
 /// 20 000 files holding `contents` in 40 directories, and the two to watch for the first
-/// rewrite: restore's rewrites go in inode order, split between the threads, so the first and the
-/// middle one by inode (scrub writes most files as discovery reads them, the first of them soon).
+/// rewrite: the first and the middle one by inode, as rewrites after discovery go in inode order,
+/// split between the threads (scrub, and restore without `--relocate`, write most files as
+/// discovery reads them, the first of them soon).
 fn many_files(tree: &TestTree, contents: &str) -> (Vec<PathBuf>, [PathBuf; 2]) {
     let paths: Vec<PathBuf> = (0..20_000)
         .map(|index| tree.write(&format!("d{:02}/f{index:05}", index % 40), contents))
@@ -482,16 +483,118 @@ fn scrub_stops_cleanly_on_sigterm() {
 }
 
 /// restore under SIGINT, as scrub above: every file is scrubbed or restored exactly as its record
-/// says, no temporary file is left, the summary counts only what was written, exit code 130.
-// See: #16
-#[test]
-fn restore_stops_cleanly_on_sigint() {
+/// says, no temporary file is left, the summary counts only what was written, exit code 130. With
+/// `extra` (such as `--relocate`, which makes restore write nothing before discovery ends) and
+/// `unreached`, as `check_outcomes` takes it. A second restore finishes the job.
+fn restore_interrupted(extra: &[&str], unreached: Unreached) {
     let tree = TestTree::new();
     let store_path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
     let restored = format!("{store_path}/lib\n").repeat(4);
     let scrubbed_contents = restored.replace(ZLIB_HASH, &scrubbed());
     let (paths, watched) = many_files(&tree, &scrubbed_contents);
     let watched = [watched[0].as_path(), watched[1].as_path()];
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "restore".as_ref(),
+        "--json".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+        "--store-path".as_ref(),
+        store_path.as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.push(tree.root.as_os_str());
+    let child = spawn_with_signals_ignored(&args);
+    signal_once_changed(&child, &watched, scrubbed_contents.as_bytes(), "INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
+    check_outcomes(
+        &output.stdout,
+        "restore",
+        &paths,
+        (&restored, &scrubbed_contents),
+        unreached,
+    );
+    assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+    let again = storepatch()
+        .arg("restore")
+        .arg("--store-path")
+        .arg(&store_path)
+        .args(extra)
+        .arg(&tree.root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        paths
+            .iter()
+            .all(|path| fs_err::read_to_string(path).unwrap() == restored)
+    );
+}
+
+/// Without `--relocate`, files are restored as discovery reads them: files it did not get to
+/// have no record and are unchanged.
+// See: #16
+#[test]
+fn restore_stops_cleanly_on_sigint() {
+    restore_interrupted(&[], Unreached::Unrecorded);
+}
+
+/// With `--relocate` (here of a location no file holds), every file is read before any is
+/// written: each planned file has a record.
+// See: #16
+#[test]
+fn restore_with_relocation_stops_cleanly_on_sigint() {
+    restore_interrupted(
+        &["--relocate", "/build/source/.venv=/opt/venv"],
+        Unreached::Recorded,
+    );
+}
+
+/// A signal between the files' restore and their `RECORD`'s update: the `RECORD`s, made for the
+/// scrubbed files, are left as they were, and each line that no longer matches its file (because
+/// the file was restored) is reported, counted in an error naming the `RECORD`, which is failed.
+/// A `RECORD` whose files were all left scrubbed is interrupted, with no such error.
+// See: #15
+#[test]
+fn restore_interrupted_reports_record_lines_it_left_stale() {
+    use std::fmt::Write as _;
+    let tree = TestTree::new();
+    let store_path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1");
+    let restored = format!("{store_path}/lib\n").repeat(4);
+    let scrubbed_contents = restored.replace(ZLIB_HASH, &scrubbed());
+    let (paths, watched) = many_files(&tree, &scrubbed_contents);
+    let watched = [watched[0].as_path(), watched[1].as_path()];
+    let hash = |data: &str| -> String {
+        let output = run_ok(Command::new("/usr/bin/python3").args([
+            "-c",
+            "import base64, hashlib, sys; data = sys.argv[1].encode(); \
+             print(base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode())",
+            data,
+        ]));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let fields = |contents: &str| format!("sha256={},{}", hash(contents), contents.len());
+    let (scrubbed_fields, restored_fields) = (fields(&scrubbed_contents), fields(&restored));
+    // One RECORD per directory, at the tree's root: `d07.dist-info/RECORD` lists `d07/…`.
+    let records: Vec<(PathBuf, String)> = (0..40)
+        .map(|dir| {
+            let dir_path = tree.root.join(format!("d{dir:02}"));
+            let mut record = String::new();
+            for path in paths.iter().filter(|path| path.parent() == Some(&dir_path)) {
+                let relative = path.strip_prefix(&tree.root).unwrap().display();
+                writeln!(record, "{relative},{scrubbed_fields}").unwrap();
+            }
+            let path = tree.write(&format!("d{dir:02}.dist-info/RECORD"), &record);
+            (path, record)
+        })
+        .collect();
     let child = spawn_with_signals_ignored(&[
         "restore".as_ref(),
         "--json".as_ref(),
@@ -505,15 +608,93 @@ fn restore_stops_cleanly_on_sigint() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("stopped by SIGINT"), "{stderr}");
-    check_outcomes(
-        &output.stdout,
-        "restore",
-        &paths,
-        (&restored, &scrubbed_contents),
-        Unreached::Recorded,
-    );
     assert_eq!(leftovers(&tree.root), Vec::<PathBuf>::new());
+    let lines = json_lines(&output.stdout);
+    let outcomes: std::collections::HashMap<PathBuf, String> = lines
+        .iter()
+        .filter(|line| line["type"] == "restore")
+        .map(|line| {
+            (
+                PathBuf::from(line["path"]["text"].as_str().unwrap()),
+                line["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let outcome = |path: &Path| outcomes.get(path).cloned();
+    let errors = |path: &Path| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|line| {
+                line["type"] == "error" && line["path"]["text"] == path.to_str().unwrap()
+            })
+            .map(|line| line["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Every file is scrubbed or restored, exactly as its record says.
+    let mut done = 0;
+    for path in &paths {
+        let contents = fs_err::read_to_string(path).unwrap();
+        if outcome(path).as_deref() == Some("done") {
+            assert_eq!(contents, restored, "{}", path.display());
+            done += 1;
+        } else {
+            assert_eq!(contents, scrubbed_contents, "{}", path.display());
+        }
+    }
+    assert!(done > 0 && done < paths.len(), "{done} done");
+    let mut stale_records = 0;
+    for (record_path, record) in &records {
+        let now = fs_err::read_to_string(record_path).unwrap();
+        let stale = record
+            .lines()
+            .filter(|line| {
+                let (file, fields) = line.split_once(',').unwrap();
+                let contents = fs_err::read_to_string(tree.root.join(file)).unwrap();
+                let true_fields = if contents == restored {
+                    &restored_fields
+                } else {
+                    &scrubbed_fields
+                };
+                fields != true_fields.as_str()
+            })
+            .count();
+        match outcome(record_path).as_deref() {
+            // The whole run was over before the signal: every line is true.
+            Some("done") => {
+                assert_eq!(stale, 0, "{now}");
+                assert!(errors(record_path).is_empty());
+            }
+            Some(outcome) => {
+                assert_eq!(&now, record, "{}", record_path.display());
+                let expected: Vec<String> = match stale {
+                    0 => Vec::new(),
+                    1 => vec![
+                        "1 RECORD line keeps the old hash of a file this run changed: the run \
+                         was stopped before the RECORD was updated"
+                            .to_owned(),
+                    ],
+                    stale => vec![format!(
+                        "{stale} RECORD lines keep the old hashes of files this run changed: \
+                         the run was stopped before the RECORD was updated"
+                    )],
+                };
+                let messages: Vec<String> = errors(record_path)
+                    .into_iter()
+                    .filter(|message| message.contains("RECORD line"))
+                    .collect();
+                assert_eq!(messages, expected, "{}", record_path.display());
+                let expected_outcome = if stale > 0 { "failed" } else { "interrupted" };
+                assert_eq!(outcome, expected_outcome, "{}", record_path.display());
+                stale_records += usize::from(stale > 0);
+            }
+            // No file it lists was reached: nothing was planned for it.
+            None => {
+                assert_eq!(stale, 0, "{}", record_path.display());
+                assert_eq!(&now, record);
+            }
+        }
+    }
+    assert!(stale_records > 0, "{stderr}");
 }
 
 /// A temporary file left by a killed run (its pid is gone): scan reports it rather than counting
