@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rayon::prelude::*;
 
 mod mmap;
-pub use mmap::use_one_malloc_arena;
+pub use mmap::tune_malloc;
 
 /// Errors from walking and reading, always with the path concerned.
 #[derive(Debug, thiserror::Error)]
@@ -1094,8 +1094,12 @@ fn read_exactly(
         .ok_or_else(|| changed(expected_len))?;
     if buffer.len() < wanted {
         // Exactly: grown by doubling, a buffer kept per thread could hold twice the largest file
-        // read into it.
-        buffer.reserve_exact(wanted - buffer.len());
+        // read into it. But never smaller than `FIRST_CAPACITY`, so that it is a mapping of its
+        // own (see `tune_malloc`) rather than a run of the heap that the walk's records share:
+        // grown there file by file, each step would leave a hole behind that the records then
+        // spread into. The pages beyond what is read are never touched, so they cost nothing.
+        const FIRST_CAPACITY: usize = 256 << 10;
+        buffer.reserve_exact(wanted.max(FIRST_CAPACITY) - buffer.len());
         buffer.resize(wanted, 0);
     }
     let mut filled = 0;
