@@ -354,15 +354,17 @@ pub fn scan_roots_writing(
             .build()
     };
 
-    let resolved: Vec<(usize, EntryScan)> = scans
+    // Each scan stays in its box: taken out, every entry with findings would be held twice (in
+    // its box, freed into the heap, and in this list) until the findings are gathered.
+    let resolved: Vec<(usize, Box<EntryScan>)> = scans
         .into_par_iter()
         .zip(entries.par_iter())
         .enumerate()
         .filter_map(|(index, (scan, entry))| {
-            Some((
-                index,
-                resolve(index, entry, *scan?, &found, &scanner, options),
-            ))
+            let mut scan = scan?;
+            let taken = std::mem::replace(&mut *scan, EntryScan::empty());
+            *scan = resolve(index, entry, taken, &found, &scanner, options);
+            Some((index, scan))
         })
         // Most entries have nothing to report; only the others are kept (in order).
         .filter(|(_, scan)| !scan.findings.is_empty() || scan.error.is_some())
@@ -372,6 +374,7 @@ pub fn scan_roots_writing(
         Vec::with_capacity(resolved.iter().map(|(_, scan)| scan.findings.len()).sum());
     let mut written = Vec::new();
     for (index, scan) in resolved {
+        let scan = *scan;
         findings.extend(scan.findings);
         errors.extend(scan.error);
         written.extend(scan.written.map(|done| (index, *done)));
@@ -423,6 +426,16 @@ struct EntryScan {
 }
 
 impl EntryScan {
+    /// A scan that found nothing.
+    fn empty() -> Self {
+        Self {
+            findings: Vec::new(),
+            windows: Vec::new(),
+            error: None,
+            written: None,
+        }
+    }
+
     /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
     /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
     fn kept(mut self) -> Option<Box<Self>> {
@@ -571,12 +584,7 @@ fn scan_entry(
     options: &TreeOptions,
     first: Option<(&AtomicUsize, &dyn ContentWriter)>,
 ) -> EntryScan {
-    let mut scan = EntryScan {
-        findings: Vec::new(),
-        windows: Vec::new(),
-        error: None,
-        written: None,
-    };
+    let mut scan = EntryScan::empty();
     if let Err(err) = scan_places(visit, scanner, options, first, &mut scan) {
         // What was written stays reported with the hits it changed.
         if scan.written.is_none() {
