@@ -271,8 +271,9 @@ struct Shared<'v, T, F> {
 struct Listing<T> {
     /// The directory itself with its value, if it was kept (never for the root, whose entry is
     /// examined before the walk starts): a subdirectory is examined by its own task, through the
-    /// descriptor it was opened with.
-    own: Option<(Entry, T)>,
+    /// descriptor it was opened with. Boxed: most directories are not kept, and every listing
+    /// would otherwise carry its room.
+    own: Option<Box<(Entry, T)>>,
     /// The children that were kept, sorted by name, with their values; subdirectories are not
     /// among them (see `own`).
     kept: Vec<(Entry, T)>,
@@ -353,7 +354,7 @@ fn list_dir<'s, T, F>(
             // The parent is no longer needed: let its descriptor go before walking further down.
             drop(parent);
             let opened = fd.map(|fd| fd.map(|fd| (fd, entry.path.clone())));
-            own = value.map(|value| (entry, value));
+            own = value.map(|value| Box::new((entry, value)));
             opened.transpose()
         }
     };
@@ -687,7 +688,8 @@ fn flatten<T>(
     let mut take = |id: usize, walk: &mut Walk, values: &mut Vec<T>| {
         let listing = listings.get_mut(id).and_then(Option::take)?;
         walk.errors.extend(listing.errors);
-        if let Some((entry, value)) = listing.own {
+        if let Some(own) = listing.own {
+            let (entry, value) = *own;
             walk.entries.push(entry);
             values.push(value);
         }
