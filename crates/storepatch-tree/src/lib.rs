@@ -376,7 +376,7 @@ pub fn scan_roots_writing(
     for (index, scan) in resolved {
         let scan = *scan;
         findings.extend(scan.findings);
-        errors.extend(scan.error);
+        errors.extend(scan.error.map(|error| *error));
         written.extend(scan.written.map(|done| (index, *done)));
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
@@ -419,7 +419,8 @@ struct EntryScan {
     findings: Vec<Finding>,
     /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
     windows: Vec<(Location, Windows)>,
-    error: Option<EntryError>,
+    /// Boxed: few entries have one, and every kept scan would otherwise carry its room.
+    error: Option<Box<EntryError>>,
     /// What the [`ContentWriter`] wrote (first pass only). Boxed: most scans are of files nothing
     /// wrote, and every kept scan would otherwise carry its room.
     written: Option<Box<Written>>,
@@ -591,10 +592,10 @@ fn scan_entry(
             scan.findings.clear();
         }
         scan.windows.clear();
-        scan.error = Some(EntryError {
+        scan.error = Some(Box::new(EntryError {
             path: visit.entry().path.clone(),
             message: error_chain(&*err),
-        });
+        }));
     }
     // Names come first in the entry but sort after content for readers: content, symlink, name.
     scan.findings.sort_by_key(|finding| finding.location);

@@ -286,6 +286,10 @@ struct Listing<T> {
     examined: usize,
 }
 
+/// A directory with at most this many children has them visited one after another (see
+/// `list_dir`).
+const SEQUENTIAL_UP_TO: usize = 8;
+
 /// What visiting a child of a directory gave: see `list_dir`.
 type Visited<T> = Option<Result<Option<(Entry, T)>>>;
 
@@ -393,25 +397,31 @@ fn list_dir<'s, T, F>(
             let parent = dir.fd().ok();
             // Per child: `None` for a subdirectory (examined by its own task), else the child
             // examined and visited, kept or not, or why it could not be examined.
-            let visited: Vec<Visited<T>> = listed
-                .into_par_iter()
-                .map(|child| {
-                    let (entry, file) = match child {
-                        Child::Examined(entry) => (entry, None),
-                        Child::ToOpen(path) => match open_listed(parent, path, depth) {
-                            Ok(opened) => opened,
-                            Err(err) => return Some(Err(err)),
-                        },
-                        Child::Dir(_) => return None,
-                    };
-                    let value = (shared.visit)(&Visit {
-                        entry: &entry,
-                        parent,
-                        file: file.as_ref(),
-                    });
-                    Some(Ok(value.map(|value| (entry, value))))
-                })
-                .collect();
+            let visit_child = |child: Child| {
+                let (entry, file) = match child {
+                    Child::Examined(entry) => (entry, None),
+                    Child::ToOpen(path) => match open_listed(parent, path, depth) {
+                        Ok(opened) => opened,
+                        Err(err) => return Some(Err(err)),
+                    },
+                    Child::Dir(_) => return None,
+                };
+                let value = (shared.visit)(&Visit {
+                    entry: &entry,
+                    parent,
+                    file: file.as_ref(),
+                });
+                Some(Ok(value.map(|value| (entry, value))))
+            };
+            // A small directory's children are visited in order on this thread: in parallel,
+            // a thread waiting for them would take up other directories' tasks meanwhile, and
+            // every directory it took up holds its listing until it is done, so many listings
+            // would be alive at once. Its subdirectories are tasks of their own either way.
+            let visited: Vec<Visited<T>> = if listed.len() > SEQUENTIAL_UP_TO {
+                listed.into_par_iter().map(visit_child).collect()
+            } else {
+                listed.into_iter().map(visit_child).collect()
+            };
             // Every kept child of the tree sits in one of these until the walk is flattened.
             kept.reserve_exact(
                 visited
