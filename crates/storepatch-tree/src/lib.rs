@@ -87,7 +87,9 @@ pub struct TreeScan {
     /// not scanned; see [`handle_leftovers`].
     pub leftovers: Vec<(usize, storepatch_rewrite::Leftover)>,
     /// What a [`ContentWriter`] wrote during the first pass, by entry index, in entry order.
-    pub written: Vec<(usize, Written)>,
+    /// Boxed as the first pass made them: a scrub writes most files there, and taken out of
+    /// their boxes they would all be held a second time.
+    pub written: Vec<(usize, Box<Written>)>,
 }
 
 /// Writes a file while the first pass holds its contents, so that a command that changes most
@@ -377,7 +379,7 @@ pub fn scan_roots_writing(
         let scan = *scan;
         findings.extend(scan.findings);
         errors.extend(scan.error.map(|error| *error));
-        written.extend(scan.written.map(|done| (index, *done)));
+        written.extend(scan.written.map(|done| (index, done)));
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);

@@ -219,7 +219,7 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
 fn apply(
     scan: &TreeScan,
     changes: &[Change],
-    written: Vec<(usize, Written)>,
+    written: Vec<(usize, Box<Written>)>,
     errors: &mut Vec<EntryError>,
 ) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Outcome>)> {
     let entries = &scan.entries;
@@ -244,7 +244,7 @@ fn apply(
     // Files the first pass wrote need nothing more of their directory. `written` is in entry
     // order, so it is searched as it is rather than put in a map: a venv has thousands.
     let mut written = written;
-    let written_at = |written: &[(usize, Written)], entry: usize| {
+    let written_at = |written: &[(usize, Box<Written>)], entry: usize| {
         written
             .binary_search_by_key(&entry, |(index, _)| *index)
             .ok()
@@ -292,7 +292,7 @@ fn apply(
         let leader = &changes[grouped[group.start]];
         let done = written_at(&written, leader.entry).map(|at| {
             std::mem::replace(
-                &mut written[at].1,
+                &mut *written[at].1,
                 Written {
                     offsets: Vec::new(),
                     result: Ok(()),
