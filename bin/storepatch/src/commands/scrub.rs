@@ -200,6 +200,8 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
         }
         offsets.sort_unstable();
         offsets.dedup();
+        // Kept until the run ends: most files have one, and a collected vector holds room for four.
+        offsets.shrink_to_fit();
         let metadata = visit.file()?.metadata().ok()?;
         let result =
             storepatch_rewrite::replace_file(&entry.path, &metadata, contents, &patches(&offsets));
