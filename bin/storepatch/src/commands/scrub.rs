@@ -39,7 +39,7 @@ struct Change {
     /// A vector, not a set, of indices, not renderings: a venv has a change for each of thousands
     /// of `.pyc` files, most naming the one same store path, and a one-element `BTreeSet` holds a
     /// whole tree node.
-    store_paths: Vec<u32>,
+    store_paths: Vec<usize>,
 }
 
 /// Every store path the changes name, each once: rendered, with its hash part (the summary
@@ -48,27 +48,27 @@ struct Change {
 #[derive(Default)]
 struct StorePaths {
     paths: Vec<(Vec<u8>, HashPart)>,
-    index: HashMap<Vec<u8>, u32>,
+    index: HashMap<Vec<u8>, usize>,
 }
 
 impl StorePaths {
     /// The index of `rendered`, added if it is new.
-    fn add(&mut self, rendered: Vec<u8>, hash: HashPart) -> u32 {
+    fn add(&mut self, rendered: Vec<u8>, hash: HashPart) -> usize {
         if let Some(&index) = self.index.get(&rendered) {
             return index;
         }
-        let index = u32::try_from(self.paths.len()).expect("fewer than 2^32 store paths");
+        let index = self.paths.len();
         self.paths.push((rendered.clone(), hash));
         self.index.insert(rendered, index);
         index
     }
 
-    fn rendered(&self, index: u32) -> &[u8] {
-        &self.paths[index as usize].0
+    fn rendered(&self, index: usize) -> &[u8] {
+        &self.paths[index].0
     }
 
-    fn hash(&self, index: u32) -> &HashPart {
-        &self.paths[index as usize].1
+    fn hash(&self, index: usize) -> &HashPart {
+        &self.paths[index].1
     }
 }
 
