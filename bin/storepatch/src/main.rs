@@ -11,7 +11,7 @@ mod tree;
 
 fn main() -> ExitCode {
     // Before any thread starts: see its docs for what it saves.
-    storepatch_walk::use_one_malloc_arena();
+    storepatch_walk::tune_malloc();
     exit::install_signal_handlers();
     // Installed under the name `patchelf`, behave exactly like `storepatch elf`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();

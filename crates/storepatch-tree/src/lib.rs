@@ -87,7 +87,9 @@ pub struct TreeScan {
     /// not scanned; see [`handle_leftovers`].
     pub leftovers: Vec<(usize, storepatch_rewrite::Leftover)>,
     /// What a [`ContentWriter`] wrote during the first pass, by entry index, in entry order.
-    pub written: Vec<(usize, Written)>,
+    /// Boxed as the first pass made them: a scrub writes most files there, and taken out of
+    /// their boxes they would all be held a second time.
+    pub written: Vec<(usize, Box<Written>)>,
 }
 
 /// Writes a file while the first pass holds its contents, so that a command that changes most
@@ -369,15 +371,17 @@ pub fn scan_roots_writing(
             .build()
     };
 
-    let resolved: Vec<(usize, EntryScan)> = scans
+    // Each scan stays in its box: taken out, every entry with findings would be held twice (in
+    // its box, freed into the heap, and in this list) until the findings are gathered.
+    let resolved: Vec<(usize, Box<EntryScan>)> = scans
         .into_par_iter()
         .zip(entries.par_iter())
         .enumerate()
         .filter_map(|(index, (scan, entry))| {
-            Some((
-                index,
-                resolve(index, entry, *scan?, &found, &scanner, options),
-            ))
+            let mut scan = scan?;
+            let taken = std::mem::replace(&mut *scan, EntryScan::empty());
+            *scan = resolve(index, entry, taken, &found, &scanner, options);
+            Some((index, scan))
         })
         // Most entries have nothing to report; only the others are kept (in order).
         .filter(|(_, scan)| !scan.findings.is_empty() || scan.error.is_some())
@@ -387,9 +391,10 @@ pub fn scan_roots_writing(
         Vec::with_capacity(resolved.iter().map(|(_, scan)| scan.findings.len()).sum());
     let mut written = Vec::new();
     for (index, scan) in resolved {
+        let scan = *scan;
         findings.extend(scan.findings);
-        errors.extend(scan.error);
-        written.extend(scan.written.map(|done| (index, *done)));
+        errors.extend(scan.error.map(|error| *error));
+        written.extend(scan.written.map(|done| (index, done)));
     }
     errors.sort_by(|left, right| left.path.cmp(&right.path));
     errors.dedup_by(|left, right| left.path == right.path && left.message == right.message);
@@ -431,13 +436,24 @@ struct EntryScan {
     findings: Vec<Finding>,
     /// Runs that matched no candidate, per place (empty in a second pass; flagged when cut short).
     windows: Vec<(Location, Windows)>,
-    error: Option<EntryError>,
+    /// Boxed: few entries have one, and every kept scan would otherwise carry its room.
+    error: Option<Box<EntryError>>,
     /// What the [`ContentWriter`] wrote (first pass only). Boxed: most scans are of files nothing
     /// wrote, and every kept scan would otherwise carry its room.
     written: Option<Box<Written>>,
 }
 
 impl EntryScan {
+    /// A scan that found nothing.
+    fn empty() -> Self {
+        Self {
+            findings: Vec::new(),
+            windows: Vec::new(),
+            error: None,
+            written: None,
+        }
+    }
+
     /// The scan as the walk keeps it until every entry is done: `None` for an entry with nothing
     /// to report or resolve (most entries), so it costs a pointer rather than a whole `EntryScan`.
     fn kept(mut self) -> Option<Box<Self>> {
@@ -586,22 +602,17 @@ fn scan_entry(
     options: &TreeOptions,
     first: Option<(&AtomicUsize, &dyn ContentWriter)>,
 ) -> EntryScan {
-    let mut scan = EntryScan {
-        findings: Vec::new(),
-        windows: Vec::new(),
-        error: None,
-        written: None,
-    };
+    let mut scan = EntryScan::empty();
     if let Err(err) = scan_places(visit, scanner, options, first, &mut scan) {
         // What was written stays reported with the hits it changed.
         if scan.written.is_none() {
             scan.findings.clear();
         }
         scan.windows.clear();
-        scan.error = Some(EntryError {
+        scan.error = Some(Box::new(EntryError {
             path: visit.entry().path.clone(),
             message: error_chain(&*err),
-        });
+        }));
     }
     // Names come first in the entry but sort after content for readers: content, symlink, name.
     scan.findings.sort_by_key(|finding| finding.location);

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rayon::prelude::*;
 
 mod mmap;
-pub use mmap::use_one_malloc_arena;
+pub use mmap::tune_malloc;
 
 /// Errors from walking and reading, always with the path concerned.
 #[derive(Debug, thiserror::Error)]
@@ -271,8 +271,9 @@ struct Shared<'v, T, F> {
 struct Listing<T> {
     /// The directory itself with its value, if it was kept (never for the root, whose entry is
     /// examined before the walk starts): a subdirectory is examined by its own task, through the
-    /// descriptor it was opened with.
-    own: Option<(Entry, T)>,
+    /// descriptor it was opened with. Boxed: most directories are not kept, and every listing
+    /// would otherwise carry its room.
+    own: Option<Box<(Entry, T)>>,
     /// The children that were kept, sorted by name, with their values; subdirectories are not
     /// among them (see `own`).
     kept: Vec<(Entry, T)>,
@@ -284,6 +285,10 @@ struct Listing<T> {
     /// How many children were examined, kept or not.
     examined: usize,
 }
+
+/// A directory with at most this many children has them visited one after another (see
+/// `list_dir`).
+const SEQUENTIAL_UP_TO: usize = 8;
 
 /// What visiting a child of a directory gave: see `list_dir`.
 type Visited<T> = Option<Result<Option<(Entry, T)>>>;
@@ -353,7 +358,7 @@ fn list_dir<'s, T, F>(
             // The parent is no longer needed: let its descriptor go before walking further down.
             drop(parent);
             let opened = fd.map(|fd| fd.map(|fd| (fd, entry.path.clone())));
-            own = value.map(|value| (entry, value));
+            own = value.map(|value| Box::new((entry, value)));
             opened.transpose()
         }
     };
@@ -392,25 +397,31 @@ fn list_dir<'s, T, F>(
             let parent = dir.fd().ok();
             // Per child: `None` for a subdirectory (examined by its own task), else the child
             // examined and visited, kept or not, or why it could not be examined.
-            let visited: Vec<Visited<T>> = listed
-                .into_par_iter()
-                .map(|child| {
-                    let (entry, file) = match child {
-                        Child::Examined(entry) => (entry, None),
-                        Child::ToOpen(path) => match open_listed(parent, path, depth) {
-                            Ok(opened) => opened,
-                            Err(err) => return Some(Err(err)),
-                        },
-                        Child::Dir(_) => return None,
-                    };
-                    let value = (shared.visit)(&Visit {
-                        entry: &entry,
-                        parent,
-                        file: file.as_ref(),
-                    });
-                    Some(Ok(value.map(|value| (entry, value))))
-                })
-                .collect();
+            let visit_child = |child: Child| {
+                let (entry, file) = match child {
+                    Child::Examined(entry) => (entry, None),
+                    Child::ToOpen(path) => match open_listed(parent, path, depth) {
+                        Ok(opened) => opened,
+                        Err(err) => return Some(Err(err)),
+                    },
+                    Child::Dir(_) => return None,
+                };
+                let value = (shared.visit)(&Visit {
+                    entry: &entry,
+                    parent,
+                    file: file.as_ref(),
+                });
+                Some(Ok(value.map(|value| (entry, value))))
+            };
+            // A small directory's children are visited in order on this thread: in parallel,
+            // a thread waiting for them would take up other directories' tasks meanwhile, and
+            // every directory it took up holds its listing until it is done, so many listings
+            // would be alive at once. Its subdirectories are tasks of their own either way.
+            let visited: Vec<Visited<T>> = if listed.len() > SEQUENTIAL_UP_TO {
+                listed.into_par_iter().map(visit_child).collect()
+            } else {
+                listed.into_iter().map(visit_child).collect()
+            };
             // Every kept child of the tree sits in one of these until the walk is flattened.
             kept.reserve_exact(
                 visited
@@ -687,7 +698,8 @@ fn flatten<T>(
     let mut take = |id: usize, walk: &mut Walk, values: &mut Vec<T>| {
         let listing = listings.get_mut(id).and_then(Option::take)?;
         walk.errors.extend(listing.errors);
-        if let Some((entry, value)) = listing.own {
+        if let Some(own) = listing.own {
+            let (entry, value) = *own;
             walk.entries.push(entry);
             values.push(value);
         }
@@ -1201,8 +1213,12 @@ fn read_exactly(
         .ok_or_else(|| changed(expected_len))?;
     if buffer.len() < wanted {
         // Exactly: grown by doubling, a buffer kept per thread could hold twice the largest file
-        // read into it.
-        buffer.reserve_exact(wanted - buffer.len());
+        // read into it. But never smaller than `FIRST_CAPACITY`, so that it is a mapping of its
+        // own (see `tune_malloc`) rather than a run of the heap that the walk's records share:
+        // grown there file by file, each step would leave a hole behind that the records then
+        // spread into. The pages beyond what is read are never touched, so they cost nothing.
+        const FIRST_CAPACITY: usize = 256 << 10;
+        buffer.reserve_exact(wanted.max(FIRST_CAPACITY) - buffer.len());
         buffer.resize(wanted, 0);
     }
     let mut filled = 0;

@@ -1,5 +1,5 @@
 //! The one place storepatch maps files, and the only `unsafe` in the workspace (with the one
-//! call that tunes the C library's allocator, [`use_one_malloc_arena`]).
+//! call that tunes the C library's allocator, [`tune_malloc`]).
 //!
 //! See: ripgrep's `searcher/src/mmap.rs`, which states the same contract.
 #![expect(
@@ -68,19 +68,30 @@ impl Deref for Mapping {
     }
 }
 
-/// Makes every thread allocate from glibc's one main arena, rather than from arenas of their own
-/// (up to eight per core). A tree run allocates each entry's record on the walk's threads and
-/// frees or keeps it on another, and every arena holds on to the memory freed in it: on a
-/// 78 000-entry venv, separate arenas cost a scrub about 7 MB of peak resident memory, a fifth
-/// of it, for no measurable CPU time with a handful of threads. Call it before any thread starts.
-/// Elsewhere than glibc it does nothing.
-pub fn use_one_malloc_arena() {
+/// Tunes glibc's allocator for a tree run; call it before any thread starts. Elsewhere than glibc
+/// it does nothing.
+///
+/// - Every thread allocates from the one main arena, rather than from arenas of their own (up to
+///   eight per core). A tree run allocates each entry's record on the walk's threads and frees or
+///   keeps it on another, and every arena holds on to the memory freed in it: on a 78 000-entry
+///   venv, separate arenas cost a scrub about 7 MB of peak resident memory, a fifth of it, for no
+///   measurable CPU time with a handful of threads.
+/// - Blocks of 128 KiB and more are always mappings of their own (`M_MMAP_THRESHOLD`), given back
+///   whole when freed. By default glibc raises that threshold to the size of every large block
+///   freed, up to 32 MiB, after which a run's large temporaries (a big directory's listing, the
+///   walk's result while it is put in order) are carved out of the heap too and leave holes
+///   there that stay resident.
+pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: `mallopt` only sets a tunable of glibc's allocator; `M_ARENA_MAX` with a
-        // positive value is documented (mallopt(3)) and safe to set at any time, and only
-        // changes which arena later allocations come from. It takes no pointers. The result (0 on
-        // failure) is ignored: the allocator then keeps its default, which is only a cost.
-        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        // SAFETY: `mallopt` only sets tunables of glibc's allocator; `M_ARENA_MAX` and
+        // `M_MMAP_THRESHOLD` with positive values (the latter at most `HEAP_MAX_SIZE / 2`, 32 MiB)
+        // are documented (mallopt(3)) and safe to set at any time, and only change where later
+        // allocations come from. It takes no pointers. The results (0 on failure) are ignored:
+        // the allocator then keeps its default, which is only a cost.
+        unsafe {
+            let _ = libc::mallopt(libc::M_ARENA_MAX, 1);
+            let _ = libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        }
     }
 }

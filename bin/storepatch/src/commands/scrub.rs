@@ -33,14 +33,43 @@ struct Change {
     location: Location,
     /// Offsets of the hash parts to overwrite.
     offsets: Vec<u64>,
-    /// Rendered store paths of the scrubbed references, sorted and unique.
-    store_paths: Vec<Vec<u8>>,
-    /// Their hash parts, sorted and unique: the summary counts store paths by hash, as `scan` and
-    /// Nix do (one store path may be written with names that run on into other text).
+    /// The store paths of the scrubbed references, as indices into [`StorePaths`], sorted by
+    /// their rendering and unique.
     ///
-    /// Both are vectors, not sets: a venv has a change for each of thousands of `.pyc` files, most
-    /// with one store path, and a one-element `BTreeSet` holds a whole tree node.
-    hashes: Vec<HashPart>,
+    /// A vector, not a set, of indices, not renderings: a venv has a change for each of thousands
+    /// of `.pyc` files, most naming the one same store path, and a one-element `BTreeSet` holds a
+    /// whole tree node.
+    store_paths: Vec<usize>,
+}
+
+/// Every store path the changes name, each once: rendered, with its hash part (the summary
+/// counts store paths by hash, as `scan` and Nix do: one store path may be written with names
+/// that run on into other text).
+#[derive(Default)]
+struct StorePaths {
+    paths: Vec<(Vec<u8>, HashPart)>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl StorePaths {
+    /// The index of `rendered`, added if it is new.
+    fn add(&mut self, rendered: Vec<u8>, hash: HashPart) -> usize {
+        if let Some(&index) = self.index.get(&rendered) {
+            return index;
+        }
+        let index = self.paths.len();
+        self.paths.push((rendered.clone(), hash));
+        self.index.insert(rendered, index);
+        index
+    }
+
+    fn rendered(&self, index: usize) -> &[u8] {
+        &self.paths[index].0
+    }
+
+    fn hash(&self, index: usize) -> &HashPart {
+        &self.paths[index].1
+    }
 }
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitCode> {
@@ -84,32 +113,36 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     }
     let mut kept = 0usize;
     let mut changes = Vec::new();
+    let mut store_paths = StorePaths::default();
     for finding in &scan.findings {
         let mut change = Change {
             entry: finding.entry,
             location: finding.location,
             offsets: Vec::new(),
             store_paths: Vec::new(),
-            hashes: Vec::new(),
         };
         for hit in &finding.hits {
-            if selected(hit) {
-                change.offsets.push(hit.hash_offset);
-                change.hashes.extend(hit.live().map(|path| *path.hash()));
-                change
-                    .store_paths
-                    .push(tree::render_target(&store_dir, hit));
-            } else if hit.live().is_some() {
-                kept += 1;
+            match hit.live() {
+                Some(path) if selected(hit) => {
+                    change.offsets.push(hit.hash_offset);
+                    let rendered = tree::render_target(&store_dir, hit);
+                    change
+                        .store_paths
+                        .push(store_paths.add(rendered, *path.hash()));
+                }
+                Some(_) => kept += 1,
+                None => {}
             }
         }
         if !change.offsets.is_empty() {
-            change.store_paths.sort_unstable();
+            // Kept until the report: most changes have one reference, and a vector grown by
+            // push holds room for four.
+            change.offsets.shrink_to_fit();
+            change.store_paths.sort_unstable_by(|&left, &right| {
+                store_paths.rendered(left).cmp(store_paths.rendered(right))
+            });
             change.store_paths.dedup();
             change.store_paths.shrink_to_fit();
-            change.hashes.sort_unstable();
-            change.hashes.dedup();
-            change.hashes.shrink_to_fit();
             changes.push(change);
         }
     }
@@ -122,7 +155,16 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
         apply(&scan, &changes, written, &mut errors)?
     };
     report(
-        global, args, &scan, &changes, &statuses, &renamed, &errors, kept, &store_dir,
+        global,
+        args,
+        &scan,
+        &changes,
+        &store_paths,
+        &statuses,
+        &renamed,
+        &errors,
+        kept,
+        &store_dir,
     )?;
     Ok(ExitCode::from(if errors.is_empty() {
         0
@@ -158,6 +200,8 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
         }
         offsets.sort_unstable();
         offsets.dedup();
+        // Kept until the run ends: most files have one, and a collected vector holds room for four.
+        offsets.shrink_to_fit();
         let metadata = visit.file()?.metadata().ok()?;
         let result =
             storepatch_rewrite::replace_file(&entry.path, &metadata, contents, &patches(&offsets));
@@ -177,7 +221,7 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
 fn apply(
     scan: &TreeScan,
     changes: &[Change],
-    written: Vec<(usize, Written)>,
+    written: Vec<(usize, Box<Written>)>,
     errors: &mut Vec<EntryError>,
 ) -> anyhow::Result<(BTreeMap<usize, PathBuf>, Vec<Outcome>)> {
     let entries = &scan.entries;
@@ -199,12 +243,18 @@ fn apply(
     };
     // Changes are in walk order, so one directory's files are mostly next to each other:
     // `make_writable` sees each directory once however many files it holds.
-    // Files the first pass wrote need nothing more of their directory.
-    let mut written: HashMap<usize, Written> = written.into_iter().collect();
+    // Files the first pass wrote need nothing more of their directory. `written` is in entry
+    // order, so it is searched as it is rather than put in a map: a venv has thousands.
+    let mut written = written;
+    let written_at = |written: &[(usize, Box<Written>)], entry: usize| {
+        written
+            .binary_search_by_key(&entry, |(index, _)| *index)
+            .ok()
+    };
     let mut parents: Vec<&Path> = changes
         .iter()
         .filter(|change| {
-            change.location != Location::Content || !written.contains_key(&change.entry)
+            change.location != Location::Content || written_at(&written, change.entry).is_none()
         })
         .filter_map(|change| entries[change.entry].path.parent())
         .collect();
@@ -212,29 +262,66 @@ fn apply(
     let mut writable = WritableDirs::make_writable(parents)?;
 
     // Contents: one rewrite per inode; other names of the same inode in the tree are re-linked.
-    let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
-    for (index, change) in changes.iter().enumerate() {
-        if change.location == Location::Content {
+    // The groups are runs of one list sorted by inode (then by change, so each group's changes
+    // are in walk order), not a list each.
+    let mut by_inode: Vec<(u64, u64, usize)> = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, change)| change.location == Location::Content)
+        .map(|(index, change)| {
             let entry = &entries[change.entry];
-            by_inode
-                .entry((entry.dev, entry.ino))
-                .or_default()
-                .push(index);
-        }
-    }
-    let groups: Vec<Vec<usize>> = by_inode.into_values().collect();
-    let groups: Vec<(Vec<usize>, Option<Written>)> = groups
-        .into_iter()
-        .map(|group| {
-            let done = written.remove(&changes[group[0]].entry);
-            (group, done)
+            (entry.dev, entry.ino, index)
         })
         .collect();
-    let content: Vec<(usize, anyhow::Result<()>)> = groups
+    by_inode.sort_unstable();
+    let grouped: Vec<usize> = by_inode.iter().map(|&(_, _, index)| index).collect();
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    for (position, pair) in by_inode.windows(2).enumerate() {
+        if (pair[0].0, pair[0].1) != (pair[1].0, pair[1].1) {
+            let start = groups.last().map_or(0, |group| group.end);
+            groups.push(start..position + 1);
+        }
+    }
+    if !grouped.is_empty() {
+        let start = groups.last().map_or(0, |group| group.end);
+        groups.push(start..grouped.len());
+    }
+    drop(by_inode);
+    // A file the first pass wrote in full (or failed to write) needs no more work: its results
+    // are taken here, in order; only the others are left for the threads.
+    let mut left: Vec<(std::ops::Range<usize>, Option<Written>)> = Vec::new();
+    for group in groups {
+        let leader = &changes[grouped[group.start]];
+        let done = written_at(&written, leader.entry).map(|at| {
+            std::mem::replace(
+                &mut *written[at].1,
+                Written {
+                    offsets: Vec::new(),
+                    result: Ok(()),
+                },
+            )
+        });
+        match done {
+            Some(done)
+                if done.result.is_err()
+                    || leader
+                        .offsets
+                        .iter()
+                        .all(|offset| done.offsets.binary_search(offset).is_ok()) =>
+            {
+                for (index, result) in after_first_pass(scan, changes, &grouped[group], done) {
+                    record(index, result, errors);
+                }
+            }
+            done => left.push((group, done)),
+        }
+    }
+    drop(written);
+    let content: Vec<(usize, anyhow::Result<()>)> = left
         .into_par_iter()
         .flat_map_iter(|(group, done)| match done {
-            Some(done) => after_first_pass(scan, changes, &group, done),
-            None => rewrite_group(scan, changes, &group),
+            Some(done) => after_first_pass(scan, changes, &grouped[group], done),
+            None => rewrite_group(scan, changes, &grouped[group]),
         })
         .collect();
     for (index, result) in content {
@@ -451,6 +538,7 @@ fn report(
     args: &ScrubArgs,
     scan: &TreeScan,
     changes: &[Change],
+    paths: &StorePaths,
     statuses: &[Outcome],
     renamed: &BTreeMap<usize, PathBuf>,
     errors: &[EntryError],
@@ -466,7 +554,8 @@ fn report(
         .sum();
     let store_paths: BTreeSet<&HashPart> = written
         .iter()
-        .flat_map(|&index| &changes[index].hashes)
+        .flat_map(|&index| &changes[index].store_paths)
+        .map(|&path| paths.hash(path))
         .collect();
     let count = |location| {
         written
@@ -492,7 +581,7 @@ fn report(
                 "path": path_value(path),
                 "kind": change.location.as_str(),
                 "references": change.offsets.len(),
-                "store_paths": change.store_paths.iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
+                "store_paths": change.store_paths.iter().map(|&path| bytes_value(paths.rendered(path))).collect::<Vec<_>>(),
                 "new_path": renamed.get(&change.entry).map(|path| path_value(path)),
             }))?;
         }
@@ -533,7 +622,7 @@ fn report(
                 change
                     .store_paths
                     .iter()
-                    .flat_map(|path| [path.as_slice(), b", "])
+                    .flat_map(|&path| [paths.rendered(path), b", "])
                     .flatten()
                     .copied(),
             );
