@@ -200,6 +200,102 @@ where
     walk_kept(root, WalkOptions { open_files: true }, visit)
 }
 
+/// The most bytes of a file's start that [`walk_keeping_by_start`] reads.
+pub const MAX_START: usize = 64;
+
+/// Walks `root` like [`walk_keeping`], for a caller that wants few of a tree's regular files,
+/// can tell them by their name and first bytes, and has no use for the directories below the
+/// root (relink: the ELF files, and the files named like libraries).
+///
+/// Each file the listing calls a regular file is opened and its first `start_len` bytes (at most
+/// [`MAX_START`]; fewer for a shorter file) are read before it is examined; a file for which
+/// `wanted(name, start)` is false is let go of there, neither examined nor visited, which saves a
+/// `fstat` for each. The others are examined and visited as [`walk_keeping`] would, and
+/// [`Visit::start`] gives what was read. The start is read with `pread`, which a FIFO or socket
+/// put in the file's place refuses: such a file, or any whose start cannot be read, is examined
+/// and visited as usual, without a start. Directories below the root are opened and listed
+/// through their parent, but not examined or visited (one `fstat` fewer for each too); one that
+/// cannot be opened as a directory any more is examined and visited as what it now is. Every
+/// other entry is examined and visited as usual. [`Walk::examined`] counts every entry.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// fs_err::create_dir(dir.path().join("sub"))?;
+/// fs_err::write(dir.path().join("sub/yes"), "#!/bin/sh\n")?;
+/// fs_err::write(dir.path().join("no"), "text")?;
+/// let (walk, lens) = storepatch_walk::walk_keeping_by_start(
+///     dir.path(),
+///     2,
+///     |_name, start| start == b"#!",
+///     |visit| (visit.entry().depth > 0).then(|| (visit.start().map(<[u8]>::to_vec), visit.entry().len)),
+/// )?;
+/// assert_eq!(walk.examined, 4);
+/// assert_eq!(lens, [(Some(b"#!".to_vec()), 10)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn walk_keeping_by_start<T, W, F>(
+    root: &Path,
+    start_len: usize,
+    wanted: W,
+    visit: F,
+) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    W: Fn(&OsStr, &[u8]) -> bool + Sync,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
+{
+    let by_start = ByStart {
+        len: start_len.min(MAX_START),
+        wanted: &wanted,
+    };
+    walk_kept_by(
+        root,
+        WalkOptions { open_files: true },
+        Some(by_start),
+        visit,
+    )
+}
+
+/// What [`walk_keeping_by_start`] picks files by.
+#[derive(Clone, Copy)]
+struct ByStart<'w> {
+    /// How many bytes of each file's start to read.
+    len: usize,
+    wanted: &'w (dyn Fn(&OsStr, &[u8]) -> bool + Sync),
+}
+
+/// The first bytes of a file, as [`walk_keeping_by_start`] read them.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    bytes: [u8; MAX_START],
+    len: usize,
+}
+
+impl Start {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Reads up to `len` bytes of an open file's start with `pread`, which never takes bytes from a
+/// FIFO or a socket (it fails on them).
+fn read_start(fd: BorrowedFd<'_>, len: usize) -> rustix::io::Result<Start> {
+    let mut start = Start {
+        bytes: [0; MAX_START],
+        len: 0,
+    };
+    let len = len.min(MAX_START);
+    while start.len < len {
+        match rustix::io::pread(fd, &mut start.bytes[start.len..len], start.len as u64) {
+            Ok(0) => break,
+            Ok(read) => start.len += read,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(start)
+}
+
 /// How [`walk_with_options`] examines entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkOptions {
@@ -234,6 +330,20 @@ where
     T: Send,
     F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
+    walk_kept_by(root, options, None, visit)
+}
+
+/// [`walk_kept`], picking files by their start if `by_start` says how.
+fn walk_kept_by<T, F>(
+    root: &Path,
+    options: WalkOptions,
+    by_start: Option<ByStart<'_>>,
+    visit: F,
+) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
+{
     let stat = rustix::fs::lstat(root).map_err(|source| Error::Walk {
         path: root.to_path_buf(),
         source: source.into(),
@@ -245,6 +355,7 @@ where
         let shared = Shared {
             visit: &visit,
             options,
+            by_start,
             listings: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(1),
         };
@@ -262,6 +373,8 @@ where
 struct Shared<'v, T, F> {
     visit: &'v F,
     options: WalkOptions,
+    /// For [`walk_keeping_by_start`]: how files are picked by their start.
+    by_start: Option<ByStart<'v>>,
     /// Each directory's listing, by its id (the root's is 0).
     listings: Mutex<Vec<Option<Listing<T>>>>,
     next_id: AtomicUsize,
@@ -328,15 +441,25 @@ fn list_dir<'s, T, F>(
     let mut subdir_listings = Vec::new();
     let mut examined = 0;
     let mut own = None;
-    let opened = match parent {
-        None => match open_dir(rustix::fs::CWD, path.as_path()) {
+    // `walk_keeping_by_start` neither examines nor visits the directories below the root.
+    let unexamined = match &parent {
+        Some(parent) if shared.by_start.is_some() => open_subdir_unexamined(parent, &path),
+        _ => None,
+    };
+    let opened = match (parent, unexamined) {
+        (parent, Some(fd)) => {
+            examined += 1;
+            drop(parent);
+            Ok(Some((fd, path)))
+        }
+        (None, None) => match open_dir(rustix::fs::CWD, path.as_path()) {
             Ok(fd) => Ok(Some((fd, path))),
             Err(source) => Err(Error::Walk {
                 path,
                 source: source.into(),
             }),
         },
-        Some(parent) => {
+        (Some(parent), None) => {
             let (entry, fd) = match open_subdir(&parent, path, depth - 1) {
                 Ok(opened) => opened,
                 Err(err) => {
@@ -349,6 +472,7 @@ fn list_dir<'s, T, F>(
                 entry: &entry,
                 parent: parent.fd().ok(),
                 file: None,
+                start: None,
             });
             // The parent is no longer needed: let its descriptor go before walking further down.
             drop(parent);
@@ -395,18 +519,23 @@ fn list_dir<'s, T, F>(
             let visited: Vec<Visited<T>> = listed
                 .into_par_iter()
                 .map(|child| {
-                    let (entry, file) = match child {
-                        Child::Examined(entry) => (entry, None),
-                        Child::ToOpen(path) => match open_listed(parent, path, depth) {
-                            Ok(opened) => opened,
-                            Err(err) => return Some(Err(err)),
-                        },
+                    let (entry, file, start) = match child {
+                        Child::Examined(entry) => (entry, None, None),
+                        Child::ToOpen(path) => {
+                            match open_listed(parent, path, depth, shared.by_start) {
+                                Ok(Some(opened)) => opened,
+                                // Not wanted by its start: examined no further.
+                                Ok(None) => return Some(Ok(None)),
+                                Err(err) => return Some(Err(err)),
+                            }
+                        }
                         Child::Dir(_) => return None,
                     };
                     let value = (shared.visit)(&Visit {
                         entry: &entry,
                         parent,
                         file: file.as_ref(),
+                        start: start.as_ref().map(Start::bytes),
                     });
                     Some(Ok(value.map(|value| (entry, value))))
                 })
@@ -528,6 +657,13 @@ fn open_subdir(
     }
 }
 
+/// Opens a subdirectory the listing of `parent` gave, by its name there, without examining it
+/// (for [`walk_keeping_by_start`]); `None` if it cannot be opened as a directory, which
+/// [`open_subdir`] then looks into.
+fn open_subdir_unexamined(parent: &rustix::fs::Dir, path: &Path) -> Option<rustix::fd::OwnedFd> {
+    open_dir(parent.fd().ok()?, name_of(path)).ok()
+}
+
 /// Lists an open directory; returns it and its children sorted byte-wise by name. A child that
 /// cannot be examined is added to `errors` and left out.
 ///
@@ -606,12 +742,17 @@ fn opened_when_visited(listed: rustix::fs::FileType, options: WalkOptions) -> bo
 /// unreadable file's error then comes from whoever reads it, as for any file. A directory put in
 /// the file's place is not walked: it is an error, as it would be for any entry that changes while
 /// its directory is listed.
+///
+/// With `by_start` (see [`walk_keeping_by_start`]), the open file's start is read first, and a
+/// file it does not want is `None`, not examined at all.
 fn open_listed(
     parent: Option<BorrowedFd<'_>>,
     path: PathBuf,
     depth: usize,
-) -> Result<(Entry, Option<std::fs::File>)> {
+    by_start: Option<ByStart<'_>>,
+) -> Result<Option<(Entry, Option<std::fs::File>, Option<Start>)>> {
     use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::os::fd::AsFd as _;
     let name = name_of(&path);
     let opened = match parent {
         Some(dir) => rustix::fs::openat(
@@ -622,6 +763,17 @@ fn open_listed(
         ),
         None => Err(rustix::io::Errno::BADF),
     };
+    let mut start = None;
+    if let (Some(by_start), Ok(fd)) = (by_start, &opened) {
+        // A start that cannot be read (a FIFO in the file's place, say) decides nothing: the
+        // entry is examined as usual, and whoever reads it reports the error.
+        if let Ok(read) = read_start(fd.as_fd(), by_start.len) {
+            if !(by_start.wanted)(name, read.bytes()) {
+                return Ok(None);
+            }
+            start = Some(read);
+        }
+    }
     let examined = match opened {
         Ok(fd) => rustix::fs::fstat(&fd).map(|stat| (stat, Some(fd))),
         Err(_) => match parent {
@@ -641,12 +793,12 @@ fn open_listed(
     };
     let entry = Entry::from_stat(path, depth, &stat);
     match entry.kind {
-        EntryKind::File => Ok((entry, fd.map(std::fs::File::from))),
+        EntryKind::File => Ok(Some((entry, fd.map(std::fs::File::from), start))),
         EntryKind::Dir => Err(Error::Walk {
             path: entry.path,
             source: std::io::Error::other("replaced by a directory while its parent was listed"),
         }),
-        EntryKind::Symlink | EntryKind::Other => Ok((entry, None)),
+        EntryKind::Symlink | EntryKind::Other => Ok(Some((entry, None, None))),
     }
 }
 
@@ -731,6 +883,8 @@ pub struct Visit<'a> {
     parent: Option<BorrowedFd<'a>>,
     /// The entry (a regular file) opened by the walk, if it was.
     file: Option<&'a std::fs::File>,
+    /// Its first bytes, if the walk read them (see [`walk_keeping_by_start`]).
+    start: Option<&'a [u8]>,
 }
 
 impl<'a> Visit<'a> {
@@ -740,6 +894,7 @@ impl<'a> Visit<'a> {
             entry,
             parent: None,
             file: None,
+            start: None,
         }
     }
 
@@ -751,6 +906,12 @@ impl<'a> Visit<'a> {
     /// The entry (a regular file) as the walk opened it, if it did.
     pub fn file(&self) -> Option<&'a std::fs::File> {
         self.file
+    }
+
+    /// The entry's (a regular file's) first bytes, if the walk read them before examining it:
+    /// see [`walk_keeping_by_start`]. Fewer than asked for only if the file is that short.
+    pub fn start(&self) -> Option<&'a [u8]> {
+        self.start
     }
 
     /// The entry's own name (for the root, its path's last component).
@@ -1289,6 +1450,60 @@ mod tests {
         assert_eq!(walk.examined, whole.entries.len());
     }
 
+    #[test]
+    fn picking_files_by_start_gives_those_of_the_whole_walk_for_any_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        awkward_tree(dir.path());
+        make_fifo(dir.path().join("a/fifo"));
+        fs_err::write(dir.path().join("a/b/named.so"), "").unwrap();
+        let whole = walk(dir.path()).unwrap();
+        // Files starting with `xx` (the `wide` files of 2 bytes and more) or named `*.so`, and
+        // every entry that is no regular file and no directory below the root.
+        let wanted = |name: &OsStr, start: &[u8]| {
+            start.starts_with(b"xx") || name.as_bytes().ends_with(b".so")
+        };
+        let contents = |entry: &Entry| fs_err::read(&entry.path).unwrap();
+        let expected: Vec<(String, Option<Vec<u8>>)> = whole
+            .entries
+            .iter()
+            .filter(|entry| match entry.kind {
+                EntryKind::File => wanted(name_of(&entry.path), &contents(entry)),
+                EntryKind::Dir => entry.depth == 0,
+                EntryKind::Symlink | EntryKind::Other => true,
+            })
+            .map(|entry| {
+                let start = (entry.kind == EntryKind::File && entry.depth > 0)
+                    .then(|| contents(entry).into_iter().take(3).collect());
+                (format!("{entry:?}"), start)
+            })
+            .collect();
+        assert!(expected.iter().any(|(entry, _)| entry.contains("wide/299")));
+        assert!(expected.iter().any(|(entry, _)| entry.contains("named.so")));
+        assert!(expected.iter().any(|(entry, _)| entry.contains("fifo")));
+        assert!(!expected.iter().any(|(entry, _)| entry.contains("wide/1\"")));
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (walk, values) = pool.install(|| {
+                walk_keeping_by_start(dir.path(), 3, wanted, |visit| {
+                    Some(visit.start().map(<[u8]>::to_vec))
+                })
+                .unwrap()
+            });
+            let found: Vec<(String, Option<Vec<u8>>)> = walk
+                .entries
+                .iter()
+                .map(|entry| format!("{entry:?}"))
+                .zip(values)
+                .collect();
+            assert_eq!(found, expected, "{threads} threads");
+            assert_eq!(walk.examined, whole.entries.len(), "{threads} threads");
+            assert!(walk.errors.is_empty());
+        }
+    }
+
     /// Every entry as the walk gives it, with all its metadata.
     fn described(walk: &Walk) -> Vec<String> {
         walk.entries
@@ -1369,23 +1584,57 @@ mod tests {
         )
         .unwrap();
         let parent = Some(std::os::fd::AsFd::as_fd(&parent));
-        // A symlink is not followed: it is a symlink entry, and nothing is opened.
-        let (link, file) = open_listed(parent, root.join("link"), 1).unwrap();
-        assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
-        // A FIFO does not block the open and is not handed on to be read.
-        let (fifo, file) = open_listed(parent, root.join("fifo"), 1).unwrap();
-        assert_eq!((fifo.kind, file.is_none()), (EntryKind::Other, true));
-        // A directory that took a file's place is an error naming it, not a directory to walk.
-        let err = open_listed(parent, root.join("dir"), 1).unwrap_err();
-        assert_eq!(err.path(), root.join("dir"));
-        let err = open_listed(parent, root.join("gone"), 1).unwrap_err();
-        assert_eq!(err.path(), root.join("gone"));
-        let (entry, file) = open_listed(parent, root.join("file"), 1).unwrap();
+        // Picking files by their start (as `walk_keeping_by_start` does) changes nothing for
+        // entries that are no regular files: their start is never read (a FIFO refuses `pread`,
+        // a symlink is not opened, a directory cannot be read), so they are examined as usual.
+        let nothing = |_: &OsStr, _: &[u8]| false;
+        let everything = |_: &OsStr, _: &[u8]| true;
+        let rejecting = ByStart {
+            len: 4,
+            wanted: &nothing,
+        };
+        for by_start in [None, Some(rejecting)] {
+            let listed = |name: &str| open_listed(parent, root.join(name), 1, by_start);
+            // A symlink is not followed: it is a symlink entry, and nothing is opened.
+            let (link, file, start) = listed("link").unwrap().unwrap();
+            assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
+            assert!(start.is_none());
+            // A FIFO does not block the open and is not handed on to be read.
+            let (fifo, file, start) = listed("fifo").unwrap().unwrap();
+            assert_eq!((fifo.kind, file.is_none()), (EntryKind::Other, true));
+            assert!(start.is_none());
+            // A directory that took a file's place is an error naming it, not a directory to walk.
+            let err = listed("dir").unwrap_err();
+            assert_eq!(err.path(), root.join("dir"));
+            let err = listed("gone").unwrap_err();
+            assert_eq!(err.path(), root.join("gone"));
+        }
+        // A regular file whose start is not wanted is not examined; one that is wanted is, and
+        // its start comes with it.
+        assert!(
+            open_listed(parent, root.join("file"), 1, Some(rejecting))
+                .unwrap()
+                .is_none()
+        );
+        let wanting = ByStart {
+            len: 4,
+            wanted: &everything,
+        };
+        let (entry, _, start) = open_listed(parent, root.join("file"), 1, Some(wanting))
+            .unwrap()
+            .unwrap();
+        assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
+        assert_eq!(start.as_ref().map(Start::bytes), Some(&b"insi"[..]));
+        let (entry, file, start) = open_listed(parent, root.join("file"), 1, None)
+            .unwrap()
+            .unwrap();
+        assert!(start.is_none());
         assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
         let visit = Visit {
             entry: &entry,
             parent,
             file: file.as_ref(),
+            start: None,
         };
         let contents = visit.read_with(ReadPolicy::Read, <[u8]>::to_vec).unwrap();
         assert_eq!(contents, b"inside");
