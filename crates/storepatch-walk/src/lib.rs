@@ -679,10 +679,30 @@ fn read_dir(
     errors: &mut Vec<Error>,
 ) -> rustix::io::Result<(rustix::fs::Dir, Vec<Child>)> {
     use rustix::fs::{AtFlags, FileType};
-    let mut dir = rustix::fs::Dir::new(fd)?;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd as _;
+    /// The `getdents64` buffer: one call lists a directory of several hundred entries (most
+    /// take two calls, the second finding the end), where `rustix::fs::Dir` starts at 768 bytes
+    /// and copies each name into a new `CString`.
+    const BUFFER: usize = 32 << 10;
+    thread_local! {
+        static DIRENTS: std::cell::Cell<Vec<MaybeUninit<u8>>> =
+            const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buffer = DIRENTS.take();
+    if buffer.len() < BUFFER {
+        buffer.resize(BUFFER, MaybeUninit::uninit());
+    }
     let mut children = Vec::new();
-    while let Some(item) = dir.read() {
-        let dirent = item?;
+    let mut raw = rustix::fs::RawDir::new(fd.as_fd(), &mut buffer);
+    let listed = loop {
+        let dirent = match raw.next() {
+            None => break Ok(()),
+            Some(Ok(dirent)) => dirent,
+            // Removed while it was being listed: nothing more to list (as `readdir` has it).
+            Some(Err(rustix::io::Errno::NOENT)) => break Ok(()),
+            Some(Err(err)) => break Err(err),
+        };
         let name = dirent.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
@@ -696,7 +716,7 @@ fn read_dir(
             children.push(Child::ToOpen(child));
             continue;
         }
-        match rustix::fs::statat(dir.fd()?, dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(fd.as_fd(), dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 children.push(Child::Dir(child));
             }
@@ -706,9 +726,11 @@ fn read_dir(
                 source: source.into(),
             }),
         }
-    }
+    };
+    DIRENTS.set(buffer);
+    listed?;
     children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
-    Ok((dir, children))
+    Ok((rustix::fs::Dir::new(fd)?, children))
 }
 
 /// `parent/name`, allocated at its exact length: a tree's paths are most of a walk's memory, and
