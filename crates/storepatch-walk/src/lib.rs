@@ -31,7 +31,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
@@ -218,6 +218,10 @@ pub const MAX_START: usize = 64;
 /// cannot be opened as a directory any more is examined and visited as what it now is. Every
 /// other entry is examined and visited as usual. [`Walk::examined`] counts every entry.
 ///
+/// Files and directories are opened with `O_NOATIME` where the kernel allows it (files the
+/// caller owns, or any with `CAP_FOWNER`): looking at a tree's files leaves their access times
+/// alone.
+///
 /// ```
 /// let dir = tempfile::tempdir()?;
 /// fs_err::create_dir(dir.path().join("sub"))?;
@@ -244,9 +248,11 @@ where
     W: Fn(&OsStr, &[u8]) -> bool + Sync,
     F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
+    let noatime = AtomicBool::new(true);
     let by_start = ByStart {
         len: start_len.min(MAX_START),
         wanted: &wanted,
+        noatime: &noatime,
     };
     walk_kept_by(
         root,
@@ -262,6 +268,29 @@ struct ByStart<'w> {
     /// How many bytes of each file's start to read.
     len: usize,
     wanted: &'w (dyn Fn(&OsStr, &[u8]) -> bool + Sync),
+    /// Whether files and directories are still opened with `O_NOATIME` (see [`open_noatime`]).
+    noatime: &'w AtomicBool,
+}
+
+/// Opens `name` in `dir` with `flags`, and with `O_NOATIME` while `noatime` holds: a walk that
+/// only looks at most files' first bytes leaves their access times (and the directories') alone,
+/// which also spares the kernel the check on every read. The kernel refuses `O_NOATIME` (`EPERM`)
+/// for a file the caller neither owns nor has `CAP_FOWNER` for; the file is then opened without
+/// it, and it is not asked for again in this walk.
+fn open_noatime(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: rustix::fs::OFlags,
+    noatime: &AtomicBool,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    if noatime.load(Ordering::Relaxed) {
+        match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => noatime.store(false, Ordering::Relaxed),
+            opened => return opened,
+        }
+    }
+    rustix::fs::openat(dir, name, flags, Mode::empty())
 }
 
 /// The first bytes of a file, as [`walk_keeping_by_start`] read them.
@@ -443,8 +472,10 @@ fn list_dir<'s, T, F>(
     let mut own = None;
     // `walk_keeping_by_start` neither examines nor visits the directories below the root.
     let unexamined = match &parent {
-        Some(parent) if shared.by_start.is_some() => open_subdir_unexamined(parent, &path),
-        _ => None,
+        Some(parent) => shared
+            .by_start
+            .and_then(|by_start| open_subdir_unexamined(parent, &path, by_start)),
+        None => None,
     };
     let opened = match (parent, unexamined) {
         (parent, Some(fd)) => {
@@ -660,8 +691,19 @@ fn open_subdir(
 /// Opens a subdirectory the listing of `parent` gave, by its name there, without examining it
 /// (for [`walk_keeping_by_start`]); `None` if it cannot be opened as a directory, which
 /// [`open_subdir`] then looks into.
-fn open_subdir_unexamined(parent: &rustix::fs::Dir, path: &Path) -> Option<rustix::fd::OwnedFd> {
-    open_dir(parent.fd().ok()?, name_of(path)).ok()
+fn open_subdir_unexamined(
+    parent: &rustix::fs::Dir,
+    path: &Path,
+    by_start: ByStart<'_>,
+) -> Option<rustix::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    open_noatime(
+        parent.fd().ok()?,
+        name_of(path),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        by_start.noatime,
+    )
+    .ok()
 }
 
 /// Lists an open directory; returns it and its children sorted byte-wise by name. A child that
@@ -729,7 +771,14 @@ fn read_dir(
     };
     DIRENTS.set(buffer);
     listed?;
-    children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
+    // Every child's path is this directory's path, a `/` and its name: comparing whole paths
+    // compares the names, without looking for where each name starts.
+    children.sort_unstable_by(|left, right| {
+        left.path()
+            .as_os_str()
+            .as_bytes()
+            .cmp(right.path().as_os_str().as_bytes())
+    });
     Ok((rustix::fs::Dir::new(fd)?, children))
 }
 
@@ -776,14 +825,12 @@ fn open_listed(
     use rustix::fs::{AtFlags, Mode, OFlags};
     use std::os::fd::AsFd as _;
     let name = name_of(&path);
-    let opened = match parent {
-        Some(dir) => rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        ),
-        None => Err(rustix::io::Errno::BADF),
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let opened = match (parent, by_start) {
+        (Some(dir), Some(by_start)) => open_noatime(dir, name, flags, by_start.noatime),
+        (Some(dir), None) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        (None, _) => Err(rustix::io::Errno::BADF),
     };
     let mut start = None;
     if let (Some(by_start), Ok(fd)) = (by_start, &opened) {
@@ -1526,6 +1573,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn picking_files_by_start_leaves_access_times_alone() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs_err::create_dir_all(root.join("sub")).unwrap();
+        for name in ["sub/file", "control"] {
+            fs_err::write(root.join(name), "contents").unwrap();
+        }
+        // Accessed before they were last modified: a read must update such an access time,
+        // even under `relatime`.
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        let times = std::fs::FileTimes::new().set_accessed(past);
+        for name in ["sub/file", "sub", "control"] {
+            let file = std::fs::File::open(root.join(name)).unwrap();
+            file.set_times(times).unwrap();
+        }
+        let accessed = |name: &str| {
+            fs_err::metadata(root.join(name))
+                .unwrap()
+                .accessed()
+                .unwrap()
+        };
+        let (walk, _) = walk_keeping_by_start(&root, 4, |_, _| false, |_| None::<()>).unwrap();
+        assert_eq!(walk.examined, 4);
+        assert_eq!(accessed("sub/file"), past);
+        assert_eq!(accessed("sub"), past);
+        // A plain read does update it (where the file system keeps access times at all).
+        fs_err::read(root.join("control")).unwrap();
+        if accessed("control") == past {
+            eprintln!("note: this file system does not update access times on reads");
+        }
+    }
+
     /// Every entry as the walk gives it, with all its metadata.
     fn described(walk: &Walk) -> Vec<String> {
         walk.entries
@@ -1611,9 +1692,11 @@ mod tests {
         // a symlink is not opened, a directory cannot be read), so they are examined as usual.
         let nothing = |_: &OsStr, _: &[u8]| false;
         let everything = |_: &OsStr, _: &[u8]| true;
+        let noatime = AtomicBool::new(true);
         let rejecting = ByStart {
             len: 4,
             wanted: &nothing,
+            noatime: &noatime,
         };
         for by_start in [None, Some(rejecting)] {
             let listed = |name: &str| open_listed(parent, root.join(name), 1, by_start);
@@ -1641,6 +1724,7 @@ mod tests {
         let wanting = ByStart {
             len: 4,
             wanted: &everything,
+            noatime: &noatime,
         };
         let (entry, _, start) = open_listed(parent, root.join("file"), 1, Some(wanting))
             .unwrap()
