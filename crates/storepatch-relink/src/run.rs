@@ -2,8 +2,8 @@
 //!
 //! [`walk_trees`] walks the roots once: it handles leftover temporary files of interrupted runs,
 //! collects the regular files to relink and the libraries among them (for the library index), and
-//! looks at each file's first bytes while the walk has it open, so the many files of a venv that are
-//! not ELF are never opened again. [`relink_walked`] then relinks every ELF file in parallel (each inode once, under the name met first), links the other
+//! looks at each file's first bytes as soon as the walk has it open, so the many files of a venv
+//! that are not ELF are never examined (no `fstat`) nor opened again. [`relink_walked`] then relinks every ELF file in parallel (each inode once, under the name met first), links the other
 //! names of a rewritten file to it again, and returns the results in walk order, so a report never
 //! depends on the thread count. A signal stops the run between files: each file is old or new.
 use std::collections::HashMap;
@@ -71,9 +71,9 @@ pub struct TreeOptions {
 #[derive(Debug)]
 pub struct TreeRun {
     /// The regular files considered that a report may name, in walk order: every file that
-    /// starts like an ELF file (or whose start could not be read), is named like a library
-    /// (`*.so*`) or has several names. The other files, the bulk of a tree, are not ELF and have
-    /// nothing to say, so they are left out.
+    /// starts like an ELF file (or whose start could not be read) or is named like a library
+    /// (`*.so*`). The other files, the bulk of a tree, are not ELF and have nothing to say
+    /// (under any of their names), so they are left out.
     pub files: Vec<TreeFile>,
     /// `results[i]` is what happened to `files[i]`.
     pub results: Vec<FileResult>,
@@ -156,25 +156,33 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
         // libraries and the files a report may name (see `TreeRun::files`); the bulk of a venv,
         // files that are not ELF, have one name and are not named like a library, is let go of
         // as soon as it is visited.
-        let (walk, starts) = storepatch_walk::walk_keeping(root, |visit| {
-            let entry = visit.entry();
-            if !considered(entry) {
-                return None;
-            }
-            match entry.kind {
-                EntryKind::File if leftover(entry).is_some() => Some(None),
-                EntryKind::File => {
-                    let start = start_of(visit);
-                    let library = entry_name(entry).is_some_and(crate::index::looks_like_library);
-                    (!matches!(start, Start::NotElf) || entry.nlink > 1 || library)
-                        .then_some(Some(start))
+        // The walk reads each file's start before it examines the file, and lets go of one that
+        // is not ELF and not named like a library or a leftover without examining it at all.
+        let wanted = |name: &std::ffi::OsStr, start: &[u8]| {
+            start == MAGIC
+                || crate::index::looks_like_library(name)
+                || storepatch_rewrite::Leftover::from_name(name).is_some()
+        };
+        let (walk, starts) =
+            storepatch_walk::walk_keeping_by_start(root, MAGIC.len(), wanted, |visit| {
+                let entry = visit.entry();
+                if !considered(entry) {
+                    return None;
                 }
-                EntryKind::Symlink => (leftover(entry).is_none()
-                    && entry_name(entry).is_some_and(crate::index::looks_like_library))
-                .then_some(None),
-                EntryKind::Dir | EntryKind::Other => None,
-            }
-        })?;
+                match entry.kind {
+                    EntryKind::File if leftover(entry).is_some() => Some(None),
+                    EntryKind::File => {
+                        let start = start_of(visit);
+                        let library =
+                            entry_name(entry).is_some_and(crate::index::looks_like_library);
+                        (!matches!(start, Start::NotElf) || library).then_some(Some(start))
+                    }
+                    EntryKind::Symlink => (leftover(entry).is_none()
+                        && entry_name(entry).is_some_and(crate::index::looks_like_library))
+                    .then_some(None),
+                    EntryKind::Dir | EntryKind::Other => None,
+                }
+            })?;
         tree.errors.extend(
             walk.errors
                 .iter()
@@ -200,9 +208,10 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
             let Some(start) = start else {
                 continue;
             };
-            // The bulk of a venv: a file that is not ELF, has one name and is not named like a
-            // library has nothing to report, so it is not kept (see `TreeRun::files`).
-            if matches!(start, Start::NotElf) && entry.nlink == 1 && !library {
+            // The bulk of a venv: a file that is not ELF and is not named like a library has
+            // nothing to report, so it is not kept (see `TreeRun::files`), whatever its number
+            // of names: its other names would say nothing either.
+            if matches!(start, Start::NotElf) && !library {
                 continue;
             }
             let inode = (entry.dev, entry.ino);
@@ -241,10 +250,19 @@ fn entry_name(entry: &storepatch_walk::Entry) -> Option<&std::ffi::OsStr> {
     Some(std::ffi::OsStr::from_bytes(&bytes[start..]))
 }
 
-/// Looks at the first bytes of a regular file the walk has open; a file too short to hold the
-/// ELF magic is not opened for it.
+/// The ELF magic, the first bytes of every ELF file.
+const MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// What the first bytes of a regular file say: those the walk read, or else read now through
+/// the file the walk has open; a file too short to hold the ELF magic is not read for it.
 fn start_of(visit: &storepatch_walk::Visit<'_>) -> Start {
-    const MAGIC: &[u8; 4] = b"\x7fELF";
+    if let Some(start) = visit.start() {
+        return if start == MAGIC {
+            Start::Elf
+        } else {
+            Start::NotElf
+        };
+    }
     if visit.entry().len < MAGIC.len() as u64 {
         return Start::NotElf;
     }
@@ -433,8 +451,8 @@ mod tests {
         fs_err::write(root.join("script.py"), b"print('hello')\n").unwrap();
         std::os::unix::fs::symlink("libreal.so.1", root.join("libreal.so")).unwrap();
         fs_err::hard_link(root.join("tool"), root.join("tool-again")).unwrap();
-        // Files that are not ELF but kept for the report: a linker script named like a library,
-        // and a file with two names.
+        // A file that is not ELF but kept for the report: a linker script named like a library.
+        // A file that is not ELF has nothing to report under any of its names.
         fs_err::write(root.join("libc.so"), b"GROUP ( libc.so.6 )\n").unwrap();
         fs_err::write(root.join("data"), b"not ELF\n").unwrap();
         fs_err::hard_link(root.join("data"), root.join("data-again")).unwrap();
@@ -465,16 +483,15 @@ mod tests {
             names(tree.libraries()),
             ["libc.so", "libreal.so", "libreal.so.1", "sub/libdeep.so"]
         );
-        // `empty`, `short` and `script.py` are not ELF and have nothing to report: left out.
+        // `empty`, `short`, `script.py` and `data` (with its other name) are not ELF and have
+        // nothing to report: left out.
         let expected = [
-            ("data", "NotElf", None),
-            ("data-again", "NotElf", Some(0)),
             ("libc.so", "NotElf", None),
             ("libreal.so.1", "Elf", None),
             ("stub", "Elf", None),
             ("sub/libdeep.so", "Elf", None),
             ("tool", "Elf", None),
-            ("tool-again", "Elf", Some(6)),
+            ("tool-again", "Elf", Some(4)),
         ];
         let expected: Vec<(String, String, Option<usize>)> = expected
             .iter()

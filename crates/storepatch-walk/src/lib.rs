@@ -31,7 +31,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
@@ -200,6 +200,131 @@ where
     walk_kept(root, WalkOptions { open_files: true }, visit)
 }
 
+/// The most bytes of a file's start that [`walk_keeping_by_start`] reads.
+pub const MAX_START: usize = 64;
+
+/// Walks `root` like [`walk_keeping`], for a caller that wants few of a tree's regular files,
+/// can tell them by their name and first bytes, and has no use for the directories below the
+/// root (relink: the ELF files, and the files named like libraries).
+///
+/// Each file the listing calls a regular file is opened and its first `start_len` bytes (at most
+/// [`MAX_START`]; fewer for a shorter file) are read before it is examined; a file for which
+/// `wanted(name, start)` is false is let go of there, neither examined nor visited, which saves a
+/// `fstat` for each. The others are examined and visited as [`walk_keeping`] would, and
+/// [`Visit::start`] gives what was read. The start is read with `pread`, which a FIFO or socket
+/// put in the file's place refuses: such a file, or any whose start cannot be read, is examined
+/// and visited as usual, without a start. Directories below the root are opened and listed
+/// through their parent, but not examined or visited (one `fstat` fewer for each too); one that
+/// cannot be opened as a directory any more is examined and visited as what it now is. Every
+/// other entry is examined and visited as usual. [`Walk::examined`] counts every entry.
+///
+/// Files and directories are opened with `O_NOATIME` where the kernel allows it (files the
+/// caller owns, or any with `CAP_FOWNER`): looking at a tree's files leaves their access times
+/// alone.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// fs_err::create_dir(dir.path().join("sub"))?;
+/// fs_err::write(dir.path().join("sub/yes"), "#!/bin/sh\n")?;
+/// fs_err::write(dir.path().join("no"), "text")?;
+/// let (walk, lens) = storepatch_walk::walk_keeping_by_start(
+///     dir.path(),
+///     2,
+///     |_name, start| start == b"#!",
+///     |visit| (visit.entry().depth > 0).then(|| (visit.start().map(<[u8]>::to_vec), visit.entry().len)),
+/// )?;
+/// assert_eq!(walk.examined, 4);
+/// assert_eq!(lens, [(Some(b"#!".to_vec()), 10)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn walk_keeping_by_start<T, W, F>(
+    root: &Path,
+    start_len: usize,
+    wanted: W,
+    visit: F,
+) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    W: Fn(&OsStr, &[u8]) -> bool + Sync,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
+{
+    let noatime = AtomicBool::new(true);
+    let by_start = ByStart {
+        len: start_len.min(MAX_START),
+        wanted: &wanted,
+        noatime: &noatime,
+    };
+    walk_kept_by(
+        root,
+        WalkOptions { open_files: true },
+        Some(by_start),
+        visit,
+    )
+}
+
+/// What [`walk_keeping_by_start`] picks files by.
+#[derive(Clone, Copy)]
+struct ByStart<'w> {
+    /// How many bytes of each file's start to read.
+    len: usize,
+    wanted: &'w (dyn Fn(&OsStr, &[u8]) -> bool + Sync),
+    /// Whether files and directories are still opened with `O_NOATIME` (see [`open_noatime`]).
+    noatime: &'w AtomicBool,
+}
+
+/// Opens `name` in `dir` with `flags`, and with `O_NOATIME` while `noatime` holds: a walk that
+/// only looks at most files' first bytes leaves their access times (and the directories') alone,
+/// which also spares the kernel the check on every read. The kernel refuses `O_NOATIME` (`EPERM`)
+/// for a file the caller neither owns nor has `CAP_FOWNER` for; the file is then opened without
+/// it, and it is not asked for again in this walk.
+fn open_noatime(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: rustix::fs::OFlags,
+    noatime: &AtomicBool,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    if noatime.load(Ordering::Relaxed) {
+        match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => noatime.store(false, Ordering::Relaxed),
+            opened => return opened,
+        }
+    }
+    rustix::fs::openat(dir, name, flags, Mode::empty())
+}
+
+/// The first bytes of a file, as [`walk_keeping_by_start`] read them.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    bytes: [u8; MAX_START],
+    len: usize,
+}
+
+impl Start {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Reads up to `len` bytes of an open file's start with `pread`, which never takes bytes from a
+/// FIFO or a socket (it fails on them).
+fn read_start(fd: BorrowedFd<'_>, len: usize) -> rustix::io::Result<Start> {
+    let mut start = Start {
+        bytes: [0; MAX_START],
+        len: 0,
+    };
+    let len = len.min(MAX_START);
+    while start.len < len {
+        match rustix::io::pread(fd, &mut start.bytes[start.len..len], start.len as u64) {
+            Ok(0) => break,
+            Ok(read) => start.len += read,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(start)
+}
+
 /// How [`walk_with_options`] examines entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkOptions {
@@ -234,6 +359,20 @@ where
     T: Send,
     F: Fn(&Visit<'_>) -> Option<T> + Sync,
 {
+    walk_kept_by(root, options, None, visit)
+}
+
+/// [`walk_kept`], picking files by their start if `by_start` says how.
+fn walk_kept_by<T, F>(
+    root: &Path,
+    options: WalkOptions,
+    by_start: Option<ByStart<'_>>,
+    visit: F,
+) -> Result<(Walk, Vec<T>)>
+where
+    T: Send,
+    F: Fn(&Visit<'_>) -> Option<T> + Sync,
+{
     let stat = rustix::fs::lstat(root).map_err(|source| Error::Walk {
         path: root.to_path_buf(),
         source: source.into(),
@@ -245,6 +384,7 @@ where
         let shared = Shared {
             visit: &visit,
             options,
+            by_start,
             listings: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(1),
         };
@@ -262,6 +402,8 @@ where
 struct Shared<'v, T, F> {
     visit: &'v F,
     options: WalkOptions,
+    /// For [`walk_keeping_by_start`]: how files are picked by their start.
+    by_start: Option<ByStart<'v>>,
     /// Each directory's listing, by its id (the root's is 0).
     listings: Mutex<Vec<Option<Listing<T>>>>,
     next_id: AtomicUsize,
@@ -333,15 +475,27 @@ fn list_dir<'s, T, F>(
     let mut subdir_listings = Vec::new();
     let mut examined = 0;
     let mut own = None;
-    let opened = match parent {
-        None => match open_dir(rustix::fs::CWD, path.as_path()) {
+    // `walk_keeping_by_start` neither examines nor visits the directories below the root.
+    let unexamined = match &parent {
+        Some(parent) => shared
+            .by_start
+            .and_then(|by_start| open_subdir_unexamined(parent, &path, by_start)),
+        None => None,
+    };
+    let opened = match (parent, unexamined) {
+        (parent, Some(fd)) => {
+            examined += 1;
+            drop(parent);
+            Ok(Some((fd, path)))
+        }
+        (None, None) => match open_dir(rustix::fs::CWD, path.as_path()) {
             Ok(fd) => Ok(Some((fd, path))),
             Err(source) => Err(Error::Walk {
                 path,
                 source: source.into(),
             }),
         },
-        Some(parent) => {
+        (Some(parent), None) => {
             let (entry, fd) = match open_subdir(&parent, path, depth - 1) {
                 Ok(opened) => opened,
                 Err(err) => {
@@ -354,6 +508,7 @@ fn list_dir<'s, T, F>(
                 entry: &entry,
                 parent: parent.fd().ok(),
                 file: None,
+                start: None,
             });
             // The parent is no longer needed: let its descriptor go before walking further down.
             drop(parent);
@@ -398,18 +553,23 @@ fn list_dir<'s, T, F>(
             // Per child: `None` for a subdirectory (examined by its own task), else the child
             // examined and visited, kept or not, or why it could not be examined.
             let visit_child = |child: Child| {
-                let (entry, file) = match child {
-                    Child::Examined(entry) => (entry, None),
-                    Child::ToOpen(path) => match open_listed(parent, path, depth) {
-                        Ok(opened) => opened,
-                        Err(err) => return Some(Err(err)),
-                    },
+                let (entry, file, start) = match child {
+                    Child::Examined(entry) => (entry, None, None),
+                    Child::ToOpen(path) => {
+                        match open_listed(parent, path, depth, shared.by_start) {
+                            Ok(Some(opened)) => opened,
+                            // Not wanted by its start: examined no further.
+                            Ok(None) => return Some(Ok(None)),
+                            Err(err) => return Some(Err(err)),
+                        }
+                    }
                     Child::Dir(_) => return None,
                 };
                 let value = (shared.visit)(&Visit {
                     entry: &entry,
                     parent,
                     file: file.as_ref(),
+                    start: start.as_ref().map(Start::bytes),
                 });
                 Some(Ok(value.map(|value| (entry, value))))
             };
@@ -539,6 +699,24 @@ fn open_subdir(
     }
 }
 
+/// Opens a subdirectory the listing of `parent` gave, by its name there, without examining it
+/// (for [`walk_keeping_by_start`]); `None` if it cannot be opened as a directory, which
+/// [`open_subdir`] then looks into.
+fn open_subdir_unexamined(
+    parent: &rustix::fs::Dir,
+    path: &Path,
+    by_start: ByStart<'_>,
+) -> Option<rustix::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    open_noatime(
+        parent.fd().ok()?,
+        name_of(path),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        by_start.noatime,
+    )
+    .ok()
+}
+
 /// Lists an open directory; returns it and its children sorted byte-wise by name. A child that
 /// cannot be examined is added to `errors` and left out.
 ///
@@ -554,10 +732,30 @@ fn read_dir(
     errors: &mut Vec<Error>,
 ) -> rustix::io::Result<(rustix::fs::Dir, Vec<Child>)> {
     use rustix::fs::{AtFlags, FileType};
-    let mut dir = rustix::fs::Dir::new(fd)?;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd as _;
+    /// The `getdents64` buffer: one call lists a directory of several hundred entries (most
+    /// take two calls, the second finding the end), where `rustix::fs::Dir` starts at 768 bytes
+    /// and copies each name into a new `CString`.
+    const BUFFER: usize = 32 << 10;
+    thread_local! {
+        static DIRENTS: std::cell::Cell<Vec<MaybeUninit<u8>>> =
+            const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buffer = DIRENTS.take();
+    if buffer.len() < BUFFER {
+        buffer.resize(BUFFER, MaybeUninit::uninit());
+    }
     let mut children = Vec::new();
-    while let Some(item) = dir.read() {
-        let dirent = item?;
+    let mut raw = rustix::fs::RawDir::new(fd.as_fd(), &mut buffer);
+    let listed = loop {
+        let dirent = match raw.next() {
+            // The end, or removed while it was being listed: nothing more to list (as `readdir`
+            // has it).
+            None | Some(Err(rustix::io::Errno::NOENT)) => break Ok(()),
+            Some(Ok(dirent)) => dirent,
+            Some(Err(err)) => break Err(err),
+        };
         let name = dirent.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
@@ -571,7 +769,7 @@ fn read_dir(
             children.push(Child::ToOpen(child));
             continue;
         }
-        match rustix::fs::statat(dir.fd()?, dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(fd.as_fd(), dirent.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 children.push(Child::Dir(child));
             }
@@ -581,9 +779,18 @@ fn read_dir(
                 source: source.into(),
             }),
         }
-    }
-    children.sort_unstable_by(|left, right| name_of(left.path()).cmp(name_of(right.path())));
-    Ok((dir, children))
+    };
+    DIRENTS.set(buffer);
+    listed?;
+    // Every child's path is this directory's path, a `/` and its name: comparing whole paths
+    // compares the names, without looking for where each name starts.
+    children.sort_unstable_by(|left, right| {
+        left.path()
+            .as_os_str()
+            .as_bytes()
+            .cmp(right.path().as_os_str().as_bytes())
+    });
+    Ok((rustix::fs::Dir::new(fd)?, children))
 }
 
 /// `parent/name`, allocated at its exact length: a tree's paths are most of a walk's memory, and
@@ -607,6 +814,10 @@ fn opened_when_visited(listed: rustix::fs::FileType, options: WalkOptions) -> bo
     options.open_files && listed == rustix::fs::FileType::RegularFile
 }
 
+/// A child that the listing called a regular file, as [`open_listed`] found it: its entry, the
+/// open file if it still is one, and the start read of it (see [`walk_keeping_by_start`]).
+type Listed = (Entry, Option<std::fs::File>, Option<Start>);
+
 /// Opens a child that the listing called a regular file, through its directory and without
 /// following a symlink, and examines the open file; returns it open only if it still is a regular
 /// file.
@@ -617,22 +828,36 @@ fn opened_when_visited(listed: rustix::fs::FileType, options: WalkOptions) -> bo
 /// unreadable file's error then comes from whoever reads it, as for any file. A directory put in
 /// the file's place is not walked: it is an error, as it would be for any entry that changes while
 /// its directory is listed.
+///
+/// With `by_start` (see [`walk_keeping_by_start`]), the open file's start is read first, and a
+/// file it does not want is `None`, not examined at all.
 fn open_listed(
     parent: Option<BorrowedFd<'_>>,
     path: PathBuf,
     depth: usize,
-) -> Result<(Entry, Option<std::fs::File>)> {
+    by_start: Option<ByStart<'_>>,
+) -> Result<Option<Listed>> {
     use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::os::fd::AsFd as _;
     let name = name_of(&path);
-    let opened = match parent {
-        Some(dir) => rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        ),
-        None => Err(rustix::io::Errno::BADF),
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let opened = match (parent, by_start) {
+        (Some(dir), Some(by_start)) => open_noatime(dir, name, flags, by_start.noatime),
+        (Some(dir), None) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        (None, _) => Err(rustix::io::Errno::BADF),
     };
+    let mut start = None;
+    if let (Some(by_start), Ok(fd)) = (by_start, &opened) {
+        // A start that cannot be read (a FIFO in the file's place, say) decides nothing: the
+        // entry is examined as usual, and whoever reads it reports the error.
+        if let Ok(read) = read_start(fd.as_fd(), by_start.len) {
+            if !(by_start.wanted)(name, read.bytes()) {
+                return Ok(None);
+            }
+            start = Some(read);
+        }
+    }
     let examined = match opened {
         Ok(fd) => rustix::fs::fstat(&fd).map(|stat| (stat, Some(fd))),
         Err(_) => match parent {
@@ -652,12 +877,12 @@ fn open_listed(
     };
     let entry = Entry::from_stat(path, depth, &stat);
     match entry.kind {
-        EntryKind::File => Ok((entry, fd.map(std::fs::File::from))),
+        EntryKind::File => Ok(Some((entry, fd.map(std::fs::File::from), start))),
         EntryKind::Dir => Err(Error::Walk {
             path: entry.path,
             source: std::io::Error::other("replaced by a directory while its parent was listed"),
         }),
-        EntryKind::Symlink | EntryKind::Other => Ok((entry, None)),
+        EntryKind::Symlink | EntryKind::Other => Ok(Some((entry, None, None))),
     }
 }
 
@@ -743,6 +968,8 @@ pub struct Visit<'a> {
     parent: Option<BorrowedFd<'a>>,
     /// The entry (a regular file) opened by the walk, if it was.
     file: Option<&'a std::fs::File>,
+    /// Its first bytes, if the walk read them (see [`walk_keeping_by_start`]).
+    start: Option<&'a [u8]>,
 }
 
 impl<'a> Visit<'a> {
@@ -752,6 +979,7 @@ impl<'a> Visit<'a> {
             entry,
             parent: None,
             file: None,
+            start: None,
         }
     }
 
@@ -763,6 +991,12 @@ impl<'a> Visit<'a> {
     /// The entry (a regular file) as the walk opened it, if it did.
     pub fn file(&self) -> Option<&'a std::fs::File> {
         self.file
+    }
+
+    /// The entry's (a regular file's) first bytes, if the walk read them before examining it:
+    /// see [`walk_keeping_by_start`]. Fewer than asked for only if the file is that short.
+    pub fn start(&self) -> Option<&'a [u8]> {
+        self.start
     }
 
     /// The entry's own name (for the root, its path's last component).
@@ -1412,6 +1646,92 @@ mod tests {
         assert_eq!(walk.examined, whole.entries.len());
     }
 
+    #[test]
+    fn picking_files_by_start_gives_those_of_the_whole_walk_for_any_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        awkward_tree(dir.path());
+        make_fifo(dir.path().join("a/fifo"));
+        fs_err::write(dir.path().join("a/b/named.so"), "").unwrap();
+        let whole = walk(dir.path()).unwrap();
+        // Files starting with `xx` (the `wide` files of 2 bytes and more) or named `*.so`, and
+        // every entry that is no regular file and no directory below the root.
+        let wanted = |name: &OsStr, start: &[u8]| {
+            start.starts_with(b"xx") || name.as_bytes().ends_with(b".so")
+        };
+        let contents = |entry: &Entry| fs_err::read(&entry.path).unwrap();
+        let expected: Vec<(String, Option<Vec<u8>>)> = whole
+            .entries
+            .iter()
+            .filter(|entry| match entry.kind {
+                EntryKind::File => wanted(name_of(&entry.path), &contents(entry)),
+                EntryKind::Dir => entry.depth == 0,
+                EntryKind::Symlink | EntryKind::Other => true,
+            })
+            .map(|entry| {
+                let start = (entry.kind == EntryKind::File && entry.depth > 0)
+                    .then(|| contents(entry).into_iter().take(3).collect());
+                (format!("{entry:?}"), start)
+            })
+            .collect();
+        assert!(expected.iter().any(|(entry, _)| entry.contains("wide/299")));
+        assert!(expected.iter().any(|(entry, _)| entry.contains("named.so")));
+        assert!(expected.iter().any(|(entry, _)| entry.contains("fifo")));
+        assert!(!expected.iter().any(|(entry, _)| entry.contains("wide/1\"")));
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (walk, values) = pool.install(|| {
+                walk_keeping_by_start(dir.path(), 3, wanted, |visit| {
+                    Some(visit.start().map(<[u8]>::to_vec))
+                })
+                .unwrap()
+            });
+            let found: Vec<(String, Option<Vec<u8>>)> = walk
+                .entries
+                .iter()
+                .map(|entry| format!("{entry:?}"))
+                .zip(values)
+                .collect();
+            assert_eq!(found, expected, "{threads} threads");
+            assert_eq!(walk.examined, whole.entries.len(), "{threads} threads");
+            assert!(walk.errors.is_empty());
+        }
+    }
+
+    #[test]
+    fn picking_files_by_start_leaves_access_times_alone() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs_err::create_dir_all(root.join("sub")).unwrap();
+        for name in ["sub/file", "control"] {
+            fs_err::write(root.join(name), "contents").unwrap();
+        }
+        // Accessed before they were last modified: a read must update such an access time,
+        // even under `relatime`.
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        let times = std::fs::FileTimes::new().set_accessed(past);
+        for name in ["sub/file", "sub", "control"] {
+            let file = fs_err::File::open(root.join(name)).unwrap();
+            file.file().set_times(times).unwrap();
+        }
+        let accessed = |name: &str| {
+            fs_err::metadata(root.join(name))
+                .unwrap()
+                .accessed()
+                .unwrap()
+        };
+        let (walk, _) = walk_keeping_by_start(&root, 4, |_, _| false, |_| None::<()>).unwrap();
+        assert_eq!(walk.examined, 4);
+        assert_eq!(accessed("sub/file"), past);
+        assert_eq!(accessed("sub"), past);
+        // A plain read does update it (the default `relatime` does): the walk's read would have.
+        fs_err::read(root.join("control")).unwrap();
+        assert_ne!(accessed("control"), past);
+    }
+
     /// Every entry as the walk gives it, with all its metadata.
     fn described(walk: &Walk) -> Vec<String> {
         walk.entries
@@ -1492,23 +1812,60 @@ mod tests {
         )
         .unwrap();
         let parent = Some(std::os::fd::AsFd::as_fd(&parent));
-        // A symlink is not followed: it is a symlink entry, and nothing is opened.
-        let (link, file) = open_listed(parent, root.join("link"), 1).unwrap();
-        assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
-        // A FIFO does not block the open and is not handed on to be read.
-        let (fifo, file) = open_listed(parent, root.join("fifo"), 1).unwrap();
-        assert_eq!((fifo.kind, file.is_none()), (EntryKind::Other, true));
-        // A directory that took a file's place is an error naming it, not a directory to walk.
-        let err = open_listed(parent, root.join("dir"), 1).unwrap_err();
-        assert_eq!(err.path(), root.join("dir"));
-        let err = open_listed(parent, root.join("gone"), 1).unwrap_err();
-        assert_eq!(err.path(), root.join("gone"));
-        let (entry, file) = open_listed(parent, root.join("file"), 1).unwrap();
+        // Picking files by their start (as `walk_keeping_by_start` does) changes nothing for
+        // entries that are no regular files: their start is never read (a FIFO refuses `pread`,
+        // a symlink is not opened, a directory cannot be read), so they are examined as usual.
+        let nothing = |_: &OsStr, _: &[u8]| false;
+        let everything = |_: &OsStr, _: &[u8]| true;
+        let noatime = AtomicBool::new(true);
+        let rejecting = ByStart {
+            len: 4,
+            wanted: &nothing,
+            noatime: &noatime,
+        };
+        for by_start in [None, Some(rejecting)] {
+            let listed = |name: &str| open_listed(parent, root.join(name), 1, by_start);
+            // A symlink is not followed: it is a symlink entry, and nothing is opened.
+            let (link, file, start) = listed("link").unwrap().unwrap();
+            assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
+            assert!(start.is_none());
+            // A FIFO does not block the open and is not handed on to be read.
+            let (fifo, file, start) = listed("fifo").unwrap().unwrap();
+            assert_eq!((fifo.kind, file.is_none()), (EntryKind::Other, true));
+            assert!(start.is_none());
+            // A directory that took a file's place is an error naming it, not a directory to walk.
+            let err = listed("dir").unwrap_err();
+            assert_eq!(err.path(), root.join("dir"));
+            let err = listed("gone").unwrap_err();
+            assert_eq!(err.path(), root.join("gone"));
+        }
+        // A regular file whose start is not wanted is not examined; one that is wanted is, and
+        // its start comes with it.
+        assert!(
+            open_listed(parent, root.join("file"), 1, Some(rejecting))
+                .unwrap()
+                .is_none()
+        );
+        let wanting = ByStart {
+            len: 4,
+            wanted: &everything,
+            noatime: &noatime,
+        };
+        let (entry, _, start) = open_listed(parent, root.join("file"), 1, Some(wanting))
+            .unwrap()
+            .unwrap();
+        assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
+        assert_eq!(start.as_ref().map(Start::bytes), Some(&b"insi"[..]));
+        let (entry, file, start) = open_listed(parent, root.join("file"), 1, None)
+            .unwrap()
+            .unwrap();
+        assert!(start.is_none());
         assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
         let visit = Visit {
             entry: &entry,
             parent,
             file: file.as_ref(),
+            start: None,
         };
         let contents = visit.read_with(ReadPolicy::Read, <[u8]>::to_vec).unwrap();
         assert_eq!(contents, b"inside");

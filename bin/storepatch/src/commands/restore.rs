@@ -178,7 +178,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             },
         )?
     };
-    let written: BTreeMap<usize, Written> = std::mem::take(&mut scan.written).into_iter().collect();
+    let written: BTreeMap<usize, Written> = std::mem::take(&mut scan.written)
+        .into_iter()
+        .map(|(index, written)| (index, *written))
+        .collect();
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
     }
