@@ -249,7 +249,7 @@ mutating_groups() {
         relink_group "$loc" "$tree" "$root" base
         if ! $smoke; then
             # Five copies of the tree, as hard links (no memory); each working copy made from them
-            # with real files (cp without --preserve=links). Does relink grow linearly?
+            # has real files (relink_group's cp preserves no links). Does relink grow linearly?
             local x5="$root/x5"
             rm -rf "$x5"
             mkdir -p "$x5"
@@ -263,11 +263,13 @@ mutating_groups() {
 }
 
 # relink_group LOC TREE ROOT SIZE: storepatch relink and auto-patchelf.py on fresh copies, then
-# the run paths both left, per file.
+# the run paths both left, per file. The working copy has real files: -P copies symlinks as
+# symlinks, and no hard link survives (x5's copies share inodes; a file with five names would let
+# patchelf, which rewrites in place, patch five files at once).
 relink_group() {
     local loc=$1 tree=$2 root=$3 size=$4
     local work="$root/work"
-    local fresh="rm -rf $(q "$work"); cp -dR --preserve=mode,ownership,timestamps $(q "$tree") $(q "$work") && sync"
+    local fresh="rm -rf $(q "$work"); cp -PR --preserve=mode,ownership,timestamps $(q "$tree") $(q "$work") && sync"
     log "$loc: relink ($size) vs auto-patchelf.py + patchelf (fresh copy before each run)"
     hf "$loc-relink-$size-storepatch" --runs "$relink_runs" --prepare "$fresh" \
         -n "storepatch relink ($size)" "$(q "$storepatch") relink --quiet ${library_args[*]@Q} $(q "$work")"
