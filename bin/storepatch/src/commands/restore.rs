@@ -178,10 +178,9 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             },
         )?
     };
-    let written: BTreeMap<usize, Written> = std::mem::take(&mut scan.written)
-        .into_iter()
-        .map(|(index, written)| (index, *written))
-        .collect();
+    // Left in their boxes: `apply` hands each on to its file's group as it is.
+    let written: BTreeMap<usize, Box<Written>> =
+        std::mem::take(&mut scan.written).into_iter().collect();
     for note in tree::handle_leftovers(&mut scan, !args.dry_run) {
         output::message(global.quiet, &note.to_string());
     }
@@ -482,7 +481,7 @@ fn plan_record_updates(
     entries: &[Entry],
     changes: &mut Vec<Change>,
     relocations: &[Relocation],
-    written: &BTreeMap<usize, Written>,
+    written: &BTreeMap<usize, Box<Written>>,
     policy: ReadPolicy,
     errors: &mut Vec<EntryError>,
 ) {
@@ -603,6 +602,10 @@ fn plan_record_updates(
             Some((index, fields, errors))
         })
         .collect();
+    // The lookups are done with: their tables (the path table alone is a few megabytes on a large
+    // tree) are given back before `changes` grows.
+    drop(by_path);
+    drop(by_inode);
     let mut planned: Vec<(usize, Vec<RecordField>)> = Vec::new();
     for (index, fields, record_errors) in per_record {
         errors.extend(record_errors);
@@ -634,7 +637,9 @@ fn plan_record_updates(
             }),
         }
     }
-    changes.sort_by_key(|change| (change.entry, change.location));
+    // In place: no two changes share an entry and place, so an unstable sort gives the one order,
+    // without the stable sort's scratch copy of the whole list.
+    changes.sort_unstable_by_key(|change| (change.entry, change.location));
 }
 
 /// The byte ranges of `occurrences`.
@@ -761,7 +766,7 @@ fn apply(
     entries: &[Entry],
     changes: &[Change],
     relocations: &[Relocation],
-    mut written: BTreeMap<usize, Written>,
+    mut written: BTreeMap<usize, Box<Written>>,
     errors: &mut Vec<EntryError>,
     outcomes: &mut BTreeMap<(usize, Location), Outcome>,
 ) -> anyhow::Result<BTreeMap<usize, PathBuf>> {
@@ -775,22 +780,23 @@ fn apply(
         .collect();
     let mut writable = WritableDirs::make_writable(parents)?;
 
-    let mut by_inode: BTreeMap<(u64, u64), Vec<&Change>> = BTreeMap::new();
-    for change in changes
+    // The content changes by inode (a file's names together, in plan order), as slices of one
+    // sorted list: most files have one name, and a list or map per file would cost several times
+    // the changes themselves on a large tree.
+    let inode = |change: &Change| {
+        let entry = &entries[change.entry];
+        (entry.dev, entry.ino)
+    };
+    let mut content: Vec<&Change> = changes
         .iter()
         .filter(|change| change.location == Location::Content)
-    {
-        let entry = &entries[change.entry];
-        by_inode
-            .entry((entry.dev, entry.ino))
-            .or_default()
-            .push(change);
-    }
+        .collect();
+    content.sort_by_key(|change| inode(change));
     // RECORD files last: a line names the new hash of a file only once that file is written.
-    let (records, groups): (Vec<Vec<&Change>>, Vec<Vec<&Change>>) = by_inode
-        .into_values()
+    let (records, groups): (Vec<&[&Change]>, Vec<&[&Change]>) = content
+        .chunk_by(|left, right| inode(left) == inode(right))
         .partition(|group| !group[0].record_fields.is_empty());
-    let groups: Vec<(Vec<&Change>, Option<Written>)> = groups
+    let groups: Vec<(&[&Change], Option<Box<Written>>)> = groups
         .into_iter()
         .map(|group| {
             let done = written.remove(&group[0].entry);
@@ -800,8 +806,8 @@ fn apply(
     let content_errors: Vec<(usize, Outcome, EntryError)> = groups
         .into_par_iter()
         .flat_map_iter(|(group, done)| match done {
-            Some(done) => after_first_pass(entries, &group, done),
-            None => rewrite_group(entries, &group, relocations),
+            Some(done) => after_first_pass(entries, group, *done),
+            None => rewrite_group(entries, group, relocations),
         })
         .collect();
     let unwritten: BTreeMap<usize, Outcome> = content_errors
@@ -817,8 +823,8 @@ fn apply(
         .into_iter()
         .map(|group| {
             group
-                .into_iter()
-                .map(|change| {
+                .iter()
+                .map(|&change| {
                     let mut change = change.clone();
                     let mut kept = 0;
                     change
@@ -1033,7 +1039,7 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
 /// restorations that pass did not know of; the first pass's error if it failed to write it.
 fn pending<'change, 'written>(
     change: &'change Change,
-    written: &'written BTreeMap<usize, Written>,
+    written: &'written BTreeMap<usize, Box<Written>>,
 ) -> Result<Cow<'change, Change>, &'written storepatch_rewrite::Error> {
     if change.location != Location::Content {
         return Ok(Cow::Borrowed(change));
