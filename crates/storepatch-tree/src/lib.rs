@@ -22,7 +22,10 @@ use storepatch_core::{HashPart, StoreDir, StorePath};
 use storepatch_scan::{Hit, Scanner, Windows};
 use storepatch_walk::{Entry, EntryKind, ReadPolicy, Visit};
 
+mod context;
 mod voice;
+pub use context::Contexts;
+use context::ContextsBuilder;
 pub use voice::in_one_voice;
 
 /// Where in an entry a reference sits.
@@ -57,8 +60,8 @@ pub struct Finding {
     pub location: Location,
     /// The references, in offset order.
     pub hits: Vec<Hit>,
-    /// Up to [`CONTEXT_BYTES`] bytes either side of each hit, when asked for.
-    pub contexts: Vec<Vec<u8>>,
+    /// Up to [`CONTEXT_BYTES`] bytes either side of each hit, when asked for (empty otherwise).
+    pub contexts: Contexts,
 }
 
 /// A per-entry problem; the run goes on without that entry.
@@ -521,7 +524,7 @@ fn resolve(
                 entry: index,
                 location,
                 hits,
-                contexts: Vec::new(),
+                contexts: Contexts::default(),
             }),
         }
     }
@@ -556,29 +559,35 @@ fn after_written(mut first: EntryScan, again: EntryScan, written: Box<Written>) 
             .map(|hit| hit.hash_offset)
             .collect();
         let with_context = !finding.contexts.is_empty() && !first_finding.contexts.is_empty();
-        let mut pairs: Vec<(Hit, Vec<u8>)> = first_finding
+        // Each hit by where it comes from (the first pass, or this one) and its index there, in
+        // offset order; a stable sort keeps the first pass's hit first at an equal offset.
+        let mut order: Vec<(u64, bool, usize)> = first_finding
             .hits
             .iter()
-            .cloned()
-            .zip(
-                first_finding
-                    .contexts
+            .enumerate()
+            .map(|(index, hit)| (hit.hash_offset, true, index))
+            .chain(
+                finding
+                    .hits
                     .iter()
-                    .cloned()
-                    .chain(std::iter::repeat(Vec::new())),
+                    .enumerate()
+                    .filter(|(_, hit)| !seen.contains(&hit.hash_offset))
+                    .map(|(index, hit)| (hit.hash_offset, false, index)),
             )
             .collect();
-        let contexts = std::mem::take(&mut finding.contexts);
-        pairs.extend(
-            std::mem::take(&mut finding.hits)
-                .into_iter()
-                .zip(contexts.into_iter().chain(std::iter::repeat(Vec::new())))
-                .filter(|(hit, _)| !seen.contains(&hit.hash_offset)),
-        );
-        pairs.sort_by_key(|(hit, _)| hit.hash_offset);
-        let (hits, contexts): (Vec<Hit>, Vec<Vec<u8>>) = pairs.into_iter().unzip();
+        order.sort_by_key(|&(offset, _, _)| offset);
+        let mut contexts = ContextsBuilder::default();
+        let mut hits = Vec::with_capacity(order.len());
+        for &(_, from_first, index) in &order {
+            let from = if from_first { first_finding } else { &*finding };
+            hits.push(from.hits[index].clone());
+            let context = from.contexts.get(index);
+            if with_context {
+                contexts.push(context.unwrap_or_default());
+            }
+        }
         finding.hits = hits;
-        finding.contexts = if with_context { contexts } else { Vec::new() };
+        finding.contexts = contexts.finish();
     }
     if let Some(index) = first_content
         && !merged
@@ -652,10 +661,8 @@ fn scan_places(
                 hits.shrink_to_fit();
                 let contexts = match contexts {
                     Some(contexts) => contexts,
-                    None if options.with_context => {
-                        hits.iter().map(|hit| context(bytes, 0, hit)).collect()
-                    }
-                    None => Vec::new(),
+                    None if options.with_context => Contexts::capture(bytes, &hits),
+                    None => Contexts::default(),
                 };
                 // Only with the whole contents at hand (not for a file streamed in chunks).
                 if let Some((_, writer)) = first
@@ -756,7 +763,7 @@ struct Scanned {
     /// The windows kept, when a limit was given.
     windows: Option<Windows>,
     /// The hits' contexts, when asked for; `None` leaves them to be taken from the bytes at hand.
-    contexts: Option<Vec<Vec<u8>>>,
+    contexts: Option<Contexts>,
 }
 
 /// Scans a file read in pieces of about `piece_len` bytes ([`Visit::read_in_pieces`]), keeping
@@ -779,7 +786,7 @@ fn scan_in_pieces(
 ) -> Result<Option<Scanned>, storepatch_walk::Error> {
     let mut pieces = scanner.pieces(limit);
     let mut hits = Vec::new();
-    let mut contexts = Vec::new();
+    let mut contexts = ContextsBuilder::default();
     // The file offset where the next piece starts, and how far from there there is no cut (the
     // cut found is the last one before where the search stopped).
     let mut next = 0u64;
@@ -807,7 +814,7 @@ fn scan_in_pieces(
         let first = hits.len();
         pieces.scan(&held[from..end], &mut hits);
         if with_context {
-            contexts.extend(hits[first..].iter().map(|hit| context(held, start, hit)));
+            contexts.capture(held, start, &hits[first..]);
         }
         next = start + end as u64;
         std::ops::ControlFlow::Continue(end.saturating_sub(CONTEXT_BYTES))
@@ -815,7 +822,7 @@ fn scan_in_pieces(
     Ok(whole.then(|| Scanned {
         hits,
         windows: limit.map(|_| pieces.finish()),
-        contexts: with_context.then_some(contexts),
+        contexts: with_context.then(|| contexts.finish()),
     }))
 }
 
@@ -834,17 +841,6 @@ fn take_budget(budget: &AtomicUsize) -> usize {
         Some(left - taken)
     });
     taken
-}
-
-/// The context of `hit` in `bytes`, whose first byte is at offset `base` of the place scanned
-/// (and which holds it all, or [`CONTEXT_BYTES`] either side of the hit).
-fn context(bytes: &[u8], base: u64, hit: &Hit) -> Vec<u8> {
-    let start = usize::try_from(hit.offset.saturating_sub(base))
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    let end = start.saturating_add(hit.len).min(bytes.len());
-    bytes[start.saturating_sub(CONTEXT_BYTES)..end.saturating_add(CONTEXT_BYTES).min(bytes.len())]
-        .to_vec()
 }
 
 /// `err` and its causes on one line, in the one wording of messages about files (see
@@ -1047,7 +1043,8 @@ mod tests {
                 }
                 None => (scanner.scan(&bytes), None),
             };
-            let contexts: Vec<Vec<u8>> = whole.iter().map(|hit| context(&bytes, 0, hit)).collect();
+            let contexts = Contexts::capture(&bytes, &whole);
+            prop_assert_eq!(contexts.len(), whole.len());
             let (_dir, entry) = file_with(&bytes);
             let visit = Visit::detached(&entry);
             let scanned = scan_in_pieces(&visit, &scanner, limit, true, (piece_len, usize::MAX))

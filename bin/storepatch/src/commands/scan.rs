@@ -1,8 +1,8 @@
 //! `storepatch scan`: report every store reference in some trees.
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::process::ExitCode;
 
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::cli::{GlobalArgs, ScanArgs};
@@ -139,21 +139,113 @@ fn shown_store_path(
     store_dir: &storepatch_core::StoreDir,
     hit: &storepatch_scan::Hit,
 ) -> Vec<u8> {
-    match hit.live() {
-        Some(path) => store_dir.render(&candidate_for(scan, path)),
-        None => tree::render_target(store_dir, hit),
+    let mut shown = Vec::new();
+    push_shown_store_path(&mut shown, scan, store_dir, hit);
+    shown
+}
+
+/// Appends [`shown_store_path`] to `out`, with nothing cloned or allocated on the way.
+fn push_shown_store_path(
+    out: &mut Vec<u8>,
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+    hit: &storepatch_scan::Hit,
+) {
+    match &hit.target {
+        storepatch_scan::Target::Live(path) => {
+            let path = candidate_for(scan, path);
+            out.extend_from_slice(store_dir.prefix());
+            out.extend_from_slice(path.hash().as_bytes());
+            if !path.name().is_empty() {
+                out.push(b'-');
+                out.extend_from_slice(path.name());
+            }
+        }
+        storepatch_scan::Target::Scrubbed { name } => {
+            out.extend_from_slice(store_dir.prefix());
+            out.extend_from_slice(&storepatch_core::SCRUBBED_HASH);
+            if !name.is_empty() {
+                out.push(b'-');
+                out.extend_from_slice(name);
+            }
+        }
     }
 }
 
 /// The candidate with the same hash as `path` (the name a path hit carries may be cut short).
-fn candidate_for(scan: &TreeScan, path: &storepatch_core::StorePath) -> storepatch_core::StorePath {
-    scan.scanner
-        .candidates()
+fn candidate_for<'a>(
+    scan: &'a TreeScan,
+    path: &'a storepatch_core::StorePath,
+) -> &'a storepatch_core::StorePath {
+    let candidates = scan.scanner.candidates();
+    candidates
         .binary_search_by(|candidate| candidate.hash().cmp(path.hash()))
-        .map_or_else(
-            |_| path.clone(),
-            |index| scan.scanner.candidates()[index].clone(),
-        )
+        .map_or(path, |index| &candidates[index])
+}
+
+/// The `reference` records of `findings`, one line each (newline included), byte for byte what
+/// `serde_json` writes for them: keys sorted, as its map orders them.
+fn render_references(
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+    findings: &[storepatch_tree::Finding],
+) -> Vec<u8> {
+    let hits: usize = findings.iter().map(|finding| finding.hits.len()).sum();
+    let mut records = Vec::with_capacity(hits * 400);
+    // The path of a finding is the same in each of its records: rendered once.
+    let mut path_field = Vec::with_capacity(256);
+    let mut store_path = Vec::with_capacity(256);
+    for finding in findings {
+        path_field.clear();
+        path_field.extend_from_slice(b",\"path\":");
+        output::push_bytes_value(
+            &mut path_field,
+            scan.entries[finding.entry]
+                .path
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        // `kind` sorts before `offset` and `path`: the record holds it first, this tail after.
+        let kind: &[u8] = match finding.location {
+            tree::Location::Content => b",\"kind\":\"content\",\"offset\":",
+            tree::Location::Symlink => b",\"kind\":\"symlink\",\"offset\":",
+            tree::Location::Name => b",\"kind\":\"name\",\"offset\":",
+        };
+        for (index, hit) in finding.hits.iter().enumerate() {
+            let live = hit.live();
+            records.extend_from_slice(b"{\"context\":");
+            match finding.contexts.get(index) {
+                Some(context) => output::push_bytes_value(&mut records, context),
+                None => records.extend_from_slice(b"null"),
+            }
+            records.extend_from_slice(match hit.form {
+                storepatch_scan::Form::Path => b",\"form\":\"path\",\"hash\":",
+                storepatch_scan::Form::Bare => b",\"form\":\"bare\",\"hash\":",
+            });
+            match live {
+                // Nix base-32 needs no escaping.
+                Some(path) => {
+                    records.push(b'"');
+                    records.extend_from_slice(path.hash().as_bytes());
+                    records.push(b'"');
+                }
+                None => records.extend_from_slice(b"null"),
+            }
+            records.extend_from_slice(kind);
+            output::push_json_u64(&mut records, hit.offset);
+            records.extend_from_slice(&path_field);
+            records.extend_from_slice(if live.is_none() {
+                b",\"scrubbed\":true,\"store_path\":"
+            } else {
+                b",\"scrubbed\":false,\"store_path\":"
+            });
+            store_path.clear();
+            push_shown_store_path(&mut store_path, scan, store_dir, hit);
+            output::push_bytes_value(&mut records, &store_path);
+            records.extend_from_slice(b",\"type\":\"reference\"}\n");
+        }
+    }
+    records
 }
 
 /// One line per reference: `path:offset: kind store_path`.
@@ -184,49 +276,28 @@ fn write_files(
     Ok(())
 }
 
+/// Findings rendered per block of [`write_json`]: enough that a block is worth a task, few enough
+/// that the blocks of one wave stay small.
+const JSON_BLOCK: usize = 256;
+/// Blocks rendered at once, per thread: the records in memory at a time are those of one wave.
+const JSON_BLOCKS_PER_THREAD: usize = 4;
+
 fn write_json(
     out: &mut Output,
     scan: &TreeScan,
     store_dir: &storepatch_core::StoreDir,
     totals: &Totals,
 ) -> std::io::Result<()> {
-    // One reused line for the thousands of reference records, written by hand with the keys in
-    // the order `serde_json`'s map gives them (sorted), so the bytes are what `json!` would write.
-    let mut line = Vec::with_capacity(512);
-    for finding in &scan.findings {
-        let path = scan.entries[finding.entry]
-            .path
-            .as_os_str()
-            .as_encoded_bytes();
-        for (index, hit) in finding.hits.iter().enumerate() {
-            let live = hit.live();
-            line.clear();
-            line.extend_from_slice(b"{\"context\":");
-            match finding.contexts.get(index) {
-                Some(context) => output::push_bytes_value(&mut line, context),
-                None => line.extend_from_slice(b"null"),
-            }
-            line.extend_from_slice(match hit.form {
-                storepatch_scan::Form::Path => b",\"form\":\"path\",\"hash\":",
-                storepatch_scan::Form::Bare => b",\"form\":\"bare\",\"hash\":",
-            });
-            match live {
-                Some(path) => output::push_json_str(&mut line, path.hash().as_str()),
-                None => line.extend_from_slice(b"null"),
-            }
-            line.extend_from_slice(b",\"kind\":");
-            output::push_json_str(&mut line, finding.location.as_str());
-            // Integers as `serde_json` writes them: plain decimal.
-            let _ = write!(line, ",\"offset\":{},\"path\":", hit.offset);
-            output::push_bytes_value(&mut line, path);
-            line.extend_from_slice(if live.is_none() {
-                b",\"scrubbed\":true,\"store_path\":"
-            } else {
-                b",\"scrubbed\":false,\"store_path\":"
-            });
-            output::push_bytes_value(&mut line, &shown_store_path(scan, store_dir, hit));
-            line.extend_from_slice(b",\"type\":\"reference\"}");
-            out.json_line(&line)?;
+    // The reference records are rendered in blocks on the thread pool, a wave at a time, and
+    // written in order: the same bytes as one after the other, for any number of threads.
+    let wave = JSON_BLOCK * JSON_BLOCKS_PER_THREAD * rayon::current_num_threads().max(1);
+    for findings in scan.findings.chunks(wave) {
+        let blocks: Vec<Vec<u8>> = findings
+            .par_chunks(JSON_BLOCK)
+            .map(|block| render_references(scan, store_dir, block))
+            .collect();
+        for block in &blocks {
+            out.raw(block)?;
         }
     }
     for error in &scan.errors {

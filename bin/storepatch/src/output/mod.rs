@@ -98,6 +98,23 @@ pub(crate) fn push_bytes_value(line: &mut Vec<u8>, bytes: &[u8]) {
     line.extend_from_slice(b"\"}");
 }
 
+/// Appends `value` in decimal, as `serde_json` writes an integer, without going through `fmt`.
+pub(crate) fn push_json_u64(line: &mut Vec<u8>, mut value: u64) {
+    // `u64::MAX` has 20 digits.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // The remainder is a single digit.
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[start..]);
+}
+
 /// A path for a line of human output: control characters (a newline in a file name, say) and
 /// bytes that are not UTF-8 are escaped (`\n`, `\t`, `\r`, `\xNN`), as ripgrep does, so that
 /// one entry is always one line.
@@ -145,9 +162,9 @@ impl Output {
         self.out.write_all(b"\n")
     }
 
-    /// Writes `line` (a JSON object built by hand) and a newline.
-    pub(crate) fn json_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        self.line(line)
+    /// Writes `bytes` as they are: lines rendered beforehand, each with its newline.
+    pub(crate) fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)
     }
 
     pub(crate) fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -183,6 +200,24 @@ pub(crate) fn warning(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`push_json_u64`] writes what `to_string` (and `serde_json`) write, at every edge: 0, each
+    /// power of ten and its neighbours, and the largest value.
+    #[test]
+    fn push_json_u64_writes_what_to_string_writes() {
+        let mut cases = vec![0, 1, 9, u64::MAX, u64::MAX - 1, u64::from(u32::MAX)];
+        let mut power = 1u64;
+        while let Some(next) = power.checked_mul(10) {
+            power = next;
+            cases.extend([power - 1, power, power + 1]);
+        }
+        for value in cases {
+            let mut line = b"x".to_vec();
+            push_json_u64(&mut line, value);
+            assert_eq!(line, format!("x{value}").into_bytes());
+            assert_eq!(line[1..], serde_json::to_vec(&value).unwrap());
+        }
+    }
 
     /// The hand-written byte values are the bytes `serde_json` writes for [`bytes_value`]: UTF-8
     /// with every character that needs escaping, and bytes that are not UTF-8.
