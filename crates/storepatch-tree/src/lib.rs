@@ -1058,7 +1058,9 @@ mod tests {
                 .unwrap();
             prop_assert_eq!(&without.hits, &whole);
             prop_assert!(without.contexts.is_none());
-            // The longest stretch with nowhere to cut, and a bound just under it.
+            // The longest stretch with nowhere to cut, and a bound just under it: the scan gives
+            // up, unless the read that outgrew the bound reached the end of the file, where the
+            // buffer holds everything and the scan is whole.
             let uncut = bytes
                 .split(|&byte| scanner.is_cut(byte))
                 .map(<[u8]>::len)
@@ -1067,9 +1069,29 @@ mod tests {
             if uncut > 2 * piece_len + 2 * CONTEXT_BYTES {
                 let capped = scan_in_pieces(&visit, &scanner, limit, false, (piece_len, uncut / 2))
                     .unwrap();
-                prop_assert!(capped.is_none());
+                if let Some(capped) = capped {
+                    prop_assert_eq!(&capped.hits, &whole);
+                }
             }
         }
+    }
+
+    /// A stretch with nowhere to cut that outgrows the bound well before the end of the file
+    /// makes the scan give up (the tree scan then streams the file).
+    #[test]
+    fn a_long_uncut_stretch_before_the_end_gives_up() {
+        let mut bytes = vec![b'0'; 1000];
+        bytes.push(b'\n');
+        bytes.extend(b"plain text with no reference in it\n".repeat(300));
+        let scanner = Scanner::builder(StoreDir::default()).build();
+        let (_dir, entry) = file_with(&bytes);
+        let visit = Visit::detached(&entry);
+        let capped = scan_in_pieces(&visit, &scanner, None, true, (16, 100)).unwrap();
+        assert!(capped.is_none());
+        let whole = scan_in_pieces(&visit, &scanner, None, true, (16, 2000))
+            .unwrap()
+            .expect("a bound above the stretch lets the scan finish");
+        assert!(whole.hits.is_empty());
     }
 
     /// 50 MB of `0` (the cliff input, with a reference at each end) has nowhere to cut:
