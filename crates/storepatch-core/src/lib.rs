@@ -191,11 +191,8 @@ impl StorePath {
 
     /// `<hash>-<name>`, or `<hash>` when the name is empty: the store path's base name.
     pub fn base_name(&self) -> Vec<u8> {
-        let mut out = self.hash.as_bytes().to_vec();
-        if !self.name.is_empty() {
-            out.push(b'-');
-            out.extend_from_slice(&self.name);
-        }
+        let mut out = Vec::with_capacity(HASH_LEN + 1 + self.name.len());
+        push_base_name(&mut out, self.hash.as_bytes(), &self.name);
         out
     }
 }
@@ -303,9 +300,31 @@ impl StoreDir {
 
     /// `<storedir>/<hash>-<name>` as bytes.
     pub fn render(&self, path: &StorePath) -> Vec<u8> {
-        let mut out = self.prefix.clone();
-        out.extend_from_slice(&path.base_name());
+        let mut out = Vec::new();
+        self.render_into(&mut out, path);
         out
+    }
+
+    /// Appends `<storedir>/<hash>-<name>` to `out`.
+    pub fn render_into(&self, out: &mut Vec<u8>, path: &StorePath) {
+        out.extend_from_slice(&self.prefix);
+        push_base_name(out, path.hash.as_bytes(), &path.name);
+    }
+
+    /// Appends the scrubbed form of a store path named `name`, `<storedir>/eeee…-<name>`, to
+    /// `out`.
+    pub fn render_scrubbed_into(&self, out: &mut Vec<u8>, name: &[u8]) {
+        out.extend_from_slice(&self.prefix);
+        push_base_name(out, &SCRUBBED_HASH, name);
+    }
+}
+
+/// Appends `<hash>-<name>`, or `<hash>` when the name is empty, to `out`.
+fn push_base_name(out: &mut Vec<u8>, hash: &[u8], name: &[u8]) {
+    out.extend_from_slice(hash);
+    if !name.is_empty() {
+        out.push(b'-');
+        out.extend_from_slice(name);
     }
 }
 

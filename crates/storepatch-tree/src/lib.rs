@@ -130,13 +130,37 @@ impl ContentWriter for () {
     }
 }
 
-/// A file a [`ContentWriter`] wrote (or tried to) during the first pass.
+/// A file a [`ContentWriter`] wrote (or tried to) during the first pass. Held for every such
+/// file until the run ends: no room beyond what it says, and its error (rare) boxed.
 #[derive(Debug)]
 pub struct Written {
     /// The `hash_offset`s of the hits it changed, sorted.
-    pub offsets: Vec<u64>,
+    pub offsets: Box<[u64]>,
     /// Whether the new file is in place; on an error the file is unchanged.
-    pub result: Result<(), storepatch_rewrite::Error>,
+    pub result: Result<(), Box<storepatch_rewrite::Error>>,
+}
+
+/// Nothing written, and no error.
+impl Default for Written {
+    fn default() -> Self {
+        Self {
+            offsets: Box::default(),
+            result: Ok(()),
+        }
+    }
+}
+
+impl Written {
+    /// The hits at `offsets` (sorted) written, or not, as `result` says.
+    pub fn new(
+        offsets: impl Into<Box<[u64]>>,
+        result: Result<(), storepatch_rewrite::Error>,
+    ) -> Self {
+        Self {
+            offsets: offsets.into(),
+            result: result.map_err(Box::new),
+        }
+    }
 }
 
 /// A leftover temporary file that [`leftover`] removed.
@@ -956,18 +980,14 @@ pub fn parse_store_paths(
 /// Renders a hit's target as `<storedir>/<hash>-<name>`, or with `eeee…` when scrubbed.
 #[must_use]
 pub fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
+    let mut out = Vec::new();
     match &hit.target {
-        storepatch_scan::Target::Live(path) => store_dir.render(path),
+        storepatch_scan::Target::Live(path) => store_dir.render_into(&mut out, path),
         storepatch_scan::Target::Scrubbed { name } => {
-            let mut out = store_dir.prefix().to_vec();
-            out.extend_from_slice(&storepatch_core::SCRUBBED_HASH);
-            if !name.is_empty() {
-                out.push(b'-');
-                out.extend_from_slice(name);
-            }
-            out
+            store_dir.render_scrubbed_into(&mut out, name)
         }
     }
+    out
 }
 
 #[cfg(test)]

@@ -379,23 +379,26 @@ where
     })?;
     let root = Entry::from_stat(root.to_path_buf(), 0, &stat);
     let root_value = visit(&Visit::detached(&root));
-    let mut listings = Vec::new();
+    let mut listings = Listings::default();
+    let mut examined = 1;
     if root.kind == EntryKind::Dir {
         let shared = Shared {
             visit: &visit,
             options,
             by_start,
-            listings: Mutex::new(Vec::new()),
+            listings: Mutex::new(Listings::default()),
             next_id: AtomicUsize::new(1),
+            examined: AtomicUsize::new(0),
         };
         let path = root.path.clone();
         rayon::scope(|scope| list_dir(scope, &shared, 0, path, None, 1));
+        examined += shared.examined.into_inner();
         listings = shared
             .listings
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
     }
-    Ok(flatten(root, root_value, listings))
+    Ok(flatten(root, root_value, listings, examined))
 }
 
 /// What the directory tasks of one walk share.
@@ -405,11 +408,45 @@ struct Shared<'v, T, F> {
     /// For [`walk_keeping_by_start`]: how files are picked by their start.
     by_start: Option<ByStart<'v>>,
     /// Each directory's listing, by its id (the root's is 0).
-    listings: Mutex<Vec<Option<Listing<T>>>>,
+    listings: Mutex<Listings<T>>,
     next_id: AtomicUsize,
+    /// How many entries below the root were examined, kept or not.
+    examined: AtomicUsize,
 }
 
-/// A directory's kept children, and what could not be listed or examined.
+/// Directories' listings by id. One vector: it is large enough to be a mapping of its own
+/// (see [`tune_malloc`]), so growing it moves no listing, and room it has not used yet takes no
+/// memory.
+struct Listings<T> {
+    slots: Vec<Option<Listing<T>>>,
+}
+
+impl<T> Default for Listings<T> {
+    fn default() -> Self {
+        Self { slots: Vec::new() }
+    }
+}
+
+impl<T> Listings<T> {
+    fn put(&mut self, id: usize, listing: Listing<T>) {
+        if self.slots.len() <= id {
+            self.slots.resize_with(id + 1, || None);
+        }
+        self.slots[id] = Some(listing);
+    }
+
+    fn take(&mut self, id: usize) -> Option<Listing<T>> {
+        self.slots.get_mut(id)?.take()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Listing<T>> {
+        self.slots.iter().flatten()
+    }
+}
+
+/// A directory's kept children, and what could not be listed or examined. Held for every
+/// directory of the tree until the walk is flattened: its lists are boxed slices, with no room
+/// beyond what they hold.
 struct Listing<T> {
     /// The directory itself with its value, if it was kept (never for the root, whose entry is
     /// examined before the walk starts): a subdirectory is examined by its own task, through the
@@ -418,14 +455,12 @@ struct Listing<T> {
     own: Option<Box<(Entry, T)>>,
     /// The children that were kept, sorted by name, with their values; subdirectories are not
     /// among them (see `own`).
-    kept: Vec<(Entry, T)>,
+    kept: Box<[(Entry, T)]>,
     /// Every subdirectory's listing id, in name order, after how many of `kept` it and its
     /// children come in walk order. A subdirectory that is not kept is still walked through; a
     /// file that is not kept takes no room at all.
-    subdirs: Vec<(usize, usize)>,
-    errors: Vec<Error>,
-    /// How many children were examined, kept or not.
-    examined: usize,
+    subdirs: Box<[(usize, usize)]>,
+    errors: Box<[Error]>,
 }
 
 /// A directory with at most this many children has them visited one after another (see
@@ -608,15 +643,15 @@ fn list_dir<'s, T, F>(
     }
     // Listing order is the file system's: report problems by path instead.
     errors.sort_by(|left, right| left.path().cmp(right.path()));
+    shared.examined.fetch_add(examined, Ordering::Relaxed);
     store(
         shared,
         id,
         Listing {
             own,
-            kept,
-            subdirs: subdir_listings,
-            errors,
-            examined,
+            kept: kept.into_boxed_slice(),
+            subdirs: subdir_listings.into_boxed_slice(),
+            errors: errors.into_boxed_slice(),
         },
     );
 }
@@ -626,10 +661,9 @@ impl<T> Listing<T> {
     fn failed(err: Error) -> Self {
         Self {
             own: None,
-            kept: Vec::new(),
-            subdirs: Vec::new(),
-            errors: vec![err],
-            examined: 0,
+            kept: Box::default(),
+            subdirs: Box::default(),
+            errors: Box::new([err]),
         }
     }
 }
@@ -640,10 +674,7 @@ fn store<T, F>(shared: &Shared<'_, T, F>, id: usize, listing: Listing<T>) {
         .listings
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if listings.len() <= id {
-        listings.resize_with(id + 1, || None);
-    }
-    listings[id] = Some(listing);
+    listings.put(id, listing);
 }
 
 /// Opens a directory at `path` (relative to `at`) for listing, without following a symlink in
@@ -897,21 +928,20 @@ fn name_of(path: &Path) -> &OsStr {
 fn flatten<T>(
     root: Entry,
     root_value: Option<T>,
-    mut listings: Vec<Option<Listing<T>>>,
+    mut listings: Listings<T>,
+    examined: usize,
 ) -> (Walk, Vec<T>) {
     // Sized once: growing by doubling would hold up to twice the entries (and a copy while
     // moving them) next to the listings that are still being taken apart.
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        examined,
+        ..Walk::default()
+    };
     let count = usize::from(root_value.is_some())
         + listings
             .iter()
-            .flatten()
-            .map(|listing| {
-                walk.examined += listing.examined;
-                usize::from(listing.own.is_some()) + listing.kept.len()
-            })
+            .map(|listing| usize::from(listing.own.is_some()) + listing.kept.len())
             .sum::<usize>();
-    walk.examined += 1;
     walk.entries.reserve_exact(count);
     let mut values = Vec::with_capacity(count);
     if let Some(root_value) = root_value {
@@ -921,7 +951,7 @@ fn flatten<T>(
     // Per directory being flattened: its kept children, its subdirectories, how many kept so far.
     // A directory's own entry comes before its children.
     let mut take = |id: usize, walk: &mut Walk, values: &mut Vec<T>| {
-        let listing = listings.get_mut(id).and_then(Option::take)?;
+        let listing = listings.take(id)?;
         walk.errors.extend(listing.errors);
         if let Some(own) = listing.own {
             let (entry, value) = *own;

@@ -49,10 +49,11 @@ use crate::tree::{self, EntryError, Location};
 const LEFT: u8 = 1;
 
 /// A scrubbed reference to restore.
-#[derive(Clone, Debug)]
-struct Restoration {
+#[derive(Clone, Copy, Debug)]
+struct Restoration<'supplied> {
     hash_offset: u64,
-    path: StorePath,
+    /// The supplied path it is restored to.
+    path: &'supplied StorePath,
 }
 
 /// A `RECORD` line's `hash,size` fields for a file this run changes.
@@ -70,10 +71,18 @@ struct RecordField {
 
 /// Everything planned for one place of one entry.
 #[derive(Clone, Debug)]
-struct Change {
+struct Change<'supplied> {
     entry: usize,
     location: Location,
-    restorations: Vec<Restoration>,
+    restorations: Vec<Restoration<'supplied>>,
+    /// The rest, for the few changes that do more than restore references: kept apart, as every
+    /// change of a large tree is held to the end of the run.
+    more: Option<Box<MoreChanges>>,
+}
+
+/// What a [`Change`] does besides restoring references.
+#[derive(Clone, Debug, Default)]
+struct MoreChanges {
     occurrences: Vec<Occurrence>,
     /// `.pyc` file names (string objects, whose length may change).
     rewrites: Vec<FilenameRewrite>,
@@ -81,8 +90,36 @@ struct Change {
     record_fields: Vec<RecordField>,
 }
 
-impl Change {
-    fn splices<'plan>(&'plan self, relocations: &'plan [Relocation]) -> Vec<Splice<'plan>> {
+impl<'supplied> Change<'supplied> {
+    /// A change that does nothing yet.
+    const fn new(entry: usize, location: Location) -> Self {
+        Self {
+            entry,
+            location,
+            restorations: Vec::new(),
+            more: None,
+        }
+    }
+
+    /// Occurrences of relocated locations.
+    fn occurrences(&self) -> &[Occurrence] {
+        self.more.as_ref().map_or(&[], |more| &more.occurrences)
+    }
+
+    /// `.pyc` file names (string objects, whose length may change).
+    fn rewrites(&self) -> &[FilenameRewrite] {
+        self.more.as_ref().map_or(&[], |more| &more.rewrites)
+    }
+
+    /// Lines of a `RECORD` file listing files this run changes.
+    fn record_fields(&self) -> &[RecordField] {
+        self.more.as_ref().map_or(&[], |more| &more.record_fields)
+    }
+
+    fn splices<'plan>(&'plan self, relocations: &'plan [Relocation]) -> Vec<Splice<'plan>>
+    where
+        'supplied: 'plan,
+    {
         let mut splices: Vec<Splice<'plan>> = self
             .restorations
             .iter()
@@ -92,16 +129,16 @@ impl Change {
                 bytes: restoration.path.hash().as_bytes(),
             })
             .chain(
-                self.occurrences
+                self.occurrences()
                     .iter()
                     .map(|occurrence| occurrence.splice(relocations)),
             )
-            .chain(self.rewrites.iter().map(|rewrite| Splice {
+            .chain(self.rewrites().iter().map(|rewrite| Splice {
                 offset: rewrite.offset,
                 len: rewrite.len,
                 bytes: &rewrite.bytes,
             }))
-            .chain(self.record_fields.iter().map(|field| Splice {
+            .chain(self.record_fields().iter().map(|field| Splice {
                 offset: field.offset,
                 len: field.len,
                 bytes: &field.bytes,
@@ -223,12 +260,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         plan.insert(
             (entry, found.location),
             Change {
-                entry,
-                location: found.location,
-                restorations: Vec::new(),
-                occurrences: found.occurrences,
-                rewrites: found.rewrites,
-                record_fields: Vec::new(),
+                more: (!found.occurrences.is_empty() || !found.rewrites.is_empty()).then(|| {
+                    Box::new(MoreChanges {
+                        occurrences: found.occurrences,
+                        rewrites: found.rewrites,
+                        record_fields: Vec::new(),
+                    })
+                }),
+                ..Change::new(entry, found.location)
             },
         );
     }
@@ -238,10 +277,10 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         .map(|left| ((left.entry, Location::Content), &left.occurrences))
         .map(|(key, occurrences)| (key, ranges(occurrences)))
         .chain(plan.iter().map(|(key, change)| {
-            let mut covered = ranges(&change.occurrences);
+            let mut covered = ranges(change.occurrences());
             covered.extend(
                 change
-                    .rewrites
+                    .rewrites()
                     .iter()
                     .map(|rewrite| (rewrite.offset, rewrite.offset + rewrite.len as u64)),
             );
@@ -276,24 +315,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
             Resolution::Unique(path) => {
                 let restorations = &mut plan
                     .entry((entry, location))
-                    .or_insert_with(|| Change {
-                        entry,
-                        location,
-                        restorations: Vec::new(),
-                        occurrences: Vec::new(),
-                        rewrites: Vec::new(),
-                        record_fields: Vec::new(),
-                    })
+                    .or_insert_with(|| Change::new(entry, location))
                     .restorations;
                 // Most changes restore one reference, and the first push onto an empty vector
                 // makes room for four: room for exactly one first.
                 if restorations.capacity() == 0 {
                     restorations.reserve_exact(1);
                 }
-                restorations.push(Restoration {
-                    hash_offset,
-                    path: path.clone(),
-                });
+                restorations.push(Restoration { hash_offset, path });
             }
             Resolution::Ambiguous(_) | Resolution::Unknown => {
                 note(name, entry, location, &supplied);
@@ -323,8 +352,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<Exi
         .into_values()
         .filter(|change| {
             !change.restorations.is_empty()
-                || !change.rewrites.is_empty()
-                || change.occurrences.iter().any(|occurrence| {
+                || !change.rewrites().is_empty()
+                || change.occurrences().iter().any(|occurrence| {
                     relocations[occurrence.relocation].old != relocations[occurrence.relocation].new
                 })
         })
@@ -626,14 +655,13 @@ fn plan_record_updates(
             .ok()
             .map(|at| &mut changes[at])
         {
-            Some(change) => change.record_fields = fields,
+            Some(change) => change.more.get_or_insert_with(Box::default).record_fields = fields,
             None => changes.push(Change {
-                entry: index,
-                location: Location::Content,
-                restorations: Vec::new(),
-                occurrences: Vec::new(),
-                rewrites: Vec::new(),
-                record_fields: fields,
+                more: Some(Box::new(MoreChanges {
+                    record_fields: fields,
+                    ..MoreChanges::default()
+                })),
+                ..Change::new(index, Location::Content)
             }),
         }
     }
@@ -795,7 +823,7 @@ fn apply(
     // RECORD files last: a line names the new hash of a file only once that file is written.
     let (records, groups): (Vec<&[&Change]>, Vec<&[&Change]>) = content
         .chunk_by(|left, right| inode(left) == inode(right))
-        .partition(|group| !group[0].record_fields.is_empty());
+        .partition(|group| !group[0].record_fields().is_empty());
     let groups: Vec<(&[&Change], Option<Box<Written>>)> = groups
         .into_iter()
         .map(|group| {
@@ -827,15 +855,16 @@ fn apply(
                 .map(|&change| {
                     let mut change = change.clone();
                     let mut kept = 0;
-                    change
-                        .record_fields
-                        .retain(|field| match unwritten.get(&field.target) {
-                            None => true,
-                            Some(outcome) => {
-                                kept += usize::from(*outcome == Outcome::Failed);
-                                false
-                            }
-                        });
+                    if let Some(more) = &mut change.more {
+                        more.record_fields
+                            .retain(|field| match unwritten.get(&field.target) {
+                                None => true,
+                                Some(outcome) => {
+                                    kept += usize::from(*outcome == Outcome::Failed);
+                                    false
+                                }
+                            });
+                    }
                     if kept > 0 {
                         kept_errors.push((
                             change.entry,
@@ -878,7 +907,7 @@ fn apply(
                 .iter()
                 .flatten()
                 .find(|change| change.entry == *entry)?;
-            let stale = change.record_fields.len();
+            let stale = change.record_fields().len();
             (stale > 0).then(|| {
                 let why = if *outcome == Outcome::Interrupted {
                     "the run was stopped before the RECORD was updated"
@@ -1027,10 +1056,13 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
             {
                 None
             }
-            result => Some(Written {
-                offsets: splices.iter().map(|splice| splice.offset).collect(),
+            result => Some(Written::new(
+                splices
+                    .iter()
+                    .map(|splice| splice.offset)
+                    .collect::<Box<[u64]>>(),
                 result,
-            }),
+            )),
         }
     }
 }
@@ -1038,16 +1070,16 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
 /// What is still to be written of `change`: all of it, or, for a file the first pass wrote, the
 /// restorations that pass did not know of; the first pass's error if it failed to write it.
 fn pending<'change, 'written>(
-    change: &'change Change,
+    change: &'change Change<'change>,
     written: &'written BTreeMap<usize, Box<Written>>,
-) -> Result<Cow<'change, Change>, &'written storepatch_rewrite::Error> {
+) -> Result<Cow<'change, Change<'change>>, &'written storepatch_rewrite::Error> {
     if change.location != Location::Content {
         return Ok(Cow::Borrowed(change));
     }
     let Some(done) = written.get(&change.entry) else {
         return Ok(Cow::Borrowed(change));
     };
-    done.result.as_ref()?;
+    done.result.as_ref().map_err(|err| &**err)?;
     let mut late = change.clone();
     late.restorations.retain(|restoration| {
         done.offsets
@@ -1067,7 +1099,7 @@ fn after_first_pass(
     let leader = &entries[group[0].entry];
     let mut results = Vec::new();
     if let Err(err) = done.result {
-        let err = anyhow::Error::from(err);
+        let err = anyhow::Error::from(*err);
         results.push((
             group[0].entry,
             Outcome::of_error(&err),
@@ -1121,7 +1153,7 @@ fn still_planned(
             restoration.hash_offset
         );
     }
-    for field in &change.record_fields {
+    for field in change.record_fields() {
         let start = usize::try_from(field.offset).unwrap_or(usize::MAX);
         anyhow::ensure!(
             contents.get(start..start.saturating_add(field.len)) == Some(&field.old[..]),
@@ -1129,7 +1161,7 @@ fn still_planned(
             field.offset
         );
     }
-    for rewrite in &change.rewrites {
+    for rewrite in change.rewrites() {
         let start = usize::try_from(rewrite.offset).unwrap_or(usize::MAX);
         anyhow::ensure!(
             contents.get(start..start.saturating_add(rewrite.len)) == Some(&rewrite.old[..]),
@@ -1137,7 +1169,7 @@ fn still_planned(
             rewrite.offset
         );
     }
-    for occurrence in &change.occurrences {
+    for occurrence in change.occurrences() {
         let start = usize::try_from(occurrence.offset).unwrap_or(usize::MAX);
         anyhow::ensure!(
             contents.get(start..start.saturating_add(occurrence.len))
@@ -1266,7 +1298,7 @@ struct Report<'run> {
     entries: &'run [Entry],
     /// How many entries were scanned, kept or not.
     examined: usize,
-    changes: &'run [Change],
+    changes: &'run [Change<'run>],
     unresolved: &'run BTreeMap<Vec<u8>, Unresolved>,
     left: &'run [Left],
     relocations: &'run [Relocation],
@@ -1282,7 +1314,7 @@ impl Report<'_> {
         change
             .restorations
             .iter()
-            .map(|restoration| store_dir.render(&restoration.path))
+            .map(|restoration| store_dir.render(restoration.path))
             .collect()
     }
 
@@ -1295,10 +1327,10 @@ impl Report<'_> {
 
     /// The OLDs a change relocates (text occurrences and bytecode file names).
     fn change_olds(&self, change: &Change) -> BTreeSet<&[u8]> {
-        let mut olds = self.relocated_olds(&change.occurrences);
+        let mut olds = self.relocated_olds(change.occurrences());
         olds.extend(
             change
-                .rewrites
+                .rewrites()
                 .iter()
                 .map(|rewrite| self.relocations[rewrite.relocation].old.as_slice()),
         );
@@ -1346,9 +1378,9 @@ impl Report<'_> {
         let restored: usize = done.iter().map(|change| change.restorations.len()).sum();
         let relocated: usize = done
             .iter()
-            .map(|change| change.occurrences.len() + change.rewrites.len())
+            .map(|change| change.occurrences().len() + change.rewrites().len())
             .sum();
-        let record_lines: usize = done.iter().map(|change| change.record_fields.len()).sum();
+        let record_lines: usize = done.iter().map(|change| change.record_fields().len()).sum();
         let unresolved_references: usize =
             self.unresolved.values().map(|item| item.places.len()).sum();
         let count = |location| {
@@ -1367,8 +1399,8 @@ impl Report<'_> {
                     "kind": change.location.as_str(),
                     "references": change.restorations.len(),
                     "store_paths": Self::restored_paths(change, self.store_dir).iter().map(|path| bytes_value(path)).collect::<Vec<_>>(),
-                    "relocated": change.occurrences.len() + change.rewrites.len(),
-                    "record_lines": change.record_fields.len(),
+                    "relocated": change.occurrences().len() + change.rewrites().len(),
+                    "record_lines": change.record_fields().len(),
                     "new_path": self.renamed.get(&change.entry).map(|path| path_value(path)),
                 }))?;
             }
@@ -1435,33 +1467,33 @@ impl Report<'_> {
                     );
                     line.extend_from_slice(&join(Self::restored_paths(change, self.store_dir)));
                 }
-                if !change.occurrences.is_empty() {
+                if !change.occurrences().is_empty() {
                     if !change.restorations.is_empty() {
                         line.push(b';');
                     }
                     line.extend_from_slice(
                         format!(
                             " relocated {} occurrence{} of ",
-                            change.occurrences.len(),
-                            plural(change.occurrences.len())
+                            change.occurrences().len(),
+                            plural(change.occurrences().len())
                         )
                         .as_bytes(),
                     );
                     line.extend_from_slice(&join(
-                        self.relocated_olds(&change.occurrences)
+                        self.relocated_olds(change.occurrences())
                             .into_iter()
                             .map(<[u8]>::to_vec),
                     ));
                 }
-                if !change.rewrites.is_empty() {
+                if !change.rewrites().is_empty() {
                     if !change.restorations.is_empty() {
                         line.push(b';');
                     }
                     line.extend_from_slice(
                         format!(
                             " relocated {} bytecode file name{} under ",
-                            change.rewrites.len(),
-                            plural(change.rewrites.len())
+                            change.rewrites().len(),
+                            plural(change.rewrites().len())
                         )
                         .as_bytes(),
                     );
@@ -1469,15 +1501,15 @@ impl Report<'_> {
                         self.change_olds(change).into_iter().map(<[u8]>::to_vec),
                     ));
                 }
-                if !change.record_fields.is_empty() {
+                if !change.record_fields().is_empty() {
                     if !line.ends_with(b":") {
                         line.push(b';');
                     }
                     line.extend_from_slice(
                         format!(
                             " updated {} RECORD line{} (hash and size)",
-                            change.record_fields.len(),
-                            plural(change.record_fields.len())
+                            change.record_fields().len(),
+                            plural(change.record_fields().len())
                         )
                         .as_bytes(),
                     );

@@ -153,22 +153,9 @@ fn push_shown_store_path(
 ) {
     match &hit.target {
         storepatch_scan::Target::Live(path) => {
-            let path = candidate_for(scan, path);
-            out.extend_from_slice(store_dir.prefix());
-            out.extend_from_slice(path.hash().as_bytes());
-            if !path.name().is_empty() {
-                out.push(b'-');
-                out.extend_from_slice(path.name());
-            }
+            store_dir.render_into(out, candidate_for(scan, path))
         }
-        storepatch_scan::Target::Scrubbed { name } => {
-            out.extend_from_slice(store_dir.prefix());
-            out.extend_from_slice(&storepatch_core::SCRUBBED_HASH);
-            if !name.is_empty() {
-                out.push(b'-');
-                out.extend_from_slice(name);
-            }
-        }
+        storepatch_scan::Target::Scrubbed { name } => store_dir.render_scrubbed_into(out, name),
     }
 }
 
@@ -190,8 +177,12 @@ fn render_references(
     store_dir: &storepatch_core::StoreDir,
     findings: &[storepatch_tree::Finding],
 ) -> Vec<u8> {
-    let hits: usize = findings.iter().map(|finding| finding.hits.len()).sum();
-    let mut records = Vec::with_capacity(hits * 400);
+    let mut records = Vec::with_capacity(
+        findings
+            .iter()
+            .map(|finding| records_len(scan, store_dir, finding))
+            .sum(),
+    );
     // The path of a finding is the same in each of its records: rendered once.
     let mut path_field = Vec::with_capacity(256);
     let mut store_path = Vec::with_capacity(256);
@@ -246,6 +237,33 @@ fn render_references(
         }
     }
     records
+}
+
+/// The bytes of the fixed parts of a `reference` record: keys, punctuation, the longest `form`,
+/// `kind`, `scrubbed` and `hash` values, a 20-digit offset and the quotes of the strings.
+const RECORD_FIXED_LEN: usize = 200;
+
+/// The length of `finding`'s records as [`render_references`] writes them when no byte needs
+/// escaping (escapes only lengthen them): the room to make for them.
+fn records_len(
+    scan: &TreeScan,
+    store_dir: &storepatch_core::StoreDir,
+    finding: &storepatch_tree::Finding,
+) -> usize {
+    let path = scan.entries[finding.entry].path.as_os_str().len();
+    let contexts: usize = finding.contexts.iter().map(<[u8]>::len).sum();
+    let store_paths: usize = finding
+        .hits
+        .iter()
+        .map(|hit| {
+            let name = match &hit.target {
+                storepatch_scan::Target::Live(path) => candidate_for(scan, path).name().len(),
+                storepatch_scan::Target::Scrubbed { name } => name.len(),
+            };
+            store_dir.prefix().len() + storepatch_core::HASH_LEN + 1 + name
+        })
+        .sum();
+    finding.hits.len() * (RECORD_FIXED_LEN + path) + contexts + store_paths
 }
 
 /// One line per reference: `path:offset: kind store_path`.

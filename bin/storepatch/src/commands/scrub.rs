@@ -200,8 +200,6 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
         }
         offsets.sort_unstable();
         offsets.dedup();
-        // Kept until the run ends: most files have one, and a collected vector holds room for four.
-        offsets.shrink_to_fit();
         let metadata = visit.file()?.metadata().ok()?;
         let result =
             storepatch_rewrite::replace_file(&entry.path, &metadata, contents, &patches(&offsets));
@@ -212,7 +210,7 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
             {
                 None
             }
-            result => Some(Written { offsets, result }),
+            result => Some(Written::new(offsets, result)),
         }
     }
 }
@@ -292,15 +290,7 @@ fn apply(
     let mut left: Vec<(std::ops::Range<usize>, Option<Written>)> = Vec::new();
     for group in groups {
         let leader = &changes[grouped[group.start]];
-        let done = written_at(&written, leader.entry).map(|at| {
-            std::mem::replace(
-                &mut *written[at].1,
-                Written {
-                    offsets: Vec::new(),
-                    result: Ok(()),
-                },
-            )
-        });
+        let done = written_at(&written, leader.entry).map(|at| std::mem::take(&mut *written[at].1));
         match done {
             Some(done)
                 if done.result.is_err()
@@ -397,29 +387,32 @@ fn after_first_pass(
 ) -> Vec<(usize, anyhow::Result<()>)> {
     let change = &changes[group[0]];
     let path = &scan.entries[change.entry].path;
-    let result = written.result.map_err(anyhow::Error::from).and_then(|()| {
-        let late: Vec<u64> = change
-            .offsets
-            .iter()
-            .copied()
-            .filter(|offset| written.offsets.binary_search(offset).is_err())
-            .collect();
-        if late.is_empty() {
-            return Ok(());
-        }
-        // The file is a new inode now: opened by name (never through a symlink), checked to be
-        // a regular file of the size the scan saw, and by its contents.
-        storepatch_rewrite::interrupt::check(path)?;
-        let entry = &scan.entries[change.entry];
-        let file = storepatch_walk::Visit::detached(entry).open()?;
-        let metadata = file.metadata()?;
-        anyhow::ensure!(
-            metadata.file_type().is_file() && metadata.len() == entry.len,
-            "cannot scrub `{}`: it changed while it was scrubbed",
-            path.display()
-        );
-        scrub_opened(path, &file, &metadata, &late)
-    });
+    let result = written
+        .result
+        .map_err(|err| anyhow::Error::from(*err))
+        .and_then(|()| {
+            let late: Vec<u64> = change
+                .offsets
+                .iter()
+                .copied()
+                .filter(|offset| written.offsets.binary_search(offset).is_err())
+                .collect();
+            if late.is_empty() {
+                return Ok(());
+            }
+            // The file is a new inode now: opened by name (never through a symlink), checked to be
+            // a regular file of the size the scan saw, and by its contents.
+            storepatch_rewrite::interrupt::check(path)?;
+            let entry = &scan.entries[change.entry];
+            let file = storepatch_walk::Visit::detached(entry).open()?;
+            let metadata = file.metadata()?;
+            anyhow::ensure!(
+                metadata.file_type().is_file() && metadata.len() == entry.len,
+                "cannot scrub `{}`: it changed while it was scrubbed",
+                path.display()
+            );
+            scrub_opened(path, &file, &metadata, &late)
+        });
     // A file written in the first pass has one name (see `FirstPass`): a second one would be the
     // same file listed twice, by two roots that overlap.
     let mut results = vec![(group[0], result)];
