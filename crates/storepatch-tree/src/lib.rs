@@ -984,7 +984,7 @@ pub fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
     match &hit.target {
         storepatch_scan::Target::Live(path) => store_dir.render_into(&mut out, path),
         storepatch_scan::Target::Scrubbed { name } => {
-            store_dir.render_scrubbed_into(&mut out, name)
+            store_dir.render_scrubbed_into(&mut out, name);
         }
     }
     out

@@ -153,7 +153,7 @@ fn push_shown_store_path(
 ) {
     match &hit.target {
         storepatch_scan::Target::Live(path) => {
-            store_dir.render_into(out, candidate_for(scan, path))
+            store_dir.render_into(out, candidate_for(scan, path));
         }
         storepatch_scan::Target::Scrubbed { name } => store_dir.render_scrubbed_into(out, name),
     }
