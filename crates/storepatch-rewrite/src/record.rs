@@ -17,6 +17,8 @@ use std::ops::Range;
 
 use base64::Engine as _;
 
+use crate::Splice;
+
 /// One line of a `RECORD` file that has a hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordLine {
@@ -102,45 +104,116 @@ pub fn record_hash(algorithm: &[u8], contents: &[u8]) -> Option<Vec<u8>> {
 
 /// [`record_hash`] of the pieces written one after another, without joining them.
 fn record_hash_of_pieces(algorithm: &[u8], pieces: &[&[u8]]) -> Option<Vec<u8>> {
-    fn digest<D: sha2::Digest>(pieces: &[&[u8]]) -> Vec<u8> {
-        let mut hasher = D::new();
-        for piece in pieces {
-            hasher.update(piece);
-        }
-        hasher.finalize().to_vec()
+    let mut digest = Digest::new(algorithm)?;
+    for piece in pieces {
+        digest.update(piece);
     }
-    let digest = match algorithm {
-        b"sha256" => digest::<sha2::Sha256>(pieces),
-        b"sha384" => digest::<sha2::Sha384>(pieces),
-        b"sha512" => digest::<sha2::Sha512>(pieces),
-        _ => return None,
-    };
-    let mut out = algorithm.to_vec();
-    out.push(b'=');
-    out.extend_from_slice(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(digest)
-            .as_bytes(),
-    );
-    Some(out)
+    Some(digest.finish(algorithm))
 }
+
+/// A digest being taken with one of the algorithms [`record_hash`] knows.
+enum Digest {
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+}
+
+impl Digest {
+    fn new(algorithm: &[u8]) -> Option<Self> {
+        use sha2::Digest as _;
+        match algorithm {
+            b"sha256" => Some(Self::Sha256(sha2::Sha256::new())),
+            b"sha384" => Some(Self::Sha384(sha2::Sha384::new())),
+            b"sha512" => Some(Self::Sha512(sha2::Sha512::new())),
+            _ => None,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Self::Sha256(hasher) => hasher.update(bytes),
+            Self::Sha384(hasher) => hasher.update(bytes),
+            Self::Sha512(hasher) => hasher.update(bytes),
+        }
+    }
+
+    /// `ALGORITHM=DIGEST`.
+    fn finish(self, algorithm: &[u8]) -> Vec<u8> {
+        use sha2::Digest as _;
+        let digest = match self {
+            Self::Sha256(hasher) => hasher.finalize().to_vec(),
+            Self::Sha384(hasher) => hasher.finalize().to_vec(),
+            Self::Sha512(hasher) => hasher.finalize().to_vec(),
+        };
+        let mut out = algorithm.to_vec();
+        out.push(b'=');
+        out.extend_from_slice(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(digest)
+                .as_bytes(),
+        );
+        out
+    }
+}
+
+/// Unchanged bytes of a file are hashed this many at a time (see
+/// [`RecordLine::updated_fields_spliced`]).
+const HASH_STRETCH: usize = 256 << 10;
 
 impl RecordLine {
     /// `ALGORITHM=DIGEST,SIZE` for `contents`, if that differs from the line's (and the algorithm
     /// is one [`record_hash`] knows).
     pub fn updated_fields(&self, contents: &[u8]) -> Option<Vec<u8>> {
-        self.updated_fields_of_pieces(&[contents])
+        self.updated_fields_spliced(contents, &[], &mut |_| {})
+            .flatten()
     }
 
-    /// [`RecordLine::updated_fields`] for the contents the pieces make written one after
-    /// another (such as [`crate::splice_pieces`] gives), hashed piece by piece without joining
-    /// them.
-    pub fn updated_fields_of_pieces(&self, pieces: &[&[u8]]) -> Option<Vec<u8>> {
-        let mut fields = record_hash_of_pieces(&self.algorithm, pieces)?;
+    /// [`RecordLine::updated_fields`] for `contents` with `splices` applied, hashed a stretch at
+    /// a time without joining anything: after each stretch, `done(offset)` says that the bytes
+    /// of `contents` before `offset` are not looked at again (a mapped file lets go of them).
+    /// The outer `None` unless the splices are sorted, in bounds and do not overlap.
+    pub fn updated_fields_spliced(
+        &self,
+        contents: &[u8],
+        splices: &[Splice<'_>],
+        done: &mut dyn FnMut(usize),
+    ) -> Option<Option<Vec<u8>>> {
+        // An algorithm it does not know: the splices are still checked.
+        let mut digest = Digest::new(&self.algorithm);
+        let mut unchanged = |range: Range<usize>, digest: &mut Option<Digest>| {
+            let Some(digest) = digest else { return };
+            let mut start = range.start;
+            while start < range.end {
+                let end = range.end.min(start.saturating_add(HASH_STRETCH));
+                digest.update(&contents[start..end]);
+                done(end);
+                start = end;
+            }
+        };
+        let mut size = contents.len();
+        let mut position = 0usize;
+        for splice in splices {
+            let start = usize::try_from(splice.offset).ok()?;
+            let end = start.checked_add(splice.len)?;
+            if start < position || end > contents.len() {
+                return None;
+            }
+            unchanged(position..start, &mut digest);
+            if let Some(digest) = &mut digest {
+                digest.update(splice.bytes);
+            }
+            size = size - splice.len + splice.bytes.len();
+            position = end;
+        }
+        unchanged(position..contents.len(), &mut digest);
+        let Some(digest) = digest else {
+            return Some(None);
+        };
+        let mut fields = digest.finish(&self.algorithm);
         fields.push(b',');
-        let size: usize = pieces.iter().map(|piece| piece.len()).sum();
         fields.extend_from_slice(size.to_string().as_bytes());
-        (fields != self.current).then_some(fields)
+        Some((fields != self.current).then_some(fields))
     }
 }
 
@@ -187,10 +260,68 @@ mod tests {
             line.updated_fields(b"a").unwrap(),
             b"sha256=ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3ha_uSLs,1"
         );
+        // `x` spliced out for `a`: the fields of `a`.
+        let splice = [Splice {
+            offset: 0,
+            len: 1,
+            bytes: b"a",
+        }];
         assert_eq!(
-            line.updated_fields_of_pieces(&[b"", b"a"]).unwrap(),
-            b"sha256=ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3ha_uSLs,1"
+            line.updated_fields_spliced(b"x", &splice, &mut |_| {}),
+            Some(Some(
+                b"sha256=ypeBEsobvcr6wjGzmiPcTaeG7_gUfE5yuYB3ha_uSLs,1".to_vec()
+            ))
         );
-        assert_eq!(line.updated_fields_of_pieces(&[b"", b""]), None);
+        // Out of bounds: no fields at all, whatever the algorithm.
+        assert_eq!(line.updated_fields_spliced(b"", &splice, &mut |_| {}), None);
+        let md5 = &record_lines(b"x,md5=AAAA,0\n")[0];
+        assert_eq!(md5.updated_fields_spliced(b"", &splice, &mut |_| {}), None);
+        assert_eq!(
+            md5.updated_fields_spliced(b"x", &splice, &mut |_| {}),
+            Some(None)
+        );
+    }
+
+    /// Sorted, non-overlapping splices of `len` bytes, from (gap, length, replacement) triples.
+    fn splices_of(len: usize, parts: &[(usize, usize, Vec<u8>)]) -> Vec<Splice<'_>> {
+        let mut position = 0;
+        let mut splices = Vec::new();
+        for (gap, cut, bytes) in parts {
+            let start = position + gap;
+            let end = start + cut;
+            if end > len {
+                break;
+            }
+            splices.push(Splice {
+                offset: start as u64,
+                len: *cut,
+                bytes,
+            });
+            position = end;
+        }
+        splices
+    }
+
+    proptest::proptest! {
+        /// Spliced and hashed a stretch at a time: the fields of the spliced contents written out,
+        /// with every byte behind let go of only once, in order, and never beyond the end.
+        #[test]
+        fn spliced_fields_are_those_of_the_spliced_contents(
+            contents in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..(3 * HASH_STRETCH)),
+            parts in proptest::collection::vec(
+                (0..HASH_STRETCH, 0..64usize, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..6,
+            ),
+            algorithm in proptest::sample::select(vec!["sha256", "sha384", "sha512"]),
+        ) {
+            let splices = splices_of(contents.len(), &parts);
+            let line = &record_lines(format!("f,{algorithm}=x,0\n").as_bytes())[0];
+            let whole = crate::splice(&contents, &splices).unwrap_or_else(|| contents.clone());
+            let mut released = Vec::new();
+            let fields = line.updated_fields_spliced(&contents, &splices, &mut |offset| released.push(offset));
+            proptest::prop_assert_eq!(fields, Some(line.updated_fields(&whole)));
+            proptest::prop_assert!(released.windows(2).all(|pair| pair[0] < pair[1]));
+            proptest::prop_assert!(released.iter().all(|&offset| offset <= contents.len()));
+        }
     }
 }

@@ -558,12 +558,13 @@ fn plan_record_updates(
         (target != index).then_some((target, change))
     };
     // Parsed straight from the bytes as read, keeping only those lines (a large RECORD is neither
-    // copied nor held whole as lines).
+    // copied nor held whole as lines, and a mapped one lets go of the lines behind).
     let read_lines = |index: usize, entry: &Entry, base: &Path| {
         Visit::detached(entry)
-            .read_with(policy, |contents| {
+            .read_with_release(policy, |contents, release| {
                 storepatch_rewrite::record::record_lines_iter(contents)
                     .filter_map(|line| {
+                        release(line.fields.end);
                         resolve(index, base, &line).map(|(target, change)| (line, target, change))
                     })
                     .collect::<Vec<_>>()
@@ -597,11 +598,11 @@ fn plan_record_updates(
                     Ok(pending) => pending.splices(relocations),
                     Err(_) => changes_now[change].splices(relocations),
                 };
-                // Hashed piece by piece from the file's bytes as read: no new copy is made.
+                // Hashed a stretch at a time from the file's bytes as read: no new copy is made,
+                // and a mapped file lets go of what is behind.
                 let updated = Visit::detached(target_entry)
-                    .read_with(policy, |current| {
-                        storepatch_rewrite::splice_pieces(current, &splices)
-                            .map(|pieces| line.updated_fields_of_pieces(&pieces))
+                    .read_with_release(policy, |current, release| {
+                        line.updated_fields_spliced(current, &splices, release)
                     })
                     .map_err(|err| EntryError {
                         path: target_entry.path.clone(),
