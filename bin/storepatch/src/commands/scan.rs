@@ -170,14 +170,17 @@ fn candidate_for<'a>(
         .map_or(path, |index| &candidates[index])
 }
 
-/// The `reference` records of `findings`, one line each (newline included), byte for byte what
-/// `serde_json` writes for them: keys sorted, as its map orders them.
+/// The `reference` records of `findings` into `records` (cleared first), one line each (newline
+/// included), byte for byte what `serde_json` writes for them: keys sorted, as its map orders
+/// them.
 fn render_references(
+    records: &mut Vec<u8>,
     scan: &TreeScan,
     store_dir: &storepatch_core::StoreDir,
     findings: &[storepatch_tree::Finding],
-) -> Vec<u8> {
-    let mut records = Vec::with_capacity(
+) {
+    records.clear();
+    records.reserve(
         findings
             .iter()
             .map(|finding| records_len(scan, store_dir, finding))
@@ -206,7 +209,7 @@ fn render_references(
             let live = hit.live();
             records.extend_from_slice(b"{\"context\":");
             match finding.contexts.get(index) {
-                Some(context) => output::push_bytes_value(&mut records, context),
+                Some(context) => output::push_bytes_value(records, context),
                 None => records.extend_from_slice(b"null"),
             }
             records.extend_from_slice(match hit.form {
@@ -223,7 +226,7 @@ fn render_references(
                 None => records.extend_from_slice(b"null"),
             }
             records.extend_from_slice(kind);
-            output::push_json_u64(&mut records, hit.offset);
+            output::push_json_u64(records, hit.offset);
             records.extend_from_slice(&path_field);
             records.extend_from_slice(if live.is_none() {
                 b",\"scrubbed\":true,\"store_path\":"
@@ -232,11 +235,10 @@ fn render_references(
             });
             store_path.clear();
             push_shown_store_path(&mut store_path, scan, store_dir, hit);
-            output::push_bytes_value(&mut records, &store_path);
+            output::push_bytes_value(records, &store_path);
             records.extend_from_slice(b",\"type\":\"reference\"}\n");
         }
     }
-    records
 }
 
 /// The bytes of the fixed parts of a `reference` record: keys, punctuation, the longest `form`,
@@ -308,13 +310,20 @@ fn write_json(
 ) -> std::io::Result<()> {
     // The reference records are rendered in blocks on the thread pool, a wave at a time, and
     // written in order: the same bytes as one after the other, for any number of threads.
+    // Each wave renders into the buffers of the one before: its pages are written to again
+    // rather than mapped anew.
     let wave = JSON_BLOCK * JSON_BLOCKS_PER_THREAD * rayon::current_num_threads().max(1);
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
     for findings in scan.findings.chunks(wave) {
-        let blocks: Vec<Vec<u8>> = findings
-            .par_chunks(JSON_BLOCK)
-            .map(|block| render_references(scan, store_dir, block))
-            .collect();
-        for block in &blocks {
+        let count = findings.len().div_ceil(JSON_BLOCK);
+        if blocks.len() < count {
+            blocks.resize_with(count, Vec::new);
+        }
+        blocks[..count]
+            .par_iter_mut()
+            .zip(findings.par_chunks(JSON_BLOCK))
+            .for_each(|(records, block)| render_references(records, scan, store_dir, block));
+        for block in &blocks[..count] {
             out.raw(block)?;
         }
     }
