@@ -18,6 +18,7 @@ use std::ops::Range;
 use base64::Engine as _;
 
 use crate::Splice;
+use crate::relocate::Piece;
 
 /// One line of a `RECORD` file that has a hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,37 +180,30 @@ impl RecordLine {
         splices: &[Splice<'_>],
         done: &mut dyn FnMut(usize),
     ) -> Option<Option<Vec<u8>>> {
-        // An algorithm it does not know: the splices are still checked.
-        let mut digest = Digest::new(&self.algorithm);
-        let mut unchanged = |range: Range<usize>, digest: &mut Option<Digest>| {
-            let Some(digest) = digest else { return };
-            let mut start = range.start;
-            while start < range.end {
-                let end = range.end.min(start.saturating_add(HASH_STRETCH));
-                digest.update(&contents[start..end]);
-                done(end);
-                start = end;
-            }
-        };
-        let mut size = contents.len();
-        let mut position = 0usize;
-        for splice in splices {
-            let start = usize::try_from(splice.offset).ok()?;
-            let end = start.checked_add(splice.len)?;
-            if start < position || end > contents.len() {
-                return None;
-            }
-            unchanged(position..start, &mut digest);
-            if let Some(digest) = &mut digest {
-                digest.update(splice.bytes);
-            }
-            size = size - splice.len + splice.bytes.len();
-            position = end;
-        }
-        unchanged(position..contents.len(), &mut digest);
-        let Some(digest) = digest else {
+        // Checked whatever the algorithm.
+        let pieces = crate::relocate::spliced(contents.len(), splices)?;
+        let Some(mut digest) = Digest::new(&self.algorithm) else {
             return Some(None);
         };
+        let mut size = 0;
+        for piece in pieces {
+            match piece {
+                Piece::New(bytes) => {
+                    digest.update(bytes);
+                    size += bytes.len();
+                }
+                Piece::Kept(range) => {
+                    size += range.len();
+                    let mut start = range.start;
+                    while start < range.end {
+                        let end = range.end.min(start.saturating_add(HASH_STRETCH));
+                        digest.update(&contents[start..end]);
+                        done(end);
+                        start = end;
+                    }
+                }
+            }
+        }
         let mut fields = digest.finish(&self.algorithm);
         fields.push(b',');
         fields.extend_from_slice(size.to_string().as_bytes());

@@ -115,20 +115,50 @@ pub fn splice_pieces<'bytes>(
     contents: &'bytes [u8],
     splices: &[Splice<'bytes>],
 ) -> Option<Vec<&'bytes [u8]>> {
+    Some(
+        spliced(contents.len(), splices)?
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Kept(range) => &contents[range],
+                Piece::New(bytes) => bytes,
+            })
+            .collect(),
+    )
+}
+
+/// A piece of contents with splices applied (see [`spliced`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Piece<'bytes> {
+    /// A range of the contents, kept as it is.
+    Kept(std::ops::Range<usize>),
+    /// The bytes of a splice.
+    New(&'bytes [u8]),
+}
+
+/// Contents of `len` bytes with `splices` applied, as the pieces to write one after another, in
+/// order (empty pieces left out). `None` unless the splices are sorted, in bounds and do not
+/// overlap.
+pub(crate) fn spliced<'bytes>(
+    len: usize,
+    splices: &[Splice<'bytes>],
+) -> Option<Vec<Piece<'bytes>>> {
     let mut pieces = Vec::with_capacity(2 * splices.len() + 1);
     let mut position = 0usize;
     for splice in splices {
         let start = usize::try_from(splice.offset).ok()?;
         let end = start.checked_add(splice.len)?;
-        if start < position || end > contents.len() {
+        if start < position || end > len {
             return None;
         }
-        pieces.push(&contents[position..start]);
-        pieces.push(splice.bytes);
+        pieces.push(Piece::Kept(position..start));
+        pieces.push(Piece::New(splice.bytes));
         position = end;
     }
-    pieces.push(&contents[position..]);
-    pieces.retain(|piece| !piece.is_empty());
+    pieces.push(Piece::Kept(position..len));
+    pieces.retain(|piece| match piece {
+        Piece::Kept(range) => !range.is_empty(),
+        Piece::New(bytes) => !bytes.is_empty(),
+    });
     Some(pieces)
 }
 
