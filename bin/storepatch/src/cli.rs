@@ -74,7 +74,8 @@ pub(crate) struct GlobalArgs {
     /// every 5 s once a run takes that long).
     #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_progress: bool,
-    /// Read every file with read(2) instead of mapping large ones into memory.
+    /// Read every file with read(2) instead of mapping large ones into memory (`scan` always
+    /// reads, in pieces of 256 KiB).
     #[arg(long, global = true)]
     pub(crate) no_mmap: bool,
     /// More log output on stderr (-v debug, -vv trace).

@@ -10,12 +10,17 @@ use crate::output::{self, Output, path_value};
 use crate::tree::{self, TreeScan};
 
 pub(crate) fn run(global: &GlobalArgs, args: &ScanArgs) -> anyhow::Result<ExitCode> {
-    let options = super::tree_options(
+    let mut options = super::tree_options(
         global,
         &args.discovery,
         global.json,
         storepatch_tree::Keep::REPORTED,
     )?;
+    // A scan reads each byte once and rewrites nothing: a large file read in pieces into a buffer
+    // the thread reuses is scanned while still in the cache, which costs less than taking each
+    // page of a mapping in (on the real corpus, 3% less time and 15% less user time), for the
+    // same peak memory.
+    options.tree.read_policy = storepatch_walk::ReadPolicy::Read;
     let mut scan = tree::scan_roots(&args.paths, &options)?;
     tree::handle_leftovers(&mut scan, false);
     let mut out = Output::new();
