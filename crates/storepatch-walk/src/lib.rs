@@ -847,7 +847,14 @@ fn opened_when_visited(listed: rustix::fs::FileType, options: WalkOptions) -> bo
 
 /// A child that the listing called a regular file, as [`open_listed`] found it: its entry, the
 /// open file if it still is one, and the start read of it (see [`walk_keeping_by_start`]).
-type Listed = (Entry, Option<std::fs::File>, Option<Start>);
+type Listed = (Entry, Option<OpenFile>, Option<Start>);
+
+/// A regular file the walk opened, with the metadata it was examined by (see [`Visit::metadata`]).
+#[derive(Debug)]
+struct OpenFile {
+    file: std::fs::File,
+    metadata: std::fs::Metadata,
+}
 
 /// Opens a child that the listing called a regular file, through its directory and without
 /// following a symlink, and examines the open file; returns it open only if it still is a regular
@@ -889,26 +896,33 @@ fn open_listed(
             start = Some(read);
         }
     }
-    let examined = match opened {
-        Ok(fd) => rustix::fs::fstat(&fd).map(|stat| (stat, Some(fd))),
-        Err(_) => match parent {
+    // Examined through the open file, whose metadata is kept for the visit (a rewrite of the
+    // file needs it, and would otherwise examine the file again).
+    let examined = if let Ok(fd) = opened {
+        let file = std::fs::File::from(fd);
+        match file.metadata() {
+            Ok(metadata) => Ok((
+                Entry::from_metadata(path, depth, &metadata),
+                Some(OpenFile { file, metadata }),
+            )),
+            Err(source) => Err((path, source)),
+        }
+    } else {
+        let stat = match parent {
             Some(dir) => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW),
             None => rustix::fs::lstat(&path),
+        };
+        match stat {
+            Ok(stat) => Ok((Entry::from_stat(path, depth, &stat), None)),
+            Err(source) => Err((path, source.into())),
         }
-        .map(|stat| (stat, None)),
     };
-    let (stat, fd) = match examined {
+    let (entry, opened) = match examined {
         Ok(examined) => examined,
-        Err(source) => {
-            return Err(Error::Walk {
-                path,
-                source: source.into(),
-            });
-        }
+        Err((path, source)) => return Err(Error::Walk { path, source }),
     };
-    let entry = Entry::from_stat(path, depth, &stat);
     match entry.kind {
-        EntryKind::File => Ok(Some((entry, fd.map(std::fs::File::from), start))),
+        EntryKind::File => Ok(Some((entry, opened, start))),
         EntryKind::Dir => Err(Error::Walk {
             path: entry.path,
             source: std::io::Error::other("replaced by a directory while its parent was listed"),
@@ -996,8 +1010,8 @@ pub struct Visit<'a> {
     entry: &'a Entry,
     /// The open directory holding the entry; `None` means the entry's whole path is used.
     parent: Option<BorrowedFd<'a>>,
-    /// The entry (a regular file) opened by the walk, if it was.
-    file: Option<&'a std::fs::File>,
+    /// The entry (a regular file) opened by the walk, if it was, with its metadata.
+    file: Option<&'a OpenFile>,
     /// Its first bytes, if the walk read them (see [`walk_keeping_by_start`]).
     start: Option<&'a [u8]>,
 }
@@ -1020,7 +1034,13 @@ impl<'a> Visit<'a> {
 
     /// The entry (a regular file) as the walk opened it, if it did.
     pub fn file(&self) -> Option<&'a std::fs::File> {
-        self.file
+        self.file.map(|opened| &opened.file)
+    }
+
+    /// The metadata the walk examined the open [`Visit::file`] by, if it opened the entry: what
+    /// `file().metadata()` would give, without examining the file again.
+    pub fn metadata(&self) -> Option<&'a std::fs::Metadata> {
+        self.file.map(|opened| &opened.metadata)
     }
 
     /// The entry's (a regular file's) first bytes, if the walk read them before examining it:
@@ -1037,7 +1057,7 @@ impl<'a> Visit<'a> {
     /// Opens the entry (a regular file) for reading.
     pub fn open(&self) -> Result<std::fs::File> {
         use rustix::fs::{Mode, OFlags};
-        if let Some(file) = self.file {
+        if let Some(file) = self.file() {
             return file.try_clone().map_err(|source| Error::Read {
                 path: self.entry.path.clone(),
                 source,
@@ -1091,7 +1111,7 @@ impl<'a> Visit<'a> {
         policy: ReadPolicy,
         with: impl FnOnce(&[u8], &mut dyn FnMut(usize)) -> R,
     ) -> Result<R> {
-        if let Some(file) = self.file {
+        if let Some(file) = self.file() {
             return read_opened(file, &self.entry.path, self.entry.len, policy, with);
         }
         read_opened(
@@ -1127,7 +1147,7 @@ impl<'a> Visit<'a> {
     ) -> Result<bool> {
         use std::os::unix::fs::FileExt as _;
         let opened;
-        let file = if let Some(file) = self.file {
+        let file = if let Some(file) = self.file() {
             file
         } else {
             opened = self.open()?;
@@ -1212,7 +1232,7 @@ impl<'a> Visit<'a> {
     pub fn read_start(&self, buffer: &mut [u8]) -> Result<usize> {
         use std::os::unix::fs::FileExt as _;
         let opened;
-        let file = if let Some(file) = self.file {
+        let file = if let Some(file) = self.file() {
             file
         } else {
             opened = self.open()?;
@@ -1251,6 +1271,29 @@ impl<'a> Visit<'a> {
 }
 
 impl Entry {
+    fn from_metadata(path: PathBuf, depth: usize, metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        let file_type = metadata.file_type();
+        Self {
+            kind: if file_type.is_file() {
+                EntryKind::File
+            } else if file_type.is_dir() {
+                EntryKind::Dir
+            } else if file_type.is_symlink() {
+                EntryKind::Symlink
+            } else {
+                EntryKind::Other
+            },
+            len: metadata.size(),
+            mode: metadata.mode(),
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            nlink: metadata.nlink(),
+            depth,
+            path,
+        }
+    }
+
     #[expect(
         clippy::useless_conversion,
         reason = "the widths of `struct stat` fields differ between targets"

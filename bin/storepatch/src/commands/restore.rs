@@ -1045,9 +1045,9 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
         if splices.is_empty() || splices.iter().any(|splice| splice.bytes == SCRUBBED_HASH) {
             return None;
         }
-        let metadata = visit.file()?.metadata().ok()?;
+        let metadata = visit.metadata()?;
         let result = storepatch_rewrite::interrupt::check(&entry.path).and_then(|()| {
-            storepatch_rewrite::replace_file_spliced(&entry.path, &metadata, contents, &splices)
+            storepatch_rewrite::replace_file_spliced(&entry.path, metadata, contents, &splices)
                 .map(|_| ())
         });
         match result {

@@ -200,9 +200,9 @@ impl storepatch_tree::ContentWriter for FirstPass<'_> {
         }
         offsets.sort_unstable();
         offsets.dedup();
-        let metadata = visit.file()?.metadata().ok()?;
+        let metadata = visit.metadata()?;
         let result =
-            storepatch_rewrite::replace_file(&entry.path, &metadata, contents, &patches(&offsets));
+            storepatch_rewrite::replace_file(&entry.path, metadata, contents, &patches(&offsets));
         match result {
             // A directory we may not write to yet: `apply` makes it writable first.
             Err(storepatch_rewrite::Error::Io { source, .. })
