@@ -106,6 +106,19 @@ pub enum EntryKind {
     Other,
 }
 
+impl EntryKind {
+    /// The kind of entry an `st_mode` says.
+    fn of_mode(mode: u32) -> Self {
+        use rustix::fs::FileType;
+        match FileType::from_raw_mode(mode) {
+            FileType::RegularFile => Self::File,
+            FileType::Directory => Self::Dir,
+            FileType::Symlink => Self::Symlink,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// One entry of a walk.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -379,14 +392,14 @@ where
     })?;
     let root = Entry::from_stat(root.to_path_buf(), 0, &stat);
     let root_value = visit(&Visit::detached(&root));
-    let mut listings = Listings::default();
+    let mut listings = Vec::new();
     let mut examined = 1;
     if root.kind == EntryKind::Dir {
         let shared = Shared {
             visit: &visit,
             options,
             by_start,
-            listings: Mutex::new(Listings::default()),
+            listings: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(1),
             examined: AtomicUsize::new(0),
         };
@@ -408,40 +421,10 @@ struct Shared<'v, T, F> {
     /// For [`walk_keeping_by_start`]: how files are picked by their start.
     by_start: Option<ByStart<'v>>,
     /// Each directory's listing, by its id (the root's is 0).
-    listings: Mutex<Listings<T>>,
+    listings: Mutex<Vec<Option<Listing<T>>>>,
     next_id: AtomicUsize,
     /// How many entries below the root were examined, kept or not.
     examined: AtomicUsize,
-}
-
-/// Directories' listings by id. One vector: it is large enough to be a mapping of its own
-/// (see [`tune_malloc`]), so growing it moves no listing, and room it has not used yet takes no
-/// memory.
-struct Listings<T> {
-    slots: Vec<Option<Listing<T>>>,
-}
-
-impl<T> Default for Listings<T> {
-    fn default() -> Self {
-        Self { slots: Vec::new() }
-    }
-}
-
-impl<T> Listings<T> {
-    fn put(&mut self, id: usize, listing: Listing<T>) {
-        if self.slots.len() <= id {
-            self.slots.resize_with(id + 1, || None);
-        }
-        self.slots[id] = Some(listing);
-    }
-
-    fn take(&mut self, id: usize) -> Option<Listing<T>> {
-        self.slots.get_mut(id)?.take()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Listing<T>> {
-        self.slots.iter().flatten()
-    }
 }
 
 /// A directory's kept children, and what could not be listed or examined. Held for every
@@ -674,7 +657,10 @@ fn store<T, F>(shared: &Shared<'_, T, F>, id: usize, listing: Listing<T>) {
         .listings
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    listings.put(id, listing);
+    if listings.len() <= id {
+        listings.resize_with(id + 1, || None);
+    }
+    listings[id] = Some(listing);
 }
 
 /// Opens a directory at `path` (relative to `at`) for listing, without following a symlink in
@@ -942,7 +928,7 @@ fn name_of(path: &Path) -> &OsStr {
 fn flatten<T>(
     root: Entry,
     root_value: Option<T>,
-    mut listings: Listings<T>,
+    mut listings: Vec<Option<Listing<T>>>,
     examined: usize,
 ) -> (Walk, Vec<T>) {
     // Sized once: growing by doubling would hold up to twice the entries (and a copy while
@@ -954,6 +940,7 @@ fn flatten<T>(
     let count = usize::from(root_value.is_some())
         + listings
             .iter()
+            .flatten()
             .map(|listing| usize::from(listing.own.is_some()) + listing.kept.len())
             .sum::<usize>();
     walk.entries.reserve_exact(count);
@@ -965,7 +952,7 @@ fn flatten<T>(
     // Per directory being flattened: its kept children, its subdirectories, how many kept so far.
     // A directory's own entry comes before its children.
     let mut take = |id: usize, walk: &mut Walk, values: &mut Vec<T>| {
-        let listing = listings.take(id)?;
+        let listing = listings.get_mut(id).and_then(Option::take)?;
         walk.errors.extend(listing.errors);
         if let Some(own) = listing.own {
             let (entry, value) = *own;
@@ -1273,17 +1260,8 @@ impl<'a> Visit<'a> {
 impl Entry {
     fn from_metadata(path: PathBuf, depth: usize, metadata: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt as _;
-        let file_type = metadata.file_type();
         Self {
-            kind: if file_type.is_file() {
-                EntryKind::File
-            } else if file_type.is_dir() {
-                EntryKind::Dir
-            } else if file_type.is_symlink() {
-                EntryKind::Symlink
-            } else {
-                EntryKind::Other
-            },
+            kind: EntryKind::of_mode(metadata.mode()),
             len: metadata.size(),
             mode: metadata.mode(),
             dev: metadata.dev(),
@@ -1299,14 +1277,8 @@ impl Entry {
         reason = "the widths of `struct stat` fields differ between targets"
     )]
     fn from_stat(path: PathBuf, depth: usize, stat: &rustix::fs::Stat) -> Self {
-        use rustix::fs::FileType;
         Self {
-            kind: match FileType::from_raw_mode(stat.st_mode.into()) {
-                FileType::RegularFile => EntryKind::File,
-                FileType::Directory => EntryKind::Dir,
-                FileType::Symlink => EntryKind::Symlink,
-                _ => EntryKind::Other,
-            },
+            kind: EntryKind::of_mode(stat.st_mode.into()),
             len: u64::try_from(stat.st_size).unwrap_or(0),
             mode: stat.st_mode.into(),
             dev: stat.st_dev.into(),
