@@ -216,6 +216,9 @@ const WORD: usize = 8;
 const STRIDE: usize = 3 * WORD;
 /// How often (in bytes of haystack) the window finder says how far it has got.
 const PASSED_EVERY: usize = 2 << 20;
+/// A thread keeps the lists of its last scan (runs, hits) for the next one up to this many items
+/// in all; longer ones are let go of.
+const KEPT_LIST_LEN: usize = 1024;
 
 /// Whether every byte of `word` could be a hash byte: all are ASCII digits or lowercase letters.
 ///
@@ -787,10 +790,21 @@ impl Scanner {
         limit: Option<usize>,
         passed: &mut dyn FnMut(usize),
     ) -> (Vec<Hit>, Windows) {
-        let mut hits = Vec::new();
+        // Found into the list of the scan before on this thread and handed over at their exact
+        // length: a list grown by pushing holds room for four hits, and most files have one.
+        thread_local! {
+            static HITS: std::cell::Cell<Vec<Hit>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let mut found = HITS.take();
         let mut windows = Windows::default();
         let keep = limit.map(|limit| (&mut windows, limit));
-        self.scan_into_passing(haystack, 0, &mut hits, keep, &mut 0, passed);
+        self.scan_into_passing(haystack, 0, &mut found, keep, &mut 0, passed);
+        // Not `mem::take`: the list given back keeps its room for the next scan.
+        #[expect(clippy::drain_collect, reason = "the list given back keeps its room")]
+        let hits = found.drain(..).collect();
+        if found.capacity() <= KEPT_LIST_LEN {
+            HITS.set(found);
+        }
         (hits, windows)
     }
 
@@ -837,10 +851,17 @@ impl Scanner {
         work: &mut u64,
         passed: &mut dyn FnMut(usize),
     ) {
+        /// The run lists of the scan before on this thread, taken and given back empty: most
+        /// files have a run or two, and new lists would be two allocations for each of them.
+        type Runs = (Vec<(usize, usize)>, Vec<(usize, usize)>);
+        thread_local! {
+            static RUNS: std::cell::Cell<Runs> = const {
+                std::cell::Cell::new((Vec::new(), Vec::new()))
+            };
+        }
         let first = hits.len();
         // One pass finds the runs: the bare-form candidates, and the hash parts of every path.
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        let mut scrubbed_runs: Vec<(usize, usize)> = Vec::new();
+        let (mut runs, mut scrubbed_runs) = RUNS.take();
         let mut finder_work = 0;
         for_each_hash_run_passing(
             haystack,
@@ -862,8 +883,17 @@ impl Scanner {
             hits[first..].sort_by_key(|hit| hit.hash_offset);
         }
         let path_hits_end = hits.len();
+        let give_back = |mut runs: Vec<(usize, usize)>, mut scrubbed_runs: Vec<(usize, usize)>| {
+            // The lists of a file with very many runs are let go of rather than kept for good.
+            if runs.capacity() + scrubbed_runs.capacity() <= KEPT_LIST_LEN {
+                runs.clear();
+                scrubbed_runs.clear();
+                RUNS.set((runs, scrubbed_runs));
+            }
+        };
         if self.table.is_empty() && keeper.is_none() {
             *work += finder_work;
+            give_back(runs, scrubbed_runs);
             return;
         }
 
@@ -878,10 +908,11 @@ impl Scanner {
             keeper,
             work: 0,
         };
-        for (start, end) in runs {
+        for &(start, end) in &runs {
             scan.run(start, end);
         }
         *work += finder_work + scan.work;
+        give_back(runs, scrubbed_runs);
         hits[first..].sort_by_key(|hit| hit.hash_offset);
     }
 

@@ -482,7 +482,7 @@ fn list_dir<'s, T, F>(
     shared: &'s Shared<'s, T, F>,
     id: usize,
     path: PathBuf,
-    parent: Option<Arc<rustix::fs::Dir>>,
+    parent: Option<(Arc<rustix::fs::Dir>, usize)>,
     depth: usize,
 ) where
     T: Send,
@@ -495,9 +495,9 @@ fn list_dir<'s, T, F>(
     let mut own = None;
     // `walk_keeping_by_start` neither examines nor visits the directories below the root.
     let unexamined = match &parent {
-        Some(parent) => shared
+        Some((parent, name_at)) => shared
             .by_start
-            .and_then(|by_start| open_subdir_unexamined(parent, &path, by_start)),
+            .and_then(|by_start| open_subdir_unexamined(parent, &path, *name_at, by_start)),
         None => None,
     };
     let opened = match (parent, unexamined) {
@@ -513,8 +513,8 @@ fn list_dir<'s, T, F>(
                 source: source.into(),
             }),
         },
-        (Some(parent), None) => {
-            let (entry, fd) = match open_subdir(&parent, path, depth - 1) {
+        (Some((parent, name_at)), None) => {
+            let (entry, fd) = match open_subdir(&parent, path, name_at, depth - 1) {
                 Ok(opened) => opened,
                 Err(err) => {
                     store(shared, id, Listing::failed(err));
@@ -524,6 +524,7 @@ fn list_dir<'s, T, F>(
             examined += 1;
             let value = (shared.visit)(&Visit {
                 entry: &entry,
+                name_at,
                 parent: parent.fd().ok(),
                 file: None,
                 start: None,
@@ -538,35 +539,41 @@ fn list_dir<'s, T, F>(
     let listed = opened.and_then(|opened| {
         opened
             .map(|(fd, path)| {
-                read_dir(fd, &path, depth, shared.options, &mut errors).map_err(|source| {
-                    Error::Walk {
+                // Every child's name starts at the same place in its path (see `child_path`).
+                let name_at = child_name_at(&path);
+                read_dir(fd, &path, depth, shared.options, &mut errors)
+                    .map(|(dir, listed)| (dir, listed, name_at))
+                    .map_err(|source| Error::Walk {
                         path,
                         source: source.into(),
-                    }
-                })
+                    })
             })
             .transpose()
     });
     match listed {
         // No longer a directory: its entry is all there is.
         Ok(None) => {}
-        Ok(Some((dir, listed))) => {
+        Ok(Some((dir, mut listed, name_at))) => {
             let dir = Arc::new(dir);
-            let subdirs: Vec<Option<usize>> = listed
+            // The subdirectories' listing ids, one run of them in name order.
+            let subdir_count = listed
                 .iter()
-                .map(|child| match child {
-                    Child::Dir(sub_path) => {
-                        let sub_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                        let sub_path = sub_path.clone();
-                        let dir = Arc::clone(&dir);
-                        scope.spawn(move |scope| {
-                            list_dir(scope, shared, sub_id, sub_path, Some(dir), depth + 1);
-                        });
-                        Some(sub_id)
-                    }
-                    Child::Examined(_) | Child::ToOpen(_) => None,
-                })
-                .collect();
+                .filter(|child| matches!(child, Child::Dir(_)))
+                .count();
+            let first_subdir = shared.next_id.fetch_add(subdir_count, Ordering::Relaxed);
+            let mut sub_id = first_subdir;
+            for child in &mut listed {
+                if let Child::Dir(sub_path) = child {
+                    // The task takes the path: the child is not visited here.
+                    let sub_path = std::mem::take(sub_path);
+                    let dir = Arc::clone(&dir);
+                    let id = sub_id;
+                    scope.spawn(move |scope| {
+                        list_dir(scope, shared, id, sub_path, Some((dir, name_at)), depth + 1);
+                    });
+                    sub_id += 1;
+                }
+            }
             let parent = dir.fd().ok();
             // Per child: `None` for a subdirectory (examined by its own task), else the child
             // examined and visited, kept or not, or why it could not be examined.
@@ -574,7 +581,7 @@ fn list_dir<'s, T, F>(
                 let (entry, file, start) = match child {
                     Child::Examined(entry) => (entry, None, None),
                     Child::ToOpen(path) => {
-                        match open_listed(parent, path, depth, shared.by_start) {
+                        match open_listed(parent, path, name_at, depth, shared.by_start) {
                             Ok(Some(opened)) => opened,
                             // Not wanted by its start: examined no further.
                             Ok(None) => return Some(Ok(None)),
@@ -585,6 +592,7 @@ fn list_dir<'s, T, F>(
                 };
                 let value = (shared.visit)(&Visit {
                     entry: &entry,
+                    name_at,
                     parent,
                     file: file.as_ref(),
                     start: start.as_ref().map(Start::bytes),
@@ -607,18 +615,19 @@ fn list_dir<'s, T, F>(
                     .filter(|visited| matches!(visited, Some(Ok(Some(_)))))
                     .count(),
             );
-            subdir_listings.reserve_exact(subdirs.iter().flatten().count());
-            for (visited, listing) in visited.into_iter().zip(subdirs) {
+            subdir_listings.reserve_exact(subdir_count);
+            let mut sub_id = first_subdir;
+            for visited in visited {
                 match visited {
                     Some(Ok(child)) => {
                         examined += 1;
                         kept.extend(child);
                     }
                     Some(Err(err)) => errors.push(err),
-                    None => {}
-                }
-                if let Some(listing) = listing {
-                    subdir_listings.push((kept.len(), listing));
+                    None => {
+                        subdir_listings.push((kept.len(), sub_id));
+                        sub_id += 1;
+                    }
                 }
             }
         }
@@ -690,6 +699,7 @@ fn open_dir<P: rustix::path::Arg>(
 fn open_subdir(
     parent: &rustix::fs::Dir,
     path: PathBuf,
+    name_at: usize,
     depth: usize,
 ) -> Result<(Entry, Option<Result<rustix::fd::OwnedFd>>)> {
     use rustix::fs::AtFlags;
@@ -698,7 +708,7 @@ fn open_subdir(
         source: source.into(),
     };
     let dir = parent.fd().map_err(|source| walk_error(&path, source))?;
-    let name = name_of(&path);
+    let name = name_at_of(&path, name_at);
     match open_dir(dir, name) {
         Ok(fd) => match rustix::fs::fstat(&fd) {
             Ok(stat) => Ok((Entry::from_stat(path, depth, &stat), Some(Ok(fd)))),
@@ -722,12 +732,13 @@ fn open_subdir(
 fn open_subdir_unexamined(
     parent: &rustix::fs::Dir,
     path: &Path,
+    name_at: usize,
     by_start: ByStart<'_>,
 ) -> Option<rustix::fd::OwnedFd> {
     use rustix::fs::OFlags;
     open_noatime(
         parent.fd().ok()?,
-        name_of(path),
+        name_at_of(path, name_at),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         by_start.noatime,
     )
@@ -813,15 +824,24 @@ fn read_dir(
 /// `parent/name`, allocated at its exact length: a tree's paths are most of a walk's memory, and
 /// `Path::join` leaves room for about as much again.
 fn child_path(parent: &Path, name: &[u8]) -> PathBuf {
+    let name_at = child_name_at(parent);
     let parent = parent.as_os_str().as_bytes();
-    let mut child = Vec::with_capacity(parent.len() + 1 + name.len());
+    let mut child = Vec::with_capacity(name_at + name.len());
     child.extend_from_slice(parent);
-    // As `Path::join` does: no separator after an empty parent or one ending in `/`.
-    if !parent.is_empty() && !parent.ends_with(b"/") {
-        child.push(b'/');
-    }
+    child.resize(name_at, b'/');
     child.extend_from_slice(name);
     PathBuf::from(OsString::from_vec(child))
+}
+
+/// Where a child's name starts in the path [`child_path`] gives it: after the parent's path and
+/// a `/`, which (as `Path::join` has it) is left out after an empty parent or one ending in `/`.
+fn child_name_at(parent: &Path) -> usize {
+    let parent = parent.as_os_str().as_bytes();
+    if parent.is_empty() || parent.ends_with(b"/") {
+        parent.len()
+    } else {
+        parent.len() + 1
+    }
 }
 
 /// Whether a child the listing gives as `listed` is examined by [`open_listed`] rather than by name
@@ -858,12 +878,13 @@ struct OpenFile {
 fn open_listed(
     parent: Option<BorrowedFd<'_>>,
     path: PathBuf,
+    name_at: usize,
     depth: usize,
     by_start: Option<ByStart<'_>>,
 ) -> Result<Option<Listed>> {
     use rustix::fs::{AtFlags, Mode, OFlags};
     use std::os::fd::AsFd as _;
-    let name = name_of(&path);
+    let name = name_at_of(&path, name_at);
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let opened = match (parent, by_start) {
@@ -922,6 +943,14 @@ fn name_of(path: &Path) -> &OsStr {
     let bytes = path.as_os_str().as_bytes();
     let start = memchr::memrchr(b'/', bytes).map_or(0, |slash| slash + 1);
     OsStr::from_bytes(&bytes[start..])
+}
+
+/// The name of a child whose path [`child_path`] built, starting at `name_at` (see
+/// [`child_name_at`]): [`name_of`] without looking for it.
+fn name_at_of(path: &Path, name_at: usize) -> &OsStr {
+    let bytes = path.as_os_str().as_bytes();
+    debug_assert_eq!(bytes.get(name_at..), Some(name_of(path).as_bytes()));
+    OsStr::from_bytes(bytes.get(name_at..).unwrap_or_default())
 }
 
 /// Puts the listings into walk order: depth first, parents before children, siblings by name.
@@ -995,6 +1024,8 @@ fn flatten<T>(
 #[derive(Clone, Copy, Debug)]
 pub struct Visit<'a> {
     entry: &'a Entry,
+    /// Where the entry's own name starts in its path.
+    name_at: usize,
     /// The open directory holding the entry; `None` means the entry's whole path is used.
     parent: Option<BorrowedFd<'a>>,
     /// The entry (a regular file) opened by the walk, if it was, with its metadata.
@@ -1006,8 +1037,10 @@ pub struct Visit<'a> {
 impl<'a> Visit<'a> {
     /// An entry outside a walk (a second look after the walk, say): its whole path is used.
     pub fn detached(entry: &'a Entry) -> Self {
+        let path = entry.path.as_os_str().len();
         Self {
             entry,
+            name_at: path - name_of(&entry.path).len(),
             parent: None,
             file: None,
             start: None,
@@ -1038,7 +1071,7 @@ impl<'a> Visit<'a> {
 
     /// The entry's own name (for the root, its path's last component).
     pub fn name(&self) -> &'a OsStr {
-        name_of(&self.entry.path)
+        name_at_of(&self.entry.path, self.name_at)
     }
 
     /// Opens the entry (a regular file) for reading.
@@ -1869,7 +1902,9 @@ mod tests {
             noatime: &noatime,
         };
         for by_start in [None, Some(rejecting)] {
-            let listed = |name: &str| open_listed(parent, root.join(name), 1, by_start);
+            let listed = |name: &str| {
+                open_listed(parent, root.join(name), child_name_at(&root), 1, by_start)
+            };
             // A symlink is not followed: it is a symlink entry, and nothing is opened.
             let (link, file, start) = listed("link").unwrap().unwrap();
             assert_eq!((link.kind, file.is_none()), (EntryKind::Symlink, true));
@@ -1887,27 +1922,41 @@ mod tests {
         // A regular file whose start is not wanted is not examined; one that is wanted is, and
         // its start comes with it.
         assert!(
-            open_listed(parent, root.join("file"), 1, Some(rejecting))
-                .unwrap()
-                .is_none()
+            open_listed(
+                parent,
+                root.join("file"),
+                child_name_at(&root),
+                1,
+                Some(rejecting)
+            )
+            .unwrap()
+            .is_none()
         );
         let wanting = ByStart {
             len: 4,
             wanted: &everything,
             noatime: &noatime,
         };
-        let (entry, _, start) = open_listed(parent, root.join("file"), 1, Some(wanting))
-            .unwrap()
-            .unwrap();
+        let (entry, _, start) = open_listed(
+            parent,
+            root.join("file"),
+            child_name_at(&root),
+            1,
+            Some(wanting),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
         assert_eq!(start.as_ref().map(Start::bytes), Some(&b"insi"[..]));
-        let (entry, file, start) = open_listed(parent, root.join("file"), 1, None)
-            .unwrap()
-            .unwrap();
+        let (entry, file, start) =
+            open_listed(parent, root.join("file"), child_name_at(&root), 1, None)
+                .unwrap()
+                .unwrap();
         assert!(start.is_none());
         assert_eq!((entry.kind, entry.len), (EntryKind::File, 6));
         let visit = Visit {
             entry: &entry,
+            name_at: child_name_at(&root),
             parent,
             file: file.as_ref(),
             start: None,
@@ -1936,7 +1985,8 @@ mod tests {
         let parent =
             rustix::fs::Dir::new(open_dir(rustix::fs::CWD, root.as_path()).unwrap()).unwrap();
         // A directory is opened through its parent and examined through the open descriptor.
-        let (entry, opened) = open_subdir(&parent, root.join("dir"), 1).unwrap();
+        let (entry, opened) =
+            open_subdir(&parent, root.join("dir"), child_name_at(&root), 1).unwrap();
         let ino = fs_err::symlink_metadata(root.join("dir")).unwrap().ino();
         assert_eq!(
             (entry.kind, entry.ino, entry.depth),
@@ -1944,18 +1994,21 @@ mod tests {
         );
         assert!(matches!(opened, Some(Ok(_))));
         // A symlink to a directory that took its place is a symlink entry, never opened.
-        let (link, opened) = open_subdir(&parent, root.join("link"), 1).unwrap();
+        let (link, opened) =
+            open_subdir(&parent, root.join("link"), child_name_at(&root), 1).unwrap();
         assert_eq!((link.kind, opened.is_none()), (EntryKind::Symlink, true));
         // So are a file and a FIFO (whose open does not block: it is not opened as a directory).
-        let (file, opened) = open_subdir(&parent, root.join("file"), 1).unwrap();
+        let (file, opened) =
+            open_subdir(&parent, root.join("file"), child_name_at(&root), 1).unwrap();
         assert_eq!(
             (file.kind, file.len, opened.is_none()),
             (EntryKind::File, 6, true)
         );
-        let (fifo, opened) = open_subdir(&parent, root.join("fifo"), 1).unwrap();
+        let (fifo, opened) =
+            open_subdir(&parent, root.join("fifo"), child_name_at(&root), 1).unwrap();
         assert_eq!((fifo.kind, opened.is_none()), (EntryKind::Other, true));
         // A directory that went away is an error naming it.
-        let err = open_subdir(&parent, root.join("gone"), 1).unwrap_err();
+        let err = open_subdir(&parent, root.join("gone"), child_name_at(&root), 1).unwrap_err();
         assert_eq!(err.path(), root.join("gone"));
     }
 
