@@ -972,12 +972,25 @@ impl Scanner {
     ///
     /// Text has one on almost every line (a space, a newline, a quote) and binaries in almost
     /// every word (a NUL), so the search backwards from the end is short; only input made of
-    /// store-path bytes alone has none at all.
+    /// store-path bytes alone has none at all. A word of eight digits and lowercase letters holds
+    /// no cut, so such input (a long run of `0`, say) is passed over a word at a time.
     pub fn last_cut(&self, bytes: &[u8]) -> Option<usize> {
-        bytes
-            .iter()
-            .rposition(|&byte| self.is_cut(byte))
-            .map(|at| at + 1)
+        let mut end = bytes.len();
+        while end > 0 {
+            let start = end.saturating_sub(WORD);
+            let piece = &bytes[start..end];
+            if let Ok(word) = <[u8; WORD]>::try_from(piece)
+                && maybe_all_hash(u64::from_ne_bytes(word))
+            {
+                end = start;
+                continue;
+            }
+            if let Some(at) = piece.iter().rposition(|&byte| self.is_cut(byte)) {
+                return Some(start + at + 1);
+            }
+            end = start;
+        }
+        None
     }
 
     /// Starts a scan of input handed over in pieces cut where no reference can be (see

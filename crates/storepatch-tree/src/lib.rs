@@ -244,6 +244,9 @@ const PIECE_LEN: usize = 256 << 10;
 /// A file read in pieces that has nowhere to cut for this long (it is made of store-path bytes
 /// alone) is streamed through the scanner instead.
 const STREAM_ABOVE: usize = 64 << 20;
+/// With [`TreeOptions::read_in_pieces`] and a policy that maps: a file with nowhere to cut for
+/// this long is mapped instead, rather than read whole into a buffer that grows with it.
+pub const MAP_UNCUT_ABOVE: usize = 4 << 20;
 /// Chunk size for streamed files.
 const STREAM_CHUNK: usize = 1 << 20;
 
@@ -256,6 +259,10 @@ pub struct TreeOptions {
     pub candidates: Vec<StorePath>,
     /// How files are read.
     pub read_policy: ReadPolicy,
+    /// Read large files in pieces into the thread's buffer even where `read_policy` would map
+    /// them (a scan that only reads: each piece is scanned while it is still in the cache); a file
+    /// with nowhere to cut for [`MAP_UNCUT_ABOVE`] bytes is then read by `read_policy` instead.
+    pub read_in_pieces: bool,
     /// Whether [`Finding::contexts`] is filled in.
     pub with_context: bool,
     /// Which entries [`TreeScan::entries`] holds.
@@ -713,15 +720,22 @@ fn scan_places(
         // Without mmap, large files are read in pieces rather than whole into memory, with the
         // same hits, windows and context as a whole read.
         EntryKind::File
-            if options.read_policy == ReadPolicy::Read && entry.len > PIECE_LEN as u64 =>
+            if (options.read_policy == ReadPolicy::Read || options.read_in_pieces)
+                && entry.len > PIECE_LEN as u64 =>
         {
+            let may_map = options.read_policy != ReadPolicy::Read;
+            let max_uncut = if may_map {
+                MAP_UNCUT_ABOVE
+            } else {
+                STREAM_ABOVE
+            };
             let limit = budget.map(take_budget);
             let pieces = scan_in_pieces(
                 visit,
                 scanner,
                 limit,
                 options.with_context,
-                (PIECE_LEN, STREAM_ABOVE),
+                (PIECE_LEN, max_uncut),
             );
             if let (Some(budget), Some(limit)) = (budget, limit) {
                 let used = match &pieces {
@@ -746,6 +760,12 @@ fn scan_places(
                     })?;
                 }
                 Some(scanned) => record(Location::Content, &[], Some(scanned), &mut |_| {}),
+                // Nowhere to cut, and mapping allowed: mapped and scanned whole.
+                None if may_map => {
+                    visit.read_with_release(options.read_policy, |contents, release| {
+                        record(Location::Content, contents, None, release);
+                    })?;
+                }
                 // Nowhere to cut: streamed, with the same hits whatever the chunking; the context
                 // and the unresolved runs are not kept (so a later candidate means reading the
                 // file again).

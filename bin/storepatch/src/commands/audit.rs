@@ -136,6 +136,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitC
             store_dir: store_dir.clone(),
             candidates: Vec::new(),
             read_policy,
+            read_in_pieces: false,
             with_context: false,
             // Every entry is checked for its ELF problems after the scan.
             keep: storepatch_tree::Keep::All,

@@ -104,6 +104,7 @@ pub(crate) fn tree_options(
             } else {
                 ReadPolicy::default()
             },
+            read_in_pieces: false,
             with_context,
             keep,
         },

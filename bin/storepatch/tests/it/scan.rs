@@ -286,6 +286,14 @@ fn output_does_not_depend_on_threads_or_reading() {
     }
     tree.write("lib/big.bin", &big);
     tree.write("lib/big.txt", big_text());
+    // Nowhere to cut for 5 MiB (digits and `/` only around the paths): mapped whole by a scan
+    // that reads in pieces, read whole in pieces with `--no-mmap`.
+    let mut uncut = vec![b'0'; 5 << 20];
+    let path = format!("/nix/store/{ZLIB_HASH}-zlib/");
+    for position in [0, 3 << 20, (5 << 20) - path.len()] {
+        uncut[position..position + path.len()].copy_from_slice(path.as_bytes());
+    }
+    tree.write("lib/uncut.txt", &uncut);
     let run = |args: &[&str]| {
         storepatch()
             .arg("scan")
@@ -297,6 +305,22 @@ fn output_does_not_depend_on_threads_or_reading() {
     };
     let reference = run(&["--json", "--threads", "1"]);
     assert!(json_lines(&reference).len() > 10);
+    let uncut_offsets: Vec<u64> = json_lines(&reference)
+        .iter()
+        .filter(|line| {
+            line["type"] == "reference"
+                && line["path"]["text"]
+                    .as_str()
+                    .is_some_and(|path| path.ends_with("lib/uncut.txt"))
+        })
+        .filter_map(|line| line["offset"].as_u64())
+        .collect();
+    assert_eq!(
+        uncut_offsets,
+        [0, 3 << 20, (5 << 20) - path.len() as u64],
+        "{}",
+        String::from_utf8_lossy(&reference)
+    );
     for args in [
         &["--json", "--threads", "4"][..],
         &["--json", "--no-mmap"],
