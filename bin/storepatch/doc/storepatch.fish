@@ -29,7 +29,7 @@ complete -c storepatch -n "__fish_storepatch_needs_command" -l store-dir -d 'Nix
 complete -c storepatch -n "__fish_storepatch_needs_command" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_needs_command" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_needs_command" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_needs_command" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_needs_command" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_needs_command" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_needs_command" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_needs_command" -s V -l version -d 'Print version'
@@ -49,7 +49,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l files -d 
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scan" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l candidates -d 'File with one store path per line whose bare hash parts are searched for, as Nix does' -r -F
@@ -62,7 +62,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l dry-run 
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand scrub" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l candidates -d 'File with one store path per line to restore references to (by name)' -r -F
@@ -75,7 +75,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l dry-ru
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l paths -d 'Trees or files to relink, as auto-patchelf.py spells it (joined to PATH)' -r -F
@@ -101,7 +101,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l dry-run
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand relink" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l library-path -d 'Also look for libraries in this directory, before the default ones (repeatable)' -r -F
@@ -110,7 +110,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l store-di
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand audit" -s h -l help -d 'Print help'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
@@ -118,7 +118,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l store-dir 
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand elf" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l out-dir -d 'With `man`: write `storepatch.1` and one page per subcommand into this directory' -r -F
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l threads -d 'Number of worker threads (default: one per core). Output is identical for any value' -r
@@ -126,7 +126,7 @@ complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l store
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l json -d 'Emit JSON Lines on stdout instead of the human report'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s q -l quiet -d 'Print nothing but errors (and the `--json` output when asked for)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-progress -d 'Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)'
-complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` always reads, in pieces of 256 KiB)'
+complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -l no-mmap -d 'Read every file with read(2) instead of mapping large ones into memory (`scan` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c storepatch -n "__fish_storepatch_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c storepatch -n "__fish_storepatch_using_subcommand help; and not __fish_seen_subcommand_from scan scrub restore relink audit elf generate help" -f -a "scan" -d 'Find every store reference in a tree: paths, bare hash parts, symlink targets, names'

@@ -21,7 +21,7 @@ _storepatch() {
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help]' \
@@ -48,7 +48,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help]' \
@@ -69,7 +69,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help]' \
@@ -90,7 +90,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help]' \
@@ -124,7 +124,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
@@ -141,7 +141,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help]' \
@@ -157,7 +157,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '*::args -- patchelf-style options and files:_default' \
@@ -172,7 +172,7 @@ _arguments "${_arguments_options[@]}" : \
 '-q[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--quiet[Print nothing but errors (and the \`--json\` output when asked for)]' \
 '--no-progress[Never show progress (a bar when stderr is a terminal; otherwise, as in a build log, a line every 5 s once a run takes that long)]' \
-'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` always reads, in pieces of 256 KiB)]' \
+'--no-mmap[Read every file with read(2) instead of mapping large ones into memory (\`scan\` reads large files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB)]' \
 '*-v[More log output on stderr (-v debug, -vv trace)]' \
 '*--verbose[More log output on stderr (-v debug, -vv trace)]' \
 '-h[Print help (see more with '\''--help'\'')]' \

@@ -74,8 +74,8 @@ pub(crate) struct GlobalArgs {
     /// every 5 s once a run takes that long).
     #[arg(long, global = true, env = "STOREPATCH_NO_PROGRESS", value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_progress: bool,
-    /// Read every file with read(2) instead of mapping large ones into memory (`scan` always
-    /// reads, in pieces of 256 KiB).
+    /// Read every file with read(2) instead of mapping large ones into memory (`scan` reads large
+    /// files in pieces of 256 KiB either way, and maps only one with nowhere to cut for 4 MiB).
     #[arg(long, global = true)]
     pub(crate) no_mmap: bool,
     /// More log output on stderr (-v debug, -vv trace).
