@@ -421,21 +421,27 @@ fn grow_run(
     while start > done && is_hash(start - 1) {
         start -= 1;
     }
-    let mut end = word_start + WORD;
-    while let Some(bytes) = haystack.get(end..end + WORD)
-        && all_hash(u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD])))
-    {
-        end += WORD;
-    }
-    while end < len && is_hash(end) {
-        end += 1;
-    }
+    let end = wide::hash_run_end(haystack, word_start + WORD);
     // Backwards byte by byte (under a word), forwards a word at a time.
     *steps += (word_start - start) + (end - word_start) / WORD + WORD;
     if end - start >= HASH_LEN {
         found(start, end);
     }
     Some(end)
+}
+
+/// [`wide::hash_run_end`] without AVX2: a word at a time, then byte by byte.
+fn hash_run_end_words(haystack: &[u8], from: usize) -> usize {
+    let mut end = from.min(haystack.len());
+    while let Some(bytes) = haystack.get(end..end + WORD)
+        && all_hash(u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD])))
+    {
+        end += WORD;
+    }
+    while end < haystack.len() && HASH_BYTE[usize::from(haystack[end])] {
+        end += 1;
+    }
+    end
 }
 
 /// A 32-byte window of alphabet bytes packed into 160 bits, five per byte: two packed windows are
