@@ -1126,6 +1126,13 @@ impl StreamScanner<'_> {
 mod tests {
     use super::*;
 
+    /// Steps a xorshift generator: the tests' deterministic stream of pseudo-random bytes.
+    pub(crate) fn xorshift(state: &mut u64) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+    }
+
     const HASH_A: &[u8; 32] = b"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
     const HASH_B: &[u8; 32] = b"1111111111111111111111111111111z";
 
@@ -1284,9 +1291,7 @@ mod tests {
             let len = round * 3;
             let haystack: Vec<u8> = (0..len)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
+                    xorshift(&mut state);
                     // Mostly alphabet bytes, so that long runs are common; the others are any
                     // byte at all, most often the ones next to the alphabet's edges.
                     let pick = usize::try_from(state >> 8).unwrap();
@@ -1377,9 +1382,7 @@ mod tests {
         let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
         let mut state = 0x51_7cc1_b727_220a_u64;
         let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            xorshift(&mut state);
             state
         };
         for round in 0..4 {

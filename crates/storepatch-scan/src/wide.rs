@@ -71,37 +71,17 @@ pub(crate) fn next_block_plain(haystack: &[u8], from: usize, until: usize) -> Op
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn next_block_avx2(haystack: &[u8], from: usize, until: usize) -> Option<usize> {
-    use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
-        _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
-    };
+    use std::arch::x86_64::_mm256_movemask_epi8;
     const FULL: u32 = 0xffff;
     let until = until.min(haystack.len());
-    let digit_base = _mm256_set1_epi8(0x30);
-    let digit_span = _mm256_set1_epi8(9);
-    let lower_base = _mm256_set1_epi8(0x61);
-    let lower_span = _mm256_set1_epi8(25);
     let mut at = from;
     // Two blocks per step, as long as both lie within the haystack.
     while at < until {
         let Some(bytes) = haystack.get(at..at + 2 * BLOCK) else {
             break;
         };
-        // SAFETY: `bytes` is 32 bytes long, the size of `__m256i`, and `loadu` reads them
-        // whatever their alignment (the pointer is never dereferenced as a `__m256i`).
-        #[expect(
-            clippy::cast_ptr_alignment,
-            reason = "an unaligned load, which takes a pointer of any alignment"
-        )]
-        let vector = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>()) };
-        // `byte - base <= span` as unsigned bytes: the byte lies in `base..=base + span`.
-        let digits = _mm256_sub_epi8(vector, digit_base);
-        let is_digit = _mm256_cmpeq_epi8(_mm256_min_epu8(digits, digit_span), digits);
-        let lowers = _mm256_sub_epi8(vector, lower_base);
-        let is_lower = _mm256_cmpeq_epi8(_mm256_min_epu8(lowers, lower_span), lowers);
-        let mask = u32::from_ne_bytes(
-            _mm256_movemask_epi8(_mm256_or_si256(is_digit, is_lower)).to_ne_bytes(),
-        );
+        let vector = load(bytes);
+        let mask = u32::from_ne_bytes(_mm256_movemask_epi8(digit_or_lower(vector)).to_ne_bytes());
         if mask & FULL == FULL {
             return Some(at);
         }
@@ -145,31 +125,16 @@ pub(crate) fn hash_run_end_plain(haystack: &[u8], from: usize) -> usize {
 #[target_feature(enable = "avx2")]
 fn hash_run_end_avx2(haystack: &[u8], from: usize) -> usize {
     use std::arch::x86_64::{
-        __m256i, _mm256_andnot_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
+        _mm256_andnot_si256, _mm256_cmpeq_epi8, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
     };
-    let digit_base = _mm256_set1_epi8(0x30);
-    let digit_span = _mm256_set1_epi8(9);
-    let lower_base = _mm256_set1_epi8(0x61);
-    let lower_span = _mm256_set1_epi8(25);
     let left_out = [b'e', b'o', b'u', b't'].map(|byte| _mm256_set1_epi8(i8::from_ne_bytes([byte])));
     let mut at = from;
     while let Some(bytes) = haystack.get(at..at + 2 * BLOCK) {
-        // SAFETY: `bytes` is 32 bytes long, the size of `__m256i`, and `loadu` reads them
-        // whatever their alignment (the pointer is never dereferenced as a `__m256i`).
-        #[expect(
-            clippy::cast_ptr_alignment,
-            reason = "an unaligned load, which takes a pointer of any alignment"
-        )]
-        let vector = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>()) };
-        // `byte - base <= span` as unsigned bytes: the byte lies in `base..=base + span`.
-        let digits = _mm256_sub_epi8(vector, digit_base);
-        let is_digit = _mm256_cmpeq_epi8(_mm256_min_epu8(digits, digit_span), digits);
-        let lowers = _mm256_sub_epi8(vector, lower_base);
-        let is_lower = _mm256_cmpeq_epi8(_mm256_min_epu8(lowers, lower_span), lowers);
+        let vector = load(bytes);
         let [e, o, u, t] = left_out.map(|byte| _mm256_cmpeq_epi8(vector, byte));
         let left = _mm256_or_si256(_mm256_or_si256(e, o), _mm256_or_si256(u, t));
-        let is_hash = _mm256_andnot_si256(left, _mm256_or_si256(is_digit, is_lower));
+        let is_hash = _mm256_andnot_si256(left, digit_or_lower(vector));
         let mask = u32::from_ne_bytes(_mm256_movemask_epi8(is_hash).to_ne_bytes());
         if mask != u32::MAX {
             return at + (!mask).trailing_zeros() as usize;
@@ -177,6 +142,40 @@ fn hash_run_end_avx2(haystack: &[u8], from: usize) -> usize {
         at += 2 * BLOCK;
     }
     hash_run_end_plain(haystack, at)
+}
+
+/// The first 32 bytes of `bytes` (which must hold at least 32) in a vector register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load(bytes: &[u8]) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256};
+    let bytes = &bytes[..2 * BLOCK];
+    // SAFETY: `bytes` is 32 bytes long, the size of `__m256i`, and `loadu` reads them whatever
+    // their alignment (the pointer is never dereferenced as a `__m256i`).
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "an unaligned load, which takes a pointer of any alignment"
+    )]
+    unsafe {
+        _mm256_loadu_si256(bytes.as_ptr().cast::<__m256i>())
+    }
+}
+
+/// Per byte of `vector`, all ones where it is an ASCII digit or lowercase letter, else zero.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn digit_or_lower(vector: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::{
+        _mm256_cmpeq_epi8, _mm256_min_epu8, _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
+    };
+    // `byte - base <= span` as unsigned bytes: the byte lies in `base..=base + span`.
+    let digits = _mm256_sub_epi8(vector, _mm256_set1_epi8(0x30));
+    let is_digit = _mm256_cmpeq_epi8(_mm256_min_epu8(digits, _mm256_set1_epi8(9)), digits);
+    let lowers = _mm256_sub_epi8(vector, _mm256_set1_epi8(0x61));
+    let is_lower = _mm256_cmpeq_epi8(_mm256_min_epu8(lowers, _mm256_set1_epi8(25)), lowers);
+    _mm256_or_si256(is_digit, is_lower)
 }
 
 #[cfg(test)]
@@ -193,9 +192,7 @@ mod tests {
             let len = round % 150;
             let haystack: Vec<u8> = (0..len)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
+                    crate::tests::xorshift(&mut state);
                     let pick = usize::try_from(state >> 8).unwrap();
                     // Mostly alphabet bytes, so that long runs are common.
                     if state.is_multiple_of(2 + u64::try_from(round % 70).unwrap()) {
@@ -234,9 +231,7 @@ mod tests {
             let len = round % 130;
             let haystack: Vec<u8> = (0..len)
                 .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
+                    crate::tests::xorshift(&mut state);
                     let pick = usize::try_from(state >> 8).unwrap();
                     // Mostly class bytes, so that whole blocks are common.
                     if state.is_multiple_of(2 + u64::try_from(round % 40).unwrap()) {
