@@ -10,8 +10,6 @@ mod progress;
 mod tree;
 
 fn main() -> ExitCode {
-    // Before any thread starts: see its docs for what it saves.
-    storepatch_walk::tune_malloc();
     exit::install_signal_handlers();
     // Installed under the name `patchelf`, behave exactly like `storepatch elf`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -31,12 +29,17 @@ fn main() -> ExitCode {
     }
     let cli = cli::parse(args);
     logger::init(cli.global.verbose);
-    if let Some(threads) = cli.global.threads() {
-        // Only fails when a pool already exists, which cannot happen this early.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global();
-    }
+    // One worker thread per core unless told otherwise.
+    let threads = cli
+        .global
+        .threads()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    // Before any thread starts: see its docs for what it saves.
+    storepatch_walk::tune_malloc(threads);
+    // Only fails when a pool already exists, which cannot happen this early.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
     let json = cli.global.json;
     exit::report(commands::run(cli), json)
 }
