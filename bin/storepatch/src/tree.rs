@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use storepatch_core::{StoreDir, StorePath};
 pub(crate) use storepatch_tree::{
-    EntryError, Location, TreeScan, error_chain, handle_leftovers, parse_store_paths, render_target,
+    EntryError, Location, TreeScan, error_chain, handle_leftovers, parse_store_paths,
+    render_target, render_target_into,
 };
 
 use crate::progress::Progress;

@@ -149,7 +149,7 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
         if entry.depth == 0 {
             return None;
         }
-        storepatch_rewrite::Leftover::from_name(entry_name(entry)?)
+        storepatch_rewrite::Leftover::from_name(entry.name()?)
     };
     for root in roots {
         // Only the entries the loop below uses are kept: leftovers, symlinks named like
@@ -173,12 +173,11 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
                     EntryKind::File if leftover(entry).is_some() => Some(None),
                     EntryKind::File => {
                         let start = start_of(visit);
-                        let library =
-                            entry_name(entry).is_some_and(crate::index::looks_like_library);
+                        let library = entry.name().is_some_and(crate::index::looks_like_library);
                         (!matches!(start, Start::NotElf) || library).then_some(Some(start))
                     }
                     EntryKind::Symlink => (leftover(entry).is_none()
-                        && entry_name(entry).is_some_and(crate::index::looks_like_library))
+                        && entry.name().is_some_and(crate::index::looks_like_library))
                     .then_some(None),
                     EntryKind::Dir | EntryKind::Other => None,
                 }
@@ -201,7 +200,7 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
                 }
                 continue;
             }
-            let library = entry_name(&entry).is_some_and(crate::index::looks_like_library);
+            let library = entry.name().is_some_and(crate::index::looks_like_library);
             if library {
                 tree.libraries.push(entry.path.clone());
             }
@@ -232,22 +231,6 @@ pub fn walk_trees(roots: &[PathBuf], options: TreeOptions) -> Result<TreeWalk, T
         }
     }
     Ok(tree)
-}
-
-/// An entry's file name. Below the root, the walk built the path as `parent/name`, so the name
-/// is what follows the last `/`: cheaper than [`Path::file_name`], which parses components, for
-/// each of a tree's entries.
-fn entry_name(entry: &storepatch_walk::Entry) -> Option<&std::ffi::OsStr> {
-    use std::os::unix::ffi::OsStrExt as _;
-    if entry.depth == 0 {
-        return entry.path.file_name();
-    }
-    let bytes = entry.path.as_os_str().as_bytes();
-    let start = bytes
-        .iter()
-        .rposition(|&byte| byte == b'/')
-        .map_or(0, |slash| slash + 1);
-    Some(std::ffi::OsStr::from_bytes(&bytes[start..]))
 }
 
 /// The ELF magic, the first bytes of every ELF file.

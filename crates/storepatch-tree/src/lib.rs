@@ -374,26 +374,35 @@ pub fn scan_roots_writing(
             scans.extend(root_scans);
         }
     }
-    for (index, scan) in scans.iter_mut().enumerate() {
-        if let Some(scan) = scan {
-            scan.place_at(index);
-        }
-    }
-
-    // Store paths found in path form whose hashes were not searched for yet.
+    // Each finding learns its entry's index; store paths found in path form whose hashes were not
+    // searched for yet are gathered on the way (for each hash, the tree's last name for it).
     let known: BTreeSet<HashPart> = scanner
         .candidates()
         .iter()
         .map(|path| *path.hash())
         .collect();
-    let found: HashMap<HashPart, StorePath> = scans
-        .iter()
-        .flatten()
-        .flat_map(|scan| &scan.findings)
-        .flat_map(|finding| &finding.hits)
-        .filter_map(Hit::live)
-        .filter(|path| !known.contains(path.hash()))
-        .map(|path| (*path.hash(), path.clone()))
+    let mut found: HashMap<HashPart, &StorePath> = HashMap::new();
+    for (index, scan) in scans.iter_mut().enumerate() {
+        let Some(scan) = scan else {
+            continue;
+        };
+        scan.place_at(index);
+        let scan: &EntryScan = scan;
+        for path in scan
+            .findings
+            .iter()
+            .flat_map(|finding| &finding.hits)
+            .filter_map(Hit::live)
+        {
+            if !known.contains(path.hash()) {
+                found.insert(*path.hash(), path);
+            }
+        }
+    }
+    // Copied once each: a venv names a few store paths thousands of times.
+    let found: HashMap<HashPart, StorePath> = found
+        .into_iter()
+        .map(|(hash, path)| (hash, path.clone()))
         .collect();
     let scanner = if found.is_empty() {
         scanner
@@ -437,8 +446,10 @@ pub fn scan_roots_writing(
         .enumerate()
         .filter(|(_, entry)| entry.depth > 0 && entry.kind != EntryKind::Dir)
         .filter_map(|(index, entry)| {
-            let name = entry.path.file_name()?;
-            Some((index, storepatch_rewrite::Leftover::from_name(name)?))
+            Some((
+                index,
+                storepatch_rewrite::Leftover::from_name(entry.name()?)?,
+            ))
         })
         .collect();
     Ok(TreeScan {
@@ -1001,13 +1012,16 @@ pub fn parse_store_paths(
 #[must_use]
 pub fn render_target(store_dir: &StoreDir, hit: &Hit) -> Vec<u8> {
     let mut out = Vec::new();
-    match &hit.target {
-        storepatch_scan::Target::Live(path) => store_dir.render_into(&mut out, path),
-        storepatch_scan::Target::Scrubbed { name } => {
-            store_dir.render_scrubbed_into(&mut out, name);
-        }
-    }
+    render_target_into(store_dir, hit, &mut out);
     out
+}
+
+/// [`render_target`], appended to `out`: a caller rendering thousands of hits reuses one buffer.
+pub fn render_target_into(store_dir: &StoreDir, hit: &Hit, out: &mut Vec<u8>) {
+    match &hit.target {
+        storepatch_scan::Target::Live(path) => store_dir.render_into(out, path),
+        storepatch_scan::Target::Scrubbed { name } => store_dir.render_scrubbed_into(out, name),
+    }
 }
 
 #[cfg(test)]

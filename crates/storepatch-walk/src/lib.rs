@@ -1291,6 +1291,16 @@ impl<'a> Visit<'a> {
 }
 
 impl Entry {
+    /// The entry's file name. Below the root, the walk built the path as `parent/name`, so the
+    /// name is what follows the last `/`: cheaper than [`Path::file_name`], which parses
+    /// components, for each of a tree's entries. `None` only for a root without one (`/`, `..`).
+    pub fn name(&self) -> Option<&OsStr> {
+        if self.depth == 0 {
+            return self.path.file_name();
+        }
+        Some(name_of(&self.path))
+    }
+
     fn from_metadata(path: PathBuf, depth: usize, metadata: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt as _;
         Self {

@@ -289,7 +289,7 @@ fn write_files(
                 finding.location.as_str()
             )
             .into_bytes();
-            line.extend_from_slice(&tree::render_target(store_dir, hit));
+            tree::render_target_into(store_dir, hit, &mut line);
             match (hit.live().is_none(), hit.form) {
                 (true, _) => line.extend_from_slice(b" (scrubbed)"),
                 (false, storepatch_scan::Form::Bare) => line.extend_from_slice(b" (bare hash)"),

@@ -53,13 +53,13 @@ struct StorePaths {
 
 impl StorePaths {
     /// The index of `rendered`, added if it is new.
-    fn add(&mut self, rendered: Vec<u8>, hash: HashPart) -> usize {
-        if let Some(&index) = self.index.get(&rendered) {
+    fn add(&mut self, rendered: &[u8], hash: HashPart) -> usize {
+        if let Some(&index) = self.index.get(rendered) {
             return index;
         }
         let index = self.paths.len();
-        self.paths.push((rendered.clone(), hash));
-        self.index.insert(rendered, index);
+        self.paths.push((rendered.to_vec(), hash));
+        self.index.insert(rendered.to_vec(), index);
         index
     }
 
@@ -114,6 +114,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
     let mut kept = 0usize;
     let mut changes = Vec::new();
     let mut store_paths = StorePaths::default();
+    let mut rendered = Vec::new();
     for finding in &scan.findings {
         let mut change = Change {
             entry: finding.entry,
@@ -125,10 +126,11 @@ pub(crate) fn run(global: &GlobalArgs, args: &ScrubArgs) -> anyhow::Result<ExitC
             match hit.live() {
                 Some(path) if selected(hit) => {
                     change.offsets.push(hit.hash_offset);
-                    let rendered = tree::render_target(&store_dir, hit);
+                    rendered.clear();
+                    tree::render_target_into(&store_dir, hit, &mut rendered);
                     change
                         .store_paths
-                        .push(store_paths.add(rendered, *path.hash()));
+                        .push(store_paths.add(&rendered, *path.hash()));
                 }
                 Some(_) => kept += 1,
                 None => {}
