@@ -273,6 +273,11 @@ relink_group() {
     log "$loc: relink ($size) vs auto-patchelf.py + patchelf (fresh copy before each run)"
     hf "$loc-relink-$size-storepatch" --runs "$relink_runs" --prepare "$fresh" \
         -n "storepatch relink ($size)" "$(q "$storepatch") relink --quiet ${library_args[*]@Q} $(q "$work")"
+    # What any relinker with auto-patchelf.py's results must do at the least: visit every file of
+    # the tree (auto-patchelf.py opens each to read its first bytes). ripgrep listing the work
+    # copy, opening no file, is a floor under that.
+    hf "$loc-relink-$size-floor" --warmup 1 --runs "$relink_runs" \
+        -n "list floor ($size): rg --files (lists every file, opens none)" "$(q "$rg") --no-config -uu --files -- $(q "$work")"
     python3 "$benches/real-corpus/runpaths.py" "$work" > "$out/$loc-relink-$size-storepatch.tsv"
     if [ -n "$apf" ]; then
         hf "$loc-relink-$size-auto-patchelf" --runs "$mutating_runs" --prepare "$fresh" \

@@ -101,6 +101,12 @@ def main():
             ours = median(f"{loc}-relink-{size}-storepatch", f"storepatch relink ({size})")
             theirs = median(f"{loc}-relink-{size}-auto-patchelf", f"auto-patchelf.py + patchelf ({size})")
             ratio(loc, f"auto-patchelf.py + patchelf / relink ({size})", theirs, ours, 20.0)
+            # The most any relinker could reach: one that did no more than list the tree.
+            floor = median(f"{loc}-relink-{size}-floor",
+                           f"list floor ({size}): rg --files (lists every file, opens none)")
+            ratio(loc, f"auto-patchelf.py + patchelf / list floor ({size}): the most any relink "
+                  "could reach", theirs, floor)
+            ratio(loc, f"relink / list floor ({size})", ours, floor)
         for tool, stem, name in (("relink", "storepatch", "storepatch relink"),
                                  ("auto-patchelf.py", "auto-patchelf", "auto-patchelf.py + patchelf")):
             # Five times the files in at most five times the time: linear or better (a fixed cost
