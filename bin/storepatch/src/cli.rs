@@ -132,6 +132,21 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command works on the thread pool: the tree commands do; `elf` and `generate`
+    /// work on one thread and start none.
+    pub(crate) fn uses_threads(&self) -> bool {
+        match self {
+            Self::Scan(_)
+            | Self::Scrub(_)
+            | Self::Restore(_)
+            | Self::Relink(_)
+            | Self::Audit(_) => true,
+            Self::Elf { .. } | Self::Generate { .. } => false,
+        }
+    }
+}
+
 /// How references are discovered; shared by `scan` and `scrub`.
 #[derive(Debug, Args)]
 pub(crate) struct DiscoveryArgs {

@@ -29,17 +29,18 @@ fn main() -> ExitCode {
     }
     let cli = cli::parse(args);
     logger::init(cli.global.verbose);
-    // One worker thread per core unless told otherwise.
-    let threads = cli
-        .global
-        .threads()
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    // Before any thread starts: see its docs for what it saves.
-    storepatch_walk::tune_malloc(threads);
-    // Only fails when a pool already exists, which cannot happen this early.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global();
+    if cli.command.uses_threads() {
+        // One worker thread per core unless told otherwise.
+        let threads = cli.global.threads().unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        });
+        // Before any thread starts: see its docs for what it saves.
+        storepatch_walk::tune_malloc(threads);
+        // Only fails when a pool already exists, which cannot happen this early.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
     let json = cli.global.json;
     exit::report(commands::run(cli), json)
 }
