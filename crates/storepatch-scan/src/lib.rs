@@ -1133,6 +1133,28 @@ mod tests {
         *state ^= *state << 17;
     }
 
+    /// `len` bytes from the stream: mostly bytes of `common`, and one of `rare` where the state is
+    /// a multiple of `rare_every` (so the smaller it is, the shorter the runs of `common` bytes).
+    pub(crate) fn mostly(
+        state: &mut u64,
+        len: usize,
+        common: &[u8],
+        rare: &[u8],
+        rare_every: u64,
+    ) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                xorshift(state);
+                let pick = usize::try_from(*state >> 8).unwrap();
+                if state.is_multiple_of(rare_every) {
+                    rare[pick % rare.len()]
+                } else {
+                    common[pick % common.len()]
+                }
+            })
+            .collect()
+    }
+
     const HASH_A: &[u8; 32] = b"0c5dq8ikmzkcjh2hh2x3a1ihcp6yq3w1";
     const HASH_B: &[u8; 32] = b"1111111111111111111111111111111z";
 

@@ -190,18 +190,14 @@ mod tests {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for round in 0..600usize {
             let len = round % 150;
-            let haystack: Vec<u8> = (0..len)
-                .map(|_| {
-                    crate::tests::xorshift(&mut state);
-                    let pick = usize::try_from(state >> 8).unwrap();
-                    // Mostly alphabet bytes, so that long runs are common.
-                    if state.is_multiple_of(2 + u64::try_from(round % 70).unwrap()) {
-                        breaks[pick % breaks.len()]
-                    } else {
-                        b"0123456789abcdfghijklmnpqrsvwxyz"[pick % 32]
-                    }
-                })
-                .collect();
+            // Mostly alphabet bytes, so that long runs are common.
+            let haystack = crate::tests::mostly(
+                &mut state,
+                len,
+                b"0123456789abcdfghijklmnpqrsvwxyz",
+                breaks,
+                2 + u64::try_from(round % 70).unwrap(),
+            );
             for from in 0..=len + 1 {
                 let plain = hash_run_end_plain(&haystack, from);
                 assert_eq!(
@@ -229,18 +225,14 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         for round in 0..400usize {
             let len = round % 130;
-            let haystack: Vec<u8> = (0..len)
-                .map(|_| {
-                    crate::tests::xorshift(&mut state);
-                    let pick = usize::try_from(state >> 8).unwrap();
-                    // Mostly class bytes, so that whole blocks are common.
-                    if state.is_multiple_of(2 + u64::try_from(round % 40).unwrap()) {
-                        edges[pick % edges.len()]
-                    } else {
-                        b"0123456789abcdefghijklmnopqrstuvwxyz"[pick % 36]
-                    }
-                })
-                .collect();
+            // Mostly class bytes, so that whole blocks are common.
+            let haystack = crate::tests::mostly(
+                &mut state,
+                len,
+                b"0123456789abcdefghijklmnopqrstuvwxyz",
+                edges,
+                2 + u64::try_from(round % 40).unwrap(),
+            );
             for from in (0..=len + BLOCK).step_by(BLOCK) {
                 for until in from..=len + 2 {
                     assert_eq!(
