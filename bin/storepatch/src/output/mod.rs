@@ -163,6 +163,27 @@ pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// What a pipe on stdout is made to hold (see [`grow_pipe`]): the most that any user may ask for
+/// unless the system says otherwise (`/proc/sys/fs/pipe-max-size`).
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Lets a pipe (or FIFO) on `fd` hold [`PIPE_SIZE`] bytes. A pipe holds 64 KiB unless asked,
+/// and a report of megabytes (`scan --json` of a real venv is 12 MB) then waits for its reader
+/// every 64 KiB, each time a trip through the scheduler for both. Measured on the benchmark's
+/// real venv on tmpfs, read by `hyperfine`: `scan --json` 298 → 286 ms, against 273 ms for
+/// `scan --quiet`.
+/// A pipe is never made smaller, and one the system will not grow (its user is over the pipe
+/// quota, `EPERM`) stays as it is: nothing but the waiting changes.
+fn grow_pipe(fd: impl std::os::fd::AsFd) {
+    use rustix::fs::FileType;
+    let fd = fd.as_fd();
+    let is_pipe = rustix::fs::fstat(fd)
+        .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Fifo);
+    if is_pipe && rustix::pipe::fcntl_getpipe_size(fd).is_ok_and(|size| size < PIPE_SIZE) {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+    }
+}
+
 /// Buffered stdout for data.
 pub(crate) struct Output {
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
@@ -170,8 +191,10 @@ pub(crate) struct Output {
 
 impl Output {
     pub(crate) fn new() -> Self {
+        let stdout = std::io::stdout();
+        grow_pipe(&stdout);
         Self {
-            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            out: std::io::BufWriter::new(stdout.lock()),
         }
     }
 

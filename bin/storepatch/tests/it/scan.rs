@@ -331,6 +331,54 @@ fn output_does_not_depend_on_threads_or_reading() {
 }
 
 #[test]
+fn a_pipe_on_stdout_is_made_to_hold_more_never_less_and_gets_the_whole_report() {
+    let tree = TestTree::new();
+    // 20 000 references: a report of several megabytes, many pipe-fulls of a pipe's default
+    // 64 KiB and more than the 1 MiB the pipe is grown to.
+    let path = format!("/nix/store/{ZLIB_HASH}-zlib-1.3.1/lib\n");
+    tree.write("lib/many.txt", path.repeat(20_000));
+    let report = tree.dir.path().join("report.json");
+    let status = storepatch()
+        .args(["scan", "--json"])
+        .arg(&tree.root)
+        .stdout(fs_err::File::create(&report).unwrap().into_file())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected = fs_err::read(&report).unwrap();
+    assert_eq!(json_lines(&expected).len(), 20_001);
+    // Run with stdout a pipe of `size` bytes (unless the system refuses it); returns the report
+    // and what the pipe holds once the run is over.
+    let through_pipe = |size: Option<usize>| {
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        let asked = size.and_then(|size| rustix::pipe::fcntl_setpipe_size(&writer, size).ok());
+        let mut child = storepatch()
+            .args(["scan", "--json"])
+            .arg(&tree.root)
+            .stdout(writer)
+            .spawn()
+            .unwrap();
+        let mut reader = std::fs::File::from(reader);
+        let mut report = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut report).unwrap();
+        assert!(child.wait().unwrap().success());
+        let held = rustix::pipe::fcntl_getpipe_size(&reader).unwrap();
+        (report, asked, held)
+    };
+    let (report, _, held) = through_pipe(None);
+    assert_eq!(report, expected);
+    assert_eq!(held, 1 << 20);
+    // A pipe that holds more already is left as it is (growing one beyond 1 MiB takes
+    // `CAP_SYS_RESOURCE`, as root has).
+    let (report, asked, held) = through_pipe(Some(4 << 20));
+    assert_eq!(report, expected);
+    match asked {
+        Some(asked) => assert_eq!(held, asked),
+        None => assert_eq!(held, 1 << 20),
+    }
+}
+
+#[test]
 fn quiet_answers_by_exit_status_alone() {
     // Exit status, and how much went to stdout and stderr.
     let quiet = |flag: &str, root: &Path| {
