@@ -172,6 +172,7 @@ const PIPE_SIZE: usize = 1 << 20;
 /// every 64 KiB, each time a trip through the scheduler for both. Measured on the benchmark's
 /// real venv on tmpfs, read by `hyperfine`: `scan --json` 298 → 286 ms, against 273 ms for
 /// `scan --quiet`.
+///
 /// A pipe is never made smaller, and one the system will not grow (its user is over the pipe
 /// quota, `EPERM`) stays as it is: nothing but the waiting changes.
 fn grow_pipe(fd: impl std::os::fd::AsFd) {
