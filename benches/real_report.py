@@ -115,6 +115,17 @@ def main():
                   median(f"{loc}-relink-x5-{stem}", f"{name} (x5)"),
                   median(f"{loc}-relink-base-{stem}", f"{name} (base)"),
                   5.0 if stem == "storepatch" else None, at_least=False)
+        # The same growth in CPU time (user + system, hyperfine's means): the work done, apart from
+        # how well the two cores were kept busy. With the list floor beside it for reference.
+        for tool, stem, name in (("relink", "storepatch", "storepatch relink"),
+                                 ("list floor", "floor", "list floor")):
+            def cpu(size):
+                suffix = "" if stem != "floor" else ": rg --files (lists every file, opens none)"
+                entry = commands.get((f"{loc}-relink-{size}-{stem}", f"{name} ({size}){suffix}"))
+                if not entry or entry["user"] is None or entry["system"] is None:
+                    return None
+                return entry["user"] + entry["system"]
+            ratio(loc, f"{tool}: CPU time x5 / base (5 = linear)", cpu("x5"), cpu("base"))
 
         memory_file = results / f"{loc}-memory.tsv"
         if memory_file.exists():
