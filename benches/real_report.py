@@ -32,6 +32,11 @@ SCRUB_BESIDE = "storepatch scrub (beside restore)"
 RESTORE = "storepatch restore"
 
 
+def list_floor(size):
+    """The name of the relink group's list floor for the corpus of SIZE (base, x5)."""
+    return f"list floor ({size}): rg --files (lists every file, opens none)"
+
+
 def load(results):
     """{(file stem, command): {median, min, max, stddev, runs, user, system}}."""
     commands = {}
@@ -102,8 +107,7 @@ def main():
             theirs = median(f"{loc}-relink-{size}-auto-patchelf", f"auto-patchelf.py + patchelf ({size})")
             ratio(loc, f"auto-patchelf.py + patchelf / relink ({size})", theirs, ours, 20.0)
             # The most any relinker could reach: one that did no more than list the tree.
-            floor = median(f"{loc}-relink-{size}-floor",
-                           f"list floor ({size}): rg --files (lists every file, opens none)")
+            floor = median(f"{loc}-relink-{size}-floor", list_floor(size))
             ratio(loc, f"auto-patchelf.py + patchelf / list floor ({size}): the most any relink "
                   "could reach", theirs, floor)
             ratio(loc, f"relink / list floor ({size})", ours, floor)
@@ -117,11 +121,10 @@ def main():
                   5.0 if stem == "storepatch" else None, at_least=False)
         # The same growth in CPU time (user + system, hyperfine's means): the work done, apart from
         # how well the two cores were kept busy. With the list floor beside it for reference.
-        for tool, stem, name in (("relink", "storepatch", "storepatch relink"),
-                                 ("list floor", "floor", "list floor")):
+        for tool, stem, name in (("relink", "storepatch", lambda size: f"storepatch relink ({size})"),
+                                 ("list floor", "floor", list_floor)):
             def cpu(size):
-                suffix = "" if stem != "floor" else ": rg --files (lists every file, opens none)"
-                entry = commands.get((f"{loc}-relink-{size}-{stem}", f"{name} ({size}){suffix}"))
+                entry = commands.get((f"{loc}-relink-{size}-{stem}", name(size)))
                 if not entry or entry["user"] is None or entry["system"] is None:
                     return None
                 return entry["user"] + entry["system"]
