@@ -48,6 +48,20 @@ impl Build {
         self.dir.path().join(relative)
     }
 
+    /// Copies the first of the host's `candidates` that exists into the directory `dir` (a
+    /// relative path, created), under its own name, and gives that directory.
+    fn host_library(&self, dir: &str, candidates: &[&str]) -> PathBuf {
+        let dir = self.path(dir);
+        fs_err::create_dir_all(&dir).unwrap();
+        let found = candidates
+            .iter()
+            .map(Path::new)
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| panic!("the host has none of {candidates:?}"));
+        fs_err::copy(found, dir.join(found.file_name().unwrap())).unwrap();
+        dir
+    }
+
     /// Compiles `source` into `output` (a relative path) with extra gcc arguments.
     fn gcc(&self, output: &str, source: &str, args: &[&str]) -> PathBuf {
         let out = self.path(output);
@@ -128,6 +142,12 @@ fn stdout_of(path: &Path) -> String {
 fn text(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// Where a Debian-like host keeps gcc's `libgcc_s.so.1`.
+const LIBGCC_S: [&str; 2] = [
+    "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+];
 
 const MAIN_FOO: &str =
     "#include <stdio.h>\nint foo(void);\nint main(void) { printf(\"%d\\n\", foo()); return 0; }\n";
@@ -302,16 +322,7 @@ fn dlopen_note_groups_are_satisfied_by_one_alternative() {
 #[test]
 fn libgcc_s_is_libc_only_where_the_libc_directory_holds_it() {
     let build = Build::new();
-    let gcc_lib = build.path("gcc-lib/lib");
-    fs_err::create_dir_all(&gcc_lib).unwrap();
-    let system_copy = [
-        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
-    ]
-    .into_iter()
-    .find(|path| Path::new(path).is_file())
-    .expect("the system's libgcc_s.so.1");
-    fs_err::copy(system_copy, gcc_lib.join("libgcc_s.so.1")).unwrap();
+    let gcc_lib = build.host_library("gcc-lib/lib", &LIBGCC_S);
     let source = "#include <stdio.h>\nint main(void) { puts(\"ok\"); return 0; }\n";
     let app = build.gcc("out/bin/app", source, &["-Wl,--no-as-needed", "-lgcc_s"]);
     let needed = storepatch_elf::ElfInfo::parse(&fs_err::read(&app).unwrap())
@@ -744,17 +755,14 @@ fn structured_log_scenario_as_json_records() {
 #[test]
 fn keep_libc_looks_libc_up_in_the_index() {
     let build = Build::new();
-    let libc_dir = build.path("deps/libc/lib");
-    fs_err::create_dir_all(&libc_dir).unwrap();
-    let host_libc = [
-        "/lib/x86_64-linux-gnu/libc.so.6",
-        "/usr/lib64/libc.so.6",
-        "/lib64/libc.so.6",
-    ]
-    .into_iter()
-    .find(|path| Path::new(path).is_file())
-    .expect("the host's libc.so.6");
-    fs_err::copy(host_libc, libc_dir.join("libc.so.6")).unwrap();
+    let libc_dir = build.host_library(
+        "deps/libc/lib",
+        &[
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib64/libc.so.6",
+            "/lib64/libc.so.6",
+        ],
+    );
     let source = "#include <stdio.h>\nint main(void) { puts(\"ok\"); return 0; }\n";
     let app = build.gcc("out/bin/app", source, &[]);
     run_ok(
@@ -899,16 +907,7 @@ fn same_run_paths_as_auto_patchelf_py() {
     build.library("deps/foo2/lib", "foo", 99, &[]);
     build.library("deps/rt/lib", "plugin", 1, &[]);
     build.library("deps/second/lib", "second", 2, &[]);
-    let gcc_lib = build.path("deps/gcc/lib");
-    fs_err::create_dir_all(&gcc_lib).unwrap();
-    let system_copy = [
-        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-        "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
-    ]
-    .into_iter()
-    .find(|path| Path::new(path).is_file())
-    .expect("the system's libgcc_s.so.1");
-    fs_err::copy(system_copy, gcc_lib.join("libgcc_s.so.1")).unwrap();
+    let gcc_lib = build.host_library("deps/gcc/lib", &LIBGCC_S);
     let link = format!("-L{}", foo.parent().unwrap().display());
     build.gcc(
         "out/bin/app",
