@@ -70,6 +70,13 @@ def main():
         entry = commands.get((stem, name))
         return entry["median"] if entry else None
 
+    def cpu_time(stem, name):
+        """User + system time, hyperfine's means; None where either is missing."""
+        entry = commands.get((stem, name))
+        if not entry or entry["user"] is None or entry["system"] is None:
+            return None
+        return entry["user"] + entry["system"]
+
     rows = []  # (location, comparison, ratio, target text, met or None)
 
     def ratio(loc, label, numerator, denominator, target=None, at_least=True):
@@ -123,12 +130,9 @@ def main():
         # how well the two cores were kept busy. With the list floor beside it for reference.
         for tool, stem, name in (("relink", "storepatch", lambda size: f"storepatch relink ({size})"),
                                  ("list floor", "floor", list_floor)):
-            def cpu(size):
-                entry = commands.get((f"{loc}-relink-{size}-{stem}", name(size)))
-                if not entry or entry["user"] is None or entry["system"] is None:
-                    return None
-                return entry["user"] + entry["system"]
-            ratio(loc, f"{tool}: CPU time x5 / base (5 = linear)", cpu("x5"), cpu("base"))
+            ratio(loc, f"{tool}: CPU time x5 / base (5 = linear)",
+                  cpu_time(f"{loc}-relink-x5-{stem}", name("x5")),
+                  cpu_time(f"{loc}-relink-base-{stem}", name("base")))
 
         memory_file = results / f"{loc}-memory.tsv"
         if memory_file.exists():
